@@ -6,7 +6,7 @@ and optimizer state, the token position (step, tokens seen, phase), each rank's 
 states, trainer counters and the resolved recipe.
 
 Why one file written through a temporary name: a run can be killed at any moment (SIGKILL, a pre-empted
-node). The file is written as `.<name>.tmp` in the same directory, flushed and fsynced, renamed over its
+node). The file is written under a temporary `.<name>.*.tmp` name in the same directory, flushed and fsynced, renamed over its
 final name with `os.replace` (atomic on POSIX), and the directory is fsynced so the rename itself is
 durable. A reader therefore sees either no file or a complete one; `latest()` still checks each
 candidate (zip CRCs) and falls back, with a warning, to an older one if the newest is damaged.
@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from mmbert.io import atomic_open, fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -99,30 +101,11 @@ def phase_end_checkpoint(run_dir: str | os.PathLike, phase: str) -> Path | None:
     return None
 
 
-def fsync_dir(path: str | os.PathLike) -> None:
-    """Make a rename/creation inside directory `path` durable (no-op where directories can't be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """`torch.save(obj)` to `path` through a temporary file in the same directory, fsynced and renamed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_open(path, "wb") as f:
         torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-    return path
+    return Path(path)
 
 
 def save_checkpoint(
