@@ -1,0 +1,65 @@
+"""MLM masking (BERT's 80/10/10 rule) at a per-phase rate.
+
+Each non-special position is selected with probability `rate`; a selected position's label is its
+original id (-100 everywhere else, which the loss ignores), and its input becomes `<mask>` (id 4) with
+probability 0.8, a random token with probability 0.1, and stays unchanged with probability 0.1.
+
+Special tokens: pad, eos, bos, unk and mask (ids 0-4, `SPECIAL_IDS`) are never selected and never
+drawn as the random replacement. This follows mmBERT/ModernBERT, whose collators mask only text tokens:
+predicting `<bos>`/`<eos>` is trivial (they sit at fixed places) and pad is not data. `<unk>` is
+excluded too because predicting "unknown" teaches nothing. A tokenizer with more special tokens
+(Gemma 2's control tokens) passes its own `special_ids`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+PAD_ID, EOS_ID, BOS_ID, UNK_ID, MASK_ID = 0, 1, 2, 3, 4
+SPECIAL_IDS: tuple[int, ...] = (PAD_ID, EOS_ID, BOS_ID, UNK_ID, MASK_ID)
+IGNORE_INDEX = -100
+
+
+def mask_tokens(
+    input_ids: torch.Tensor,
+    rate: float,
+    generator: torch.Generator,
+    vocab_size: int,
+    special_ids: Iterable[int] = SPECIAL_IDS,
+    mask_id: int = MASK_ID,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask `input_ids` (any shape, integer) at `rate`; returns new `(input_ids, labels)`.
+
+    Random draws come from `generator` (on its own device, then moved), so a seeded generator gives the
+    same masks on CPU and GPU and the generator's state is all a resumed run needs.
+    """
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"mask rate must be in [0, 1], got {rate}")
+    specials = torch.tensor(sorted(set(special_ids)), dtype=torch.long)
+    if specials.numel() and (specials.min() < 0 or specials.max() >= vocab_size):
+        raise ValueError(f"special ids {specials.tolist()} must lie in [0, vocab_size={vocab_size})")
+    n_normal = vocab_size - specials.numel()
+    if n_normal <= 0:
+        raise ValueError("the vocabulary has no non-special token to draw random replacements from")
+    gen_device = generator.device
+    shape = input_ids.shape
+    select_u = torch.rand(shape, generator=generator, device=gen_device).to(input_ids.device)
+    action_u = torch.rand(shape, generator=generator, device=gen_device).to(input_ids.device)
+    random_ids = torch.randint(0, n_normal, shape, generator=generator, device=gen_device)
+    # Map a draw from [0, n_normal) onto the vocabulary without the specials: shift past each special
+    # id at or below it (ascending order makes one pass enough), with no vocabulary-sized table.
+    for s in specials.tolist():
+        random_ids += (random_ids >= s).to(random_ids.dtype)
+    random_ids = random_ids.to(device=input_ids.device, dtype=input_ids.dtype)
+
+    maskable = ~torch.isin(input_ids, specials.to(input_ids.device))
+    selected = maskable & (select_u < rate)
+    labels = torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
+    masked = input_ids.clone()
+    to_mask = selected & (action_u < 0.8)
+    to_random = selected & (action_u >= 0.8) & (action_u < 0.9)
+    masked[to_mask] = mask_id
+    masked[to_random] = random_ids[to_random]
+    return masked, labels
