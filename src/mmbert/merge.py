@@ -1,0 +1,922 @@
+"""`mmbert merge`: TIES, linear and EMA merging of HF-format checkpoints, streamed tensor by tensor.
+
+mmBERT-base's released model is a TIES merge of its three decay variants; mmBERT-small's is an
+exponentially weighted average of checkpoints along one decay run. This module does both, plus a
+plain weighted average, on Hugging Face `ModernBertForMaskedLM` directories (ours, or written by
+transformers, including the released mmBERT).
+
+Methods (x_i: the models' tensors, b: the base's, w_i >= 0: the weights):
+
+- `ties` (Yadav et al. 2023, with mergekit's semantics): task vectors d_i = x_i - b. *Trim*: per
+  tensor, keep the k = floor(density * numel) entries of d_i with the largest magnitude, zero the
+  rest (entries tied at the k-th magnitude are kept in row-major order, so the result is
+  deterministic; k = 0 trims the whole tensor). *Elect*: the sign of each entry is the sign of
+  sum_i w_i * trim(d_i), with 0 counting as +. *Merge*: the mean of the w_i * trim(d_i) whose sign
+  equals the elected one, divided by the sum of the weights of those that agree (mergekit's
+  `normalize`); an entry where no vector agrees (all trimmed) stays at the base. Result: b + merge.
+- `linear`: sum_i w_i x_i / sum_i w_i.
+- `ema`: checkpoints c_1..c_n of one run, oldest first, averaged with weights that decay
+  exponentially with age: w_t = beta^(n-t) / sum_s beta^(n-s), beta = 0.5^(1 / half_life) (half-life
+  in checkpoints) or given as `--decay`. This is the bias-corrected EMA of the recursion
+  e_t = beta e_{t-1} + (1 - beta) c_t from e_0 = 0, i.e. e_n / (1 - beta^n); beta = 0 is the newest
+  checkpoint alone.
+
+Why streaming: a base-size model is 1.2 GB in fp32 and larger encoders are worse, so each output
+tensor is produced in flat chunks of `chunk_elements` from every input and written to the output file
+as it comes. The safetensors files are read with plain positioned reads rather than memory maps: a
+mapped file's touched pages count in the process's resident memory until it is unmapped, which for
+four inputs would be four models. TIES needs one full tensor per task vector to find its magnitude
+threshold, so its peak is about one fp32 tensor (the embedding, for mmBERT) plus one chunk per
+input. `bench/merge_memory.py` measures it.
+
+Tied weights: with `tie_word_embeddings` (ModernBERT's default) `decoder.weight` is the embedding
+matrix; transformers leaves it out of the file. It is read from whichever of the two names an input
+has, merged once, and written as `model.embeddings.tok_embeddings.weight` only, as transformers does.
+
+Tokenizer: the output gets the reference's tokenizer files (the base, or for linear/EMA the first
+model, or the newest checkpoint for EMA). Every input that has a tokenizer must have the same one
+(`tokenizer.json` without its padding/truncation settings, else the sentencepiece/vocab files). An
+input without tokenizer files is accepted with a warning, because training exports are often
+written without one; the embedding-shape check still guarantees the vocabulary size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import struct
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+
+from mmbert.io import fsync_dir
+
+log = logging.getLogger(__name__)
+
+METHODS = ("ties", "linear", "ema")
+# 16M elements: 64 MB per input in fp32; small enough to be negligible next to a model.
+CHUNK_ELEMENTS = 1 << 24
+EMBEDDING_KEY = "model.embeddings.tok_embeddings.weight"
+DECODER_KEY = "decoder.weight"
+# Files that make up a tokenizer, in the order their identity is checked (first present wins).
+TOKENIZER_IDENTITY_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
+TOKENIZER_FILES = TOKENIZER_IDENTITY_FILES + (
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+)
+
+_ST_DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+_ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
+
+
+class MergeError(ValueError):
+    """Inputs that cannot be merged; the message names the file, key or argument."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Tensor sources: one interface over in-memory dicts, safetensors files and pytorch_model.bin.
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+class Source:
+    """Read access to one checkpoint's tensors as flat element ranges (row-major order)."""
+
+    name: str
+
+    def infos(self) -> dict[str, TensorInfo]:
+        raise NotImplementedError
+
+    def read(self, key: str, start: int, stop: int) -> torch.Tensor:
+        """Elements [start, stop) of the flattened tensor `key`, as a 1-D tensor in its stored dtype."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release open files."""
+
+
+class DictSource(Source):
+    def __init__(self, tensors: Mapping[str, torch.Tensor], name: str = "<tensors>") -> None:
+        self.name = name
+        self._tensors = dict(tensors)
+
+    def infos(self) -> dict[str, TensorInfo]:
+        return {k: TensorInfo(tuple(t.shape), t.dtype) for k, t in self._tensors.items()}
+
+    def read(self, key: str, start: int, stop: int) -> torch.Tensor:
+        return self._tensors[key].reshape(-1)[start:stop]
+
+
+@dataclass
+class _StEntry:
+    path: Path
+    info: TensorInfo
+    offset: int  # absolute byte offset of the tensor's data in the file
+
+
+def _read_safetensors_header(path: Path) -> tuple[dict, int]:
+    """The JSON header of a safetensors file and the byte offset where its data starts."""
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) != 8:
+            raise MergeError(f"{path}: not a safetensors file (shorter than 8 bytes)")
+        (n,) = struct.unpack("<Q", raw)
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise MergeError(f"{path}: unreadable safetensors header ({e})") from e
+    return header, 8 + n
+
+
+class SafetensorsSource(Source):
+    """One or several (sharded) safetensors files, read with positioned reads (no memory map)."""
+
+    def __init__(
+        self, files: Sequence[Path], name: str, key_to_file: Mapping[str, Path] | None = None
+    ) -> None:
+        self.name = name
+        self._entries: dict[str, _StEntry] = {}
+        self._handles: dict[Path, BinaryIO] = {}
+        for path in files:
+            header, data_start = _read_safetensors_header(path)
+            for key, meta in header.items():
+                if key == "__metadata__":
+                    continue
+                if key_to_file is not None and key_to_file.get(key) != path:
+                    continue
+                if meta["dtype"] not in _ST_DTYPES:
+                    raise MergeError(f"{path}: tensor {key!r} has unsupported dtype {meta['dtype']}")
+                info = TensorInfo(tuple(meta["shape"]), _ST_DTYPES[meta["dtype"]])
+                self._entries[key] = _StEntry(path, info, data_start + meta["data_offsets"][0])
+        if key_to_file is not None:
+            missing = sorted(set(key_to_file) - set(self._entries))
+            if missing:
+                raise MergeError(f"{name}: index lists tensors absent from their shard, e.g. {missing[:3]}")
+
+    def infos(self) -> dict[str, TensorInfo]:
+        return {k: e.info for k, e in self._entries.items()}
+
+    def read(self, key: str, start: int, stop: int) -> torch.Tensor:
+        e = self._entries[key]
+        itemsize = e.info.dtype.itemsize
+        n = stop - start
+        if n <= 0:
+            return torch.empty(0, dtype=e.info.dtype)
+        f = self._handles.get(e.path)
+        if f is None:
+            f = self._handles[e.path] = open(e.path, "rb")  # noqa: SIM115 (closed in close())
+        buf = bytearray(n * itemsize)
+        f.seek(e.offset + start * itemsize)
+        if f.readinto(buf) != len(buf):
+            raise MergeError(f"{e.path}: truncated data for tensor {key!r}")
+        return torch.frombuffer(buf, dtype=e.info.dtype)
+
+    def close(self) -> None:
+        for f in self._handles.values():
+            f.close()
+        self._handles.clear()
+
+
+class AliasSource(Source):
+    """A source whose keys are renamed (`decoder.weight` -> embedding) and/or dropped."""
+
+    def __init__(self, inner: Source, rename: Mapping[str, str], drop: set[str]) -> None:
+        self.name = inner.name
+        self._inner = inner
+        self._to_inner = {rename.get(k, k): k for k in inner.infos() if k not in drop}
+
+    def infos(self) -> dict[str, TensorInfo]:
+        inner = self._inner.infos()
+        return {k: inner[ik] for k, ik in self._to_inner.items()}
+
+    def read(self, key: str, start: int, stop: int) -> torch.Tensor:
+        return self._inner.read(self._to_inner[key], start, stop)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _load_config(directory: Path) -> dict:
+    path = directory / "config.json"
+    if not path.is_file():
+        raise MergeError(f"{directory}: no config.json (expected a Hugging Face model directory)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise MergeError(f"{path}: invalid JSON ({e})") from e
+
+
+def _weight_map(index_path: Path) -> dict[str, Path]:
+    try:
+        weight_map = json.loads(index_path.read_text())["weight_map"]
+    except (json.JSONDecodeError, KeyError) as e:
+        raise MergeError(f"{index_path}: not a checkpoint index (need a 'weight_map'): {e}") from e
+    return {k: index_path.parent / v for k, v in weight_map.items()}
+
+
+def _raw_source(directory: Path) -> Source:
+    st, st_index = directory / "model.safetensors", directory / "model.safetensors.index.json"
+    pt, pt_index = directory / "pytorch_model.bin", directory / "pytorch_model.bin.index.json"
+    if st.is_file():
+        return SafetensorsSource([st], name=str(directory))
+    if st_index.is_file():
+        key_to_file = _weight_map(st_index)
+        return SafetensorsSource(sorted(set(key_to_file.values())), str(directory), key_to_file)
+    if pt.is_file() or pt_index.is_file():
+        files = sorted(set(_weight_map(pt_index).values())) if pt_index.is_file() else [pt]
+        tensors: dict[str, torch.Tensor] = {}
+        for path in files:
+            # .bin files cannot be read by range: load them whole (memory-mapped where the zip
+            # format allows it, so untouched tensors stay on disk).
+            try:
+                tensors.update(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
+            except RuntimeError:
+                tensors.update(torch.load(path, map_location="cpu", weights_only=True))
+        return DictSource(tensors, name=str(directory))
+    raise MergeError(
+        f"{directory}: no weights found (looked for model.safetensors, model.safetensors.index.json, "
+        "pytorch_model.bin, pytorch_model.bin.index.json)"
+    )
+
+
+def open_checkpoint(directory: str | Path) -> Source:
+    """An HF model directory as a Source, with the tied decoder folded into the embedding key."""
+    directory = Path(directory)
+    config = _load_config(directory)
+    raw = _raw_source(directory)
+    keys = set(raw.infos())
+    tied = config.get("tie_word_embeddings", True)
+    if tied and DECODER_KEY in keys:
+        # transformers writes only the embedding; an input that wrote both (or only the decoder)
+        # holds one matrix under two names: keep one, named as transformers names it.
+        if EMBEDDING_KEY in keys:
+            return AliasSource(raw, rename={}, drop={DECODER_KEY})
+        return AliasSource(raw, rename={DECODER_KEY: EMBEDDING_KEY}, drop=set())
+    return raw
+
+
+# ----------------------------------------------------------------------------------------------
+# Merge arithmetic. Every method works on flat chunks so that in-memory and streamed merges share
+# one code path; the dict-level API below is the same computation with a single chunk.
+
+
+@dataclass
+class _Trim:
+    """Which entries of one task vector survive TIES trimming: |d| > tau, plus the first `quota`
+    entries (in row-major order) with |d| == tau. Consumed chunk by chunk: `quota` counts down."""
+
+    tau: float
+    quota: int
+
+    @classmethod
+    def keep_all(cls) -> _Trim:
+        return cls(tau=-1.0, quota=0)  # every magnitude is > -1
+
+    @classmethod
+    def keep_none(cls) -> _Trim:
+        return cls(tau=math.inf, quota=0)  # nothing is > inf, and no tied entry is kept
+
+    @classmethod
+    def from_magnitudes(cls, magnitudes: torch.Tensor, k: int) -> _Trim:
+        """`magnitudes`: all |d| of one tensor (fp32, 1-D, overwritten); keep the k largest."""
+        n = magnitudes.numel()
+        if k >= n:
+            return cls.keep_all()
+        if k <= 0:
+            return cls.keep_none()
+        # In-place selection: after partition the k-th largest value sits at index n - k and
+        # everything after it is >= it. numpy partitions without an index array, which for a
+        # 256k x 768 embedding saves 1.5 GB over torch.kthvalue/topk.
+        values = magnitudes.numpy()
+        values.partition(n - k)
+        tau = float(values[n - k])
+        above = int(np.count_nonzero(values[n - k + 1 :] > tau))
+        return cls(tau=tau, quota=k - above)
+
+    def mask(self, magnitudes: torch.Tensor) -> torch.Tensor:
+        keep = magnitudes > self.tau
+        if self.quota > 0:
+            tied = torch.nonzero(magnitudes == self.tau).flatten()[: self.quota]
+            keep[tied] = True
+            self.quota -= tied.numel()
+        return keep
+
+
+def _ties_chunk(base: torch.Tensor, deltas: list[torch.Tensor], weights: Sequence[float], trims: list[_Trim]):
+    """One chunk of a TIES merge: fp32 base chunk + fp32 task-vector chunks -> fp32 merged chunk."""
+    # Trimmed, weighted task vectors; everything below is elementwise over the chunk.
+    weighted = [
+        torch.where(t.mask(d.abs()), d * w, 0.0) for d, w, t in zip(deltas, weights, trims, strict=True)
+    ]
+    elected = torch.where(torch.stack(weighted).sum(0) >= 0, 1.0, -1.0)
+    total = torch.zeros_like(base)
+    weight_sum = torch.zeros_like(base)
+    for wd, w in zip(weighted, weights, strict=True):
+        # Trimmed entries have sign 0 and so never agree with the elected +-1.
+        agree = torch.sign(wd) == elected
+        total += torch.where(agree, wd, 0.0)
+        weight_sum += agree * w
+    # No agreeing vector: the total is 0, and dividing by 1 leaves the entry at the base.
+    weight_sum[weight_sum == 0] = 1.0
+    return base + total / weight_sum
+
+
+def _chunks(numel: int, chunk: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, numel, chunk):
+        yield start, min(start + chunk, numel)
+
+
+@dataclass
+class MergePlan:
+    """What to compute: method, one weight per model (normalized for linear/EMA), TIES density."""
+
+    method: str
+    weights: list[float]
+    density: float = 1.0
+    chunk_elements: int = CHUNK_ELEMENTS
+    extra: dict = field(default_factory=dict)
+
+
+def _merge_tensor(
+    key: str, info: TensorInfo, base: Source | None, models: Sequence[Source], plan: MergePlan
+) -> Iterator[torch.Tensor]:
+    """Yield the merged tensor `key` as consecutive flat chunks in dtype `info.dtype`."""
+    numel, chunk = info.numel, plan.chunk_elements
+    if not (info.dtype.is_floating_point):
+        # Integer/bool buffers are not averaged: they must agree, and are copied.
+        ref = base if base is not None else models[0]
+        for start, stop in _chunks(numel, chunk):
+            value = ref.read(key, start, stop)
+            for m in models:
+                if not torch.equal(m.read(key, start, stop), value):
+                    raise MergeError(f"non-float tensor {key!r} differs between {ref.name} and {m.name}")
+            yield value.clone()
+        return
+    if plan.method == "ties":
+        assert base is not None
+        k = int(plan.density * numel)
+        trims = []
+        for m in models:
+            if k >= numel or k <= 0:
+                # Keep everything / nothing: no threshold to find, so skip the first pass.
+                trims.append(_Trim.keep_all() if k > 0 else _Trim.keep_none())
+                continue
+            # Pass 1, one task vector at a time: all of its magnitudes, to find its threshold.
+            magnitudes = torch.empty(numel, dtype=torch.float32)
+            for start, stop in _chunks(numel, chunk):
+                delta = m.read(key, start, stop).float() - base.read(key, start, stop).float()
+                magnitudes[start:stop] = delta.abs()
+            trims.append(_Trim.from_magnitudes(magnitudes, k))
+            del magnitudes
+        for start, stop in _chunks(numel, chunk):
+            b = base.read(key, start, stop).float()
+            deltas = [m.read(key, start, stop).float() - b for m in models]
+            yield _ties_chunk(b, deltas, plan.weights, trims).to(info.dtype)
+        return
+    # linear and EMA: a weighted average with weights that already sum to 1.
+    for start, stop in _chunks(numel, chunk):
+        acc = torch.zeros(stop - start, dtype=torch.float32)
+        for m, w in zip(models, plan.weights, strict=True):
+            acc += m.read(key, start, stop).float() * w
+        yield acc.to(info.dtype)
+
+
+def _check_compatible(reference: Source, others: Sequence[Source]) -> dict[str, TensorInfo]:
+    """Same key set and shapes everywhere; returns the reference's infos (output dtypes)."""
+    ref = reference.infos()
+    for other in others:
+        infos = other.infos()
+        missing, extra = sorted(set(ref) - set(infos)), sorted(set(infos) - set(ref))
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing from {other.name}: {', '.join(missing[:5])}")
+            if extra:
+                parts.append(f"present in {other.name} but not in {reference.name}: {', '.join(extra[:5])}")
+            raise MergeError("tensor names differ: " + "; ".join(parts))
+        for key, info in ref.items():
+            if infos[key].shape != info.shape:
+                raise MergeError(
+                    f"shape mismatch for {key!r}: {list(info.shape)} in {reference.name} vs "
+                    f"{list(infos[key].shape)} in {other.name}"
+                )
+            if info.dtype.is_floating_point != infos[key].dtype.is_floating_point:
+                raise MergeError(
+                    f"dtype mismatch for {key!r}: {info.dtype} in {reference.name} vs {infos[key].dtype} in {other.name}"
+                )
+    return ref
+
+
+def _merge_sources(
+    reference: Source, base: Source | None, models: Sequence[Source], plan: MergePlan
+) -> Iterator[tuple[str, TensorInfo, Iterator[torch.Tensor]]]:
+    others = [s for s in ([base] if base is not None else []) + list(models) if s is not reference]
+    infos = _check_compatible(reference, others)
+    for key in sorted(infos):
+        yield key, infos[key], _merge_tensor(key, infos[key], base, models, plan)
+
+
+# ----------------------------------------------------------------------------------------------
+# Argument checks shared by the Python API and the command line.
+
+
+def _check_weights(weights: Sequence[float] | None, n_models: int) -> list[float]:
+    if weights is None:
+        return [1.0] * n_models
+    weights = [float(w) for w in weights]
+    if len(weights) != n_models:
+        raise MergeError(f"got {len(weights)} weights for {n_models} models: give one weight per model")
+    if any(not math.isfinite(w) or w < 0 for w in weights):
+        raise MergeError(f"weights must be finite and >= 0, got {weights}")
+    if sum(weights) <= 0:
+        raise MergeError(f"weights must not all be 0, got {weights}")
+    return weights
+
+
+def _check_density(density: float) -> float:
+    if not (0.0 < density <= 1.0):
+        raise MergeError(f"density must be in (0, 1], got {density}")
+    return float(density)
+
+
+def ema_weights(n: int, decay: float | None = None, half_life: float | None = None) -> list[float]:
+    """Weights of n checkpoints (oldest first): w_t = beta^(n-t) / sum_s beta^(n-s).
+
+    Give exactly one of `decay` (beta, in [0, 1)) or `half_life` (in checkpoints, > 0; beta =
+    0.5 ** (1 / half_life)). beta = 0 puts all weight on the newest checkpoint.
+    """
+    if (decay is None) == (half_life is None):
+        raise MergeError("ema needs exactly one of decay or half_life")
+    if n < 1:
+        raise MergeError("ema needs at least one checkpoint")
+    if half_life is not None:
+        if not (half_life > 0 and math.isfinite(half_life)):
+            raise MergeError(f"half_life must be > 0 (in checkpoints), got {half_life}")
+        decay = 0.5 ** (1.0 / half_life)
+    assert decay is not None
+    if not (0.0 <= decay < 1.0):
+        raise MergeError(f"decay must be in [0, 1), got {decay}")
+    raw = [decay ** (n - 1 - i) for i in range(n)]
+    total = sum(raw)
+    return [r / total for r in raw]
+
+
+def _plan(
+    method: str,
+    n_models: int,
+    has_base: bool,
+    weights: Sequence[float] | None,
+    density: float | None,
+    decay: float | None,
+    half_life: float | None,
+    chunk_elements: int,
+) -> MergePlan:
+    if method not in METHODS:
+        raise MergeError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if n_models < 1:
+        raise MergeError(f"{method} needs at least one model")
+    if method == "ties":
+        if not has_base:
+            raise MergeError("ties needs a base model (--base): task vectors are taken against it")
+        if decay is not None or half_life is not None:
+            raise MergeError("decay/half_life only apply to --method ema")
+        return MergePlan(
+            "ties",
+            _check_weights(weights, n_models),
+            _check_density(1.0 if density is None else density),
+            chunk_elements,
+        )
+    if has_base:
+        raise MergeError(f"{method} does not use a base model; list every model to average in --models")
+    if density is not None:
+        raise MergeError("density only applies to --method ties")
+    if method == "linear":
+        if decay is not None or half_life is not None:
+            raise MergeError("decay/half_life only apply to --method ema")
+        w = _check_weights(weights, n_models)
+        total = sum(w)
+        return MergePlan("linear", [x / total for x in w], chunk_elements=chunk_elements)
+    if weights is not None:
+        raise MergeError("ema computes its weights from decay/half_life; do not pass weights")
+    w = ema_weights(n_models, decay=decay, half_life=half_life)
+    extra = {"decay": decay, "half_life": half_life}
+    return MergePlan("ema", w, chunk_elements=chunk_elements, extra=extra)
+
+
+# ----------------------------------------------------------------------------------------------
+# Python API on in-memory state dicts.
+
+
+def _merge_dicts(
+    base: Mapping[str, torch.Tensor] | None, models: Sequence[Mapping[str, torch.Tensor]], plan: MergePlan
+):
+    model_sources = [DictSource(m, name=f"models[{i}]") for i, m in enumerate(models)]
+    base_source = DictSource(base, name="base") if base is not None else None
+    reference = base_source if base_source is not None else model_sources[0]
+    return {
+        key: torch.cat(list(chunks)).reshape(info.shape)
+        if info.numel
+        else torch.empty(info.shape, dtype=info.dtype)
+        for key, info, chunks in _merge_sources(reference, base_source, model_sources, plan)
+    }
+
+
+def merge_ties(
+    base: Mapping[str, torch.Tensor],
+    models: Sequence[Mapping[str, torch.Tensor]],
+    weights: Sequence[float] | None = None,
+    density: float = 1.0,
+) -> dict[str, torch.Tensor]:
+    """TIES-merge state dicts against `base` (see the module docstring); outputs have base's dtypes."""
+    return _merge_dicts(
+        base, models, _plan("ties", len(models), True, weights, density, None, None, CHUNK_ELEMENTS)
+    )
+
+
+def merge_linear(
+    models: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float] | None = None
+) -> dict[str, torch.Tensor]:
+    """Weighted average sum_i w_i x_i / sum_i w_i (equal weights by default); dtypes of models[0]."""
+    return _merge_dicts(
+        None, models, _plan("linear", len(models), False, weights, None, None, None, CHUNK_ELEMENTS)
+    )
+
+
+def merge_ema(
+    checkpoints: Sequence[Mapping[str, torch.Tensor]],
+    decay: float | None = None,
+    half_life: float | None = None,
+) -> dict[str, torch.Tensor]:
+    """Exponentially weighted average of checkpoints (oldest first), weights from `ema_weights`."""
+    return _merge_dicts(
+        None, checkpoints, _plan("ema", len(checkpoints), False, None, None, decay, half_life, CHUNK_ELEMENTS)
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Directories: tokenizer check, streamed safetensors writing, atomic output.
+
+
+def tokenizer_identity(directory: str | Path) -> tuple[str, str] | None:
+    """(file, digest) identifying a directory's tokenizer, or None when it has no tokenizer files.
+
+    `tokenizer.json` is compared without its `padding`/`truncation` settings, which are runtime
+    options that tokenizers save along with the vocabulary but that do not change token ids.
+    """
+    directory = Path(directory)
+    for name in TOKENIZER_IDENTITY_FILES:
+        path = directory / name
+        if not path.is_file():
+            continue
+        if name == "tokenizer.json":
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise MergeError(f"{path}: invalid JSON ({e})") from e
+            data.pop("padding", None)
+            data.pop("truncation", None)
+            payload = json.dumps(data, sort_keys=True, ensure_ascii=False).encode("utf-8")
+        else:
+            payload = path.read_bytes()
+        return name, hashlib.sha256(payload).hexdigest()
+    if (directory / "vocab.txt").is_file() or (directory / "vocab.json").is_file():
+        digest = hashlib.sha256()
+        for name in ("vocab.txt", "vocab.json", "merges.txt"):
+            if (directory / name).is_file():
+                digest.update(name.encode() + b"\0" + (directory / name).read_bytes())
+        return "vocab", digest.hexdigest()
+    return None
+
+
+def _check_tokenizers(directories: Sequence[Path]) -> Path | None:
+    """All inputs that have a tokenizer share it; returns the first directory that has one."""
+    first: tuple[Path, tuple[str, str]] | None = None
+    for directory in directories:
+        ident = tokenizer_identity(directory)
+        if ident is None:
+            log.warning(
+                "%s has no tokenizer files: assuming it uses the same tokenizer as the others", directory
+            )
+            continue
+        if first is None:
+            first = (directory, ident)
+        elif ident != first[1]:
+            raise MergeError(
+                f"different tokenizers: {directory / ident[0]} does not match {first[0] / first[1][0]}; "
+                "models with different vocabularies cannot be merged"
+            )
+    return first[0] if first is not None else None
+
+
+class SafetensorsWriter:
+    """Write a safetensors file whose tensors arrive as flat chunks, without holding them.
+
+    The header (names, dtypes, shapes, offsets) is known before any data, so it is written first and
+    each chunk is appended as it is produced. The layout is the safetensors format: an 8-byte
+    little-endian header length, the JSON header padded with spaces to 8 bytes, then the data.
+    """
+
+    def __init__(
+        self, f: BinaryIO, entries: Sequence[tuple[str, TensorInfo]], metadata: Mapping[str, str]
+    ) -> None:
+        header: dict[str, object] = {"__metadata__": dict(metadata)}
+        offset = 0
+        self._expected: list[tuple[str, int]] = []
+        for key, info in entries:
+            if info.dtype not in _ST_NAMES:
+                raise MergeError(f"cannot write tensor {key!r} of dtype {info.dtype} to safetensors")
+            nbytes = info.numel * info.dtype.itemsize
+            header[key] = {
+                "dtype": _ST_NAMES[info.dtype],
+                "shape": list(info.shape),
+                "data_offsets": [offset, offset + nbytes],
+            }
+            self._expected.append((key, nbytes))
+            offset += nbytes
+        raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+        raw += b" " * (-len(raw) % 8)
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        self._f = f
+        self._index = 0
+        self._written = 0
+
+    def write(self, key: str, chunk: torch.Tensor) -> None:
+        expected_key, nbytes = self._expected[self._index]
+        assert key == expected_key, (
+            f"tensors must be written in header order: got {key}, expected {expected_key}"
+        )
+        # Reinterpret as bytes (bf16 has no numpy dtype); x86/ARM are little-endian like the format.
+        data = chunk.contiguous().view(torch.uint8).numpy()
+        self._f.write(data)
+        self._written += data.nbytes
+        if self._written == nbytes:
+            self._index += 1
+            self._written = 0
+
+    def close(self) -> None:
+        if self._index != len(self._expected):
+            raise RuntimeError(f"safetensors writer closed after {self._index}/{len(self._expected)} tensors")
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _publish_dir(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Rename the finished temporary directory into place (replacing `out` if allowed)."""
+    old = None
+    if out.exists():
+        if not overwrite:
+            raise MergeError(f"{out} already exists; pass --overwrite to replace it")
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+        os.rename(out, old / out.name)
+    os.rename(tmp, out)
+    fsync_dir(out.parent)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def merge_dirs(
+    method: str,
+    base: str | Path | None,
+    models: Sequence[str | Path],
+    out: str | Path,
+    *,
+    weights: Sequence[float] | None = None,
+    density: float | None = None,
+    decay: float | None = None,
+    half_life: float | None = None,
+    overwrite: bool = False,
+    chunk_elements: int = CHUNK_ELEMENTS,
+) -> Path:
+    """Merge HF model directories into `out` (written atomically) and return its path.
+
+    `base` is required for ties and refused by linear/EMA (list every model to average in
+    `models`; for EMA, in training order, oldest first). `density` defaults to 1.0 (mergekit's
+    default: no trimming). The output holds `config.json` and tokenizer files copied from the
+    reference (the base, else the first model, else for EMA the newest checkpoint), the merged
+    `model.safetensors`, and `merge_config.json` + `README.md` describing the merge.
+    """
+    start_time = time.perf_counter()
+    model_dirs = [Path(m) for m in models]
+    base_dir = Path(base) if base is not None else None
+    plan = _plan(
+        method, len(model_dirs), base_dir is not None, weights, density, decay, half_life, chunk_elements
+    )
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise MergeError(f"{out} already exists; pass --overwrite to replace it")
+    if base_dir is not None:
+        reference_dir = base_dir
+    else:
+        reference_dir = model_dirs[-1] if method == "ema" else model_dirs[0]
+    all_dirs = ([base_dir] if base_dir is not None else []) + model_dirs
+    for d in all_dirs:
+        if not d.is_dir():
+            raise MergeError(f"{d}: not a directory")
+    tokenizer_dir = _check_tokenizers([reference_dir] + [d for d in all_dirs if d != reference_dir])
+
+    with contextlib.ExitStack() as stack:
+        opened: dict[Path, Source] = {}
+        for d in all_dirs:
+            if d not in opened:
+                opened[d] = open_checkpoint(d)
+                stack.callback(opened[d].close)
+        base_src = opened[base_dir] if base_dir is not None else None
+        model_srcs = [opened[d] for d in model_dirs]
+        reference = opened[reference_dir]
+        tensors = list(_merge_sources(reference, base_src, model_srcs, plan))
+        total_params = sum(info.numel for _, info, _ in tensors)
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        try:
+            shutil.copyfile(reference_dir / "config.json", tmp / "config.json")
+            if tokenizer_dir is not None:
+                for name in TOKENIZER_FILES:
+                    if (tokenizer_dir / name).is_file():
+                        shutil.copyfile(tokenizer_dir / name, tmp / name)
+            record = _merge_record(plan, base_dir, model_dirs, reference_dir, tokenizer_dir, total_params)
+            with open(tmp / "model.safetensors", "wb") as f:
+                writer = SafetensorsWriter(
+                    f, [(k, i) for k, i, _ in tensors], {"format": "pt", "mmbert_merge": method}
+                )
+                done = 0
+                for n, (key, info, chunks) in enumerate(tensors, 1):
+                    for chunk in chunks:
+                        writer.write(key, chunk)
+                    done += info.numel
+                    log.info(
+                        "merged %d/%d tensors (%.1fM/%.1fM params) %s",
+                        n,
+                        len(tensors),
+                        done / 1e6,
+                        total_params / 1e6,
+                        key,
+                    )
+                writer.close()
+            (tmp / "merge_config.json").write_text(json.dumps(record, indent=2) + "\n")
+            (tmp / "README.md").write_text(_readme(record))
+            for path in tmp.iterdir():
+                _fsync_file(path)
+            fsync_dir(tmp)
+            _publish_dir(tmp, out, overwrite)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    log.info(
+        "wrote %s (%s, %d tensors, %.1fM params) in %.1fs",
+        out,
+        method,
+        len(tensors),
+        total_params / 1e6,
+        time.perf_counter() - start_time,
+    )
+    return out
+
+
+def _merge_record(
+    plan: MergePlan,
+    base: Path | None,
+    models: list[Path],
+    reference: Path,
+    tokenizer: Path | None,
+    params: int,
+) -> dict:
+    from mmbert import __version__
+
+    record: dict = {
+        "method": plan.method,
+        "base": str(base.resolve()) if base is not None else None,
+        "models": [str(m.resolve()) for m in models],
+        # ties: raw weights (only their ratios matter); linear/EMA: normalized to sum to 1.
+        "weights": plan.weights,
+        "config_from": str(reference.resolve()),
+        "tokenizer_from": str(tokenizer.resolve()) if tokenizer is not None else None,
+        "parameters": params,
+        "mmbert_version": __version__,
+    }
+    if plan.method == "ties":
+        record["density"] = plan.density
+    if plan.method == "ema":
+        record.update({k: v for k, v in plan.extra.items() if v is not None})
+        record["formula"] = "w_t = beta^(n-t) / sum_s beta^(n-s), oldest checkpoint first"
+    return record
+
+
+def _readme(record: dict) -> str:
+    lines = [
+        "# Merged model",
+        "",
+        f"Made by `mmbert merge --method {record['method']}` (mmbert {record['mmbert_version']}).",
+        "",
+    ]
+    if record["base"]:
+        lines.append(f"- base: `{record['base']}`")
+    for path, w in zip(record["models"], record["weights"], strict=True):
+        lines.append(f"- `{path}` weight {w:.6g}")
+    for key in ("density", "decay", "half_life", "formula"):
+        if key in record:
+            lines.append(f"- {key}: {record[key]}")
+    lines += ["", "Full record: `merge_config.json`.", ""]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line.
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mmbert merge",
+        description="Merge Hugging Face ModernBERT checkpoints: TIES (task vectors against --base), "
+        "linear (weighted average) or ema (exponentially weighted average of checkpoints of one run).",
+    )
+    p.add_argument("--method", choices=METHODS, required=True)
+    p.add_argument("--base", help="base model directory (ties only): task vectors are taken against it")
+    p.add_argument(
+        "--models", nargs="+", required=True, metavar="DIR", help="models to merge (ema: oldest first)"
+    )
+    p.add_argument(
+        "--weights", nargs="+", type=float, metavar="W", help="one weight per model (default: equal)"
+    )
+    p.add_argument(
+        "--density", type=float, help="ties: fraction of each task vector kept, in (0, 1] (default 1)"
+    )
+    ema = p.add_mutually_exclusive_group()
+    ema.add_argument(
+        "--decay", type=float, help="ema: beta in [0, 1); weight of a checkpoint t steps old is beta^t"
+    )
+    ema.add_argument(
+        "--half-life", type=float, help="ema: half-life in checkpoints (beta = 0.5 ** (1 / half_life))"
+    )
+    p.add_argument("--out", required=True, help="output directory (written atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        out = merge_dirs(
+            args.method,
+            args.base,
+            args.models,
+            args.out,
+            weights=args.weights,
+            density=args.density,
+            decay=args.decay,
+            half_life=args.half_life,
+            overwrite=args.overwrite,
+        )
+    except MergeError as e:
+        print(f"mmbert merge: error: {e}", file=sys.stderr)
+        return 2
+    record = json.loads((out / "merge_config.json").read_text())
+    print(
+        f"{args.method} merge of {len(args.models)} models ({record['parameters'] / 1e6:.1f}M params) -> {out}"
+    )
+    return 0
