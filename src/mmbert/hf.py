@@ -1,0 +1,232 @@
+"""Hugging Face checkpoint format: load and save ModernBERT directories, and read FlexBERT/Composer names.
+
+A model directory is transformers' format: `config.json` (see `MmBertConfig.to_hf_dict`) plus weights in
+`model.safetensors` (or sharded with `model.safetensors.index.json`) or `pytorch_model.bin` (read with
+`weights_only=True`, never plain pickle). Our parameter names are transformers' names, so loading is a
+check of keys and shapes, not a rename table; the only renames are for ModernBERT's training code
+(`bert.encoder.layers.N.*`, as in the released Composer `.pt` checkpoints) and for headless checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmbert.io import fsync_dir
+
+log = logging.getLogger(__name__)
+
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+# ---------------------------------------------------------------------------------------------- reading
+def read_weights(directory: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of an HF model directory, whatever the file layout."""
+    directory = Path(directory)
+    for name in WEIGHT_FILES:
+        path = directory / name
+        if not path.is_file():
+            continue
+        if name.endswith(".index.json"):
+            try:
+                weight_map = json.loads(path.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError) as e:
+                raise ValueError(f"{path}: not a valid shard index ({e})") from e
+            out: dict[str, torch.Tensor] = {}
+            for shard in sorted(set(weight_map.values())):
+                out.update(_read_file(directory / shard))
+            return out
+        return _read_file(path)
+    raise FileNotFoundError(f"{directory}: no weights found (looked for {', '.join(WEIGHT_FILES)})")
+
+
+def _read_file(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weight file is missing")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as e:  # safetensors raises its own error types
+            raise ValueError(f"{path}: cannot read safetensors file ({e})") from e
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: cannot read with torch.load(weights_only=True) ({e})") from e
+    return extract_state_dict(sd, str(path))
+
+
+def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The model state dict inside a plain state dict or a Composer checkpoint (`state.model`)."""
+    if (
+        isinstance(obj, dict)
+        and "state" in obj
+        and isinstance(obj["state"], dict)
+        and "model" in obj["state"]
+    ):
+        obj = obj["state"]["model"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{source}: not a state dict of tensors")
+    return dict(obj)
+
+
+def read_flexbert_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """A ModernBERT-training-code / Composer `.pt` checkpoint's model tensors (HF names)."""
+    return convert_state_dict(_read_file(Path(path)))
+
+
+# ---------------------------------------------------------------------------------------------- names
+_FLEX_RULES = [
+    (re.compile(r"^(model\.)?bert\.encoder\.layers\."), "model.layers."),
+    (re.compile(r"^(model\.)?bert\.embeddings\."), "model.embeddings."),
+    (re.compile(r"^(model\.)?bert\.final_norm\."), "model.final_norm."),
+    (re.compile(r"^model\.(head|decoder)\."), r"\1."),  # Composer wraps the whole MLM model in `model.`
+]
+
+
+def convert_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map FlexBERT/Composer names and headless (`ModernBertModel`) names to `ModernBertForMaskedLM` names."""
+    keys = list(sd)
+    if any(k.startswith(("bert.", "model.bert.")) for k in keys):
+        out = {}
+        for k, v in sd.items():
+            for pattern, repl in _FLEX_RULES:
+                if pattern.match(k):
+                    k = pattern.sub(repl, k, count=1)
+                    break
+            out[k] = v
+        return out
+    if (
+        keys
+        and not any(k.startswith("model.") for k in keys)
+        and any(k.startswith("embeddings.") for k in keys)
+    ):
+        # Saved from a headless ModernBertModel: its keys have no `model.` prefix.
+        return {
+            (f"model.{k}" if k.split(".")[0] in ("embeddings", "layers", "final_norm") else k): v
+            for k, v in sd.items()
+        }
+    return dict(sd)
+
+
+# ---------------------------------------------------------------------------------------------- mixin
+class HFCheckpointMixin:
+    """`from_pretrained` / `save_pretrained` / `load_hf_state_dict` for the mmbert model classes."""
+
+    hf_architecture = "ModernBertModel"
+    # Our state-dict key + this prefix = the key in a (converted) ModernBertForMaskedLM checkpoint.
+    hf_prefix = ""
+
+    def _tie(self) -> None:
+        if getattr(self, "decoder", None) is not None and self.config.tie_word_embeddings:
+            self.decoder.weight = self.model.embeddings.tok_embeddings.weight
+
+    def load_hf_state_dict(self, sd: dict[str, torch.Tensor], source: str = "state dict") -> list[str]:
+        """Load HF-named tensors (any ModernBERT head); returns the keys left at their initial values.
+
+        Unknown keys, shape mismatches and missing encoder weights raise errors naming the key.
+        """
+        sd = convert_state_dict(sd)
+        if "model.layers.0.attn_norm.weight" in sd:
+            w = sd.pop("model.layers.0.attn_norm.weight")
+            if not torch.all(w == 1):
+                raise ValueError(f"{source}: layer 0 has a trained attn_norm; ModernBERT's layer 0 has none")
+        own = self.state_dict()
+        expected = {self.hf_prefix + k: k for k in own}  # HF key -> our key
+        tied = getattr(self, "decoder", None) is not None and self.config.tie_word_embeddings
+        if tied:
+            expected.pop("decoder.weight", None)
+            sd.pop("decoder.weight", None)  # a copy of the embeddings when tied, as transformers treats it
+        # Heads this architecture does not have (an MLM checkpoint loaded into an encoder) are dropped.
+        own_roots = {k.split(".")[0] for k in expected}
+        unknown = [k for k in sd if k not in expected and k.split(".")[0] in own_roots]
+        if unknown:
+            raise ValueError(f"{source}: unexpected keys {unknown[:8]}{' ...' if len(unknown) > 8 else ''}")
+        missing = [k for k in expected if k not in sd]
+        missing_encoder = [k for k in missing if k.startswith("model.")]
+        if missing_encoder:
+            raise ValueError(
+                f"{source}: missing keys {missing_encoder[:8]}{' ...' if len(missing_encoder) > 8 else ''}"
+            )
+        for hf_key, our_key in expected.items():
+            if hf_key not in sd:
+                continue
+            t = sd[hf_key]
+            if t.shape != own[our_key].shape:
+                raise ValueError(
+                    f"{source}: {hf_key} has shape {tuple(t.shape)}, the config expects {tuple(own[our_key].shape)}"
+                )
+        with torch.no_grad():
+            params = dict(self.named_parameters(remove_duplicate=False))
+            for hf_key, our_key in expected.items():
+                if hf_key in sd:
+                    params[our_key].copy_(sd[hf_key].to(params[our_key].dtype))
+        self._tie()
+        if missing:
+            log.info("%s: newly initialized: %s", source, ", ".join(missing))
+        return missing
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device = "cpu",
+        **overrides: Any,
+    ):
+        """Load an HF ModernBERT directory (ours, transformers', or the released mmBERT)."""
+        from mmbert.config import MmBertConfig
+
+        directory = Path(directory)
+        config = MmBertConfig.load(directory, **overrides)
+        sd = read_weights(directory)
+        with torch.device("meta"):
+            model = cls(config)
+        model.to_empty(device=device)
+        model._tie()
+        missing = model.load_hf_state_dict(sd, source=str(directory))
+        if missing:
+            # Fresh heads (e.g. a classifier on top of an MLM checkpoint) need real initial values.
+            model.init_weights()
+            model.load_hf_state_dict(sd, source=str(directory))
+        if dtype is not None:
+            model.to(dtype)
+        return model.eval()
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write `config.json` + `model.safetensors`, each atomically; transformers loads the directory."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        sd = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        if getattr(self, "decoder", None) is not None and self.config.tie_word_embeddings:
+            sd.pop(
+                "decoder.weight"
+            )  # tied to model.embeddings.tok_embeddings.weight; transformers re-ties it
+        fd, tmp = tempfile.mkstemp(prefix=".model.", suffix=".safetensors.tmp", dir=directory)
+        os.close(fd)
+        try:
+            save_file(sd, tmp, metadata={"format": "pt"})
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, directory / "model.safetensors")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        fsync_dir(directory)
+        self.config.save(directory, architecture=self.hf_architecture)
+        return directory

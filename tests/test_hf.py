@@ -1,0 +1,196 @@
+"""Parity with transformers' ModernBERT in both directions, config forms, weight formats, FlexBERT names."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import transformers
+from transformers import (
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    ModernBertConfig,
+    ModernBertForMaskedLM,
+)
+
+from mmbert import MmBertConfig, MmBertForMaskedLM, MmBertForSequenceClassification, MmBertModel
+from mmbert.hf import convert_state_dict, read_weights
+from tests.conftest import ragged_batch
+
+# Different global/local thetas and a window (16) shorter than the longest sequence (45).
+HF_KW = dict(
+    vocab_size=1024,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=5,
+    num_attention_heads=4,
+    max_position_embeddings=512,
+    local_attention=16,
+    global_attn_every_n_layers=3,
+    global_rope_theta=160_000.0,
+    local_rope_theta=10_000.0,
+    pad_token_id=0,
+    eos_token_id=1,
+    bos_token_id=2,
+    cls_token_id=2,
+    sep_token_id=1,
+)
+
+
+def hf_model(seed: int = 0, attn: str = "eager") -> ModernBertForMaskedLM:
+    torch.manual_seed(seed)
+    cfg = ModernBertConfig(**HF_KW)
+    model = ModernBertForMaskedLM(cfg).eval()
+    with torch.no_grad():  # norms are 1 at init: randomize them so a mix-up would show
+        for name, p in model.named_parameters():
+            if "norm" in name or "bias" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    model.config._attn_implementation = attn
+    return model
+
+
+def real_logits(model, ids, mask):
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=mask).logits[mask.bool()]
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_hf_to_ours_parity(tmp_path, attn):
+    ref = hf_model(attn=attn)
+    ref.save_pretrained(tmp_path)
+    ours = MmBertForMaskedLM.from_pretrained(tmp_path)
+    assert ours.config.layer_types == ref.config.layer_types
+    assert ours.config.local_rope_theta == 10_000.0 and ours.config.global_rope_theta == 160_000.0
+    ids, mask = ragged_batch(vocab=1024)
+    torch.testing.assert_close(
+        real_logits(ours, ids, mask), real_logits(ref, ids, mask), atol=1e-4, rtol=1e-4
+    )
+
+
+def test_ours_to_hf_parity_without_key_warnings(tmp_path):
+    torch.manual_seed(1)
+    cfg = MmBertConfig(**{k: v for k, v in HF_KW.items()})
+    ours = MmBertForMaskedLM(cfg).eval()
+    with torch.no_grad():
+        for name, p in ours.named_parameters():
+            if "norm" in name or "bias" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    ours.save_pretrained(tmp_path)
+    ref, info = AutoModelForMaskedLM.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    assert ref.decoder.weight.data_ptr() == ref.model.embeddings.tok_embeddings.weight.data_ptr()
+    ref.eval()
+    ids, mask = ragged_batch(vocab=1024, seed=3)
+    torch.testing.assert_close(
+        real_logits(ref, ids, mask), real_logits(ours, ids, mask), atol=1e-4, rtol=1e-4
+    )
+    saved = json.loads((tmp_path / "config.json").read_text())
+    # Both config forms, so transformers 4.57 (which reads local_rope_theta) loads it right too.
+    assert (
+        saved["local_rope_theta"] == 10_000.0
+        and saved["rope_parameters"]["sliding_attention"]["rope_theta"] == 10_000.0
+    )
+
+
+def test_old_config_form_and_pytorch_bin(tmp_path):
+    ref = hf_model(seed=2)
+    cfg = {k: v for k, v in HF_KW.items()}
+    cfg.update(model_type="modernbert", architectures=["ModernBertForMaskedLM"])
+    (tmp_path / "config.json").write_text(json.dumps(cfg))  # no layer_types / rope_parameters
+    torch.save(ref.state_dict(), tmp_path / "pytorch_model.bin")
+    ours = MmBertForMaskedLM.from_pretrained(tmp_path)
+    assert ours.config.local_rope_theta == 10_000.0
+    ids, mask = ragged_batch(vocab=1024)
+    torch.testing.assert_close(
+        real_logits(ours, ids, mask), real_logits(ref, ids, mask), atol=1e-4, rtol=1e-4
+    )
+
+
+def test_flexbert_composer_names(tmp_path):
+    """ModernBERT's training code names (bert.encoder.layers.N...), Composer-wrapped in `model.`."""
+    ref = hf_model(seed=4)
+    flex = {}
+    for k, v in ref.state_dict().items():
+        k = k.replace("model.layers.", "bert.encoder.layers.").replace(
+            "model.embeddings.", "bert.embeddings."
+        )
+        k = k.replace("model.final_norm.", "bert.final_norm.")
+        flex["model." + k] = v
+    assert set(convert_state_dict(flex)) == set(ref.state_dict())
+    torch.save({"state": {"model": flex}}, tmp_path / "ep0-ba100-rank0.pt")
+    ours = MmBertForMaskedLM(MmBertConfig(**HF_KW)).eval()
+    from mmbert.hf import read_flexbert_checkpoint
+
+    ours.load_hf_state_dict(read_flexbert_checkpoint(tmp_path / "ep0-ba100-rank0.pt"))
+    ids, mask = ragged_batch(vocab=1024)
+    torch.testing.assert_close(
+        real_logits(ours, ids, mask), real_logits(ref, ids, mask), atol=1e-4, rtol=1e-4
+    )
+
+
+def test_load_errors_name_the_key(tmp_path):
+    ref = hf_model()
+    sd = ref.state_dict()
+    ours = MmBertForMaskedLM(MmBertConfig(**HF_KW))
+    bad = dict(sd)
+    bad["model.layers.1.attn.Wqkv.weight"] = torch.zeros(3, 3)
+    with pytest.raises(ValueError, match=r"model\.layers\.1\.attn\.Wqkv\.weight has shape \(3, 3\)"):
+        ours.load_hf_state_dict(bad)
+    missing = {k: v for k, v in sd.items() if k != "model.final_norm.weight"}
+    with pytest.raises(ValueError, match="missing keys.*final_norm"):
+        ours.load_hf_state_dict(missing)
+    with pytest.raises(ValueError, match="unexpected keys.*model.layers.9"):
+        ours.load_hf_state_dict({**sd, "model.layers.9.mlp.Wi.weight": torch.zeros(1)})
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        MmBertForMaskedLM.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{\n  "hidden_size": 64,\n  oops\n}')
+    with pytest.raises(ValueError, match="config.json: invalid JSON at line 3"):
+        MmBertForMaskedLM.from_pretrained(tmp_path)
+
+
+def test_encoder_and_classifier_exports_load_in_transformers(tmp_path):
+    torch.manual_seed(5)
+    cfg = MmBertConfig(**HF_KW, num_labels=3, id2label={0: "a", 1: "b", 2: "c"}, classifier_pooling="mean")
+    clf = MmBertForSequenceClassification(cfg).eval()
+    clf.save_pretrained(tmp_path / "clf")
+    ref, info = AutoModelForSequenceClassification.from_pretrained(tmp_path / "clf", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert ref.config.id2label == {0: "a", 1: "b", 2: "c"}
+    ids, mask = ragged_batch(vocab=1024)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            ref.eval()(input_ids=ids, attention_mask=mask).logits,
+            clf(ids, attention_mask=mask).logits,
+            atol=1e-4,
+            rtol=1e-4,
+        )
+    back = MmBertForSequenceClassification.from_pretrained(tmp_path / "clf")
+    with torch.no_grad():
+        torch.testing.assert_close(
+            back(ids, attention_mask=mask).logits, clf(ids, attention_mask=mask).logits
+        )
+
+    enc = MmBertModel(MmBertConfig(**HF_KW)).eval()
+    enc.save_pretrained(tmp_path / "enc")
+    ref_enc = AutoModel.from_pretrained(tmp_path / "enc").eval()
+    with torch.no_grad():
+        a = ref_enc(input_ids=ids, attention_mask=mask).last_hidden_state[mask.bool()]
+        b = enc(ids, attention_mask=mask).last_hidden_state[mask.bool()]
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_mlm_checkpoint_loads_into_encoder_and_classifier(tmp_path):
+    ref = hf_model(seed=6)
+    ref.save_pretrained(tmp_path)
+    enc = MmBertModel.from_pretrained(tmp_path)
+    clf = MmBertForSequenceClassification.from_pretrained(tmp_path, num_labels=4)
+    torch.testing.assert_close(clf.model.layers[2].mlp.Wi.weight, ref.model.layers[2].mlp.Wi.weight)
+    torch.testing.assert_close(enc.final_norm.weight, ref.model.final_norm.weight)
+    assert clf.classifier.weight.abs().sum() > 0 and torch.isfinite(clf.classifier.weight).all()
+    assert read_weights(tmp_path).keys() >= {"model.final_norm.weight"}
+
+
+def test_transformers_version_is_the_one_tested():
+    assert int(transformers.__version__.split(".")[0]) >= 4

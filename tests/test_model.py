@@ -1,0 +1,187 @@
+"""The encoder: shapes, parameter counts, backends against the reference, packed against padded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmbert import MmBertConfig, MmBertForMaskedLM, MmBertForSequenceClassification, MmBertModel
+from mmbert.attention import VarlenBatch, get_backend, reference_attention, sdpa_attention
+from tests.conftest import ragged_batch
+
+
+@pytest.mark.parametrize(
+    ("preset", "total", "non_embedding"),
+    [("mmbert-small", 140_897_536, 42_188_928), ("mmbert-base", 307_786_240, 110_330_112)],
+)
+def test_released_parameter_counts(preset, total, non_embedding):
+    cfg = MmBertConfig.preset(preset)
+    with torch.device("meta"):
+        model = MmBertForMaskedLM(cfg)
+    assert model.num_parameters() == total == cfg.num_parameters()
+    # mmbert.md's "non-embedding" count is the 22 layers alone.
+    layers = sum(p.numel() for n, p in model.named_parameters() if n.startswith("model.layers."))
+    assert layers == non_embedding
+
+
+def test_layer_types_and_no_first_prenorm(tiny_config):
+    model = MmBertModel(tiny_config)
+    assert tiny_config.layer_types == [
+        "full_attention",
+        "sliding_attention",
+        "sliding_attention",
+        "full_attention",
+    ]
+    assert isinstance(model.layers[0].attn_norm, torch.nn.Identity)
+    assert isinstance(model.layers[1].attn_norm, torch.nn.LayerNorm)
+    assert all(
+        m.bias is None for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.LayerNorm))
+    )
+    assert model.layers[0].attn.window is None and model.layers[1].attn.window == 8
+
+
+def _random_qkv(lengths, heads=3, dim=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    n = sum(lengths)
+    q, k, v = (torch.randn(n, heads, dim, generator=g) for _ in range(3))
+    return q, k, v, VarlenBatch.from_seqlens(torch.tensor(lengths))
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "flex"])
+@pytest.mark.parametrize("window", [None, 4, 9])
+@pytest.mark.parametrize("lengths", [[40, 3, 17, 1, 26], [32, 32, 32], [5]])
+def test_backend_matches_reference(backend, window, lengths):
+    q, k, v, batch = _random_qkv(lengths)
+    ref = reference_attention(q, k, v, batch, window, 0.3)
+    out = get_backend(backend)(q, k, v, VarlenBatch(batch.cu_seqlens, batch.max_seqlen), window, 0.3)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_reference_window_semantics():
+    """A token sees exactly the keys with |i - j| <= window: changing a key just outside changes nothing."""
+    q, k, v, batch = _random_qkv([30])
+    out = reference_attention(q, k, v, batch, 4, 1.0)
+    v2 = v.clone()
+    v2[20] += 10  # |10 - 20| > 4: invisible to token 10, visible to 16..24
+    out2 = reference_attention(q, k, v2, batch, 4, 1.0)
+    assert torch.equal(out[10], out2[10]) and torch.equal(out[15], out2[15])
+    assert not torch.allclose(out[16], out2[16])
+
+
+def test_sdpa_local_backward_matches_reference():
+    q, k, v, batch = _random_qkv([37, 5, 20], seed=1)
+    grads = []
+    for fn in (reference_attention, sdpa_attention):
+        qq, kk, vv = (t.clone().requires_grad_() for t in (q, k, v))
+        fn(qq, kk, vv, VarlenBatch(batch.cu_seqlens, batch.max_seqlen), 6, 0.5).square().sum().backward()
+        grads.append([t.grad for t in (qq, kk, vv)])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_packed_equals_padded_equals_separate(tiny_config):
+    torch.manual_seed(0)
+    model = MmBertModel(tiny_config).eval()
+    ids, mask = ragged_batch()
+    with torch.no_grad():
+        padded = model(ids, attention_mask=mask).last_hidden_state  # (B, T, H)
+        lengths = mask.sum(1)
+        flat = ids[mask.bool()]
+        cu = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).int()
+        packed = model(flat, cu_seqlens=cu, max_seqlen=int(lengths.max())).last_hidden_state  # (N, H)
+        torch.testing.assert_close(packed, padded[mask.bool()], atol=1e-5, rtol=1e-5)
+        assert torch.all(padded[~mask.bool()] == 0)
+        for i, n in enumerate(lengths.tolist()):
+            alone = model(ids[i : i + 1, :n]).last_hidden_state[0]
+            torch.testing.assert_close(alone, padded[i, :n], atol=1e-5, rtol=1e-5)
+
+
+def test_sparse_prediction_and_prediction_mask(tiny_config):
+    torch.manual_seed(0)
+    model = MmBertForMaskedLM(tiny_config).eval()
+    ids, mask = ragged_batch()
+    labels = torch.full_like(ids, -100)
+    labels[0, 3], labels[2, 10], labels[3, 16] = 7, 8, 9
+    with torch.no_grad():
+        full = model(ids, attention_mask=mask).logits  # (B, T, V)
+        sparse = model(ids, attention_mask=mask, labels=labels)
+        picked = model(ids, attention_mask=mask, prediction_mask=labels != -100).logits
+    assert sparse.logits.shape == (3, tiny_config.vocab_size)
+    expected = full[labels != -100]
+    torch.testing.assert_close(sparse.logits, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(picked, expected, atol=1e-5, rtol=1e-5)
+    ce = torch.nn.functional.cross_entropy(expected, labels[labels != -100])
+    torch.testing.assert_close(sparse.loss, ce, atol=1e-5, rtol=1e-5)
+
+
+def test_decoder_is_tied_and_training_step_runs(tiny_config):
+    torch.manual_seed(0)
+    model = MmBertForMaskedLM(tiny_config)
+    assert model.decoder.weight is model.model.embeddings.tok_embeddings.weight
+    ids, mask = ragged_batch()
+    labels = torch.where(torch.rand(ids.shape) < 0.3, ids, torch.full_like(ids, -100))
+    labels[mask == 0] = -100
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(8):
+        loss = model(ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+def test_rope_theta_change_changes_output_without_rebuild(tiny_config):
+    torch.manual_seed(0)
+    model = MmBertModel(tiny_config).eval()
+    ids, mask = ragged_batch()
+    with torch.no_grad():
+        a = model(ids, attention_mask=mask).last_hidden_state
+        model.set_rope_theta(10_000.0, 500.0)
+        b = model(ids, attention_mask=mask).last_hidden_state
+    assert model.config.local_rope_theta == 500.0
+    assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_sequence_classification_pooling(tiny_config, pooling):
+    torch.manual_seed(0)
+    cfg = tiny_config.replace(classifier_pooling=pooling, num_labels=3)
+    model = MmBertForSequenceClassification(cfg).eval()
+    ids, mask = ragged_batch()
+    with torch.no_grad():
+        out = model(ids, attention_mask=mask, labels=torch.tensor([0, 1, 2, 1]))
+        hidden = model.model(ids, attention_mask=mask).last_hidden_state
+    expected = (
+        hidden[:, 0] if pooling == "cls" else (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    )
+    torch.testing.assert_close(out.pooled, expected, atol=1e-5, rtol=1e-5)
+    assert out.logits.shape == (4, 3) and torch.isfinite(out.loss)
+
+
+def test_bad_configs_and_backends_fail_at_build(tiny_config):
+    with pytest.raises(ValueError, match="hidden_size"):
+        MmBertConfig.preset("tiny", hidden_size=65)
+    with pytest.raises(ValueError, match="attn_backend"):
+        MmBertConfig.preset("tiny", attn_backend="xformers")
+    with pytest.raises(ValueError, match="unknown model preset"):
+        MmBertConfig.preset("huge")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="use attn_backend='sdpa'"):
+            MmBertModel(tiny_config.replace(attn_backend="flash"))
+
+
+def test_flex_refuses_backward_on_cpu(tiny_config):
+    model = MmBertForMaskedLM(tiny_config.replace(attn_backend="flex"))
+    ids, mask = ragged_batch()
+    with pytest.raises(RuntimeError, match="no backward pass on CPU"):
+        model(ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100))
+
+
+def test_input_errors_name_the_problem(tiny_config):
+    model = MmBertModel(tiny_config)
+    with pytest.raises(ValueError, match="cu_seqlens ends at 5"):
+        model(torch.ones(6, dtype=torch.long), cu_seqlens=torch.tensor([0, 5]))
+    with pytest.raises(ValueError, match="attention_mask shape"):
+        model(torch.ones(2, 6, dtype=torch.long), attention_mask=torch.ones(2, 5))
