@@ -1,0 +1,679 @@
+"""`mmbert prepare`: tokenize a document source into per-language token shards plus a manifest.
+
+    mmbert prepare --source bundled|PATH|hf:NAME|mds:PATH --tokenizer DIR --out DATA [--workers N]
+
+Layout of DATA (read back by `mmbert.data.shards.TokenStore`):
+
+    DATA/manifest.json                          sources x languages: docs, tokens, shard paths;
+                                                the tokenizer's identity; each source's fingerprint
+    DATA/<source>/<lang>/<unit>.<k>.tokens.npy  uint32 token ids of the documents, no special tokens
+    DATA/<source>/<lang>/<unit>.<k>.offsets.npy int64 document boundaries (docs + 1 entries, from 0)
+    DATA/<source>/_units/<unit>.json            a finished work unit (what makes a rerun resume)
+    DATA/<source>/_source.json                  the source's fingerprint and the tokenizer it was cut with
+
+Why it is built this way:
+- A source is split into work units (a file, a chunk of rows, an MDS shard) that worker processes
+  tokenize independently. A unit's shards are written to temporary names and renamed, and its record
+  in `_units/` is written last: a unit is finished exactly when its record exists, so a killed run
+  leaves no half-written file under a real name, and a rerun skips finished units.
+- The manifest is written (atomically) only when every unit of the source is finished, and it is a
+  merge: several sources (`--name`) can be prepared into one DATA directory.
+- The tokenizer's identity (vocab size, special ids, hash of tokenizer.json) and the source's
+  fingerprint are checked on every run: resuming with different ones would mix incompatible shards,
+  so it is an error unless `--overwrite` starts that source (or, for a new tokenizer, DATA) afresh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmbert.data.sources import (
+    BadInputError,
+    Document,
+    SkipReport,
+    Source,
+    TokenizedDocument,
+    Unit,
+    open_source,
+)
+from mmbert.io import atomic_open
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+DEFAULT_SHARD_TOKENS = 1 << 26  # 64M tokens = 256 MiB of uint32 per shard file
+BATCH_DOCS = 256  # documents per encode_batch call: amortizes the Python <-> Rust crossing
+SPECIAL_NAMES = ("pad", "eos", "bos", "unk", "mask")
+# mmBERT's (Gemma 2's) special tokens, used when a tokenizer directory does not name its own.
+DEFAULT_SPECIAL_TOKENS = {"pad": "<pad>", "eos": "<eos>", "bos": "<bos>", "unk": "<unk>", "mask": "<mask>"}
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class PrepareError(RuntimeError):
+    """A run that cannot go ahead as asked (mismatched tokenizer or source, a DATA dir in use)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Atomic files
+
+
+def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    """Write `path` through `write(file)`: a temporary name in the same directory, fsync, rename."""
+    with atomic_open(path, "wb") as f:
+        write(f)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()))
+
+
+def _remove_temporaries(root: Path) -> None:
+    """Temporary files of a killed run (`mmbert.io.atomic_open` names): never referenced, safe to delete."""
+    for tmp in root.rglob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# The tokenizer: its serialized form (what workers rebuild it from) and its identity (what shards depend on)
+
+
+@dataclass
+class TokenizerInfo:
+    json: str
+    identity: dict[str, Any]
+
+
+def _token_str(value: Any) -> str | None:
+    if isinstance(value, dict):  # tokenizer_config.json may store AddedToken dicts
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def load_tokenizer_info(spec: str | os.PathLike) -> TokenizerInfo:
+    """Read a tokenizer directory (one with tokenizer.json) or a locally cached HF tokenizer name."""
+    from tokenizers import Tokenizer
+
+    path = Path(spec)
+    names: dict[str, str | None] = {}
+    if (path / "tokenizer.json").is_file():
+        text = (path / "tokenizer.json").read_text(encoding="utf-8")
+        for fname in ("special_tokens_map.json", "tokenizer_config.json"):
+            if (path / fname).is_file():
+                config = json.loads((path / fname).read_text(encoding="utf-8"))
+                for name in SPECIAL_NAMES:
+                    names[name] = names.get(name) or _token_str(config.get(f"{name}_token"))
+    else:
+        from transformers import AutoTokenizer
+
+        try:
+            hf = AutoTokenizer.from_pretrained(str(spec), local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise PrepareError(f"cannot load tokenizer {spec}: {e}") from None
+        if not getattr(hf, "is_fast", False):
+            raise PrepareError(f"tokenizer {spec} has no fast (tokenizer.json) form")
+        text = hf.backend_tokenizer.to_str()
+        names = {name: getattr(hf, f"{name}_token", None) for name in SPECIAL_NAMES}
+    tok = Tokenizer.from_str(text)
+    special = {}
+    for name in SPECIAL_NAMES:
+        token = names.get(name) or DEFAULT_SPECIAL_TOKENS[name]
+        special[name] = tok.token_to_id(token)
+    identity = {
+        "path": str(spec),
+        "vocab_size": tok.get_vocab_size(with_added_tokens=True),
+        "special_ids": special,
+        "sha256": hashlib.sha256(text.encode()).hexdigest(),
+    }
+    return TokenizerInfo(text, identity)
+
+
+def _same_tokenizer(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    keys = ("vocab_size", "special_ids", "sha256")
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
+# --------------------------------------------------------------------------------------------------
+# Worker side: one unit -> shard files + a record
+
+
+@dataclass
+class _Job:
+    source: Source
+    source_name: str
+    unit: Unit
+    source_dir: str
+    shard_tokens: int
+    skip_bad: bool
+    bos_id: int | None
+    eos_id: int | None
+    vocab_size: int
+
+
+_tokenizer: Any = None
+
+
+def _no_progress(docs: int, tokens: int) -> None:
+    return None
+
+
+_progress: Callable[[int, int], None] = _no_progress
+
+
+def _init_worker(tokenizer_json: str, queue: Any) -> None:
+    """Per-process setup: one tokenizer thread per process (the processes are the parallelism)."""
+    global _tokenizer, _progress
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    from tokenizers import Tokenizer
+
+    _tokenizer = Tokenizer.from_str(tokenizer_json)
+    if queue is not None:
+        _progress = lambda docs, tokens: queue.put((docs, tokens))  # noqa: E731
+
+
+class _UnitWriter:
+    """Buffers one unit's token arrays per language and writes them as shards of about `shard_tokens`."""
+
+    def __init__(self, source_dir: Path, source_name: str, uid: str, shard_tokens: int) -> None:
+        self.source_dir, self.source_name, self.uid, self.shard_tokens = (
+            source_dir,
+            source_name,
+            uid,
+            shard_tokens,
+        )
+        self.buffers: dict[str, list[np.ndarray]] = {}
+        self.buffered: dict[str, int] = {}
+        self.langs: dict[str, dict[str, Any]] = {}
+
+    def add(self, lang: str, tokens: np.ndarray) -> None:
+        self.buffers.setdefault(lang, []).append(tokens)
+        self.buffered[lang] = self.buffered.get(lang, 0) + len(tokens)
+        if self.buffered[lang] >= self.shard_tokens:
+            self._flush(lang)
+
+    def _flush(self, lang: str) -> None:
+        docs = self.buffers.pop(lang)
+        self.buffered.pop(lang)
+        entry = self.langs.setdefault(lang, {"docs": 0, "tokens": 0, "shards": []})
+        offsets = np.zeros(len(docs) + 1, dtype=np.int64)
+        np.cumsum([len(d) for d in docs], out=offsets[1:])
+        tokens = np.concatenate(docs).astype(np.uint32, copy=False)  # (total tokens,)
+        rel = f"{self.source_name}/{lang}/{self.uid}.{len(entry['shards']):04d}"
+        # Offsets first: a tokens file under its real name always has its offsets beside it.
+        atomic_write(self.source_dir.parent / f"{rel}.offsets.npy", lambda f: np.save(f, offsets))
+        atomic_write(self.source_dir.parent / f"{rel}.tokens.npy", lambda f: np.save(f, tokens))
+        entry["docs"] += len(docs)
+        entry["tokens"] += int(offsets[-1])
+        entry["shards"].append({"path": f"{rel}.tokens.npy", "docs": len(docs), "tokens": int(offsets[-1])})
+
+    def finish(self) -> dict[str, dict[str, Any]]:
+        for lang in list(self.buffers):
+            self._flush(lang)
+        return dict(sorted(self.langs.items()))
+
+
+def _encode(texts: list[str]) -> list[np.ndarray]:
+    encode = getattr(_tokenizer, "encode_batch_fast", _tokenizer.encode_batch)
+    return [np.asarray(e.ids, dtype=np.uint32) for e in encode(texts, add_special_tokens=False)]
+
+
+def _pretokenized(doc: TokenizedDocument, job: _Job) -> np.ndarray:
+    """Token ids of an already tokenized document, without the sequence start/end tokens."""
+    tokens = doc.tokens
+    if len(tokens) and job.bos_id is not None and tokens[0] == job.bos_id:
+        tokens = tokens[1:]
+    if len(tokens) and job.eos_id is not None and tokens[-1] == job.eos_id:
+        tokens = tokens[:-1]
+    if len(tokens) and (int(tokens.max()) >= job.vocab_size or int(tokens.min()) < 0):
+        raise BadInputError(
+            "token id out of range",
+            doc.doc_id,
+            None,
+            f"ids in [{int(tokens.min())}, {int(tokens.max())}] but the tokenizer has {job.vocab_size}: "
+            "was this data tokenized with another tokenizer?",
+        )
+    return tokens.astype(np.uint32, copy=False)
+
+
+def _run_unit(job: _Job) -> dict[str, Any]:
+    """Tokenize one unit into shard files, then record it as finished; returns the record."""
+    source_dir = Path(job.source_dir)
+    uid = job.unit.uid
+    # Shards of an earlier, interrupted attempt at this unit: not recorded anywhere, so stale.
+    for stale in source_dir.glob(f"*/{uid}.*.npy"):
+        stale.unlink()
+    writer = _UnitWriter(source_dir, job.source_name, uid, job.shard_tokens)
+    report = SkipReport() if job.skip_bad else None
+    no_tokens = 0
+    batch: list[Document] = []
+
+    def flush() -> None:
+        nonlocal no_tokens
+        tokens = _encode([d.text for d in batch])
+        n_tokens = 0
+        for doc, ids in zip(batch, tokens, strict=True):
+            if len(ids) == 0:
+                no_tokens += 1
+                continue
+            writer.add(doc.lang, ids)
+            n_tokens += len(ids)
+        _progress(len(batch), n_tokens)
+        batch.clear()
+
+    pending_docs = pending_tokens = 0
+    for doc in job.source.read(job.unit, job.source_name, report):
+        if isinstance(doc, TokenizedDocument):
+            try:
+                ids = _pretokenized(doc, job)
+            except BadInputError as err:
+                if report is None:
+                    raise
+                report.add(err)
+                continue
+            if len(ids) == 0:
+                no_tokens += 1
+                continue
+            writer.add(doc.lang, ids)
+            pending_docs, pending_tokens = pending_docs + 1, pending_tokens + len(ids)
+            if pending_docs >= BATCH_DOCS:
+                _progress(pending_docs, pending_tokens)
+                pending_docs = pending_tokens = 0
+        else:
+            batch.append(doc)
+            if len(batch) >= BATCH_DOCS:
+                flush()
+    if batch:
+        flush()
+    if pending_docs:
+        _progress(pending_docs, pending_tokens)
+    record = {
+        "uid": uid,
+        "langs": writer.finish(),
+        "no_tokens": no_tokens,
+        "skipped": (report or SkipReport()).to_dict(),
+    }
+    atomic_write_json(source_dir / "_units" / f"{uid}.json", record)
+    return record
+
+
+def _record_complete(record: dict[str, Any], data: Path) -> bool:
+    return all(
+        (data / s["path"]).exists() and (data / s["path"].replace(".tokens.npy", ".offsets.npy")).exists()
+        for entry in record["langs"].values()
+        for s in entry["shards"]
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Driver
+
+
+@dataclass
+class PrepareResult:
+    name: str
+    langs: dict[str, dict[str, int]]
+    skipped: dict[str, Any]
+    units_total: int
+    units_resumed: int
+    seconds: float
+    tokens_this_run: int = 0
+    docs_this_run: int = 0
+    manifest_path: Path = field(default_factory=Path)
+
+    @property
+    def docs(self) -> int:
+        return sum(v["docs"] for v in self.langs.values())
+
+    @property
+    def tokens(self) -> int:
+        return sum(v["tokens"] for v in self.langs.values())
+
+
+@contextmanager
+def _locked(data: Path) -> Iterator[None]:
+    """One prepare at a time per DATA directory: two would race on the manifest."""
+    data.mkdir(parents=True, exist_ok=True)
+    with open(data / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PrepareError(f"another `mmbert prepare` is writing {data}") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def read_manifest(data: Path) -> dict[str, Any] | None:
+    path = data / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PrepareError(f"{path}: not a valid manifest: {e}") from None
+    if manifest.get("version") != MANIFEST_VERSION:
+        raise PrepareError(f"{path}: manifest version {manifest.get('version')}, expected {MANIFEST_VERSION}")
+    return manifest
+
+
+def _check_tokenizer(
+    data: Path, manifest: dict[str, Any] | None, tok: TokenizerInfo, overwrite: bool
+) -> dict | None:
+    if (
+        manifest is None
+        or not manifest.get("sources")
+        or _same_tokenizer(manifest["tokenizer"], tok.identity)
+    ):
+        return manifest
+    if not overwrite:
+        raise PrepareError(
+            f"{data} was prepared with another tokenizer ({manifest['tokenizer'].get('path')}, "
+            f"vocab {manifest['tokenizer'].get('vocab_size')}): use another --out, or --overwrite to "
+            "delete every source prepared there"
+        )
+    logger.warning("--overwrite: new tokenizer, deleting every source in %s", data)
+    for name in manifest["sources"]:
+        shutil.rmtree(data / name, ignore_errors=True)
+    (data / MANIFEST).unlink()
+    return None
+
+
+def _check_source(
+    data: Path, name: str, state: dict[str, Any], manifest: dict[str, Any] | None, overwrite: bool
+) -> None:
+    """Refuse to resume (or add to) a source prepared from other data or with another tokenizer."""
+    source_dir = data / name
+    state_path = source_dir / "_source.json"
+    old = json.loads(state_path.read_text()) if state_path.exists() else None
+    if old is None and manifest is not None and name in manifest.get("source_info", {}):
+        old = manifest["source_info"][name]
+    if overwrite:
+        shutil.rmtree(source_dir, ignore_errors=True)
+        return
+    if old is None:
+        if source_dir.exists() and any(source_dir.iterdir()):
+            raise PrepareError(
+                f"{source_dir} exists but was not written by `mmbert prepare`: use --overwrite"
+            )
+        return
+    if old.get("fingerprint") != state["fingerprint"]:
+        raise PrepareError(
+            f"source {name!r} in {data} was prepared from other data or options ({old.get('spec')}): "
+            "the fingerprint changed; use --overwrite to prepare it again, or another --name"
+        )
+    if "tokenizer_sha256" in old and old["tokenizer_sha256"] != state["tokenizer_sha256"]:
+        raise PrepareError(f"source {name!r} in {data} was cut with another tokenizer: use --overwrite")
+
+
+def prepare(
+    source: Source,
+    tokenizer: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    name: str | None = None,
+    workers: int = 1,
+    skip_bad: bool = False,
+    shard_tokens: int = DEFAULT_SHARD_TOKENS,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> PrepareResult:
+    """Tokenize `source` into `out` (resuming a previous run), then merge it into `out/manifest.json`."""
+    start = time.perf_counter()
+    data = Path(out)
+    name = name or source.default_name
+    if not NAME_RE.match(name):
+        raise PrepareError(f"source name {name!r}: use letters, digits, '.', '_', '-' (not first)")
+    if shard_tokens < 1:
+        raise PrepareError(f"--shard-tokens must be positive, not {shard_tokens}")
+    tok = load_tokenizer_info(tokenizer)
+    with _locked(data):
+        manifest = _check_tokenizer(data, read_manifest(data), tok, overwrite)
+        fingerprint = source.fingerprint()
+        state = {
+            "spec": source.spec(),
+            "kind": source.kind,
+            "fingerprint": fingerprint,
+            "tokenizer_sha256": tok.identity["sha256"],
+        }
+        _check_source(data, name, state, manifest, overwrite)
+        source_dir = data / name
+        source_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(source_dir / "_source.json", state)
+        _remove_temporaries(source_dir)
+
+        units = source.units()
+        records: dict[str, dict[str, Any]] = {}
+        for unit in units:
+            path = source_dir / "_units" / f"{unit.uid}.json"
+            if path.exists():
+                record = json.loads(path.read_text())
+                if _record_complete(record, data):
+                    records[unit.uid] = record
+        todo = [u for u in units if u.uid not in records]
+        resumed = len(records)
+        if resumed:
+            logger.info("%s: %d of %d units already prepared, %d to go", name, resumed, len(units), len(todo))
+        special = tok.identity["special_ids"]
+        jobs = [
+            _Job(source, name, u, str(source_dir), shard_tokens, skip_bad, special["bos"], special["eos"],
+                 tok.identity["vocab_size"])
+            for u in todo
+        ]  # fmt: skip
+        known = [u.docs for u in todo]
+        total = sum(known) if all(d is not None for d in known) else None  # type: ignore[misc]
+        done_docs, done_tokens = _run_jobs(jobs, tok.json, workers, records, total, progress, name)
+
+        manifest = read_manifest(data) or {"version": MANIFEST_VERSION, "sources": {}, "source_info": {}}
+        manifest["tokenizer"] = tok.identity
+        langs: dict[str, dict[str, Any]] = {}
+        skipped = SkipReport()
+        no_tokens = 0
+        for unit in units:  # unit order, so shard lists do not depend on which worker finished first
+            record = records[unit.uid]
+            skipped.merge(record["skipped"])
+            no_tokens += record["no_tokens"]
+            for lang, entry in record["langs"].items():
+                agg = langs.setdefault(lang, {"docs": 0, "tokens": 0, "shards": []})
+                agg["docs"] += entry["docs"]
+                agg["tokens"] += entry["tokens"]
+                agg["shards"].extend(s["path"] for s in entry["shards"])
+        manifest["sources"][name] = dict(sorted(langs.items()))
+        manifest.setdefault("source_info", {})[name] = {
+            **state,
+            "units": len(units),
+            "skipped": skipped.to_dict(),
+            "no_tokens": no_tokens,
+            "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        atomic_write_json(data / MANIFEST, manifest)
+    return PrepareResult(
+        name=name,
+        langs={k: {"docs": v["docs"], "tokens": v["tokens"]} for k, v in langs.items()},
+        skipped=skipped.to_dict(),
+        units_total=len(units),
+        units_resumed=resumed,
+        seconds=time.perf_counter() - start,
+        tokens_this_run=done_tokens,
+        docs_this_run=done_docs,
+        manifest_path=data / MANIFEST,
+    )
+
+
+def _run_jobs(
+    jobs: list[_Job],
+    tokenizer_json: str,
+    workers: int,
+    records: dict[str, dict[str, Any]],
+    total: int | None,
+    progress: bool,
+    name: str,
+) -> tuple[int, int]:
+    """Run the units (in this process for one worker, else in a process pool) with a progress bar."""
+    from tqdm import tqdm
+
+    counts = [0, 0]  # documents, tokens
+    bar = tqdm(
+        total=total, unit="doc", desc=f"prepare {name}", disable=not progress or not jobs, dynamic_ncols=True
+    )
+
+    def update(docs: int, tokens: int) -> None:
+        counts[0] += docs
+        counts[1] += tokens
+        bar.update(docs)
+        elapsed = bar.format_dict["elapsed"] or 1e-9
+        bar.set_postfix_str(f"{counts[1]:,} tok, {counts[1] / elapsed:,.0f} tok/s", refresh=False)
+
+    global _progress
+    try:
+        if workers <= 1 or len(jobs) <= 1:
+            saved = os.environ.get("TOKENIZERS_PARALLELISM")
+            _init_worker(tokenizer_json, None)
+            _progress = update
+            try:
+                for job in jobs:
+                    records[job.unit.uid] = _run_unit(job)
+            finally:
+                _progress = _no_progress
+                if saved is None:
+                    os.environ.pop("TOKENIZERS_PARALLELISM", None)
+                else:
+                    os.environ["TOKENIZERS_PARALLELISM"] = saved
+            return counts[0], counts[1]
+        # spawn, not fork: the parent may hold threads (tokenizers, torch) that a fork would copy mid-state.
+        ctx = mp.get_context("spawn")
+        queue = ctx.Queue()
+        with ProcessPoolExecutor(
+            max_workers=min(workers, len(jobs)),
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(tokenizer_json, queue),
+        ) as pool:
+            pending = {pool.submit(_run_unit, job) for job in jobs}
+            try:
+                while pending:
+                    finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                    _drain(queue, update)
+                    for fut in finished:
+                        record = fut.result()
+                        records[record["uid"]] = record
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            finally:
+                _drain(queue, update)
+        return counts[0], counts[1]
+    finally:
+        bar.close()
+
+
+def _drain(queue: Any, update: Callable[[int, int], None]) -> None:
+    import queue as queue_mod
+
+    while True:
+        try:
+            docs, tokens = queue.get_nowait()
+        except queue_mod.Empty:
+            return
+        update(docs, tokens)
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mmbert prepare",
+        description="Tokenize documents into per-language token shards plus DATA/manifest.json. "
+        "Resumable: rerun the same command after an interruption to finish the rest.",
+    )
+    p.add_argument(
+        "--source", required=True, help="bundled[:heldout|:code], a PATH of files, hf:NAME or mds:PATH"
+    )
+    p.add_argument("--name", help="the source's name in the manifest (default: from the source)")
+    p.add_argument(
+        "--tokenizer", required=True, help="tokenizer directory (with tokenizer.json) or cached HF name"
+    )
+    p.add_argument("--out", required=True, help="prepared data directory (DATA)")
+    p.add_argument("--text-field", default="text", help="JSON/parquet/dataset field holding the text")
+    p.add_argument(
+        "--lang-field", help="field holding the language (lang_Script or ISO 639-3); default: path"
+    )
+    p.add_argument("--id-field", default="id", help="field holding a document id (optional in the data)")
+    p.add_argument("--lang", help="one language key for every document of the source (e.g. fra_Latn)")
+    p.add_argument("--hf-split", default="train", help="Hugging Face dataset split")
+    p.add_argument("--hf-config", help="Hugging Face dataset configuration name")
+    p.add_argument("--streaming", action="store_true", help="stream the Hugging Face dataset")
+    p.add_argument("--mds-column", default="input_ids", help="MDS column holding the token ids")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="tokenizer processes")
+    p.add_argument("--skip-bad", action="store_true", help="skip (and count) bad records instead of stopping")
+    p.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS, help="tokens per shard file")
+    p.add_argument("--overwrite", action="store_true", help="prepare the source again from scratch")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        source = open_source(
+            args.source,
+            text_field=args.text_field,
+            lang_field=args.lang_field,
+            id_field=args.id_field,
+            lang=args.lang,
+            hf_config=args.hf_config,
+            hf_split=args.hf_split,
+            streaming=args.streaming,
+            mds_column=args.mds_column,
+        )
+        result = prepare(
+            source,
+            args.tokenizer,
+            args.out,
+            name=args.name,
+            workers=args.workers,
+            skip_bad=args.skip_bad,
+            shard_tokens=args.shard_tokens,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+    except (BadInputError, PrepareError, FileNotFoundError, ValueError) as e:
+        hint = "" if not isinstance(e, BadInputError) else " (--skip-bad skips bad records; a rerun resumes)"
+        print(f"mmbert prepare: error: {e}{hint}", file=sys.stderr)
+        return 1
+    rate = result.tokens_this_run / max(result.seconds, 1e-9)
+    print(
+        f"prepared {result.name}: {result.docs:,} documents, {result.tokens:,} tokens in "
+        f"{len(result.langs)} languages ({result.units_total} units, {result.units_resumed} resumed) "
+        f"-> {result.manifest_path} in {result.seconds:.1f} s ({rate:,.0f} tok/s this run)"
+    )
+    skipped = result.skipped["counts"]
+    if skipped:
+        print(
+            f"skipped {sum(skipped.values()):,} bad records: "
+            + ", ".join(f"{k} {v}" for k, v in skipped.items())
+        )
+        for example in result.skipped["examples"]:
+            print(f"  {example}")
+    return 0

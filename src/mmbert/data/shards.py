@@ -1,0 +1,188 @@
+"""TokenStore: random access to the documents `mmbert prepare` wrote, by source, language and index.
+
+The trainer's sampler draws random documents of a language, so a document must be cheap to fetch by
+number: each shard's tokens and offsets are memory-mapped (opened on first use), and a per-(source,
+language) table of cumulative document counts maps a document number to its shard with one bisection.
+A shard that is missing, unreadable or inconsistent with the manifest raises `ShardError` naming the file.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+
+
+class ShardError(RuntimeError):
+    """A prepared shard (or the manifest) is missing or corrupt; the message names the file."""
+
+
+class _Shard:
+    """One shard: memory-mapped uint32 tokens and int64 document offsets (docs + 1 entries)."""
+
+    def __init__(self, tokens_path: Path, docs: int | None) -> None:
+        offsets_path = tokens_path.with_name(tokens_path.name.replace(".tokens.npy", ".offsets.npy"))
+        self.tokens = _load(tokens_path, np.uint32)
+        self.offsets = _load(offsets_path, np.int64)
+        if self.offsets.ndim != 1 or len(self.offsets) < 1 or self.offsets[0] != 0:
+            raise ShardError(f"{offsets_path}: corrupt offsets (must start at 0)")
+        if int(self.offsets[-1]) != len(self.tokens):
+            raise ShardError(
+                f"{tokens_path}: {len(self.tokens)} tokens but its offsets end at {int(self.offsets[-1])}"
+            )
+        if np.any(np.diff(self.offsets) < 0):
+            raise ShardError(f"{offsets_path}: corrupt offsets (decreasing)")
+        if docs is not None and len(self.offsets) - 1 != docs:
+            raise ShardError(f"{offsets_path}: {len(self.offsets) - 1} documents, the manifest says {docs}")
+
+    def doc(self, i: int) -> np.ndarray:
+        return self.tokens[self.offsets[i] : self.offsets[i + 1]]
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def _load(path: Path, dtype: type) -> np.ndarray:
+    if not path.exists():
+        raise ShardError(f"{path}: shard file missing")
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ShardError(f"{path}: corrupt shard file: {e}") from None
+    if arr.dtype != dtype or arr.ndim != 1:
+        raise ShardError(
+            f"{path}: expected a 1-D {np.dtype(dtype).name} array, found {arr.dtype} {arr.shape}"
+        )
+    return arr
+
+
+class TokenStore:
+    """Read a prepared data directory: `TokenStore(DATA).doc(source, lang, i) -> np.ndarray` of uint32 ids.
+
+    Documents carry no special tokens (the packer adds `<bos>`/`<eos>`). Shards open lazily, so opening
+    a store with thousands of shards is instant and a process only maps the shards it reads.
+    """
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        path = self.root / MANIFEST
+        if not path.exists():
+            raise ShardError(f"{path}: no manifest (run `mmbert prepare --out {self.root}` first)")
+        try:
+            self.manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ShardError(f"{path}: corrupt manifest: {e}") from None
+        sources = self.manifest.get("sources")
+        if not isinstance(sources, dict):
+            raise ShardError(f"{path}: manifest has no 'sources' table")
+        self._entries: dict[tuple[str, str], dict[str, Any]] = {}
+        for source, langs in sources.items():
+            for lang, entry in langs.items():
+                self._entries[(source, lang)] = entry
+        self._shard_docs = self._per_shard_docs()
+        self._cum: dict[tuple[str, str], list[int]] = {}
+        self._shards: dict[tuple[str, str, int], _Shard] = {}
+
+    def _per_shard_docs(self) -> dict[str, int]:
+        """Per-shard document counts from the unit records, to check shards against (when present)."""
+        counts: dict[str, int] = {}
+        for source in self.manifest["sources"]:
+            for record_path in (self.root / source / "_units").glob("*.json"):
+                try:
+                    record = json.loads(record_path.read_text(encoding="utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    continue
+                for entry in record.get("langs", {}).values():
+                    for shard in entry.get("shards", []):
+                        counts[shard["path"]] = shard["docs"]
+        return counts
+
+    # -- the manifest's tables ----------------------------------------------------------------------
+
+    @property
+    def tokenizer(self) -> dict[str, Any]:
+        return self.manifest.get("tokenizer", {})
+
+    def sources(self) -> list[str]:
+        return sorted(self.manifest["sources"])
+
+    def languages(self, source: str | None = None) -> list[str]:
+        if source is None:
+            return sorted({lang for _, lang in self._entries})
+        return sorted(self._source(source))
+
+    def num_tokens(self, source: str, lang: str) -> int:
+        return int(self._entry(source, lang)["tokens"])
+
+    def num_docs(self, source: str, lang: str) -> int:
+        return int(self._entry(source, lang)["docs"])
+
+    def _source(self, source: str) -> dict[str, Any]:
+        try:
+            return self.manifest["sources"][source]
+        except KeyError:
+            raise KeyError(f"no source {source!r} in {self.root} (has {self.sources()})") from None
+
+    def _entry(self, source: str, lang: str) -> dict[str, Any]:
+        langs = self._source(source)
+        if lang not in langs:
+            raise KeyError(f"no language {lang!r} in source {source!r} of {self.root}")
+        return langs[lang]
+
+    # -- documents ----------------------------------------------------------------------------------
+
+    def _shard(self, source: str, lang: str, k: int) -> _Shard:
+        key = (source, lang, k)
+        shard = self._shards.get(key)
+        if shard is None:
+            rel = self._entry(source, lang)["shards"][k]
+            shard = _Shard(self.root / rel, self._shard_docs.get(rel))
+            self._shards[key] = shard
+        return shard
+
+    def _cumulative(self, source: str, lang: str) -> list[int]:
+        """Documents before each shard, plus the total: [0, n0, n0 + n1, ...]."""
+        key = (source, lang)
+        cum = self._cum.get(key)
+        if cum is None:
+            entry = self._entry(source, lang)
+            cum = [0]
+            for k, rel in enumerate(entry["shards"]):
+                n = self._shard_docs.get(rel)
+                if n is None:  # no unit record: open the shard to count
+                    n = len(self._shard(source, lang, k).offsets) - 1
+                cum.append(cum[-1] + n)
+            if cum[-1] != int(entry["docs"]):
+                raise ShardError(
+                    f"{self.root / MANIFEST}: {source}/{lang} lists {entry['docs']} documents, "
+                    f"its shards hold {cum[-1]}"
+                )
+            self._cum[key] = cum
+        return cum
+
+    def doc(self, source: str, lang: str, i: int) -> np.ndarray:
+        """Document `i` (0 <= i < num_docs) of a source's language: a read-only uint32 array view."""
+        cum = self._cumulative(source, lang)
+        if not 0 <= i < cum[-1]:
+            raise IndexError(f"document {i} out of range for {source}/{lang} ({cum[-1]} documents)")
+        k = bisect.bisect_right(cum, i) - 1
+        return self._shard(source, lang, k).doc(i - cum[k])
+
+    def doc_lengths(self, source: str, lang: str) -> np.ndarray:
+        """Token count of every document of a source's language, in document order: (num_docs,) int64."""
+        n = len(self._entry(source, lang)["shards"])
+        parts = [self._shard(source, lang, k).lengths() for k in range(n)]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    def verify(self) -> None:
+        """Open every shard and check it against the manifest (raises `ShardError` naming the file)."""
+        for source, lang in self._entries:
+            self._cumulative(source, lang)
+            for k in range(len(self._entry(source, lang)["shards"])):
+                self._shard(source, lang, k)

@@ -1,0 +1,431 @@
+"""Document sources: local files (FineWeb2 layout, fields), HF datasets, MDS shards, the bundled corpus;
+bad input is reported with file and line, or counted with a SkipReport."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from mmbert.data.sources import (
+    BadInputError,
+    BundledSource,
+    HFSource,
+    LocalFilesSource,
+    MdsSource,
+    SkipReport,
+    lang_from_path,
+    normalize_lang,
+    open_source,
+)
+
+# --------------------------------------------------------------------------------------------------
+# An MDS writer written from the format description (mosaicml-streaming's MDSWriter, index version 2),
+# to build fixtures: not cross-checked against mosaicml-streaming, which does not install here.
+
+_DTYPE_CODES = {
+    "uint8": 8,
+    "int8": 9,
+    "uint16": 16,
+    "int16": 17,
+    "uint32": 32,
+    "int32": 33,
+    "uint64": 64,
+    "int64": 65,
+}
+_SHAPE_CODES = {"uint8": 0, "uint16": 1, "uint32": 2, "uint64": 3}
+
+
+def _encode_ndarray(encoding: str, arr: np.ndarray) -> bytes:
+    parts = encoding.split(":")
+    out = b""
+    if len(parts) < 2:  # dynamic dtype
+        out += bytes([_DTYPE_CODES[arr.dtype.name]])
+    else:
+        assert arr.dtype.name == parts[1]
+    if len(parts) < 3:  # dynamic shape
+        shape = np.array(arr.shape, np.int64)
+        sdt = "uint8" if shape.max() < 256 else "uint16" if shape.max() < 65536 else "uint32"
+        out += bytes([(arr.ndim << 2) | _SHAPE_CODES[sdt]]) + shape.astype(sdt).tobytes()
+    return out + arr.tobytes()
+
+
+def _encode_column(encoding: str, value) -> bytes:
+    if encoding.startswith("ndarray"):
+        return _encode_ndarray(encoding, value)
+    if encoding == "str":
+        return value.encode("utf-8")
+    if encoding == "int":
+        return np.int64(value).tobytes()
+    if encoding == "json":
+        return json.dumps(value).encode()
+    raise ValueError(encoding)
+
+
+FIXED_SIZES = {"int": 8}
+
+
+def write_mds(
+    out: Path,
+    columns: dict[str, str],
+    samples: list[dict],
+    *,
+    compression: str | None = None,
+    samples_per_shard: int = 1000,
+    basename_prefix: str = "",
+) -> list[dict]:
+    """Write samples as MDS shards under `out` (+ index.json); returns the index's shard entries."""
+    out.mkdir(parents=True, exist_ok=True)
+    names = sorted(columns)
+    encodings = [columns[n] for n in names]
+    sizes = [FIXED_SIZES.get(e) for e in encodings]
+    shards = []
+    for k, start in enumerate(range(0, len(samples), samples_per_shard)):
+        chunk = samples[start : start + samples_per_shard]
+        config = {
+            "column_encodings": encodings,
+            "column_names": names,
+            "column_sizes": sizes,
+            "compression": compression,
+            "format": "mds",
+            "hashes": [],
+            "size_limit": 1 << 26,
+            "version": 2,
+        }
+        config_bytes = json.dumps(config, sort_keys=True).encode()
+        encoded = []
+        for s in chunk:
+            data = [_encode_column(e, s[n]) for n, e in zip(names, encodings, strict=True)]
+            head = np.array(
+                [len(d) for d, sz in zip(data, sizes, strict=True) if sz is None], np.uint32
+            ).tobytes()
+            encoded.append(head + b"".join(data))
+        offsets = np.array([0] + [len(e) for e in encoded]).cumsum().astype(np.uint32)
+        offsets += 4 + offsets.nbytes + len(config_bytes)
+        raw = np.uint32(len(chunk)).tobytes() + offsets.tobytes() + config_bytes + b"".join(encoded)
+        raw_name = f"{basename_prefix}shard.{k:05d}.mds"
+        raw_info = {"basename": raw_name, "bytes": len(raw), "hashes": {}}
+        zip_info = None
+        if compression:
+            zdata = zstandard.ZstdCompressor(level=3).compress(raw)
+            zip_info = {"basename": raw_name + ".zstd", "bytes": len(zdata), "hashes": {}}
+            (out / zip_info["basename"]).parent.mkdir(parents=True, exist_ok=True)
+            (out / zip_info["basename"]).write_bytes(zdata)
+        else:
+            (out / raw_name).parent.mkdir(parents=True, exist_ok=True)
+            (out / raw_name).write_bytes(raw)
+        shards.append({**config, "samples": len(chunk), "raw_data": raw_info, "zip_data": zip_info})
+    (out / "index.json").write_text(json.dumps({"shards": shards, "version": 2}, sort_keys=True))
+    return shards
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _jsonl(path: Path, rows: list, raw_lines: dict[int, bytes] | None = None) -> Path:
+    """Rows as JSON lines; `raw_lines` replaces 1-based lines with raw bytes (to plant bad input)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps(r, ensure_ascii=False).encode() for r in rows]
+    for lineno, raw in (raw_lines or {}).items():
+        lines[lineno - 1] = raw
+    data = b"\n".join(lines) + b"\n"
+    if path.name.endswith(".gz"):
+        data = gzip.compress(data)
+    path.write_bytes(data)
+    return path
+
+
+def _read_all(source, report=None):
+    return [d for u in source.units() for d in source.read(u, "src", report)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Languages
+
+
+def test_lang_keys_and_paths():
+    assert normalize_lang("fra_Latn", "f") == "fra_Latn"
+    assert normalize_lang("deu_Latn-1996", "f") == "deu_Latn-1996"
+    assert normalize_lang("code", "f") == "code"
+    assert normalize_lang("fra", "f") == "fra_Latn"  # plain ISO 639-3 through mmbert.languages
+    assert normalize_lang("cmn", "f") == "cmn_Hans"
+    with pytest.raises(BadInputError, match=r"f:7: unknown language code: 'klingon'"):
+        normalize_lang("klingon", "f", 7)
+    with pytest.raises(BadInputError, match="unknown language code"):
+        normalize_lang("zzz", "f", 1)  # well-formed but no known script
+    assert lang_from_path(Path("data/fra_Latn/train/000.parquet")) == "fra_Latn"
+    assert lang_from_path(Path("data/fra_Latn_removed/train/000.parquet")) is None
+    assert lang_from_path(Path("fra_Latn.parquet")) is None
+
+
+# --------------------------------------------------------------------------------------------------
+# Local files
+
+
+def test_local_files_fineweb2_layout(tmp_path):
+    root = tmp_path / "data"
+    _jsonl(root / "fra_Latn" / "train" / "a.jsonl", [{"text": "bonjour", "id": "x1"}, {"text": "salut"}])
+    _jsonl(root / "deu_Latn" / "train" / "b.jsonl.gz", [{"text": "hallo"}])
+    (root / "spa_Latn").mkdir()
+    pq.write_table(pa.table({"text": ["hola", "adiós"], "extra": [1, 2]}), root / "spa_Latn" / "c.parquet")
+    (root / "ell_Grek").mkdir()
+    (root / "ell_Grek" / "d.txt").write_text("Γειά σου\nκόσμε\n", encoding="utf-8")
+    (root / "README.md").write_text("not data")
+
+    src = LocalFilesSource(root)
+    assert len(src.units()) == 4
+    docs = _read_all(src)
+    got = sorted((d.lang, d.text) for d in docs)
+    assert got == sorted(
+        [("fra_Latn", "bonjour"), ("fra_Latn", "salut"), ("deu_Latn", "hallo"), ("spa_Latn", "hola"),
+         ("spa_Latn", "adiós"), ("ell_Grek", "Γειά σου\nκόσμε\n")]
+    )  # fmt: skip
+    ids = {d.text: d.doc_id for d in docs}
+    assert ids["bonjour"] == "x1" and ids["salut"] == "fra_Latn/train/a.jsonl:2"
+    assert all(d.source == "src" for d in docs)
+    # unit ids are stable and file-name safe
+    assert [u.uid for u in src.units()] == [u.uid for u in LocalFilesSource(root).units()]
+    assert all("/" not in u.uid for u in src.units())
+
+
+def test_local_files_lang_field_and_fixed_lang(tmp_path):
+    f = _jsonl(
+        tmp_path / "mixed.jsonl",
+        [{"content": "a", "language": "fra"}, {"content": "b", "language": "eng_Latn"}],
+    )
+    docs = _read_all(LocalFilesSource(f, text_field="content", lang_field="language"))
+    assert [(d.lang, d.text) for d in docs] == [("fra_Latn", "a"), ("eng_Latn", "b")]
+    docs = _read_all(LocalFilesSource(f, text_field="content", lang="ita_Latn"))
+    assert {d.lang for d in docs} == {"ita_Latn"}
+    with pytest.raises(BadInputError, match="cannot tell the language"):
+        _read_all(LocalFilesSource(f, text_field="content"))
+
+
+@pytest.mark.parametrize(
+    "raw, reason, lineno",
+    [
+        (b'{"text": "caf\xe9"}', "invalid UTF-8", 2),
+        (b'{"text": "broken', "broken JSON line", 2),
+        (b'{"body": "no text"}', "missing text field", 2),
+        (b'{"text": "x", "lang": "xx_Yyyy_z"}', "unknown language code", 2),
+        (b'{"text": "x", "lang": "qqq"}', "unknown language code", 2),
+        (b'["a list"]', "not a JSON object", 2),
+        (b'{"text": "   "}', "empty text", 2),
+    ],
+)
+def test_bad_jsonl_lines_name_file_and_line(tmp_path, raw, reason, lineno):
+    rows = [{"text": "good one", "lang": "fra_Latn"}] * 3
+    f = _jsonl(tmp_path / "in.jsonl", rows, {lineno: raw})
+    src = LocalFilesSource(f, lang_field="lang")
+    with pytest.raises(BadInputError) as err:
+        _read_all(src)
+    assert err.value.reason == reason
+    assert err.value.line == lineno
+    assert str(err.value).startswith(f"{f}:{lineno}: {reason}")
+    report = SkipReport()
+    docs = _read_all(src, report)
+    assert len(docs) == 2 and report.counts == {reason: 1}
+    assert report.examples[0].startswith(f"{f}:{lineno}")
+
+
+def test_bad_files(tmp_path):
+    (tmp_path / "fra_Latn").mkdir()
+    empty = tmp_path / "fra_Latn" / "empty.jsonl"
+    empty.write_bytes(b"")
+    with pytest.raises(BadInputError, match=r"empty\.jsonl: empty file"):
+        _read_all(LocalFilesSource(empty))
+    blank = tmp_path / "fra_Latn" / "blank.jsonl"
+    blank.write_bytes(b"\n\n")
+    with pytest.raises(BadInputError, match="empty file"):
+        _read_all(LocalFilesSource(blank))
+    bad_txt = tmp_path / "fra_Latn" / "bad.txt"
+    bad_txt.write_bytes(b"line one\nline \xff two\n")
+    with pytest.raises(BadInputError, match=r"bad\.txt:2: invalid UTF-8"):
+        _read_all(LocalFilesSource(bad_txt))
+    truncated = tmp_path / "fra_Latn" / "cut.jsonl.gz"
+    truncated.write_bytes(gzip.compress(b'{"text": "a"}\n' * 100)[:40])
+    with pytest.raises(BadInputError, match="unreadable file"):
+        _read_all(LocalFilesSource(truncated))
+    bad_parquet = tmp_path / "fra_Latn" / "x.parquet"
+    bad_parquet.write_bytes(b"not parquet at all")
+    with pytest.raises(BadInputError, match="unreadable parquet"):
+        _read_all(LocalFilesSource(bad_parquet))
+    # skip_bad carries on past every bad file and counts each
+    report = SkipReport()
+    docs = _read_all(LocalFilesSource(tmp_path), report)
+    # the truncated gzip's readable lines come before its error
+    assert {d.doc_id.split(":")[0] for d in docs} == {"fra_Latn/cut.jsonl.gz"}
+    assert report.total == 5
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(ValueError, match="no .jsonl"):
+        LocalFilesSource(tmp_path / "nothing").units()
+
+
+def test_parquet_missing_text_column_names_row(tmp_path):
+    (tmp_path / "fra_Latn").mkdir()
+    f = tmp_path / "fra_Latn" / "a.parquet"
+    pq.write_table(pa.table({"body": ["a", "b"]}), f)
+    with pytest.raises(BadInputError, match=r"a\.parquet:1: missing text field"):
+        _read_all(LocalFilesSource(f))
+
+
+def test_fingerprint_tracks_files_and_options(tmp_path):
+    f = _jsonl(tmp_path / "fra_Latn" / "a.jsonl", [{"text": "a"}])
+    fp = LocalFilesSource(tmp_path).fingerprint()
+    assert LocalFilesSource(tmp_path).fingerprint() == fp
+    assert LocalFilesSource(tmp_path, text_field="body").fingerprint() != fp
+    _jsonl(f, [{"text": "a"}, {"text": "b"}])
+    assert LocalFilesSource(tmp_path).fingerprint() != fp
+
+
+# --------------------------------------------------------------------------------------------------
+# Hugging Face datasets (local only)
+
+
+def test_hf_saved_to_disk_and_parquet_dir(tmp_path):
+    import datasets
+
+    rows = {"text": [f"doc {i}" for i in range(7)], "lang": ["fra_Latn", "deu"] * 3 + ["eng_Latn"]}
+    datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "saved"))
+    src = HFSource(str(tmp_path / "saved"), lang_field="lang")
+    src.chunk_rows = 3
+    assert [u.docs for u in src.units()] == [3, 3, 1]
+    docs = _read_all(src)
+    assert [d.text for d in docs] == rows["text"]
+    assert [d.lang for d in docs][:2] == ["fra_Latn", "deu_Latn"]
+    assert src.fingerprint() == HFSource(str(tmp_path / "saved"), lang_field="lang").fingerprint()
+
+    # a DatasetDict saved to disk, its split chosen by name
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows)}).save_to_disk(str(tmp_path / "dd"))
+    assert len(_read_all(HFSource(str(tmp_path / "dd"), lang_field="lang"))) == 7
+    with pytest.raises(ValueError, match="no split 'test'"):
+        HFSource(str(tmp_path / "dd"), lang_field="lang", split="test").units()
+
+    # a local directory of parquet files through load_dataset, streaming and not
+    (tmp_path / "pq").mkdir()
+    pq.write_table(pa.table(rows), tmp_path / "pq" / "train-0.parquet")
+    for streaming in (False, True):
+        src = open_source(f"hf:{tmp_path / 'pq'}", lang_field="lang", streaming=streaming)
+        assert [d.text for d in _read_all(src)] == rows["text"]
+
+
+def test_hf_bad_rows_and_columns(tmp_path):
+    import datasets
+
+    rows = {"text": ["ok", "", "fine"], "lang": ["fra_Latn", "fra_Latn", "nope"]}
+    datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "saved"))
+    src = HFSource(str(tmp_path / "saved"), lang_field="lang")
+    with pytest.raises(BadInputError, match=r"\[train\]:1: empty text"):
+        _read_all(src)
+    report = SkipReport()
+    assert [d.text for d in _read_all(src, report)] == ["ok"]
+    assert report.counts == {"empty text": 1, "unknown language code": 1}
+    with pytest.raises(BadInputError, match="missing column"):
+        HFSource(str(tmp_path / "saved"), text_field="body", lang_field="lang").units()
+    with pytest.raises(ValueError, match="--lang-field"):
+        HFSource(str(tmp_path / "saved"))
+
+
+# --------------------------------------------------------------------------------------------------
+# MDS shards
+
+
+def _mds_samples(n: int, seed: int = 0, dtype=np.uint32) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    return [
+        {"id": f"doc{i}", "input_ids": rng.integers(5, 250, rng.integers(1, 40)).astype(dtype)}
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("encoding", ["ndarray:uint32", "ndarray", "ndarray:uint16"])
+@pytest.mark.parametrize("compression", [None, "zstd"])
+def test_mds_roundtrip(tmp_path, encoding, compression):
+    dtype = np.uint16 if encoding.endswith("uint16") else np.uint32
+    samples = _mds_samples(25, dtype=dtype)
+    root = tmp_path / "mds" / "fra_Latn"
+    write_mds(
+        root, {"id": "str", "input_ids": encoding}, samples, compression=compression, samples_per_shard=10
+    )
+    src = open_source(f"mds:{tmp_path / 'mds'}")
+    units = src.units()
+    assert len(units) == 3 and [u.docs for u in units] == [10, 10, 5]
+    docs = _read_all(src)
+    assert len(docs) == 25 and {d.lang for d in docs} == {"fra_Latn"}
+    for d, s in zip(docs, samples, strict=True):
+        np.testing.assert_array_equal(d.tokens, s["input_ids"])
+
+
+def test_mds_merged_index_lang_column_and_fixed_columns(tmp_path):
+    # a merged index (shards in sub-directories) with a fixed-size column before the token column
+    root = tmp_path / "ds"
+    samples = [
+        {"input_ids": s["input_ids"], "lang": lang, "n": i}
+        for i, (s, lang) in enumerate(zip(_mds_samples(6), ["fra_Latn", "deu_Latn", "eng"] * 2, strict=True))
+    ]
+    write_mds(
+        root,
+        {"input_ids": "ndarray:uint32", "lang": "str", "n": "int"},
+        samples,
+        compression="zstd",
+        samples_per_shard=4,
+        basename_prefix="part_a/",
+    )
+    src = MdsSource(root, lang_column="lang")
+    docs = _read_all(src)
+    assert [d.lang for d in docs] == ["fra_Latn", "deu_Latn", "eng_Latn"] * 2
+    assert docs[5].doc_id.endswith("part_a/shard.00001.mds.zstd:1")
+    # a tree of datasets without a top index: each index.json is a dataset
+    write_mds(tmp_path / "tree" / "x" / "deu_Latn", {"input_ids": "ndarray"}, _mds_samples(3))
+    write_mds(tmp_path / "tree" / "y" / "ita_Latn" / "split_0", {"input_ids": "ndarray"}, _mds_samples(2))
+    docs = _read_all(MdsSource(tmp_path / "tree"))
+    assert sorted(d.lang for d in docs) == ["deu_Latn"] * 3 + ["ita_Latn"] * 2
+
+
+def test_mds_corrupt_and_missing(tmp_path):
+    root = tmp_path / "fra_Latn"
+    write_mds(root, {"input_ids": "ndarray:uint32"}, _mds_samples(5))
+    shard = root / "shard.00000.mds"
+    good = shard.read_bytes()
+    shard.write_bytes(good[:-7])  # truncated
+    with pytest.raises(BadInputError, match=r"shard\.00000\.mds: corrupt MDS shard"):
+        _read_all(MdsSource(root))
+    shard.unlink()
+    with pytest.raises(BadInputError, match="missing MDS shard"):
+        _read_all(MdsSource(root))
+    shard.write_bytes(good)
+    with pytest.raises(BadInputError, match="missing MDS column"):
+        _read_all(MdsSource(root, column="tokens"))
+    (root / "index.json").write_text("{not json")
+    with pytest.raises(BadInputError, match=r"index\.json: corrupt MDS index"):
+        MdsSource(root).units()
+    write_mds(tmp_path / "zz", {"input_ids": "ndarray:uint32"}, _mds_samples(2), compression="zstd")
+    (tmp_path / "zz" / "shard.00000.mds.zstd").write_bytes(b"garbage")
+    with pytest.raises(BadInputError, match="corrupt MDS shard.*zstd"):
+        _read_all(MdsSource(tmp_path / "zz", lang="fra_Latn"))
+
+
+# --------------------------------------------------------------------------------------------------
+# The bundled corpus
+
+
+def test_bundled_units_partition_the_corpus():
+    from mmbert.data import corpus
+
+    src = BundledSource("train")
+    units = src.units()
+    docs = _read_all(src)
+    expected = list(corpus.iter_documents(split="train"))
+    assert sum(u.docs for u in units) == len(expected) == len(docs)
+    assert sorted(d.doc_id for d in docs) == sorted(d.doc_id for d in expected)
+    heldout = {d.doc_id for d in corpus.iter_documents(split="heldout")}
+    assert heldout and not heldout & {d.doc_id for d in docs}
+    assert all(normalize_lang(lang, "x") == lang for lang in {d.lang for d in docs})
+    assert open_source("bundled:code").default_name == "code"
