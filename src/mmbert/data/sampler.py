@@ -1,0 +1,394 @@
+"""The two-axis data sampler: a source by its share of the phase, then a language inside it by `n ** tau`.
+
+mmBERT's mixture has two axes. Sources (FineWeb2, DCLM, StarCoder, ...) get fixed shares of a phase's
+tokens; inside a multilingual source, a language's share is
+
+    p(lang | source) ∝ (n_tokens(source, lang) * multiplier(lang)) ** tau
+
+over the phase's languages, except languages with a fixed share, which get exactly that fraction and
+leave the rest to the temperature rule. `phase_mixture` turns a recipe phase plus the available token
+counts into these target *token* shares (it is also what `mmbert plan` prints).
+
+`DataSampler` then draws documents. Targets are shares of tokens, so a (source, language) cell is
+drawn with probability ∝ share / mean document length, which makes its expected share of drawn tokens
+equal to the target. Within a cell, documents come in epochs: each epoch is a fresh permutation of the
+cell's documents (seeded by seed, cell and epoch, identical on every rank), and rank r of w takes
+positions r, r + w, r + 2w, ... of the concatenated epochs, so ranks never draw the same document of
+an epoch and together cover each epoch exactly once. Repeats are therefore counted (`epochs`).
+
+The sampler is Stateful: its state is the random generator's state, each cell's position and the
+realized counts; `load_state_dict` on a fresh sampler continues the identical stream. Positions
+persist across phase changes (`set_phase`), so a later phase does not restart a language's data.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from mmbert.recipe import Phase, RecipeError, SourceSpec
+
+logger = logging.getLogger(__name__)
+
+Counts = Mapping[str, Mapping[str, int]]  # source -> language key -> tokens
+
+
+class DocumentStore(Protocol):
+    """The part of `mmbert.data.shards.TokenStore` the sampler uses."""
+
+    def sources(self) -> list[str]: ...
+    def languages(self, source: str | None = None) -> list[str]: ...
+    def num_tokens(self, source: str, lang: str) -> int: ...
+    def num_docs(self, source: str, lang: str) -> int: ...
+    def doc(self, source: str, lang: str, i: int) -> np.ndarray: ...
+
+
+@dataclass
+class SourceMixture:
+    """One source of a resolved phase: its share of the phase and its languages' shares inside it."""
+
+    name: str
+    share: float
+    tau: float
+    languages: list[str]
+    probs: list[float]  # share of this source's tokens per language, sums to 1
+    available: list[int]  # tokens of data per language (what n ** tau used)
+
+
+@dataclass
+class Mixture:
+    """A phase's resolved target: token shares per (source, language)."""
+
+    phase: str
+    sources: list[SourceMixture]
+
+    def token_shares(self) -> dict[tuple[str, str], float]:
+        return {
+            (s.name, lang): s.share * p
+            for s in self.sources
+            for lang, p in zip(s.languages, s.probs, strict=True)
+        }
+
+    def language_shares(self) -> dict[str, float]:
+        """Share of the phase's tokens per language, summed over sources."""
+        out: dict[str, float] = {}
+        for (_, lang), p in self.token_shares().items():
+            out[lang] = out.get(lang, 0.0) + p
+        return out
+
+    def source_shares(self) -> dict[str, float]:
+        return {s.name: s.share for s in self.sources}
+
+    @property
+    def languages(self) -> list[str]:
+        return sorted({lang for s in self.sources for lang in s.languages})
+
+
+def _matches(rule_key: str, lang: str) -> bool:
+    """A multiplier/fixed-share key names a language by its key (`eng_Latn`) or ISO 639-3 code (`eng`)."""
+    from mmbert.languages import counts_code, iso3
+
+    return rule_key == lang or rule_key in (iso3(lang), counts_code(lang))
+
+
+def temperature_probs(
+    available: Mapping[str, float],
+    tau: float,
+    multipliers: Mapping[str, float] | None = None,
+    fixed_shares: Mapping[str, float] | None = None,
+) -> dict[str, float]:
+    """`p(lang) ∝ (n * multiplier) ** tau`, with fixed-share languages pinned (keys already matched)."""
+    multipliers = multipliers or {}
+    fixed = {k: v for k, v in (fixed_shares or {}).items() if k in available}
+    free = [k for k in available if k not in fixed]
+    left = 1.0 - sum(fixed.values())
+    if free and left <= 1e-12:
+        raise ValueError(
+            f"fixed shares sum to {1 - left:.6g} and leave nothing for {len(free)} other languages"
+        )
+    if not free and abs(left) > 1e-6:
+        raise ValueError(f"fixed shares cover every language but sum to {1 - left:.6g}, not 1")
+    # In log space: n ** tau spans many orders of magnitude across 1833 languages.
+    logs = np.array([tau * math.log(available[k] * multipliers.get(k, 1.0)) for k in free])
+    weights = np.exp(logs - logs.max()) if free else np.array([])
+    probs = dict(fixed)
+    for k, w in zip(free, weights / weights.sum() if free else [], strict=True):
+        probs[k] = float(w) * left
+    return {k: probs[k] for k in available}
+
+
+def _expand_rule(rule: Mapping[str, float], langs: list[str], key: str) -> dict[str, float]:
+    """Map rule keys (language keys or ISO codes) onto the source's language keys."""
+    out: dict[str, float] = {}
+    for rule_key, value in rule.items():
+        hits = [lang for lang in langs if _matches(rule_key, lang)]
+        if not hits:
+            raise RecipeError(f"{key}.{rule_key}", "matches none of the source's languages in this phase")
+        if len(hits) > 1 and key.endswith("fixed_shares"):
+            # A fixed share for an ISO code with several keys (scripts) is split evenly among them.
+            value = value / len(hits)
+        for lang in hits:
+            out[lang] = value
+    return out
+
+
+def phase_mixture(phase: Phase, counts: Counts, index: int | None = None) -> Mixture:
+    """Resolve `phase`'s sources and language rules against the available token `counts`.
+
+    Errors (RecipeError, key `phases[i].sources[j]...`) name the phase and the source: a source absent
+    from the data, a source with no data for its languages, a language set that matches nothing.
+    """
+    from mmbert.languages import resolve_languages
+
+    prefix = f"phases[{index}]" if index is not None else f"phase {phase.name!r}"
+    all_langs = sorted({lang for per in counts.values() for lang, n in per.items() if n > 0})
+    try:
+        phase_langs = resolve_languages(phase.languages, all_langs)
+    except ValueError as err:
+        raise RecipeError(f"{prefix}.languages", f"phase {phase.name!r}: {err}") from None
+    if not phase_langs:
+        raise RecipeError(
+            f"{prefix}.languages",
+            f"phase {phase.name!r}: {phase.languages!r} matches none of the data's languages",
+        )
+    specs = phase.sources
+    if not specs:
+        if len(counts) != 1:
+            raise RecipeError(
+                f"{prefix}.sources",
+                f"phase {phase.name!r}: the data has sources {', '.join(sorted(counts))}; list them with shares",
+            )
+        specs = [SourceSpec(name=next(iter(counts)), share=1.0)]
+    shares = phase.source_shares() if phase.sources else {specs[0].name: 1.0}
+    out = []
+    for j, spec in enumerate(specs):
+        key = f"{prefix}.sources[{j}]"
+        who = f"phase {phase.name!r}, source {spec.name!r}"
+        if spec.name not in counts:
+            raise RecipeError(f"{key}.name", f"{who}: not in the data (sources: {', '.join(sorted(counts))})")
+        present = sorted(lang for lang, n in counts[spec.name].items() if n > 0)
+        lang_key = f"{key}.languages" if spec.languages is not None else key
+        if spec.languages is None:
+            # The phase's languages (already resolved against all the data), where this source has data.
+            langs = [lang for lang in phase_langs if lang in set(present)]
+        else:
+            try:
+                langs = resolve_languages(spec.languages, present)
+            except ValueError as err:
+                raise RecipeError(lang_key, f"{who}: {err}") from None
+        if not langs:
+            shown = ", ".join(present[:10]) + (", ..." if len(present) > 10 else "")
+            raise RecipeError(
+                lang_key,
+                f"{who}: no data for languages {phase.source_languages(spec)!r} (the source has: {shown})",
+            )
+        multipliers = _expand_rule(spec.multipliers, langs, f"{key}.multipliers")
+        fixed = _expand_rule(spec.fixed_shares, langs, f"{key}.fixed_shares")
+        available = {lang: int(counts[spec.name][lang]) for lang in langs}
+        tau = phase.source_tau(spec)
+        try:
+            probs = temperature_probs(available, tau, multipliers, fixed)
+        except ValueError as err:
+            raise RecipeError(f"{key}.fixed_shares", f"{who}: {err}") from None
+        out.append(
+            SourceMixture(
+                spec.name,
+                shares[spec.name],
+                tau,
+                langs,
+                [probs[k] for k in langs],
+                [available[k] for k in langs],
+            )
+        )
+    return Mixture(phase.name, out)
+
+
+def recipe_mixtures(phases: list[Phase], counts: Counts) -> list[Mixture]:
+    """Every phase's mixture: validates a whole run's data needs before it starts."""
+    return [phase_mixture(phase, counts, i) for i, phase in enumerate(phases)]
+
+
+def store_counts(store: DocumentStore) -> dict[str, dict[str, int]]:
+    """Available tokens per source and language in a prepared data directory."""
+    return {s: {lang: store.num_tokens(s, lang) for lang in store.languages(s)} for s in store.sources()}
+
+
+@dataclass
+class SampledDocument:
+    """A drawn document: its cell, its index in the cell, which epoch over the cell, and its tokens."""
+
+    source: str
+    lang: str
+    index: int
+    epoch: int
+    tokens: np.ndarray
+
+
+def _stable_hash(text: str) -> int:
+    return zlib.crc32(text.encode("utf-8"))
+
+
+@dataclass
+class _Cell:
+    source: str
+    lang: str
+    num_docs: int
+    drawn: int = 0  # documents this rank has drawn from the cell (its position in the stream)
+    perm_epoch: int = -1
+    perm: np.ndarray | None = field(default=None, repr=False)
+
+
+class DataSampler:
+    """Draws documents for one rank from a phase's mixture; iterate it or call `next_document()`."""
+
+    def __init__(
+        self, store: DocumentStore, mixture: Mixture, seed: int = 0, rank: int = 0, world_size: int = 1
+    ):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        self.store = store
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        # Each rank draws its own cell sequence (seeded by rank); documents are disjoint through the
+        # per-cell position arithmetic, not through the generator.
+        self._rng = np.random.Generator(np.random.PCG64([seed, rank, 0x6D6D62]))
+        self._cells: dict[tuple[str, str], _Cell] = {}
+        self.realized_docs: dict[tuple[str, str], int] = {}
+        self.realized_tokens: dict[tuple[str, str], int] = {}
+        self.set_phase(mixture)
+
+    # -- phase ----------------------------------------------------------------------------------------
+    def set_phase(self, mixture: Mixture) -> None:
+        """Switch to another phase's mixture, keeping positions, the generator and nothing else."""
+        self.mixture = mixture
+        cells, weights, targets = [], [], []
+        for src in mixture.sources:
+            for lang, p in zip(src.languages, src.probs, strict=True):
+                if p <= 0:
+                    continue
+                n_docs = self.store.num_docs(src.name, lang)
+                n_tokens = self.store.num_tokens(src.name, lang)
+                if n_docs == 0:
+                    raise ValueError(
+                        f"phase {mixture.phase!r}: source {src.name!r} has no documents for {lang}"
+                    )
+                if n_docs < self.world_size:
+                    logger.warning(
+                        "%s/%s has %d documents for %d ranks: ranks take turns, some rounds skip a rank",
+                        src.name,
+                        lang,
+                        n_docs,
+                        self.world_size,
+                    )
+                key = (src.name, lang)
+                self._cells.setdefault(key, _Cell(src.name, lang, n_docs))
+                # Tokens per document include <bos>/<eos> (2 per document), as the packer emits them.
+                mean_len = n_tokens / n_docs + 2
+                cells.append(key)
+                weights.append(src.share * p / mean_len)
+                targets.append(src.share * p)
+        self._phase_cells = cells
+        w = np.asarray(weights, dtype=np.float64)
+        self._cum = np.cumsum(w / w.sum())
+        self._cum[-1] = 1.0
+        self.doc_probs = dict(zip(cells, (w / w.sum()).tolist(), strict=True))
+        self.target_shares = dict(zip(cells, targets, strict=True))
+        self.realized_docs = {k: 0 for k in cells}
+        self.realized_tokens = {k: 0 for k in cells}
+
+    # -- drawing --------------------------------------------------------------------------------------
+    def _permutation(self, cell: _Cell, epoch: int) -> np.ndarray:
+        if cell.perm_epoch != epoch:
+            # Same on every rank (no rank in the seed): ranks split one permutation per epoch.
+            seq = [self.seed, _stable_hash(cell.source), _stable_hash(cell.lang), epoch]
+            cell.perm = np.random.default_rng(seq).permutation(cell.num_docs)
+            cell.perm_epoch = epoch
+        assert cell.perm is not None
+        return cell.perm
+
+    def next_document(self) -> SampledDocument:
+        key = self._phase_cells[int(np.searchsorted(self._cum, self._rng.random(), side="right"))]
+        cell = self._cells[key]
+        position = self.rank + cell.drawn * self.world_size  # in the concatenation of all epochs
+        epoch, offset = divmod(position, cell.num_docs)
+        index = int(self._permutation(cell, epoch)[offset])
+        cell.drawn += 1
+        tokens = self.store.doc(cell.source, cell.lang, index)
+        self.realized_docs[key] += 1
+        self.realized_tokens[key] += int(tokens.size) + 2
+        return SampledDocument(cell.source, cell.lang, index, epoch, tokens)
+
+    def __iter__(self) -> Iterator[SampledDocument]:
+        while True:
+            yield self.next_document()
+
+    def epochs(self) -> dict[tuple[str, str], float]:
+        """Epochs over each cell's documents drawn so far by all ranks together (this rank's view)."""
+        return {k: c.drawn * self.world_size / c.num_docs for k, c in self._cells.items()}
+
+    # -- reporting ------------------------------------------------------------------------------------
+    def realized_shares(self) -> dict[str, dict[str, float]]:
+        """Realized token shares since the last phase change, by source and by language."""
+        total = sum(self.realized_tokens.values()) or 1
+        by_source: dict[str, float] = {}
+        by_lang: dict[str, float] = {}
+        for (source, lang), n in self.realized_tokens.items():
+            by_source[source] = by_source.get(source, 0.0) + n / total
+            by_lang[lang] = by_lang.get(lang, 0.0) + n / total
+        return {"source": by_source, "language": by_lang}
+
+    def log_realized(self, top: int = 8) -> None:
+        """One log line: realized vs target shares per source and the largest languages."""
+        shares = self.realized_shares()
+        targets = self.mixture.source_shares()
+        src = ", ".join(
+            f"{s} {100 * shares['source'].get(s, 0):.1f}% (target {100 * t:.1f}%)" for s, t in targets.items()
+        )
+        lang_targets = self.mixture.language_shares()
+        largest = sorted(lang_targets, key=lambda k: -lang_targets[k])[:top]
+        langs = ", ".join(
+            f"{k} {100 * shares['language'].get(k, 0):.1f}%/{100 * lang_targets[k]:.1f}%" for k in largest
+        )
+        logger.info("sampler %s: sources %s | languages (realized/target) %s", self.mixture.phase, src, langs)
+
+    # -- state ----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "phase": self.mixture.phase,
+            "rng": self._rng.bit_generator.state,
+            "drawn": {f"{s}\t{lang}": c.drawn for (s, lang), c in self._cells.items()},
+            "realized_docs": {f"{s}\t{lang}": n for (s, lang), n in self.realized_docs.items()},
+            "realized_tokens": {f"{s}\t{lang}": n for (s, lang), n in self.realized_tokens.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state saved by `state_dict` (after `set_phase` with the same phase's mixture)."""
+        mine = (self.seed, self.rank, self.world_size)
+        theirs = (state["seed"], state["rank"], state["world_size"])
+        if mine != theirs:
+            raise ValueError(
+                f"sampler state is for (seed, rank, world_size) {theirs}, this sampler is {mine}"
+            )
+        if state["phase"] != self.mixture.phase:
+            raise ValueError(
+                f"sampler state is for phase {state['phase']!r}, this sampler is in {self.mixture.phase!r}"
+            )
+        self._rng.bit_generator.state = state["rng"]
+        for joined, drawn in state["drawn"].items():
+            source, lang = joined.split("\t")
+            cell = self._cells.get((source, lang))
+            if cell is None:
+                cell = self._cells[(source, lang)] = _Cell(source, lang, self.store.num_docs(source, lang))
+            cell.drawn = int(drawn)
+        self.realized_docs = {tuple(k.split("\t")): int(v) for k, v in state["realized_docs"].items()}  # type: ignore[misc]
+        self.realized_tokens = {tuple(k.split("\t")): int(v) for k, v in state["realized_tokens"].items()}  # type: ignore[misc]

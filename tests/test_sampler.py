@@ -1,0 +1,240 @@
+"""Two-axis sampler: target shares, errors naming phase/source, statistics, determinism, ranks, state."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mmbert.data.sampler import DataSampler, phase_mixture, temperature_probs
+from mmbert.languages import released_counts
+from mmbert.recipe import Phase, RecipeError
+
+
+class FakeStore:
+    """A TokenStore stand-in: (source, lang) -> documents of given lengths (token values = doc index)."""
+
+    def __init__(self, cells: dict[tuple[str, str], list[int]]) -> None:
+        self.cells = cells
+
+    def sources(self) -> list[str]:
+        return sorted({s for s, _ in self.cells})
+
+    def languages(self, source: str | None = None) -> list[str]:
+        return sorted({lang for s, lang in self.cells if source in (None, s)})
+
+    def num_tokens(self, source: str, lang: str) -> int:
+        return sum(self.cells[(source, lang)])
+
+    def num_docs(self, source: str, lang: str) -> int:
+        return len(self.cells[(source, lang)])
+
+    def doc(self, source: str, lang: str, i: int) -> np.ndarray:
+        return np.full(self.cells[(source, lang)][i], i, dtype=np.uint32)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {s: {lang: self.num_tokens(s, lang) for lang in self.languages(s)} for s in self.sources()}
+
+
+def phase(**kw) -> Phase:
+    base = {"name": "p", "tokens": 1000, "languages": "all", "tau": 0.5, "sources": []}
+    base.update(kw)
+    from mmbert.recipe import _build
+
+    return _build(Phase, base, "")
+
+
+STORE = FakeStore(
+    {
+        ("web", "fra_Latn"): [20] * 400,  # 8000 tokens
+        ("web", "deu_Latn"): [20] * 100,  # 2000
+        ("web", "fao_Latn"): [20] * 20,  # 400
+        ("web", "eng_Latn"): [20] * 50,  # 1000
+        ("code", "code"): [30] * 100,
+    }
+)
+
+
+def test_temperature_rule_multipliers_and_fixed_shares() -> None:
+    p = temperature_probs({"a": 100, "b": 10_000}, 0.5)
+    assert p["a"] == pytest.approx(10 / 110) and p["b"] == pytest.approx(100 / 110)
+    p = temperature_probs({"a": 100, "b": 10_000}, 0.5, multipliers={"a": 100})
+    assert p["a"] == pytest.approx(0.5)
+    p = temperature_probs({"a": 100, "b": 10_000, "c": 1}, 0.0, fixed_shares={"c": 0.4})
+    assert p == pytest.approx({"a": 0.3, "b": 0.3, "c": 0.4})
+    with pytest.raises(ValueError):
+        temperature_probs({"a": 1}, 0.5, fixed_shares={"a": 0.5})
+
+
+def test_phase_mixture_two_axes() -> None:
+    ph = phase(
+        sources=[
+            {"name": "web", "share": 0.8, "multipliers": {"eng": 4.0}},
+            {"name": "code", "share": 0.2, "languages": ["code"]},
+        ],
+        languages=["fra_Latn", "deu_Latn", "eng_Latn"],
+    )
+    mix = phase_mixture(ph, STORE.counts(), 0)
+    web = mix.sources[0]
+    assert web.languages == ["deu_Latn", "eng_Latn", "fra_Latn"]  # fao not in the phase
+    w = {"deu_Latn": 2000**0.5, "eng_Latn": 4000**0.5, "fra_Latn": 8000**0.5}
+    assert web.probs == pytest.approx([w[k] / sum(w.values()) for k in web.languages])
+    shares = mix.token_shares()
+    assert shares[("code", "code")] == pytest.approx(0.2) and sum(shares.values()) == pytest.approx(1)
+    assert mix.language_shares()["eng_Latn"] == pytest.approx(0.8 * w["eng_Latn"] / sum(w.values()))
+
+
+@pytest.mark.parametrize(
+    "kw, key, words",
+    [
+        (
+            {"sources": [{"name": "books", "share": 1.0}]},
+            "phases[2].sources[0].name",
+            ["'books'", "not in the data"],
+        ),
+        (
+            {
+                "languages": ["fra_Latn"],
+                "sources": [{"name": "web", "weight": 1}, {"name": "code", "weight": 1}],
+            },
+            "phases[2].sources[1]",
+            ["phase 'p'", "source 'code'", "no data"],
+        ),
+        (
+            {"languages": "mmbert-60", "sources": [{"name": "web", "weight": 1, "languages": ["xho"]}]},
+            "phases[2].sources[0].languages",
+            ["xho"],
+        ),
+        ({"languages": ["tir"]}, "phases[2].languages", ["tir"]),
+        (
+            {"sources": [{"name": "web", "share": 1.0, "multipliers": {"kor": 2}}]},
+            "phases[2].sources[0].multipliers.kor",
+            ["matches none"],
+        ),
+        ({"sources": []}, "phases[2].sources", ["list them"]),
+    ],
+)
+def test_errors_name_phase_and_source(kw: dict, key: str, words: list[str]) -> None:
+    with pytest.raises(RecipeError) as info:
+        phase_mixture(phase(**kw), STORE.counts(), 2)
+    assert info.value.key == key
+    for w in words:
+        assert w in str(info.value)
+
+
+def test_language_set_matching_nothing() -> None:
+    store = FakeStore({("web", "tir_Ethi"): [5] * 3})
+    with pytest.raises(RecipeError, match="matches none"):
+        phase_mixture(phase(languages="mmbert-60"), store.counts(), 0)
+
+
+def within(count: int, n: int, p: float, k: float = 5.0) -> bool:
+    return abs(count - n * p) <= k * math.sqrt(n * p * (1 - p)) + 1e-9
+
+
+def test_realized_proportions_match_targets() -> None:
+    ph = phase(sources=[{"name": "web", "share": 0.7}, {"name": "code", "share": 0.3}], tau=0.3)
+    mix = phase_mixture(ph, STORE.counts(), 0)
+    sampler = DataSampler(STORE, mix, seed=1)
+    n = 20_000
+    for _ in range(n):
+        sampler.next_document()
+    # Documents: each draw is a categorical draw with the sampler's document probabilities.
+    for key, p in sampler.doc_probs.items():
+        assert within(sampler.realized_docs[key], n, p), key
+    # Tokens: web documents are all 22 tokens with bos/eos, so web's token share is a scaled binomial.
+    shares = sampler.realized_shares()
+    assert shares["source"]["web"] == pytest.approx(0.7, abs=5 * math.sqrt(0.7 * 0.3 / n) * 1.5)
+    for lang, target in mix.language_shares().items():
+        assert abs(shares["language"][lang] - target) < 6 * math.sqrt(target * (1 - target) / n) * 1.5, lang
+    # Repeats are counted: fao has 20 documents, so it is many epochs in.
+    assert sampler.epochs()[("web", "fao_Latn")] > 5
+
+
+def test_epochs_are_permutations_and_ranks_are_disjoint() -> None:
+    store = FakeStore({("web", "fra_Latn"): [3] * 30})
+    mix = phase_mixture(phase(), store.counts(), 0)
+    world = 3
+    per_rank = [DataSampler(store, mix, seed=7, rank=r, world_size=world) for r in range(world)]
+    draws = [[s.next_document() for _ in range(20)] for s in per_rank]  # 2 epochs in all
+    for epoch in (0, 1):
+        seen = [d.index for rank in draws for d in rank if d.epoch == epoch]
+        assert sorted(seen) == list(range(30))  # the ranks together cover the epoch once
+    for a in range(world):
+        for b in range(a + 1, world):
+            ea = {(d.epoch, d.index) for d in draws[a]}
+            eb = {(d.epoch, d.index) for d in draws[b]}
+            assert not ea & eb
+    order0 = [d.index for d in draws[0] if d.epoch == 0]
+    order1 = [d.index for d in draws[0] if d.epoch == 1]
+    assert order0 != order1  # reshuffled each epoch
+
+
+def test_state_round_trip_continues_the_identical_stream() -> None:
+    mix = phase_mixture(
+        phase(sources=[{"name": "web", "weight": 2}, {"name": "code", "weight": 1}]), STORE.counts(), 0
+    )
+    a = DataSampler(STORE, mix, seed=3, rank=1, world_size=2)
+    for _ in range(777):
+        a.next_document()
+    state = a.state_dict()
+    b = DataSampler(STORE, mix, seed=3, rank=1, world_size=2)
+    b.load_state_dict(state)
+    for _ in range(300):
+        x, y = a.next_document(), b.next_document()
+        assert (x.source, x.lang, x.index, x.epoch) == (y.source, y.lang, y.index, y.epoch)
+    assert a.realized_tokens == b.realized_tokens and a.epochs() == b.epochs()
+    c = DataSampler(STORE, mix, seed=3, rank=0, world_size=2)
+    with pytest.raises(ValueError, match="rank"):
+        c.load_state_dict(state)
+
+
+def test_positions_persist_across_phase_change() -> None:
+    counts = STORE.counts()
+    web = [{"name": "web", "share": 1.0}]
+    first = phase_mixture(phase(languages=["fra_Latn"], sources=web), counts, 0)
+    second = phase_mixture(phase(name="q", languages=["fra_Latn", "deu_Latn"], sources=web), counts, 1)
+    s = DataSampler(STORE, first, seed=0)
+    seen = [s.next_document().index for _ in range(200)]
+    s.set_phase(second)
+    later = [d.index for d in (s.next_document() for _ in range(400)) if d.lang == "fra_Latn"]
+    # fra has 400 documents: the second phase continues the first epoch instead of restarting it.
+    assert len(set(seen) | set(later[:150])) == len(seen) + len(later[:150])
+
+
+def test_released_counts_tau_from_pretraining_shares() -> None:
+    """mmBERT's mid-training shares follow its pre-training shares through n ** tau.
+
+    With pre-training shares c ∝ n ** 0.7, the data available is n ∝ c ** (1 / 0.7); sampling it at
+    tau 0.5 predicts mid-training shares ∝ c ** (0.5 / 0.7) for the languages of both phases
+    (English and code excluded: they are separate sources). The released counts follow that power.
+    """
+    counts = released_counts()
+    shared = [
+        k
+        for k, v in counts["pretrain"].items()
+        if v > 0 and counts["ext"][k] > 0 and k not in ("eng", "code")
+    ]
+    assert len(shared) == 59  # the 60 pre-training languages minus English
+    available = {k: counts["pretrain"][k] ** (1 / 0.7) for k in shared}
+    predicted = temperature_probs(available, 0.5)
+    released_total = sum(counts["ext"][k] for k in shared)
+    x = np.log([predicted[k] for k in shared])
+    y = np.log([counts["ext"][k] / released_total for k in shared])
+    slope, _ = np.polyfit(x, y, 1)
+    r = np.corrcoef(x, y)[0, 1]
+    assert r > 0.97 and abs(slope - 1) < 0.1, (slope, r)
+    # The sampler reproduces those targets: draw from a store whose documents are equal in length.
+    mix = phase_mixture(phase(tau=0.5), {"fw2": {f"{k}_Latn": int(n) for k, n in available.items()}}, 1)
+    for lang, share in mix.language_shares().items():
+        assert share == pytest.approx(predicted[lang.split("_")[0]], rel=1e-6)
+    # The sampler draws those targets (equal-length documents: document shares are token shares).
+    store = FakeStore({("fw2", f"{k}_Latn"): [10] * 50 for k in shared})
+    sampler = DataSampler(store, mix, seed=0)
+    n = 20_000
+    for _ in range(n):
+        sampler.next_document()
+    for key, p in sampler.doc_probs.items():
+        assert p == pytest.approx(predicted[key[1].split("_")[0]], rel=1e-6)
+        assert within(sampler.realized_docs[key], n, p)
