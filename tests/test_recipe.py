@@ -159,3 +159,25 @@ def test_shipped_recipes_load(path: Path) -> None:
     assert len(r.phases) == 3
     for name in r.variant_names():
         assert Recipe.from_dict(r.with_variant(name).to_dict()) == r.with_variant(name)
+
+
+def test_tiny_recipe_mixtures_on_the_bundled_languages() -> None:
+    from mmbert.data.corpus import load_udhr
+    from mmbert.data.sampler import recipe_mixtures
+
+    counts = {"udhr": {d.lang: 1000 for d in load_udhr()}, "code": {"code": 5000}}
+    r = load_recipe(RECIPES / "tiny.yaml")
+    assert r.model.preset == "mini" and [p.mask_rate for p in r.phases] == [0.3, 0.15, 0.05]
+    assert r.variant_names() == ["eng", "cont", "all"]
+    seen = {}
+    for name in r.variant_names():
+        mixes = recipe_mixtures(r.phases_for_variant(name), counts)
+        seen[name] = [set(m.languages) for m in mixes]
+        assert all(abs(sum(m.token_shares().values()) - 1) < 1e-9 for m in mixes)
+    pre, mid, _ = seen["all"]
+    assert "code" in pre and "eng_Latn" in pre and pre < mid
+    # Decay-only languages (the paper's examples): only the all-language variant sees them.
+    for lang in ("fao_Latn", "tir_Ethi"):
+        assert lang in seen["all"][2] and lang not in seen["cont"][2] and lang not in mid
+    eng = recipe_mixtures(r.phases_for_variant("eng"), counts)[2].language_shares()["eng_Latn"]
+    assert abs(eng - 0.95 * 0.19) < 1e-9
