@@ -1,0 +1,348 @@
+"""Inference: `mmbert fill-mask` (top predictions at `<mask>` tokens) and `mmbert embed` (mean-pooled vectors).
+
+    mmbert fill-mask MODEL "The capital of France is <mask>." ["..."] [--file F] [--top-k K] [--json]
+    mmbert embed MODEL --input texts.txt|texts.jsonl --out vectors.npy|vectors.parquet
+
+Both work on any Hugging Face ModernBERT / mmBERT directory that holds the tokenizer files (ours,
+transformers', the released mmBERT). Texts go through the model's unpadded path: a batch is one flat
+token stream with `cu_seqlens`, so no compute is spent on padding, and texts are sorted by length
+before they are cut into batches (then put back in order) so that batches hold similar lengths.
+Fill-mask runs the MLM head and the decoder only at the `<mask>` positions (`prediction_mask`): with
+a 256k vocabulary the decoder over every token would cost more than the whole small encoder.
+
+Embeddings are mmBERT's pooling: the mean of the last hidden states over every token of the
+sequence, `<bos>` and `<eos>` included (what Sentence Transformers' mean pooling over the attention
+mask computes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmbert.io import atomic_open
+from mmbert.model import MmBertForMaskedLM, MmBertModel, pool_packed
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_TOKENS = 16_384
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load(model_dir: str | Path, device: str | torch.device | None = None) -> tuple[MmBertForMaskedLM, Any]:
+    """An HF-format masked-LM directory -> (model in eval mode on `device`, its tokenizer)."""
+    from mmbert.tokenizer import load_tokenizer
+
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
+    device = torch.device(device) if device is not None else default_device()
+    model = MmBertForMaskedLM.from_pretrained(path, device=device)
+    tokenizer = load_tokenizer(path)
+    if tokenizer.mask_token_id is None:
+        raise ValueError(f"{path}: the tokenizer has no mask token")
+    return model, tokenizer
+
+
+# ---------------------------------------------------------------------------------------------- batching
+def length_batches(
+    lengths: Sequence[int], batch_tokens: int, max_sequences: int | None = None
+) -> list[list[int]]:
+    """Indices sorted by length, cut into batches of at most `batch_tokens` tokens (and `max_sequences`).
+
+    A sequence longer than `batch_tokens` gets a batch of its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    tokens = 0
+    for i in order:
+        full = max_sequences is not None and len(current) >= max_sequences
+        if current and (tokens + lengths[i] > batch_tokens or full):
+            batches.append(current)
+            current, tokens = [], 0
+        current.append(i)
+        tokens += lengths[i]
+    if current:
+        batches.append(current)
+    return batches
+
+
+def pack(sequences: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Token id lists -> (flat ids (N,), int32 cu_seqlens (S+1,), max_seqlen): the model's packed input."""
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.int32)
+    cu = torch.nn.functional.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))
+    flat = torch.tensor([t for s in sequences for t in s], dtype=torch.long)
+    return flat.to(device), cu.to(device), int(lengths.max())
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+# ---------------------------------------------------------------------------------------------- fill-mask
+@dataclass
+class Prediction:
+    token_id: int
+    token: str  # the decoded token, with its leading space if it has one
+    score: float  # softmax probability
+
+
+@dataclass
+class FillMaskResult:
+    text: str
+    predictions: list[list[Prediction]]  # per <mask> in the text, the top-k predictions, best first
+    sequence: str  # the text with every <mask> replaced by its top prediction
+
+
+def _is_space_token(tokenizer: Any, token_id: int) -> bool:
+    piece = tokenizer.convert_ids_to_tokens(token_id)
+    return isinstance(piece, str) and piece != "" and piece.strip(" \u2581\u0120") == ""
+
+
+def encode_masked(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a text with `<mask>` tokens, `<bos>`/`<eos>` added as the tokenizer does.
+
+    A tokenizer whose words carry their leading space (` Paris`, SentencePiece's `▁Paris`) cuts
+    `is <mask>` into `is`, ` `, `<mask>`; the lone space token is dropped so that the mask stands for
+    the word with its space, which is what the model saw in training.
+    """
+    ids = list(tokenizer(text)["input_ids"])
+    mask_id = tokenizer.mask_token_id
+    out: list[int] = []
+    for t in ids:
+        if t == mask_id and out and _is_space_token(tokenizer, out[-1]):
+            out.pop()
+        out.append(t)
+    return out
+
+
+@torch.inference_mode()
+def fill_mask(
+    model: MmBertForMaskedLM,
+    tokenizer: Any,
+    texts: Sequence[str],
+    top_k: int = 5,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+) -> list[FillMaskResult]:
+    """Top-k predictions at every `<mask>` of every text (a text may hold several masks)."""
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    mask_id = tokenizer.mask_token_id
+    encoded = [encode_masked(tokenizer, t) for t in texts]
+    for i, ids in enumerate(encoded):
+        if mask_id not in ids:
+            raise ValueError(f"text {i + 1} has no {tokenizer.mask_token} token: {texts[i]!r}")
+    device = _model_device(model)
+    k = min(top_k, model.config.vocab_size)
+    model.eval()
+    per_text: list[list[list[Prediction]]] = [[] for _ in texts]
+    for batch in length_batches([len(e) for e in encoded], batch_tokens):
+        flat, cu, max_len = pack([encoded[i] for i in batch], device)
+        where = flat == mask_id
+        logits = model(input_ids=flat, cu_seqlens=cu, max_seqlen=max_len, prediction_mask=where).logits
+        probs, ids = logits.float().softmax(-1).topk(k, dim=-1)  # (M, k): masks in stream order
+        probs, ids = probs.cpu().tolist(), ids.cpu().tolist()
+        m = 0
+        for i in batch:  # the batch's texts are in the stream in this order
+            for _ in range(encoded[i].count(mask_id)):
+                per_text[i].append(
+                    [Prediction(t, tokenizer.decode([t]), p) for t, p in zip(ids[m], probs[m], strict=True)]
+                )
+                m += 1
+    results = []
+    for text, ids, preds in zip(texts, encoded, per_text, strict=True):
+        best = iter(p[0].token_id for p in preds)
+        filled = [next(best) if t == mask_id else t for t in ids]
+        results.append(FillMaskResult(text, preds, tokenizer.decode(filled, skip_special_tokens=True)))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------- embed
+@torch.inference_mode()
+def embed_ids(
+    model: MmBertModel | MmBertForMaskedLM,
+    sequences: Sequence[Sequence[int]],
+    batch_size: int = 64,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    progress: bool = False,
+) -> np.ndarray:
+    """Mean-pooled final hidden states of token id sequences: (len(sequences), hidden) float32."""
+    encoder = model.model if isinstance(model, MmBertForMaskedLM) else model
+    encoder.eval()
+    device = _model_device(encoder)
+    out = np.zeros((len(sequences), encoder.config.hidden_size), dtype=np.float32)
+    batches = length_batches([len(s) for s in sequences], batch_tokens, batch_size)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(sequences), desc="embed", unit="text", dynamic_ncols=True)
+    for batch in batches:
+        flat, cu, max_len = pack([sequences[i] for i in batch], device)
+        enc = encoder(input_ids=flat, cu_seqlens=cu, max_seqlen=max_len)  # last_hidden_state (N, H)
+        pooled = pool_packed(enc.last_hidden_state, enc.batch, "mean")  # (S, H)
+        out[batch] = pooled.float().cpu().numpy()
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """`<bos> text <eos>` ids, truncated to `max_length` tokens (specials included)."""
+    if max_length < 2:
+        raise ValueError(f"max_length must be >= 2, got {max_length}")
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length)
+    return [list(ids) for ids in enc["input_ids"]]
+
+
+def embed(
+    model: MmBertModel | MmBertForMaskedLM,
+    tokenizer: Any,
+    texts: Sequence[str],
+    batch_size: int = 64,
+    max_length: int = 512,
+    progress: bool = False,
+) -> np.ndarray:
+    """Mean-pooled embeddings of `texts`: (len(texts), hidden) float32, in the order given."""
+    return embed_ids(model, tokenize(tokenizer, texts, max_length), batch_size=batch_size, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------- files
+def read_texts(path: str | Path, text_field: str = "text") -> list[str]:
+    """Texts from `.txt` (one per line; an empty line is an error) or `.jsonl` (a `text_field` per object)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    jsonl = path.suffix == ".jsonl"
+    if not jsonl and path.suffix != ".txt":
+        raise ValueError(f"{path}: expected a .txt (one text per line) or .jsonl file")
+    texts = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not valid UTF-8 ({e})") from e
+    for lineno, line in enumerate(lines, start=1):
+        if jsonl:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from e
+            if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
+                raise ValueError(f"{path}:{lineno}: expected an object with a string {text_field!r} field")
+            texts.append(record[text_field])
+        else:
+            if not line.strip():
+                raise ValueError(
+                    f"{path}:{lineno}: empty line (one text per line; row i of the output is line i)"
+                )
+            texts.append(line)
+    if not texts:
+        raise ValueError(f"{path}: no texts")
+    return texts
+
+
+def write_embeddings(path: str | Path, vectors: np.ndarray, texts: Sequence[str]) -> Path:
+    """`.npy` (the float32 matrix) or `.parquet` (columns `text` and `embedding`), written atomically."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        with atomic_open(path, "wb") as f:
+            np.save(f, vectors)
+    elif path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        dim = vectors.shape[1]
+        column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
+        table = pa.table({"text": pa.array(list(texts), pa.string()), "embedding": column})
+        with atomic_open(path, "wb") as f:
+            pq.write_table(table, f)
+    else:
+        raise ValueError(f"{path}: output must end in .npy or .parquet")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def _iter_fill_lines(results: list[FillMaskResult]) -> Iterator[str]:
+    for r in results:
+        yield r.text
+        for j, preds in enumerate(r.predictions):
+            label = f"  <mask> {j + 1}:" if len(r.predictions) > 1 else "  "
+            yield label + "  ".join(f"{p.token!r} {p.score:.3f}" for p in preds)
+        yield f"  -> {r.sequence}"
+
+
+def fill_mask_main(argv: list[str]) -> int:
+    """`mmbert fill-mask MODEL TEXT... [--file F] [--top-k K] [--json]`."""
+    p = argparse.ArgumentParser(prog="mmbert fill-mask", description="top predictions for <mask> tokens")
+    p.add_argument("model", type=Path, help="HF-format model directory with tokenizer files")
+    p.add_argument("texts", nargs="*", help="texts containing the tokenizer's mask token (<mask>)")
+    p.add_argument("--file", type=Path, help="more texts: .txt (one per line) or .jsonl (a text field)")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print JSON (one list of results) instead of text")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    p.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS, help="tokens per forward pass")
+    args = p.parse_args(argv)
+    try:
+        texts = list(args.texts) + (read_texts(args.file) if args.file else [])
+        if not texts:
+            raise ValueError("give texts on the command line or with --file")
+        model, tokenizer = load(args.model, args.device)
+        results = fill_mask(model, tokenizer, texts, top_k=args.top_k, batch_tokens=args.batch_tokens)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
+        print(f"mmbert fill-mask: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([asdict(r) for r in results], ensure_ascii=False, indent=1))
+    else:
+        print("\n".join(_iter_fill_lines(results)))
+    return 0
+
+
+def embed_main(argv: list[str]) -> int:
+    """`mmbert embed MODEL --input FILE --out FILE`."""
+    p = argparse.ArgumentParser(prog="mmbert embed", description="mean-pooled embeddings of a file of texts")
+    p.add_argument("model", type=Path, help="HF-format model directory with tokenizer files")
+    p.add_argument("--input", required=True, type=Path, help=".txt (one text per line) or .jsonl")
+    p.add_argument("--text-field", default="text", help="the .jsonl field holding the text")
+    p.add_argument(
+        "--out", required=True, type=Path, help=".npy (float32 matrix) or .parquet (text, embedding)"
+    )
+    p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (at most)")
+    p.add_argument("--max-length", type=int, default=512, help="tokens per text, <bos>/<eos> included")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        if args.out.suffix not in (".npy", ".parquet"):
+            raise ValueError(f"{args.out}: output must end in .npy or .parquet")
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        texts = read_texts(args.input, args.text_field)
+        model, tokenizer = load(args.model, args.device)
+        vectors = embed(
+            model, tokenizer, texts, args.batch_size, args.max_length, progress=not args.no_progress
+        )
+        write_embeddings(args.out, vectors, texts)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
+        print(f"mmbert embed: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: {vectors.shape[0]} x {vectors.shape[1]} float32 (mean-pooled)")
+    return 0
