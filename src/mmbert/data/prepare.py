@@ -4,12 +4,14 @@
 
 Layout of DATA (read back by `mmbert.data.shards.TokenStore`):
 
-    DATA/manifest.json                          sources x languages: docs, tokens, shard paths;
-                                                the tokenizer's identity; each source's fingerprint
-    DATA/<source>/<lang>/<unit>.<k>.tokens.npy  uint32 token ids of the documents, no special tokens
-    DATA/<source>/<lang>/<unit>.<k>.offsets.npy int64 document boundaries (docs + 1 entries, from 0)
-    DATA/<source>/_units/<unit>.json            a finished work unit (what makes a rerun resume)
-    DATA/<source>/_source.json                  the source's fingerprint and the tokenizer it was cut with
+    DATA/manifest.json                   sources x languages: docs, tokens, shards (relative paths) and
+                                         each shard's document range [first, end) for that language;
+                                         the tokenizer's identity; each source's fingerprint
+    DATA/<source>/<unit>.<k>.tokens.npy  uint32 token ids of the documents, no special tokens,
+                                         documents grouped by language
+    DATA/<source>/<unit>.<k>.offsets.npy int64 document boundaries (docs + 1 entries, from 0)
+    DATA/<source>/_units/<unit>.json     a finished work unit (what makes a rerun resume)
+    DATA/<source>/_source.json           the source's fingerprint and the tokenizer it was cut with
 
 Why it is built this way:
 - A source is split into work units (a file, a chunk of rows, an MDS shard) that worker processes
@@ -60,7 +62,7 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
-DEFAULT_SHARD_TOKENS = 1 << 26  # 64M tokens = 256 MiB of uint32 per shard file
+DEFAULT_SHARD_TOKENS = 1 << 25  # 32M tokens = 128 MiB of uint32 per shard file (and in memory)
 BATCH_DOCS = 256  # documents per encode_batch call: amortizes the Python <-> Rust crossing
 SPECIAL_NAMES = ("pad", "eos", "bos", "unk", "mask")
 # mmBERT's (Gemma 2's) special tokens, used when a tokenizer directory does not name its own.
@@ -190,44 +192,53 @@ def _init_worker(tokenizer_json: str, queue: Any) -> None:
 
 
 class _UnitWriter:
-    """Buffers one unit's token arrays per language and writes them as shards of about `shard_tokens`."""
+    """Buffers one unit's documents and writes them as shards of about `shard_tokens` tokens.
 
-    def __init__(self, source_dir: Path, source_name: str, uid: str, shard_tokens: int) -> None:
-        self.source_dir, self.source_name, self.uid, self.shard_tokens = (
-            source_dir,
-            source_name,
-            uid,
-            shard_tokens,
-        )
-        self.buffers: dict[str, list[np.ndarray]] = {}
-        self.buffered: dict[str, int] = {}
-        self.langs: dict[str, dict[str, Any]] = {}
+    A shard holds the documents of every language in the unit, grouped by language, and the record
+    says which document range of the shard each language owns: a source with hundreds of small
+    languages (the bundled corpus) then costs two files per shard, not two per language.
+    """
+
+    def __init__(self, source_dir: Path, uid: str, shard_tokens: int) -> None:
+        self.source_dir, self.uid, self.shard_tokens = source_dir, uid, shard_tokens
+        self.docs: list[tuple[str, np.ndarray]] = []
+        self.buffered = 0
+        self.shards: list[dict[str, Any]] = []
 
     def add(self, lang: str, tokens: np.ndarray) -> None:
-        self.buffers.setdefault(lang, []).append(tokens)
-        self.buffered[lang] = self.buffered.get(lang, 0) + len(tokens)
-        if self.buffered[lang] >= self.shard_tokens:
-            self._flush(lang)
+        self.docs.append((lang, tokens))
+        self.buffered += len(tokens)
+        if self.buffered >= self.shard_tokens:
+            self._flush()
 
-    def _flush(self, lang: str) -> None:
-        docs = self.buffers.pop(lang)
-        self.buffered.pop(lang)
-        entry = self.langs.setdefault(lang, {"docs": 0, "tokens": 0, "shards": []})
+    def _flush(self) -> None:
+        docs = sorted(self.docs, key=lambda d: d[0])  # stable: document order kept within a language
+        self.docs, self.buffered = [], 0
         offsets = np.zeros(len(docs) + 1, dtype=np.int64)
-        np.cumsum([len(d) for d in docs], out=offsets[1:])
-        tokens = np.concatenate(docs).astype(np.uint32, copy=False)  # (total tokens,)
-        rel = f"{self.source_name}/{lang}/{self.uid}.{len(entry['shards']):04d}"
+        np.cumsum([len(t) for _, t in docs], out=offsets[1:])
+        tokens = np.concatenate([t for _, t in docs]).astype(np.uint32, copy=False)  # (total tokens,)
+        langs: dict[str, list[int]] = {}
+        for i, (lang, _) in enumerate(docs):
+            span = langs.setdefault(lang, [i, i])
+            span[1] = i + 1
+        rel = f"{self.source_dir.name}/{self.uid}.{len(self.shards):04d}"
         # Offsets first: a tokens file under its real name always has its offsets beside it.
         atomic_write(self.source_dir.parent / f"{rel}.offsets.npy", lambda f: np.save(f, offsets))
         atomic_write(self.source_dir.parent / f"{rel}.tokens.npy", lambda f: np.save(f, tokens))
-        entry["docs"] += len(docs)
-        entry["tokens"] += int(offsets[-1])
-        entry["shards"].append({"path": f"{rel}.tokens.npy", "docs": len(docs), "tokens": int(offsets[-1])})
+        self.shards.append(
+            {
+                "path": f"{rel}.tokens.npy",
+                "docs": len(docs),
+                "tokens": int(offsets[-1]),
+                # lang -> [first doc, end doc, tokens]
+                "langs": {lang: [a, b, int(offsets[b] - offsets[a])] for lang, (a, b) in langs.items()},
+            }
+        )
 
-    def finish(self) -> dict[str, dict[str, Any]]:
-        for lang in list(self.buffers):
-            self._flush(lang)
-        return dict(sorted(self.langs.items()))
+    def finish(self) -> list[dict[str, Any]]:
+        if self.docs:
+            self._flush()
+        return self.shards
 
 
 def _encode(texts: list[str]) -> list[np.ndarray]:
@@ -258,9 +269,9 @@ def _run_unit(job: _Job) -> dict[str, Any]:
     source_dir = Path(job.source_dir)
     uid = job.unit.uid
     # Shards of an earlier, interrupted attempt at this unit: not recorded anywhere, so stale.
-    for stale in source_dir.glob(f"*/{uid}.*.npy"):
+    for stale in source_dir.glob(f"{uid}.*.npy"):
         stale.unlink()
-    writer = _UnitWriter(source_dir, job.source_name, uid, job.shard_tokens)
+    writer = _UnitWriter(source_dir, uid, job.shard_tokens)
     report = SkipReport() if job.skip_bad else None
     no_tokens = 0
     batch: list[Document] = []
@@ -306,7 +317,7 @@ def _run_unit(job: _Job) -> dict[str, Any]:
         _progress(pending_docs, pending_tokens)
     record = {
         "uid": uid,
-        "langs": writer.finish(),
+        "shards": writer.finish(),
         "no_tokens": no_tokens,
         "skipped": (report or SkipReport()).to_dict(),
     }
@@ -317,8 +328,7 @@ def _run_unit(job: _Job) -> dict[str, Any]:
 def _record_complete(record: dict[str, Any], data: Path) -> bool:
     return all(
         (data / s["path"]).exists() and (data / s["path"].replace(".tokens.npy", ".offsets.npy")).exists()
-        for entry in record["langs"].values()
-        for s in entry["shards"]
+        for s in record["shards"]
     )
 
 
@@ -440,7 +450,7 @@ def prepare(
     start = time.perf_counter()
     data = Path(out)
     name = name or source.default_name
-    if not NAME_RE.match(name):
+    if not NAME_RE.match(name) or name == MANIFEST:
         raise PrepareError(f"source name {name!r}: use letters, digits, '.', '_', '-' (not first)")
     if shard_tokens < 1:
         raise PrepareError(f"--shard-tokens must be positive, not {shard_tokens}")
@@ -491,11 +501,13 @@ def prepare(
             record = records[unit.uid]
             skipped.merge(record["skipped"])
             no_tokens += record["no_tokens"]
-            for lang, entry in record["langs"].items():
-                agg = langs.setdefault(lang, {"docs": 0, "tokens": 0, "shards": []})
-                agg["docs"] += entry["docs"]
-                agg["tokens"] += entry["tokens"]
-                agg["shards"].extend(s["path"] for s in entry["shards"])
+            for shard in record["shards"]:
+                for lang, (a, b, n_tokens) in shard["langs"].items():
+                    agg = langs.setdefault(lang, {"docs": 0, "tokens": 0, "shards": [], "ranges": []})
+                    agg["docs"] += b - a
+                    agg["tokens"] += n_tokens
+                    agg["shards"].append(shard["path"])
+                    agg["ranges"].append([a, b])
         manifest["sources"][name] = dict(sorted(langs.items()))
         manifest.setdefault("source_info", {})[name] = {
             **state,
@@ -553,14 +565,17 @@ def _run_jobs(
                     records[job.unit.uid] = _run_unit(job)
             finally:
                 _progress = _no_progress
-                if saved is None:
-                    os.environ.pop("TOKENIZERS_PARALLELISM", None)
-                else:
-                    os.environ["TOKENIZERS_PARALLELISM"] = saved
+                _restore_env("TOKENIZERS_PARALLELISM", saved)
             return counts[0], counts[1]
-        # spawn, not fork: the parent may hold threads (tokenizers, torch) that a fork would copy mid-state.
-        ctx = mp.get_context("spawn")
+        # fork where there is one: workers inherit the imported modules (importing the `mmbert` package
+        # imports torch, seconds per process under spawn). The children only tokenize and write numpy
+        # files, never touch torch's thread pools, and build their own tokenizer after the fork.
+        methods = mp.get_all_start_methods()
+        ctx = mp.get_context("fork" if "fork" in methods else "spawn")
         queue = ctx.Queue()
+        # Set before the fork so that tokenizers' at-fork check sees it (no "forked after parallelism" warning).
+        saved = os.environ.get("TOKENIZERS_PARALLELISM")
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
         with ProcessPoolExecutor(
             max_workers=min(workers, len(jobs)),
             mp_context=ctx,
@@ -580,9 +595,17 @@ def _run_jobs(
                 raise
             finally:
                 _drain(queue, update)
+                _restore_env("TOKENIZERS_PARALLELISM", saved)
         return counts[0], counts[1]
     finally:
         bar.close()
+
+
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 def _drain(queue: Any, update: Callable[[int, int], None]) -> None:

@@ -3,6 +3,8 @@
 The trainer's sampler draws random documents of a language, so a document must be cheap to fetch by
 number: each shard's tokens and offsets are memory-mapped (opened on first use), and a per-(source,
 language) table of cumulative document counts maps a document number to its shard with one bisection.
+A shard holds the documents of several languages grouped by language; the manifest gives, for each
+language, its shards and the document range [first, end) it owns in each.
 A shard that is missing, unreadable or inconsistent with the manifest raises `ShardError` naming the file.
 """
 
@@ -26,26 +28,24 @@ class ShardError(RuntimeError):
 class _Shard:
     """One shard: memory-mapped uint32 tokens and int64 document offsets (docs + 1 entries)."""
 
-    def __init__(self, tokens_path: Path, docs: int | None) -> None:
+    def __init__(self, tokens_path: Path) -> None:
+        self.path = tokens_path
         offsets_path = tokens_path.with_name(tokens_path.name.replace(".tokens.npy", ".offsets.npy"))
         self.tokens = _load(tokens_path, np.uint32)
         self.offsets = _load(offsets_path, np.int64)
-        if self.offsets.ndim != 1 or len(self.offsets) < 1 or self.offsets[0] != 0:
-            raise ShardError(f"{offsets_path}: corrupt offsets (must start at 0)")
+        if len(self.offsets) < 1 or self.offsets[0] != 0 or np.any(np.diff(self.offsets) < 0):
+            raise ShardError(f"{offsets_path}: corrupt offsets (must start at 0 and not decrease)")
         if int(self.offsets[-1]) != len(self.tokens):
             raise ShardError(
                 f"{tokens_path}: {len(self.tokens)} tokens but its offsets end at {int(self.offsets[-1])}"
             )
-        if np.any(np.diff(self.offsets) < 0):
-            raise ShardError(f"{offsets_path}: corrupt offsets (decreasing)")
-        if docs is not None and len(self.offsets) - 1 != docs:
-            raise ShardError(f"{offsets_path}: {len(self.offsets) - 1} documents, the manifest says {docs}")
+
+    @property
+    def num_docs(self) -> int:
+        return len(self.offsets) - 1
 
     def doc(self, i: int) -> np.ndarray:
         return self.tokens[self.offsets[i] : self.offsets[i + 1]]
-
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
 
 
 def _load(path: Path, dtype: type) -> np.ndarray:
@@ -81,27 +81,26 @@ class TokenStore:
         sources = self.manifest.get("sources")
         if not isinstance(sources, dict):
             raise ShardError(f"{path}: manifest has no 'sources' table")
-        self._entries: dict[tuple[str, str], dict[str, Any]] = {}
+        self._cum: dict[tuple[str, str], list[int]] = {}
         for source, langs in sources.items():
             for lang, entry in langs.items():
-                self._entries[(source, lang)] = entry
-        self._shard_docs = self._per_shard_docs()
-        self._cum: dict[tuple[str, str], list[int]] = {}
-        self._shards: dict[tuple[str, str, int], _Shard] = {}
+                self._cum[(source, lang)] = self._cumulative(source, lang, entry)
+        self._shards: dict[str, _Shard] = {}
 
-    def _per_shard_docs(self) -> dict[str, int]:
-        """Per-shard document counts from the unit records, to check shards against (when present)."""
-        counts: dict[str, int] = {}
-        for source in self.manifest["sources"]:
-            for record_path in (self.root / source / "_units").glob("*.json"):
-                try:
-                    record = json.loads(record_path.read_text(encoding="utf-8"))
-                except (UnicodeDecodeError, json.JSONDecodeError):
-                    continue
-                for entry in record.get("langs", {}).values():
-                    for shard in entry.get("shards", []):
-                        counts[shard["path"]] = shard["docs"]
-        return counts
+    def _cumulative(self, source: str, lang: str, entry: dict[str, Any]) -> list[int]:
+        """Documents before each of a language's shards, plus the total: [0, n0, n0 + n1, ...]."""
+        shards, ranges = entry.get("shards"), entry.get("ranges")
+        if not isinstance(shards, list) or not isinstance(ranges, list) or len(shards) != len(ranges):
+            raise ShardError(f"{self.root / MANIFEST}: {source}/{lang}: shards and ranges do not match")
+        cum = [0]
+        for a, b in ranges:
+            cum.append(cum[-1] + (b - a))
+        if cum[-1] != entry.get("docs"):
+            raise ShardError(
+                f"{self.root / MANIFEST}: {source}/{lang} lists {entry.get('docs')} documents, "
+                f"its shard ranges hold {cum[-1]}"
+            )
+        return cum
 
     # -- the manifest's tables ----------------------------------------------------------------------
 
@@ -114,7 +113,7 @@ class TokenStore:
 
     def languages(self, source: str | None = None) -> list[str]:
         if source is None:
-            return sorted({lang for _, lang in self._entries})
+            return sorted({lang for _, lang in self._cum})
         return sorted(self._source(source))
 
     def num_tokens(self, source: str, lang: str) -> int:
@@ -137,52 +136,45 @@ class TokenStore:
 
     # -- documents ----------------------------------------------------------------------------------
 
-    def _shard(self, source: str, lang: str, k: int) -> _Shard:
-        key = (source, lang, k)
-        shard = self._shards.get(key)
+    def _shard(self, source: str, lang: str, k: int) -> tuple[_Shard, int, int]:
+        """A language's k-th shard and the document range it owns there."""
+        entry = self._entry(source, lang)
+        rel = entry["shards"][k]
+        shard = self._shards.get(rel)
         if shard is None:
-            rel = self._entry(source, lang)["shards"][k]
-            shard = _Shard(self.root / rel, self._shard_docs.get(rel))
-            self._shards[key] = shard
-        return shard
-
-    def _cumulative(self, source: str, lang: str) -> list[int]:
-        """Documents before each shard, plus the total: [0, n0, n0 + n1, ...]."""
-        key = (source, lang)
-        cum = self._cum.get(key)
-        if cum is None:
-            entry = self._entry(source, lang)
-            cum = [0]
-            for k, rel in enumerate(entry["shards"]):
-                n = self._shard_docs.get(rel)
-                if n is None:  # no unit record: open the shard to count
-                    n = len(self._shard(source, lang, k).offsets) - 1
-                cum.append(cum[-1] + n)
-            if cum[-1] != int(entry["docs"]):
-                raise ShardError(
-                    f"{self.root / MANIFEST}: {source}/{lang} lists {entry['docs']} documents, "
-                    f"its shards hold {cum[-1]}"
-                )
-            self._cum[key] = cum
-        return cum
+            shard = _Shard(self.root / rel)
+            self._shards[rel] = shard
+        a, b = entry["ranges"][k]
+        if not 0 <= a <= b <= shard.num_docs:
+            raise ShardError(
+                f"{shard.path}: has {shard.num_docs} documents, the manifest gives {source}/{lang} [{a}, {b})"
+            )
+        return shard, a, b
 
     def doc(self, source: str, lang: str, i: int) -> np.ndarray:
         """Document `i` (0 <= i < num_docs) of a source's language: a read-only uint32 array view."""
-        cum = self._cumulative(source, lang)
+        self._entry(source, lang)
+        cum = self._cum[(source, lang)]
         if not 0 <= i < cum[-1]:
             raise IndexError(f"document {i} out of range for {source}/{lang} ({cum[-1]} documents)")
         k = bisect.bisect_right(cum, i) - 1
-        return self._shard(source, lang, k).doc(i - cum[k])
+        shard, a, _ = self._shard(source, lang, k)
+        return shard.doc(a + i - cum[k])
 
     def doc_lengths(self, source: str, lang: str) -> np.ndarray:
         """Token count of every document of a source's language, in document order: (num_docs,) int64."""
-        n = len(self._entry(source, lang)["shards"])
-        parts = [self._shard(source, lang, k).lengths() for k in range(n)]
+        parts = []
+        for k in range(len(self._entry(source, lang)["shards"])):
+            shard, a, b = self._shard(source, lang, k)
+            parts.append(np.diff(shard.offsets[a : b + 1]))
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def verify(self) -> None:
         """Open every shard and check it against the manifest (raises `ShardError` naming the file)."""
-        for source, lang in self._entries:
-            self._cumulative(source, lang)
-            for k in range(len(self._entry(source, lang)["shards"])):
-                self._shard(source, lang, k)
+        for source, lang in self._cum:
+            lengths = self.doc_lengths(source, lang)
+            if int(lengths.sum()) != self.num_tokens(source, lang):
+                raise ShardError(
+                    f"{self.root / MANIFEST}: {source}/{lang} lists {self.num_tokens(source, lang)} tokens, "
+                    f"its shards hold {int(lengths.sum())}"
+                )

@@ -1,0 +1,355 @@
+"""`mmbert prepare`: shards and manifest, parallel = serial, resume after an error or a kill,
+fingerprint/tokenizer checks, several sources in one DATA dir, MDS and HF sources, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmbert.data.prepare import PrepareError, load_tokenizer_info, main, prepare
+from mmbert.data.shards import TokenStore
+from mmbert.data.sources import BadInputError, LocalFilesSource, open_source
+
+SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+WORDS = {
+    "fra_Latn": "le la les un une et est dans pour avec maison chat".split(),
+    "deu_Latn": "der die das und ist mit haus katze nicht ein".split(),
+    "ell_Grek": "και το της η ο σε για σπίτι γάτα".split(),
+}
+
+
+def make_tokenizer(out: Path, texts: list[str], vocab_size: int = 300) -> Path:
+    """A tiny byte-level BPE tokenizer with mmBERT's special ids (pad 0, eos 1, bos 2, unk 3, mask 4)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A <eos>", special_tokens=[("<bos>", 2), ("<eos>", 1)]
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out / "tokenizer.json"))
+    names = dict(
+        zip(["pad_token", "eos_token", "bos_token", "unk_token", "mask_token"], SPECIALS, strict=True)
+    )
+    (out / "tokenizer_config.json").write_text(json.dumps(names))
+    return out
+
+
+def make_texts(lang: str, n: int, seed: int = 0, words: int = 12) -> list[str]:
+    rng = np.random.default_rng(seed)
+    vocab = WORDS[lang]
+    return [" ".join(rng.choice(vocab, rng.integers(1, words + 1))) for _ in range(n)]
+
+
+def write_corpus(root: Path, files_per_lang: int = 2, docs_per_file: int = 20, seed: int = 0) -> Path:
+    """FineWeb2 layout: root/<lang>/train/NNN.jsonl."""
+    for li, lang in enumerate(WORDS):
+        for k in range(files_per_lang):
+            d = root / lang / "train"
+            d.mkdir(parents=True, exist_ok=True)
+            texts = make_texts(lang, docs_per_file, seed=seed + 100 * li + k)
+            (d / f"{k:03d}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return root
+
+
+@pytest.fixture(scope="module")
+def tokdir(tmp_path_factory) -> Path:
+    texts = [t for lang in WORDS for t in make_texts(lang, 50, seed=7)]
+    return make_tokenizer(tmp_path_factory.mktemp("tok"), texts)
+
+
+def expected_docs(root: Path, tokdir: Path) -> dict[str, list[list[int]]]:
+    """What prepare must produce: each file's texts (in file order) tokenized without special tokens."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokdir / "tokenizer.json"))
+    out: dict[str, list[list[int]]] = {}
+    src = LocalFilesSource(root)
+    for unit in src.units():
+        for doc in src.read(unit, "x"):
+            out.setdefault(doc.lang, []).append(tok.encode(doc.text, add_special_tokens=False).ids)
+    return out
+
+
+def store_docs(store: TokenStore, source: str) -> dict[str, list[list[int]]]:
+    return {
+        lang: [store.doc(source, lang, i).tolist() for i in range(store.num_docs(source, lang))]
+        for lang in store.languages(source)
+    }
+
+
+def no_temporaries(root: Path) -> bool:
+    return not [p for p in root.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_prepare_local_files(tmp_path, tokdir):
+    root = write_corpus(tmp_path / "corpus")
+    data = tmp_path / "data"
+    result = prepare(LocalFilesSource(root), tokdir, data, name="web", workers=1, progress=False)
+    assert result.units_total == 6 and result.units_resumed == 0 and result.docs == 120
+
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert manifest["version"] == 1
+    tok = manifest["tokenizer"]
+    assert tok["special_ids"] == {"pad": 0, "eos": 1, "bos": 2, "unk": 3, "mask": 4}
+    assert tok["vocab_size"] == 300 and len(tok["sha256"]) == 64
+    assert set(manifest["sources"]["web"]) == set(WORDS)
+    info = manifest["source_info"]["web"]
+    assert info["fingerprint"] == LocalFilesSource(root).fingerprint() and info["kind"] == "files"
+
+    expected = expected_docs(root, tokdir)
+    store = TokenStore(data)
+    assert store.sources() == ["web"] and store.languages() == sorted(WORDS)
+    assert store_docs(store, "web") == expected
+    for lang, docs in expected.items():
+        assert store.num_docs("web", lang) == len(docs) == 40
+        assert store.num_tokens("web", lang) == sum(map(len, docs))
+        assert manifest["sources"]["web"][lang]["tokens"] == sum(map(len, docs))
+    # no special tokens in the shards
+    assert all(min(d) > 4 for docs in expected.values() for d in docs)
+    assert no_temporaries(data)
+
+
+def test_workers_and_shard_size_do_not_change_the_data(tmp_path, tokdir):
+    root = write_corpus(tmp_path / "corpus", files_per_lang=2, docs_per_file=15)
+    prepare(LocalFilesSource(root), tokdir, tmp_path / "one", workers=1, progress=False)
+    result = prepare(
+        LocalFilesSource(root), tokdir, tmp_path / "two", workers=2, shard_tokens=50, progress=False
+    )
+    one, two = TokenStore(tmp_path / "one"), TokenStore(tmp_path / "two")
+    name = result.name
+    assert one.manifest["sources"][name].keys() == two.manifest["sources"][name].keys()
+    assert store_docs(one, name) == store_docs(two, name)
+    for lang in WORDS:  # small shards: several per language, the last one may be short
+        assert len(two.manifest["sources"][name][lang]["shards"]) > len(
+            one.manifest["sources"][name][lang]["shards"]
+        )
+        assert one.num_tokens(name, lang) == two.num_tokens(name, lang)
+
+
+def test_bad_input_stops_then_resume_finishes(tmp_path, tokdir):
+    root = write_corpus(tmp_path / "corpus", files_per_lang=1)
+    bad = root / "fra_Latn" / "train" / "000.jsonl"  # the last unit in (path) order
+    good_text = bad.read_text()
+    lines = good_text.splitlines()
+    lines[4] = '{"text": "broken'
+    bad.write_text("\n".join(lines) + "\n")
+    data = tmp_path / "data"
+    with pytest.raises(BadInputError, match=rf"{bad}:5: broken JSON line"):
+        prepare(LocalFilesSource(root), tokdir, data, name="web", workers=1, progress=False)
+    # the finished units are recorded; nothing half-written; no manifest for an unfinished source
+    assert len(list((data / "web" / "_units").glob("*.json"))) == 2
+    assert not (data / "manifest.json").exists() and no_temporaries(data)
+    # the same data again is refused: the fingerprint is the same, so it resumes -- and stops again
+    with pytest.raises(BadInputError):
+        prepare(LocalFilesSource(root), tokdir, data, name="web", workers=2, progress=False)
+    # --skip-bad resumes: only the bad unit is redone, the bad line is counted
+    result = prepare(LocalFilesSource(root), tokdir, data, name="web", skip_bad=True, progress=False)
+    assert result.units_resumed == 2 and result.skipped["counts"] == {"broken JSON line": 1}
+    assert result.docs == 59
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert manifest["source_info"]["web"]["skipped"]["counts"] == {"broken JSON line": 1}
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, tokdir):
+    """Kill a prepare process mid-run: what is on disk is whole, and a rerun finishes the rest."""
+    root = write_corpus(tmp_path / "corpus", files_per_lang=12, docs_per_file=400)
+    data = tmp_path / "data"
+    cmd = [sys.executable, "-m", "mmbert.cli", "prepare", "--source", str(root), "--tokenizer", str(tokdir),
+           "--out", str(data), "--name", "web", "--workers", "1", "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    units = data / "web" / "_units"
+    while time.monotonic() < deadline and proc.poll() is None:
+        if units.exists() and len(list(units.glob("*.json"))) >= 2:
+            break
+        time.sleep(0.005)
+    killed = proc.poll() is None
+    if killed:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    if killed:
+        assert not (data / "manifest.json").exists()
+    # every shard under a real name is complete
+    for tokens in data.rglob("*.tokens.npy"):
+        offsets = np.load(str(tokens).replace(".tokens.npy", ".offsets.npy"))
+        assert offsets[-1] == len(np.load(tokens))
+    finished = len(list(units.glob("*.json")))
+    result = prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False)
+    assert result.units_resumed == finished and result.units_total == 36
+    assert no_temporaries(data)
+    assert store_docs(TokenStore(data), "web") == expected_docs(root, tokdir)
+
+
+def test_exception_mid_unit_leaves_no_partial_files(tmp_path, tokdir, monkeypatch):
+    """An exception while a unit has written some shards: the unit is not recorded and its files are
+    replaced on the rerun (small --shard-tokens so the unit writes shards before failing)."""
+    root = write_corpus(tmp_path / "corpus", files_per_lang=1, docs_per_file=600)
+    data = tmp_path / "data"
+    real_read = LocalFilesSource.read
+
+    def failing_read(self, unit, source_name, report=None):
+        for i, doc in enumerate(real_read(self, unit, source_name, report)):
+            if i == 550 and "deu_Latn" in unit.arg:  # after two batches of 256 documents
+                raise RuntimeError("disk on fire")
+            yield doc
+
+    monkeypatch.setattr(LocalFilesSource, "read", failing_read)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        prepare(LocalFilesSource(root), tokdir, data, name="web", shard_tokens=2000, progress=False)
+    assert list((data / "web").glob("deu_Latn*.npy"))  # whole shards under real names, but no record
+    assert no_temporaries(data)
+    assert len(list((data / "web" / "_units").glob("*.json"))) == 0  # deu_Latn is the first unit
+    monkeypatch.setattr(LocalFilesSource, "read", real_read)
+    prepare(LocalFilesSource(root), tokdir, data, name="web", shard_tokens=2000, progress=False)
+    assert store_docs(TokenStore(data), "web") == expected_docs(root, tokdir)
+
+
+def test_changed_source_or_tokenizer_needs_overwrite(tmp_path, tokdir):
+    root = write_corpus(tmp_path / "corpus", files_per_lang=1, docs_per_file=5)
+    data = tmp_path / "data"
+    prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False)
+    again = prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False)
+    assert again.units_resumed == again.units_total == 3  # nothing to do
+    # change a file: the fingerprint changes
+    f = root / "fra_Latn" / "train" / "000.jsonl"
+    f.write_text(f.read_text() + json.dumps({"text": "le chat"}) + "\n")
+    with pytest.raises(PrepareError, match="fingerprint changed"):
+        prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False)
+    result = prepare(LocalFilesSource(root), tokdir, data, name="web", overwrite=True, progress=False)
+    assert result.units_resumed == 0 and TokenStore(data).num_docs("web", "fra_Latn") == 6
+    # another tokenizer: refused, then --overwrite starts DATA afresh
+    other = make_tokenizer(tmp_path / "tok2", make_texts("deu_Latn", 30), vocab_size=280)
+    with pytest.raises(PrepareError, match="another tokenizer"):
+        prepare(LocalFilesSource(root), other, data, name="more", progress=False)
+    prepare(LocalFilesSource(root), other, data, name="more", overwrite=True, progress=False)
+    store = TokenStore(data)
+    assert store.sources() == ["more"] and store.tokenizer["vocab_size"] == 280
+    assert not (data / "web").exists()
+
+
+def test_sources_merge_into_one_manifest(tmp_path, tokdir):
+    data = tmp_path / "data"
+    a = write_corpus(tmp_path / "a", files_per_lang=1, docs_per_file=4, seed=1)
+    b = write_corpus(tmp_path / "b", files_per_lang=1, docs_per_file=6, seed=2)
+    prepare(LocalFilesSource(a), tokdir, data, name="web", progress=False)
+    prepare(LocalFilesSource(b), tokdir, data, name="books", progress=False)
+    store = TokenStore(data)
+    assert store.sources() == ["books", "web"]
+    assert store.num_docs("web", "fra_Latn") == 4 and store.num_docs("books", "fra_Latn") == 6
+    assert store_docs(store, "books") == expected_docs(b, tokdir)
+    with pytest.raises(PrepareError, match="source name"):
+        prepare(LocalFilesSource(a), tokdir, data, name="../evil", progress=False)
+
+
+def test_bundled_heldout_source(tmp_path, tokdir):
+    from mmbert.data import corpus
+
+    result = prepare(open_source("bundled:heldout"), tokdir, tmp_path / "data", workers=1, progress=False)
+    docs = list(corpus.iter_documents(split="heldout"))
+    assert result.name == "udhr-heldout" and result.docs == len(docs)
+    store = TokenStore(tmp_path / "data")
+    assert len(store.languages("udhr-heldout")) == len({d.lang for d in docs})
+
+
+def test_hf_source(tmp_path, tokdir):
+    import datasets
+
+    texts = make_texts("fra_Latn", 9) + make_texts("deu_Latn", 5)
+    rows = {"text": texts, "lang": ["fra"] * 9 + ["deu_Latn"] * 5}
+    datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / "ds"))
+    src = open_source(f"hf:{tmp_path / 'ds'}", lang_field="lang")
+    src.chunk_rows = 4
+    result = prepare(src, tokdir, tmp_path / "data", name="hf", workers=2, progress=False)
+    assert result.units_total == 4 and result.langs["fra_Latn"]["docs"] == 9
+    store = TokenStore(tmp_path / "data")
+    info = load_tokenizer_info(tokdir)
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(info.json)
+    assert store.doc("hf", "deu_Latn", 4).tolist() == tok.encode(texts[13], add_special_tokens=False).ids
+
+
+def test_mds_source_strips_specials_and_checks_ids(tmp_path, tokdir):
+    from tests.test_sources import write_mds
+
+    rng = np.random.default_rng(0)
+    bodies = [rng.integers(5, 300, rng.integers(1, 30)).astype(np.uint32) for _ in range(12)]
+    samples = [
+        {"id": f"d{i}", "input_ids": np.concatenate([[2], b, [1]]).astype(np.uint32)}
+        for i, b in enumerate(bodies)
+    ]
+    write_mds(tmp_path / "mds" / "fra_Latn", {"id": "str", "input_ids": "ndarray:uint32"}, samples,
+              compression="zstd", samples_per_shard=5)  # fmt: skip
+    prepare(open_source(f"mds:{tmp_path / 'mds'}"), tokdir, tmp_path / "data", name="mds", progress=False)
+    store = TokenStore(tmp_path / "data")
+    assert [store.doc("mds", "fra_Latn", i).tolist() for i in range(12)] == [b.tolist() for b in bodies]
+    # ids beyond the tokenizer's vocabulary: another tokenizer's data
+    write_mds(
+        tmp_path / "big" / "fra_Latn",
+        {"input_ids": "ndarray:uint32"},
+        [{"input_ids": np.array([7, 300_000], np.uint32)}],
+    )
+    with pytest.raises(BadInputError, match="token id out of range.*another tokenizer"):
+        prepare(open_source(f"mds:{tmp_path / 'big'}"), tokdir, tmp_path / "data2", progress=False)
+
+
+def test_real_tokenizer_directory(tmp_path):
+    """A directory written by `mmbert tokenizer` (transformers' save_pretrained) is read the same way."""
+    from mmbert.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+
+    texts = {lang: make_texts(lang, 40) for lang in WORDS}
+    tokdir = save_tokenizer(train_tokenizer(texts, vocab_size=400, model="bpe"), tmp_path / "tok")
+    root = write_corpus(tmp_path / "corpus", files_per_lang=1, docs_per_file=5)
+    prepare(LocalFilesSource(root), tokdir, tmp_path / "data", name="web", progress=False)
+    store = TokenStore(tmp_path / "data")
+    assert store.tokenizer["special_ids"] == {"pad": 0, "eos": 1, "bos": 2, "unk": 3, "mask": 4}
+    hf = load_tokenizer(tokdir)
+    assert store.tokenizer["vocab_size"] == len(hf)
+    text = json.loads((root / "ell_Grek" / "train" / "000.jsonl").read_text().splitlines()[2])["text"]
+    assert store.doc("web", "ell_Grek", 2).tolist() == hf(text, add_special_tokens=False)["input_ids"]
+
+
+def test_cli(tmp_path, tokdir, capsys):
+    root = write_corpus(tmp_path / "corpus", files_per_lang=1, docs_per_file=3)
+    bad = root / "fra_Latn" / "train" / "000.jsonl"
+    bad.write_bytes(bad.read_bytes() + b'{"text": "caf\xe9"}\n')
+    args = [
+        "--source",
+        str(root),
+        "--tokenizer",
+        str(tokdir),
+        "--out",
+        str(tmp_path / "data"),
+        "--no-progress",
+    ]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:4: invalid UTF-8" in err and "--skip-bad" in err
+    assert main([*args, "--skip-bad", "--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "prepared corpus: 9 documents" in out and "skipped 1 bad records: invalid UTF-8 1" in out
+    assert (
+        main(
+            ["--source", str(tmp_path / "missing"), "--tokenizer", str(tokdir), "--out", str(tmp_path / "d")]
+        )
+        == 1
+    )
+    assert "does not exist" in capsys.readouterr().err
