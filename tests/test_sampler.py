@@ -238,3 +238,14 @@ def test_released_counts_tau_from_pretraining_shares() -> None:
     for key, p in sampler.doc_probs.items():
         assert p == pytest.approx(predicted[key[1].split("_")[0]], rel=1e-6)
         assert within(sampler.realized_docs[key], n, p)
+
+
+def test_resume_into_the_same_phase_keeps_realized_counts() -> None:
+    mix = phase_mixture(phase(sources=[{"name": "web", "share": 1.0}]), STORE.counts(), 0)
+    a = DataSampler(STORE, mix, seed=2)
+    for _ in range(50):
+        a.next_document()
+    b = DataSampler(STORE, mix, seed=2)
+    b.load_state_dict(a.state_dict())
+    b.set_phase(mix)  # what a trainer does after restoring: re-enter the current phase
+    assert b.realized_tokens == a.realized_tokens and sum(b.realized_docs.values()) == 50

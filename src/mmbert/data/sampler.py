@@ -36,7 +36,7 @@ from mmbert.recipe import Phase, RecipeError, SourceSpec
 
 logger = logging.getLogger(__name__)
 
-Counts = Mapping[str, Mapping[str, int]]  # source -> language key -> tokens
+Counts = Mapping[str, Mapping[str, float]]  # source -> language key -> tokens (may be estimates)
 
 
 class DocumentStore(Protocol):
@@ -58,7 +58,7 @@ class SourceMixture:
     tau: float
     languages: list[str]
     probs: list[float]  # share of this source's tokens per language, sums to 1
-    available: list[int]  # tokens of data per language (what n ** tau used)
+    available: list[float]  # tokens of data per language (what n ** tau used)
 
 
 @dataclass
@@ -190,7 +190,7 @@ def phase_mixture(phase: Phase, counts: Counts, index: int | None = None) -> Mix
             )
         multipliers = _expand_rule(spec.multipliers, langs, f"{key}.multipliers")
         fixed = _expand_rule(spec.fixed_shares, langs, f"{key}.fixed_shares")
-        available = {lang: int(counts[spec.name][lang]) for lang in langs}
+        available = {lang: counts[spec.name][lang] for lang in langs}
         tau = phase.source_tau(spec)
         try:
             probs = temperature_probs(available, tau, multipliers, fixed)
@@ -260,13 +260,15 @@ class DataSampler:
         # per-cell position arithmetic, not through the generator.
         self._rng = np.random.Generator(np.random.PCG64([seed, rank, 0x6D6D62]))
         self._cells: dict[tuple[str, str], _Cell] = {}
+        self.mixture: Mixture | None = None
         self.realized_docs: dict[tuple[str, str], int] = {}
         self.realized_tokens: dict[tuple[str, str], int] = {}
         self.set_phase(mixture)
 
     # -- phase ----------------------------------------------------------------------------------------
     def set_phase(self, mixture: Mixture) -> None:
-        """Switch to another phase's mixture, keeping positions, the generator and nothing else."""
+        """Switch to another phase's mixture, keeping the generator and every cell's position."""
+        previous = self.mixture
         self.mixture = mixture
         cells, weights, targets = [], [], []
         for src in mixture.sources:
@@ -300,8 +302,10 @@ class DataSampler:
         self._cum[-1] = 1.0
         self.doc_probs = dict(zip(cells, (w / w.sum()).tolist(), strict=True))
         self.target_shares = dict(zip(cells, targets, strict=True))
-        self.realized_docs = {k: 0 for k in cells}
-        self.realized_tokens = {k: 0 for k in cells}
+        if previous is None or previous.phase != mixture.phase:
+            # Realized shares are per phase; re-entering the same phase (a resume) keeps them.
+            self.realized_docs = {k: 0 for k in cells}
+            self.realized_tokens = {k: 0 for k in cells}
 
     # -- drawing --------------------------------------------------------------------------------------
     def _permutation(self, cell: _Cell, epoch: int) -> np.ndarray:

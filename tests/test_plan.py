@@ -1,0 +1,152 @@
+"""`mmbert plan`: budgets, epochs and repeat flags on prepared data; the check against mmBERT's counts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mmbert.data.packing import Packer
+from mmbert.data.sampler import DataSampler, phase_mixture, store_counts
+from mmbert.plan import format_plan, main, plan_recipe, released_data_counts
+from mmbert.recipe import Recipe, load_recipe
+from tests.test_sampler import FakeStore  # the in-memory TokenStore stand-in
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+RECIPE = {
+    "name": "p",
+    "phases": [
+        {
+            "name": "pre",
+            "tokens": 20_000,
+            "languages": ["eng_Latn", "fra_Latn", "code"],
+            "tau": 0.7,
+            "sources": [{"name": "udhr", "share": 0.9}, {"name": "code", "share": 0.1}],
+        },
+        {
+            "name": "decay",
+            "tokens": 5000,
+            "languages": "all",
+            "tau": 0.3,
+            "sources": [{"name": "udhr", "share": 0.9}, {"name": "code", "share": 0.1}],
+            "variants": {"eng": {"sources": [{"name": "udhr", "share": 1.0, "fixed_shares": {"eng": 0.5}}]}},
+        },
+    ],
+}
+CELLS = {
+    ("udhr", "eng_Latn"): [50] * 40,
+    ("udhr", "fra_Latn"): [50] * 80,
+    ("udhr", "fao_Latn"): [50] * 2,
+    ("code", "code"): [100] * 30,
+}
+
+
+def test_plan_budgets_epochs_and_flags() -> None:
+    store = FakeStore(CELLS)
+    recipe = Recipe.from_dict(RECIPE)
+    plan = plan_recipe(recipe, store_counts(store), max_epochs=5)
+    pre, decay = plan["phases"]
+    cells = {(c["source"], c["language"]): c for c in pre["cells"]}
+    w = {"eng_Latn": 2000**0.7, "fra_Latn": 4000**0.7}
+    eng = cells[("udhr", "eng_Latn")]
+    assert eng["probability"] == pytest.approx(w["eng_Latn"] / sum(w.values()))
+    assert eng["tokens"] == pytest.approx(20_000 * 0.9 * eng["probability"])
+    assert eng["epochs"] == pytest.approx(eng["tokens"] / 2000)
+    assert sum(c["tokens"] for c in pre["cells"]) == pytest.approx(20_000)
+    assert pre["english_share"] == pytest.approx(0.9 * eng["probability"])
+    assert pre["code_share"] == pytest.approx(0.1) and cells[("code", "code")]["epochs"] == pytest.approx(
+        2000 / 3000
+    )
+    # Cumulative epochs carry over phases; fao (200 tokens) is only in the decay and is flagged.
+    dcells = {(c["source"], c["language"]): c for c in decay["cells"]}
+    assert dcells[("udhr", "eng_Latn")]["cumulative_epochs"] == pytest.approx(
+        eng["epochs"] + dcells[("udhr", "eng_Latn")]["epochs"]
+    )
+    fao = dcells[("udhr", "fao_Latn")]
+    assert fao["epochs"] > 5 and fao["repeated"] and not dcells[("code", "code")]["repeated"]
+    text = format_plan(plan)
+    assert "REPEATED" in text and "phase 1 decay" in text and "fao_Latn" in text
+    variant = plan_recipe(recipe, store_counts(store), variant="eng")
+    eng_decay = {(c["source"], c["language"]): c for c in variant["phases"][1]["cells"]}
+    assert eng_decay[("udhr", "eng_Latn")]["share"] == pytest.approx(0.5)
+
+
+def test_sampler_and_packer_on_a_store() -> None:
+    store = FakeStore(CELLS)
+    recipe = Recipe.from_dict(RECIPE)
+    mix = phase_mixture(recipe.phases[0], store_counts(store), 0)
+    sampler, packer = DataSampler(store, mix, seed=0), Packer()
+    per_source: dict[str, int] = {}
+    for _ in range(20):
+        batch = packer.next_batch(iter(sampler), 8, 64)
+        for k, v in batch["tokens_per_source"].items():
+            per_source[k] = per_source.get(k, 0) + v
+    total = sum(per_source.values())
+    assert total == 20 * 8 * 64 and packer.stats.efficiency == 1.0
+    # Documents are 52 / 102 tokens with bos/eos: code's share of tokens tracks its 10% target.
+    assert abs(per_source["code"] / total - 0.1) < 0.04
+
+
+def test_cli_on_data_json_and_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mmbert.data.shards
+
+    monkeypatch.setattr(mmbert.data.shards, "TokenStore", lambda path: FakeStore(CELLS))
+    data = tmp_path / "data"
+    recipe_path = tmp_path / "r.yaml"
+    recipe_path.write_text(Recipe.from_dict(RECIPE).to_yaml())
+    assert main([str(recipe_path), "--data", str(data), "--max-epochs", "3"]) == 0
+    assert "REPEATED" in capsys.readouterr().out
+    assert (
+        main([str(recipe_path), "--data", str(data), "--json", "--variant", "eng", "phases.0.tau=0.5"]) == 0
+    )
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["variant"] == "eng" and plan["phases"][0]["tau"] == 0.5
+    assert main([str(recipe_path), "--data", str(data), "--variant", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert main([str(recipe_path), "--data", str(data), "phases.0.sources.0.name=books"]) == 2
+    assert "phases[0].sources[0].name" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def base_plans() -> dict[str, dict]:
+    recipe = load_recipe(RECIPES / "mmbert-base.yaml")
+    plans = {}
+    for variant in recipe.variant_names():
+        counts = released_data_counts(recipe, [variant])
+        plans[variant] = plan_recipe(recipe, counts, variant, released=True)
+    return plans
+
+
+def test_released_counts_mid_training_follows_pretraining(base_plans: dict[str, dict]) -> None:
+    """Pre-training shares in, tau 0.5 applied: the mid-training shares of shared languages follow."""
+    fit = base_plans["cont"]["phases"][1]["released"]["fit"]
+    assert fit["languages"] == 59
+    assert abs(fit["slope"] - 1) < 0.05 and fit["correlation"] > 0.99
+    for variant in ("eng", "cont", "all"):  # the decay's 108 earlier languages at tau 0.3
+        dfit = base_plans[variant]["phases"][2]["released"]["fit"]
+        assert abs(dfit["slope"] - 1) < 0.15 and dfit["correlation"] > 0.98, (variant, dfit)
+
+
+def test_released_counts_totals_and_english_shares(base_plans: dict[str, dict]) -> None:
+    pre, mid, _ = base_plans["cont"]["phases"]
+    for phase in (pre, mid):
+        r = phase["released"]
+        assert abs(phase["english_share"] - r["released_english_share"]) < 0.002
+        assert abs(phase["code_share"] - r["released_code_share"]) < 0.002
+    assert pre["languages"] == 61 and mid["languages"] == 110
+    assert abs(mid["tokens"] / mid["released"]["released_tokens"] - 1) < 0.01
+    # The paper's 2.3T against the released 1,989B pre-training tokens.
+    assert 1.1 < pre["tokens"] / pre["released"]["released_tokens"] < 1.2
+    expected_languages = {"eng": 110, "cont": 110, "all": 1834}
+    for variant, plan in base_plans.items():
+        decay = plan["phases"][2]
+        r = decay["released"]
+        assert decay["languages"] == expected_languages[variant] == r["released_languages"]
+        assert abs(decay["english_share"] - r["released_english_share"]) < 0.003, variant
+        assert abs(decay["code_share"] - r["released_code_share"]) < 0.003, variant
+        assert 0.85 < decay["tokens"] / r["released_tokens"] <= 1.0
