@@ -1,7 +1,8 @@
 """An exported model works with the libraries users already have: transformers, Sentence
 Transformers (dense, cross-encoder, sparse, multi-vector) and PyLate.
 
-Each test loads the same tiny export (HF `ModernBertForMaskedLM` format + tokenizer) and checks a
+Each test loads the same tiny export (written by `MmBertForMaskedLM.save_pretrained` and
+`mmbert.tokenizer`, so these are tests of OUR export format) and checks a
 number the library computes against one computed by hand from the raw model, so a silently wrong
 load (wrong pooling, special tokens, missing weights) fails rather than just "runs".
 """
@@ -10,11 +11,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _tiny import fake_udhr, make_tiny_export
+
+from tests._tiny import make_tiny_export, udhr_texts
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
 
-TEXTS = [a.text for d in fake_udhr()[:2] for a in d.articles[:3]]
+# Three articles in two languages, longer than the 8-token window.
+TEXTS = [
+    t for lang in ("eng_Latn", "rus_Cyrl") for t in [x for x in udhr_texts((lang,)) if 60 < len(x) < 200][:3]
+]
 
 
 @pytest.fixture(scope="module")
@@ -200,20 +205,29 @@ def test_sparse_encoder_splade(export, tmp_path):
 def test_multi_vector_encoder_colbert(export, hidden_reference, tmp_path):
     """Sentence Transformers' own ColBERT (MultiVectorEncoder): token vectors = Dense(hidden states)."""
     from sentence_transformers import MultiVectorEncoder
-    from sentence_transformers.base.modules import Dense, Transformer
+    from sentence_transformers.base.modules import Dense, Normalize, Transformer
+    from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
 
     mve = MultiVectorEncoder(
         modules=[
             Transformer(str(export)),
             Dense(32, 16, bias=False, activation_function=None, module_input_name="token_embeddings"),
+            MultiVectorMask(),
+            Normalize(module_input_name="token_embeddings"),
         ],
         device="cpu",
     )
     docs = mve.encode_document(TEXTS[:2])
     queries = mve.encode_query(TEXTS[:1])
     assert docs[0].shape[-1] == 16
+    torch.testing.assert_close(docs[0].norm(dim=-1), torch.ones(len(docs[0])))
     scores = mve.similarity(queries, docs)
     assert scores.shape == (1, 2)
+    # MaxSim by hand: each query vector's best document vector, summed.
+    for j, d in enumerate(docs):
+        assert scores[0, j].item() == pytest.approx(
+            (queries[0] @ d.T).max(dim=1).values.sum().item(), rel=1e-5
+        )
     mve.save(str(tmp_path / "colbert"))
     again = MultiVectorEncoder(str(tmp_path / "colbert"), device="cpu")
     torch.testing.assert_close(
