@@ -1,0 +1,504 @@
+"""Tokenizers: load any Hugging Face tokenizer, or train a multilingual one with mmBERT's special tokens.
+
+mmBERT uses Gemma 2's tokenizer, whose special-token layout every recipe here assumes: pad 0 `<pad>`,
+eos 1 `<eos>`, bos 2 `<bos>`, unk 3 `<unk>`, mask 4 `<mask>`; a sequence is `<bos> text <eos>` and a
+pair `<bos> A <eos> B <eos>`. `train_tokenizer` builds tokenizers with that layout, so a recipe runs
+unchanged on Gemma 2's tokenizer (which a user downloads and points to) or ours; `load_tokenizer`
+loads either and warns when a tokenizer's special ids differ from the layout.
+
+Our tokenizers (Unigram or BPE, `tokenizers` library) are SentencePiece-like:
+- no normalization: text is tokenized as given, so `decode(encode(text)) == text` for every string
+  (the bundled corpus is NFC; normalize your own text yourself if you want NFC/NFKC folding);
+- pre-tokenization splits words with their leading space kept on the word (`" world"`) and other
+  whitespace (newlines, tabs, runs of spaces) into pieces of their own; nothing is replaced;
+- byte fallback: the 256 byte tokens `<0x00>`..`<0xFF>` follow the special tokens (ids 5..260), and a
+  character outside the learned alphabet becomes its UTF-8 bytes, so no text gives `<unk>`, including
+  scripts never seen in training.
+The special-token strings are matched in input text (`"a <mask> b"` gives id 4, as fill-mask needs),
+and decode back to themselves.
+
+Training samples languages the way training does (`p(lang) ∝ n(lang) ** tau`, n in characters), so
+that the hundreds of small languages of a multilingual corpus get pieces of their own; characters
+beyond `character_coverage` of the sample are left to byte fallback instead of taking vocabulary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import gzip
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Literal
+
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+logger = logging.getLogger(__name__)
+
+PAD, EOS, BOS, UNK, MASK = "<pad>", "<eos>", "<bos>", "<unk>", "<mask>"
+# mmBERT's (Gemma 2's) layout: token -> id.
+SPECIAL_TOKENS: dict[str, int] = {PAD: 0, EOS: 1, BOS: 2, UNK: 3, MASK: 4}
+SPECIAL_IDS = {"pad": 0, "eos": 1, "bos": 2, "unk": 3, "mask": 4}
+BYTE_TOKENS = [f"<0x{b:02X}>" for b in range(256)]
+_BYTE_TOKEN_CHARS = "<>x0123456789ABCDEF"
+_NEVER = -1e6  # Unigram score of the byte tokens (see _finalize)
+MODEL_MAX_LENGTH = 8192  # mmBERT's context after mid-training
+# A word with its leading space, or one other whitespace character (the unmatched rest, e.g. the
+# spaces of an indent, are pieces of their own too).
+_PRE_TOKENIZE = r" ?[^\s]+|\s"
+
+Model = Literal["unigram", "bpe"]
+
+
+def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    return pre_tokenizers.Split(Regex(_PRE_TOKENIZE), behavior="isolated")
+
+
+def _decoder() -> decoders.Decoder:
+    # byte tokens back to bytes, then the pieces joined as they are: no space handling needed
+    return decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+
+
+def _post_processor() -> processors.PostProcessor:
+    return processors.TemplateProcessing(
+        single=f"{BOS} $A {EOS}",
+        pair=f"{BOS} $A {EOS} $B:1 {EOS}:1",
+        special_tokens=[(BOS, SPECIAL_TOKENS[BOS]), (EOS, SPECIAL_TOKENS[EOS])],
+    )
+
+
+def balanced_sample(
+    texts_by_lang: Mapping[str, list[str]], tau: float, max_chars: int | None, seed: int
+) -> Iterator[tuple[str, str]]:
+    """(lang, text) pairs where each language's share of characters is ∝ n(lang) ** tau.
+
+    The total is the corpus size (or `max_chars` if smaller): large languages are subsampled, small
+    ones repeated, the same rule as the training sampler. Documents are drawn without replacement
+    within each pass over a language, in a seeded order.
+    """
+    sizes = {lang: sum(map(len, texts)) for lang, texts in texts_by_lang.items()}
+    sizes = {lang: n for lang, n in sizes.items() if n > 0}
+    if not sizes:
+        raise ValueError("no training text (every language is empty)")
+    total = sum(sizes.values()) if max_chars is None else min(max_chars, sum(sizes.values()))
+    weights = {lang: n**tau for lang, n in sizes.items()}
+    norm = sum(weights.values())
+    rng = random.Random(seed)
+    for lang in sorted(sizes):
+        target = total * weights[lang] / norm
+        texts = [t for t in texts_by_lang[lang] if t]
+        taken = 0
+        while taken < target:
+            order = list(range(len(texts)))
+            rng.shuffle(order)
+            for i in order:
+                yield lang, texts[i]
+                taken += len(texts[i])
+                if taken >= target:
+                    break
+
+
+def _alphabet(texts: list[str], coverage: float, max_size: int) -> set[str]:
+    """The most frequent characters covering `coverage` of all characters, at most `max_size`."""
+    counts = collections.Counter(ch for t in texts for ch in t if not ch.isspace())
+    total = sum(counts.values())
+    kept, covered = set(), 0
+    for ch, n in counts.most_common(max_size):
+        if covered >= coverage * total:
+            break
+        kept.add(ch)
+        covered += n
+    return kept
+
+
+def _split_on_rare(texts: list[str], alphabet: set[str]) -> Iterator[str]:
+    """The texts cut at characters outside the alphabet (byte fallback will spell those)."""
+    for text in texts:
+        piece: list[str] = []
+        for ch in text:
+            if ch in alphabet or ch.isspace():
+                piece.append(ch)
+            elif piece:
+                yield "".join(piece)
+                piece = []
+        if piece:
+            yield "".join(piece)
+
+
+def train_tokenizer(
+    texts_by_lang: Mapping[str, list[str]] | Iterable[str],
+    vocab_size: int,
+    model: Model = "bpe",
+    tau: float = 0.3,
+    seed: int = 0,
+    max_chars: int | None = None,
+    character_coverage: float = 0.9995,
+    show_progress: bool = False,
+) -> PreTrainedTokenizerFast:
+    """Train a byte-fallback Unigram or BPE tokenizer with mmBERT's special tokens (module docstring).
+
+    `texts_by_lang` maps a language key to its documents (balanced with `tau`), or is a plain iterable
+    of documents (used as given). `vocab_size` counts everything: 5 special tokens, 256 byte tokens
+    and the learned pieces.
+    """
+    if model not in ("unigram", "bpe"):
+        raise ValueError(f"model must be 'unigram' or 'bpe', got {model!r}")
+    n_reserved = len(SPECIAL_TOKENS) + len(BYTE_TOKENS)
+    if vocab_size < n_reserved + 64:
+        raise ValueError(f"vocab_size {vocab_size} too small: {n_reserved} ids are special/byte tokens")
+    if isinstance(texts_by_lang, Mapping):
+        sample = [text for _, text in balanced_sample(texts_by_lang, tau, max_chars, seed)]
+    else:
+        sample = [t for t in texts_by_lang if t]
+        if not sample:
+            raise ValueError("no training text")
+    n_pieces = vocab_size - n_reserved
+    # Leave at least half of the learned vocabulary to multi-character pieces.
+    alphabet = _alphabet(sample, character_coverage, max(n_pieces // 2, 1))
+    specials = list(SPECIAL_TOKENS)
+
+    tok = Tokenizer(models.Unigram() if model == "unigram" else models.BPE(unk_token=UNK, byte_fallback=True))
+    tok.pre_tokenizer = _pre_tokenizer()
+    if model == "unigram":
+        trainer: trainers.Trainer = trainers.UnigramTrainer(
+            vocab_size=n_pieces + len(specials),
+            special_tokens=specials,
+            unk_token=UNK,
+            show_progress=show_progress,
+            max_piece_length=16,
+            # SentencePiece's 1M seed pieces cost minutes of EM for a small vocabulary; 10 per final
+            # piece leaves pruning plenty to choose from.
+            seed_size=min(1_000_000, max(10 * n_pieces, 10_000)),
+        )
+    else:
+        trainer = trainers.BpeTrainer(
+            vocab_size=n_pieces + len(specials),
+            special_tokens=specials,
+            show_progress=show_progress,
+        )
+    t0 = time.perf_counter()
+    tok.train_from_iterator(_split_on_rare(sample, alphabet), trainer=trainer, length=len(sample))
+    logger.info("trained %s on %d documents in %.1fs", model, len(sample), time.perf_counter() - t0)
+    return _finalize(tok, model)
+
+
+def _finalize(trained: Tokenizer, model: Model) -> PreTrainedTokenizerFast:
+    """Rebuild the trained model with ids 0..4 special, 5..260 bytes, then the pieces; wrap it for HF."""
+    state = json.loads(trained.to_str())["model"]
+    head = list(SPECIAL_TOKENS) + BYTE_TOKENS
+    reserved = set(head)
+    if model == "unigram":
+        pieces = [(p, s) for p, s in state["vocab"] if p not in reserved]
+        floor = min((s for _, s in pieces), default=0.0)
+        # Byte fallback finds the byte tokens by name, but the Unigram lattice also matches them as
+        # pieces: a literal "<0x41>" in text would decode as "A". With a prohibitive score they lose to
+        # the path through their characters, which are therefore always pieces.
+        known = {p for p, _ in pieces}
+        missing = [(ch, floor) for ch in _BYTE_TOKEN_CHARS if ch not in known]
+        # make room by dropping the lowest-scoring multi-character pieces (the trainer sorts by score)
+        drop = set([i for i in range(len(pieces) - 1, -1, -1) if len(pieces[i][0]) > 1][: len(missing)])
+        pieces = [p for i, p in enumerate(pieces) if i not in drop] + missing
+        vocab = [(t, 0.0) for t in SPECIAL_TOKENS] + [(b, _NEVER) for b in BYTE_TOKENS] + pieces
+        new = Tokenizer(models.Unigram(vocab, unk_id=SPECIAL_TOKENS[UNK], byte_fallback=True))
+    else:
+        learned = sorted((i, p) for p, i in state["vocab"].items() if p not in reserved)
+        vocab_map = {t: i for i, t in enumerate(head)}
+        for _, p in learned:
+            vocab_map[p] = len(vocab_map)
+        merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in state["merges"]]
+        new = Tokenizer(models.BPE(vocab_map, merges, unk_token=UNK, byte_fallback=True))
+    new.pre_tokenizer = _pre_tokenizer()
+    new.decoder = _decoder()
+    new.post_processor = _post_processor()
+    new.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    return wrap(new)
+
+
+def wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
+    """A `tokenizers.Tokenizer` with mmBERT's layout as a transformers tokenizer."""
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token=PAD,
+        eos_token=EOS,
+        bos_token=BOS,
+        unk_token=UNK,
+        mask_token=MASK,
+        sep_token=EOS,
+        cls_token=BOS,
+        model_max_length=MODEL_MAX_LENGTH,
+        padding_side="right",
+        clean_up_tokenization_spaces=False,
+        model_input_names=["input_ids", "attention_mask"],  # ModernBERT takes no token_type_ids
+    )
+
+
+def save_tokenizer(tok: PreTrainedTokenizerBase, out: str | Path) -> Path:
+    """`save_pretrained` into `out`, each file replaced atomically (written in a temp dir, then renamed).
+
+    The result loads with `transformers.AutoTokenizer.from_pretrained(out)` (transformers 4.x and 5.x).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tokenizer.", dir=out))
+    try:
+        tok.save_pretrained(tmp)
+        config = tmp / "tokenizer_config.json"
+        if config.exists():
+            # transformers 5 writes its new class name, which 4.x cannot load; the old name loads in both
+            cfg = json.loads(config.read_text(encoding="utf-8"))
+            if cfg.get("tokenizer_class") == "TokenizersBackend":
+                cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+                config.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        for f in sorted(tmp.iterdir()):
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def special_token_mismatches(tok: PreTrainedTokenizerBase) -> list[str]:
+    """How a tokenizer's special ids differ from mmBERT's layout (empty when they match)."""
+    problems = []
+    for name, expected in SPECIAL_IDS.items():
+        actual = getattr(tok, f"{name}_token_id", None)
+        if actual != expected:
+            token = getattr(tok, f"{name}_token", None)
+            problems.append(f"{name} token {token!r} has id {actual}, mmBERT uses {expected}")
+    return problems
+
+
+def load_tokenizer(path_or_name: str | Path) -> PreTrainedTokenizerBase:
+    """Load a tokenizer directory or a locally cached Hub name (offline); warn on a different layout.
+
+    A different layout (e.g. a tokenizer without a mask token) works where the code takes the ids from
+    the tokenizer, but a recipe written for mmBERT's ids will not match it, hence the warning.
+    """
+    path = Path(path_or_name)
+    local = path.is_dir()
+    if not local and path.exists():
+        raise NotADirectoryError(f"{path}: a tokenizer is a directory (with tokenizer.json or similar)")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path_or_name), local_files_only=not local or None)
+    except (OSError, ValueError) as e:
+        where = "directory" if local else "name (not a directory, and not in the local Hugging Face cache)"
+        raise ValueError(f"cannot load tokenizer {path_or_name!r} from this {where}: {e}") from e
+    for problem in special_token_mismatches(tok):
+        logger.warning("tokenizer %s: %s", path_or_name, problem)
+    return tok
+
+
+def fingerprint(tok: PreTrainedTokenizerBase) -> str:
+    """A short hash of the tokenizer's behaviour (its tokenizer.json), to tie prepared data to it."""
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is not None:
+        blob = backend.to_str()
+    else:
+        blob = json.dumps(sorted(tok.get_vocab().items()), ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def bundled_texts(
+    split: str = "train", articles: Iterable[int] | None = None, code_chars: int | None = None
+) -> dict[str, list[str]]:
+    """The bundled corpus as `{lang: [texts]}` (UDHR articles of `split`, plus `code`).
+
+    `articles` keeps only those article numbers; `code_chars` caps the code source (files cut in
+    order) so that small test tokenizers are not dominated by it.
+    """
+    from mmbert.data.corpus import iter_code_documents, iter_documents
+
+    wanted = None if articles is None else set(articles)
+    texts: dict[str, list[str]] = collections.defaultdict(list)
+    for doc in iter_documents(split):  # type: ignore[arg-type]
+        if wanted is None or doc.meta["article"] in wanted:
+            texts[doc.lang].append(doc.text)
+    budget = math.inf if code_chars is None else code_chars
+    for doc in iter_code_documents():
+        if budget <= 0:
+            break
+        texts["code"].append(doc.text[: int(min(budget, len(doc.text)))])
+        budget -= len(doc.text)
+    return dict(texts)
+
+
+_BUNDLED_CACHE: dict[tuple, str] = {}
+
+
+def train_bundled(
+    vocab_size: int = 1000,
+    model: Model = "bpe",
+    tau: float = 0.3,
+    seed: int = 0,
+    articles: Iterable[int] | None = (0, 1, 2, 3),
+    code_chars: int | None = 100_000,
+) -> PreTrainedTokenizerFast:
+    """A tokenizer trained on (part of) the bundled corpus: the helper tests use for a tiny tokenizer.
+
+    The default (1,000 ids, preamble + articles 1-3 of every declaration, 100k characters of code)
+    trains in seconds. Results are cached in-process by arguments; each call returns a new object.
+    """
+    arts = None if articles is None else tuple(sorted(articles))
+    key = (vocab_size, model, tau, seed, arts, code_chars)
+    if key not in _BUNDLED_CACHE:
+        texts = bundled_texts("train", arts, code_chars)
+        _BUNDLED_CACHE[key] = train_tokenizer(texts, vocab_size, model, tau, seed).backend_tokenizer.to_str()
+    return wrap(Tokenizer.from_str(_BUNDLED_CACHE[key]))
+
+
+_LANG_DIR = re.compile(r"^[a-z]{2,3}_[A-Z][a-z]{3}$")
+
+
+def read_text_files(paths: Iterable[str | Path]) -> dict[str, list[str]]:
+    """Training text from files: `.txt` (one document per non-empty line) or `.jsonl[.gz]` (a `text`
+    field; the language from a `lang`/`language` field). Otherwise the language is a `lang_Script`
+    directory in the path (FineWeb2's layout) or the file name without suffixes, else `und`."""
+    texts: dict[str, list[str]] = collections.defaultdict(list)
+    for p in map(Path, paths):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: no such file")
+        default = next((part for part in reversed(p.parts[:-1]) if _LANG_DIR.match(part)), None)
+        stem = p.name.split(".")[0]
+        default = default or (stem if _LANG_DIR.match(stem) or stem == "code" else "und")
+        opener = gzip.open if p.suffix == ".gz" else open
+        is_json = ".jsonl" in p.suffixes
+        with opener(p, "rt", encoding="utf-8") as f:
+            try:
+                for lineno, line in enumerate(f, start=1):
+                    if not line.strip():
+                        continue
+                    if not is_json:
+                        texts[default].append(line.rstrip("\n"))
+                        continue
+                    try:
+                        rec = json.loads(line)
+                        text = rec["text"]
+                    except (json.JSONDecodeError, KeyError, TypeError) as e:
+                        raise ValueError(f"{p}:{lineno}: not a JSON object with a 'text' field ({e})") from e
+                    texts[rec.get("lang") or rec.get("language") or default].append(text)
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{p}: invalid UTF-8 ({e})") from e
+    if not texts:
+        raise ValueError(f"no text in {', '.join(map(str, paths))}")
+    return dict(texts)
+
+
+def evaluate_coverage(
+    tok: PreTrainedTokenizerBase, texts_by_lang: Mapping[str, list[str]]
+) -> dict[str, dict]:
+    """Per language: characters, tokens, tokens per character, unknown tokens, byte-fallback tokens,
+    and whether every text decodes back to itself."""
+    byte_ids = {tok.convert_tokens_to_ids(b) for b in BYTE_TOKENS}
+    report = {}
+    for lang, texts in texts_by_lang.items():
+        ids_list = tok(list(texts), add_special_tokens=False)["input_ids"]
+        n_tokens = sum(map(len, ids_list))
+        chars = sum(map(len, texts))
+        report[lang] = {
+            "chars": chars,
+            "tokens": n_tokens,
+            "tokens_per_char": n_tokens / max(chars, 1),
+            "unk": sum(i == tok.unk_token_id for ids in ids_list for i in ids),
+            "byte_tokens": sum(i in byte_ids for ids in ids_list for i in ids),
+            "roundtrip": all(tok.decode(ids) == t for ids, t in zip(ids_list, texts, strict=True)),
+        }
+    return report
+
+
+def _train_cli(args: argparse.Namespace) -> int:
+    if args.input == ["bundled"]:
+        texts = bundled_texts("train")
+        source = "bundled corpus (UDHR train articles + code)"
+    else:
+        texts = read_text_files(args.input)
+        source = f"{len(args.input)} file(s)"
+    n_chars = sum(len(t) for ts in texts.values() for t in ts)
+    print(f"training {args.model} tokenizer, vocab {args.vocab_size}, tau {args.tau}, on {source}: "
+          f"{len(texts)} languages, {n_chars:,} characters", flush=True)  # fmt: skip
+    t0 = time.perf_counter()
+    tok = train_tokenizer(
+        texts,
+        args.vocab_size,
+        model=args.model,
+        tau=args.tau,
+        seed=args.seed,
+        max_chars=args.max_chars,
+        show_progress=not args.quiet,
+    )
+    elapsed = time.perf_counter() - t0
+    save_tokenizer(tok, args.out)
+    check = {lang: ts[:20] for lang, ts in texts.items()}
+    if args.input == ["bundled"]:
+        check = bundled_texts("heldout", code_chars=0)
+    report = evaluate_coverage(tok, check)
+    fert = sorted(report.items(), key=lambda kv: kv[1]["tokens_per_char"])
+    unk = sum(r["unk"] for r in report.values())
+    bad = [lang for lang, r in report.items() if not r["roundtrip"]]
+    chars = sum(r["chars"] for r in report.values())
+    tokens = sum(r["tokens"] for r in report.values())
+    print(f"trained in {elapsed:.1f}s; vocab {len(tok)}; wrote {args.out}")
+    what = "held-out UDHR articles" if args.input == ["bundled"] else "the first 20 documents per language"
+    print(f"on {what} of {len(report)} languages: {tokens / chars:.3f} tokens/char, {unk} unknown tokens, "
+          f"round trip {'exact' if not bad else 'FAILED for ' + ', '.join(bad[:10])}")  # fmt: skip
+    for label, items in (("fewest", fert[:3]), ("most", fert[-3:])):
+        print(f"  {label} tokens/char: " + ", ".join(f"{k} {r['tokens_per_char']:.2f}" for k, r in items))
+    return 1 if unk or bad else 0
+
+
+def _info_cli(args: argparse.Namespace) -> int:
+    tok = load_tokenizer(args.tokenizer)
+    print(
+        f"{args.tokenizer}: {type(tok).__name__}, {len(tok)} tokens, model_max_length {tok.model_max_length}"
+    )
+    for name in SPECIAL_IDS:
+        print(
+            f"  {name:<5} {getattr(tok, f'{name}_token', None)!r:<10} id {getattr(tok, f'{name}_token_id', None)}"
+        )
+    problems = special_token_mismatches(tok)
+    print(
+        "special ids match mmBERT's layout" if not problems else "differs from mmBERT: " + "; ".join(problems)
+    )
+    print(f"fingerprint {fingerprint(tok)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`mmbert tokenizer train|info`."""
+    ap = argparse.ArgumentParser(prog="mmbert tokenizer", description="train or inspect a tokenizer")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    tr = sub.add_parser("train", help="train a multilingual Unigram/BPE tokenizer with mmBERT's special ids")
+    tr.add_argument("--out", required=True, type=Path, help="directory to write (AutoTokenizer loads it)")
+    tr.add_argument("--vocab-size", type=int, default=32_000)
+    tr.add_argument("--model", choices=["unigram", "bpe"], default="bpe", help="bpe (as Gemma 2) or unigram")
+    tr.add_argument("--tau", type=float, default=0.3, help="language sampling exponent: p ∝ chars ** tau")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--max-chars", type=int, default=None, help="cap on the sampled training characters")
+    tr.add_argument(
+        "--input",
+        nargs="+",
+        default=["bundled"],
+        help="'bundled' (default) or .txt/.jsonl/.jsonl.gz files (language from a field or lang_Script path)",
+    )
+    tr.add_argument("--quiet", action="store_true", help="no progress bars")
+    info = sub.add_parser("info", help="show a tokenizer's size and special ids")
+    info.add_argument("tokenizer", help="tokenizer directory or locally cached Hub name")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return _train_cli(args) if args.cmd == "train" else _info_cli(args)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
+        print(f"mmbert tokenizer: error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,223 @@
+"""Tokenizer: mmBERT's special-token layout, lossless round trip on every bundled language and on
+unseen scripts (byte fallback), language-balanced sampling, HF save/load, the CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from mmbert import tokenizer as T
+from mmbert.data import corpus
+
+# Scripts absent from the bundled corpus (cuneiform, runic, Gothic, Braille, emoji), control characters,
+# odd whitespace, and strings that look like byte tokens or SentencePiece's space marker.
+UNSEEN = [
+    "𒀀𒀁 𒀂",
+    "ᚠᚢᚦᚨᚱᚲ ᚷᚹ",
+    "𐌰𐌱𐌲 𐌳",
+    "⠁⠃⠉ ⠙",
+    "🙂🙃 👍🏽 family: 👨‍👩‍👧",
+    "tab\tand  two spaces\n\nand\r\nCRLF \u00a0nbsp\u3000ideographic space",
+    "literal <0x41> <0xZZ> ▁word <mask-like",
+    "   leading and trailing spaces   ",
+    "\x00\x07 control",
+]
+
+
+def _check_lossless(tok, texts, where):
+    for text in texts:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.unk_token_id not in ids, (where, text)
+        assert tok.decode(ids) == text, (where, text)
+
+
+@pytest.fixture(scope="module")
+def bpe() -> PreTrainedTokenizerFast:
+    return T.train_bundled(1000)
+
+
+@pytest.fixture(scope="module")
+def unigram_and_texts():
+    # a small Unigram tokenizer: one article of every 12th language keeps training well under a second
+    texts = T.bundled_texts("train", articles=(1,), code_chars=0)
+    sub = {lang: texts[lang] for lang in sorted(texts)[::12]}
+    return T.train_tokenizer(sub, 500, model="unigram"), sub
+
+
+def test_special_layout(bpe, unigram_and_texts):
+    for tok, size in ((bpe, 1000), (unigram_and_texts[0], 500)):
+        assert len(tok) == size
+        assert T.special_token_mismatches(tok) == []
+        assert [tok.convert_ids_to_tokens(i) for i in range(5)] == [
+            "<pad>",
+            "<eos>",
+            "<bos>",
+            "<unk>",
+            "<mask>",
+        ]
+        assert tok.convert_ids_to_tokens(5) == "<0x00>" and tok.convert_ids_to_tokens(260) == "<0xFF>"
+        single = tok("human rights")["input_ids"]
+        assert single[0] == 2 and single[-1] == 1 and 1 not in single[1:-1]
+        pair = tok("human rights", "for all")["input_ids"]
+        assert pair[0] == 2 and pair.count(1) == 2 and pair[-1] == 1
+        assert tok("a <mask> b", add_special_tokens=False)["input_ids"].count(4) == 1
+        assert tok.model_max_length == T.MODEL_MAX_LENGTH
+        assert "token_type_ids" not in tok("x")
+
+
+def test_every_bundled_language_lossless(bpe):
+    # held-out articles (never trained on) of every declaration; the few short declarations without
+    # any held-out article are checked on all their articles
+    texts: dict[str, list[str]] = {}
+    for d in corpus.load_udhr():
+        held = [a.text for a in d.articles if a.number in corpus.HELDOUT_ARTICLES]
+        texts[d.key] = held or [a.text for a in d.articles]
+    report = T.evaluate_coverage(bpe, texts)
+    assert len(report) == 532
+    assert [k for k, r in report.items() if r["unk"]] == []
+    assert [k for k, r in report.items() if not r["roundtrip"]] == []
+    # the learned pieces do real work: far fewer tokens than UTF-8 bytes
+    eng = report["eng_Latn"]
+    assert eng["tokens_per_char"] < 0.65
+    total_tokens = sum(r["tokens"] for r in report.values())
+    total_bytes = sum(len(t.encode()) for ts in texts.values() for t in ts)
+    assert total_tokens < 0.6 * total_bytes
+
+
+def test_code_lossless(bpe):
+    docs = [d.text for d in corpus.iter_code_documents()][-3:]  # files not in the 100k training prefix
+    _check_lossless(bpe, docs, "code")
+
+
+def test_unseen_scripts_byte_fallback(bpe, unigram_and_texts):
+    for tok in (bpe, unigram_and_texts[0]):
+        _check_lossless(tok, UNSEEN, type(tok.backend_tokenizer.model).__name__)
+        ids = tok("𒀀", add_special_tokens=False)["input_ids"]
+        assert tok.convert_ids_to_tokens(ids) == ["<0xF0>", "<0x92>", "<0x80>", "<0x80>"]
+
+
+def test_unigram_lossless_on_its_languages(unigram_and_texts):
+    tok, texts = unigram_and_texts
+    assert type(tok.backend_tokenizer.model).__name__ == "Unigram"
+    report = T.evaluate_coverage(tok, texts)
+    assert all(r["unk"] == 0 and r["roundtrip"] for r in report.values())
+
+
+def test_balanced_sample_shares():
+    texts = {"big": ["x" * 100] * 1000, "small": ["y" * 100] * 10, "empty": []}
+    for tau in (0.0, 0.3, 1.0):
+        chars = {"big": 0, "small": 0}
+        for lang, text in T.balanced_sample(texts, tau, None, seed=0):
+            chars[lang] += len(text)
+        w_big, w_small = 100_000**tau, 1_000**tau
+        total = 101_000
+        # each language stops at the first document that reaches its target: within one document
+        assert abs(chars["big"] - total * w_big / (w_big + w_small)) <= 100
+        assert abs(chars["small"] - total * w_small / (w_big + w_small)) <= 100
+    capped = sum(len(t) for _, t in T.balanced_sample(texts, 0.3, 5_000, seed=0))
+    assert 5_000 <= capped <= 5_200
+    with pytest.raises(ValueError, match="no training text"):
+        list(T.balanced_sample({"a": []}, 0.3, None, 0))
+
+
+def test_balancing_feeds_small_languages():
+    # Finnish (a few kB) next to ~1 MB of Python: with tau=0.3 Finnish gets a real share of the
+    # vocabulary and far fewer tokens per character than with proportional sampling (tau=1)
+    train = {
+        "code": [d.text for d in corpus.iter_code_documents()],
+        "fin_Latn": [d.text for d in corpus.iter_documents("train", langs={"fin_Latn"})],
+    }
+    held = {"fin_Latn": [d.text for d in corpus.iter_documents("heldout", langs={"fin_Latn"})]}
+    fert = {
+        tau: T.evaluate_coverage(T.train_tokenizer(train, 600, tau=tau), held)["fin_Latn"]["tokens_per_char"]
+        for tau in (0.3, 1.0)
+    }
+    assert fert[0.3] < 0.85 * fert[1.0], fert
+
+
+def test_save_load_roundtrip(bpe, tmp_path, caplog):
+    T.save_tokenizer(bpe, tmp_path / "tok")
+    assert json.loads((tmp_path / "tok" / "tokenizer_config.json").read_text())["tokenizer_class"] == (
+        "PreTrainedTokenizerFast"
+    )
+    auto = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    assert (auto.pad_token_id, auto.eos_token_id, auto.bos_token_id, auto.unk_token_id, auto.mask_token_id) == (
+        0, 1, 2, 3, 4,
+    )  # fmt: skip
+    text = "Everyone has the right to life, liberty and security of person."
+    assert auto(text)["input_ids"] == bpe(text)["input_ids"]
+    with caplog.at_level(logging.WARNING, logger="mmbert.tokenizer"):
+        loaded = T.load_tokenizer(tmp_path / "tok")
+    assert not caplog.records
+    assert T.fingerprint(loaded) == T.fingerprint(bpe)
+    assert not list((tmp_path / "tok").glob(".tokenizer.*"))  # temp dir cleaned up
+
+
+def test_load_foreign_layout_warns(tmp_path, caplog):
+    # a BERT-like layout: [PAD] 0, [UNK] 1, [CLS] 2, [SEP] 3, no mask token
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "a": 4, "b": 5}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    foreign = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]")
+    foreign.save_pretrained(tmp_path / "foreign")
+    with caplog.at_level(logging.WARNING, logger="mmbert.tokenizer"):
+        tok = T.load_tokenizer(tmp_path / "foreign")
+    assert tok("a b", add_special_tokens=False)["input_ids"] == [4, 5]
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "unk token '[UNK]' has id 1, mmBERT uses 3" in messages and "mask token None" in messages
+    assert T.fingerprint(tok) != T.fingerprint(T.train_bundled(1000))
+
+
+def test_load_missing(tmp_path):
+    with pytest.raises(ValueError, match="not in the local Hugging Face cache"):
+        T.load_tokenizer("no-such-org/no-such-tokenizer-xyz")
+    (tmp_path / "file.json").write_text("{}")
+    with pytest.raises(NotADirectoryError):
+        T.load_tokenizer(tmp_path / "file.json")
+
+
+def test_train_validation():
+    with pytest.raises(ValueError, match="too small"):
+        T.train_tokenizer(["abc"], 100)
+    with pytest.raises(ValueError, match="model must be"):
+        T.train_tokenizer(["abc"], 1000, model="wordpiece")  # type: ignore[arg-type]
+
+
+def test_cli_train_and_info(tmp_path, capsys):
+    data = tmp_path / "data"
+    (data / "fra_Latn").mkdir(parents=True)
+    fra = [d.text for d in corpus.iter_documents("train", langs={"fra_Latn"})]
+    (data / "fra_Latn" / "part.txt").write_text(
+        "\n".join(t.replace("\n", " ") for t in fra), encoding="utf-8"
+    )
+    rows = [
+        {"text": d.text, "lang": d.lang}
+        for d in corpus.iter_documents("train", langs={"deu_Latn", "rus_Cyrl"})
+    ]
+    (data / "mixed.jsonl").write_text(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8"
+    )
+    out = tmp_path / "tok"
+    args = ["train", "--out", str(out), "--vocab-size", "400", "--quiet", "--input"]
+    assert T.main([*args, str(data / "fra_Latn" / "part.txt"), str(data / "mixed.jsonl")]) == 0
+    printed = capsys.readouterr().out
+    assert "3 languages" in printed and "0 unknown tokens" in printed and "round trip exact" in printed
+    auto = AutoTokenizer.from_pretrained(out)
+    assert len(auto) == 400 and auto.mask_token_id == 4
+    assert T.main(["info", str(out)]) == 0
+    assert "special ids match mmBERT's layout" in capsys.readouterr().out
+
+
+def test_cli_bad_input(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": broken\n', encoding="utf-8")
+    assert T.main(["train", "--out", str(tmp_path / "o"), "--vocab-size", "400", "--input", str(bad)]) == 2
+    assert f"{bad}:2" in capsys.readouterr().err
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\xe9\n".encode("latin-1"))
+    assert T.main(["train", "--out", str(tmp_path / "o"), "--vocab-size", "400", "--input", str(latin1)]) == 2
+    assert "invalid UTF-8" in capsys.readouterr().err
