@@ -1,0 +1,574 @@
+"""`mmbert finetune`: sequence classification or regression on an HF-format mmBERT.
+
+    mmbert finetune --model runs/demo/export --train train.csv --dev dev.csv --out runs/clf
+
+Data is a CSV, JSON Lines or JSON file (or a Hugging Face dataset name, for users with network
+access) with a `text` column, a `label` column and optionally a `text_pair` column (names can be
+changed). Classification labels are strings or integers; regression labels are numbers. `--task
+auto` picks regression when a label is a non-integer number. Mistakes are reported with the file,
+line and column: a missing column, an empty text, a label of the wrong type, an empty split, a dev
+label never seen in training.
+
+Training runs on our unpadded model: a batch is the concatenation of its sequences with
+`cu_seqlens`, so no compute is spent on padding. The dev split is evaluated every `--eval-every`
+steps (default once per epoch) with accuracy and macro-F1 (classification) or MSE and Pearson
+(regression); the best checkpoint by `--metric` is kept and training stops after `--patience`
+evaluations without improvement. The output directory is an HF model that
+`transformers.AutoModelForSequenceClassification` loads, with `id2label`/`label2id`, the tokenizer
+and `finetune.json` (arguments, evaluation history, best and test metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import logging
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+TASKS = ("auto", "classification", "regression")
+METRICS = {
+    # name: (task, higher is better)
+    "accuracy": ("classification", True),
+    "f1_macro": ("classification", True),
+    "mse": ("regression", False),
+    "pearson": ("regression", True),
+}
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, line and column."""
+
+
+@dataclass
+class Example:
+    text: str
+    text_pair: str | None
+    label: Any
+    where: str  # "file:line" for error messages
+
+
+# ---------------------------------------------------------------------------------------------- data
+def _read_file(path: Path) -> list[tuple[str, dict]]:
+    """(where, record) pairs from a CSV / TSV / JSONL / JSON file; `where` is `path:line`."""
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
+            # DictReader's line_num is the physical line where the record ended (1 = the header).
+            return [(f"{path}:{reader.line_num}", row) for row in reader]
+    if suffix in (".jsonl", ".ndjson"):
+        records = []
+        with open(path, encoding="utf-8") as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{i}: invalid JSON: {e.msg}") from e
+                if not isinstance(obj, dict):
+                    raise DataError(f"{path}:{i}: expected a JSON object per line, got {type(obj).__name__}")
+                records.append((f"{path}:{i}", obj))
+        return records
+    if suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from e
+        if isinstance(data, dict) and "data" in data:
+            data = data["data"]
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise DataError(f"{path}: expected a list of objects (or {{'data': [...]}})")
+        return [(f"{path}[{i}]", r) for i, r in enumerate(data)]
+    raise DataError(f"{path}: unsupported file type {suffix!r} (use .csv, .tsv, .jsonl or .json)")
+
+
+def _read_hf(name: str, split: str) -> list[tuple[str, dict]]:
+    try:
+        import datasets
+    except ImportError as e:  # pragma: no cover - datasets is in the hf/dev extras
+        raise DataError(f"{name}: not a file, and loading HF datasets needs `pip install datasets`") from e
+    ds = datasets.load_dataset(name, split=split)
+    return [(f"{name}[{split}][{i}]", row) for i, row in enumerate(ds)]
+
+
+def hf_splits(name: str) -> list[str]:
+    """The split names of an HF dataset (for picking a dev split)."""
+    import datasets
+
+    return list(datasets.get_dataset_split_names(name))
+
+
+FILE_TYPES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json")
+
+
+def read_records(spec: str, split: str = "train") -> tuple[str, list[tuple[str, dict]]]:
+    """A local file (`path`) or an HF dataset (`name` or `name:split`) -> (display name, records)."""
+    path = Path(spec)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; give a {'/'.join(FILE_TYPES)} file")
+    if path.exists():
+        return str(path), _read_file(path)
+    if path.suffix.lower() in FILE_TYPES:
+        raise DataError(f"{path}: no such file")
+    name, _, explicit = spec.partition(":")
+    split = explicit or split
+    return f"{name}[{split}]", _read_hf(name, split)
+
+
+def to_examples(
+    name: str,
+    records: list[tuple[str, dict]],
+    text_column: str,
+    label_column: str,
+    pair_column: str | None,
+) -> list[Example]:
+    """Check the columns and texts of one split and turn its records into examples."""
+    if not records:
+        raise DataError(f"{name}: the split is empty (no rows)")
+    columns = set(records[0][1])
+    for col in (text_column, label_column, pair_column):
+        if col is not None and col not in columns:
+            raise DataError(f"{name}: missing column {col!r}; the columns are {sorted(columns)}")
+    out = []
+    for where, r in records:
+        for col in (text_column, label_column, pair_column):
+            if col is not None and col not in r:
+                raise DataError(f"{where}: missing column {col!r}")
+        text = r[text_column]
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{where}: column {text_column!r} must be a non-empty string, got {text!r}")
+        pair = None
+        if pair_column is not None:
+            pair = r[pair_column]
+            if not isinstance(pair, str) or not pair.strip():
+                raise DataError(f"{where}: column {pair_column!r} must be a non-empty string, got {pair!r}")
+        label = r[label_column]
+        if label is None or (isinstance(label, str) and not label.strip()):
+            raise DataError(f"{where}: column {label_column!r} is empty")
+        out.append(Example(text, pair, label, where))
+    return out
+
+
+def _as_number(x: Any) -> float | None:
+    if isinstance(x, bool):
+        return None
+    if isinstance(x, int | float):
+        return float(x)
+    if isinstance(x, str):
+        try:
+            return float(x)
+        except ValueError:
+            return None
+    return None
+
+
+def infer_task(examples: list[Example]) -> str:
+    """Regression when every label is a number and one is not an integer; classification otherwise."""
+    numbers = [_as_number(e.label) for e in examples]
+    if all(n is not None for n in numbers) and any(not float(n).is_integer() for n in numbers):
+        return "regression"
+    return "classification"
+
+
+def label_space(examples: list[Example], name: str, label_column: str) -> dict[int, str]:
+    """id2label for classification.
+
+    Integer labels (JSON integers, integral floats, or digit strings from CSV) that are exactly
+    0..K-1 keep their value as the class id; other integers are numbered in sorted order; string
+    labels are numbered in sorted order.
+    """
+    for e in examples:
+        if isinstance(e.label, bool) or not isinstance(e.label, str | int | float):
+            raise DataError(
+                f"{e.where}: column {label_column!r}: a classification label must be a string or an integer, "
+                f"got {e.label!r} ({type(e.label).__name__})"
+            )
+        if isinstance(e.label, float) and not e.label.is_integer():
+            raise DataError(
+                f"{e.where}: column {label_column!r}: {e.label!r} is not a class label; "
+                "for numeric targets use --task regression"
+            )
+    typed = {"str" if isinstance(e.label, str) else "number" for e in examples}
+    if len(typed) > 1:
+        first_num = next(e for e in examples if not isinstance(e.label, str))
+        first_str = next(e for e in examples if isinstance(e.label, str))
+        raise DataError(
+            f"{name}: column {label_column!r} mixes numeric labels ({first_num.where}: {first_num.label!r}) "
+            f"and string labels ({first_str.where}: {first_str.label!r})"
+        )
+    values = sorted({label_key(e.label) for e in examples})
+    if len(values) < 2:
+        raise DataError(f"{name}: column {label_column!r} has a single label {values}; need at least two")
+    if all(_is_int(v) for v in values):
+        ints = sorted(int(v) for v in values)
+        values = [str(v) for v in ints]
+    return dict(enumerate(values))
+
+
+def _is_int(v: str) -> bool:
+    return v.lstrip("-").isdigit()
+
+
+def label_key(label: Any) -> str:
+    """The string a label is known by in id2label (1, 1.0 and "1" are the same class)."""
+    if isinstance(label, float):
+        return str(int(label))
+    return str(label).strip()
+
+
+def encode_labels(
+    examples: list[Example], task: str, label2id: dict[str, int] | None, label_column: str
+) -> list:
+    out = []
+    for e in examples:
+        if task == "regression":
+            value = _as_number(e.label)
+            if value is None or not math.isfinite(value):
+                raise DataError(
+                    f"{e.where}: column {label_column!r}: a regression label must be a number, got {e.label!r}"
+                )
+            out.append(value)
+        else:
+            assert label2id is not None
+            key = label_key(e.label)
+            if key not in label2id:
+                raise DataError(
+                    f"{e.where}: column {label_column!r}: label {e.label!r} does not occur in the training "
+                    f"split (labels: {sorted(label2id)})"
+                )
+            out.append(label2id[key])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- batches
+@dataclass
+class Encoded:
+    ids: list[list[int]]
+    labels: list
+
+
+def tokenize(tokenizer, examples: list[Example], max_length: int) -> list[list[int]]:
+    texts = [e.text for e in examples]
+    pairs = [e.text_pair for e in examples] if examples and examples[0].text_pair is not None else None
+    enc = tokenizer(texts, pairs, truncation=True, max_length=max_length, add_special_tokens=True)
+    return enc["input_ids"]
+
+
+def packed_batch(ids: list[list[int]], device: torch.device) -> dict[str, Any]:
+    """Sequences -> flat ids (N,), int32 cu_seqlens (S+1,) and max_seqlen: no padding at all."""
+    lengths = torch.tensor([len(x) for x in ids])
+    cu = torch.zeros(len(ids) + 1, dtype=torch.int32)
+    cu[1:] = torch.cumsum(lengths, 0)
+    flat = torch.tensor([t for x in ids for t in x], dtype=torch.long)
+    return {"input_ids": flat.to(device), "cu_seqlens": cu.to(device), "max_seqlen": int(lengths.max())}
+
+
+def batches(n: int, batch_size: int, rng: random.Random | None):
+    order = list(range(n))
+    if rng is not None:
+        rng.shuffle(order)
+    for i in range(0, n, batch_size):
+        yield order[i : i + batch_size]
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+def classification_metrics(pred: list[int], gold: list[int], num_labels: int) -> dict[str, float]:
+    """Accuracy and macro-F1 (over the classes that occur in gold or pred)."""
+    n = len(gold)
+    acc = sum(p == g for p, g in zip(pred, gold, strict=True)) / n
+    f1s = []
+    for c in range(num_labels):
+        tp = sum(p == c and g == c for p, g in zip(pred, gold, strict=True))
+        fp = sum(p == c and g != c for p, g in zip(pred, gold, strict=True))
+        fn = sum(p != c and g == c for p, g in zip(pred, gold, strict=True))
+        if tp + fp + fn == 0:
+            continue
+        f1s.append(2 * tp / (2 * tp + fp + fn))
+    return {"accuracy": acc, "f1_macro": sum(f1s) / len(f1s)}
+
+
+def regression_metrics(pred: list[float], gold: list[float]) -> dict[str, float]:
+    p = torch.tensor(pred, dtype=torch.float64)
+    g = torch.tensor(gold, dtype=torch.float64)
+    mse = float(((p - g) ** 2).mean())
+    pc, gc = p - p.mean(), g - g.mean()
+    denom = float(pc.norm() * gc.norm())
+    pearson = float((pc * gc).sum()) / denom if denom > 0 else 0.0
+    return {"mse": mse, "pearson": pearson}
+
+
+@torch.no_grad()
+def evaluate(model, data: Encoded, task: str, batch_size: int, device: torch.device) -> dict[str, float]:
+    """Loss and task metrics of `model` on an encoded split."""
+    was_training = model.training
+    model.eval()
+    preds: list = []
+    loss_sum = 0.0
+    for idx in batches(len(data.ids), batch_size, None):
+        labels = torch.tensor([data.labels[i] for i in idx], device=device)
+        out = model(**packed_batch([data.ids[i] for i in idx], device), labels=labels)
+        loss_sum += float(out.loss) * len(idx)
+        logits = out.logits.float()
+        preds += logits[:, 0].tolist() if task == "regression" else logits.argmax(-1).tolist()
+    model.train(was_training)
+    metrics = (
+        regression_metrics(preds, data.labels)
+        if task == "regression"
+        else classification_metrics(preds, data.labels, model.config.num_labels)
+    )
+    return {"loss": loss_sum / len(data.ids), **metrics}
+
+
+# ---------------------------------------------------------------------------------------------- training
+def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    # No weight decay on norms and biases (1-D parameters), as in pre-training.
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warmup to 1, then linear decay to 0 at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mmbert finetune", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--model", required=True, help="HF-format mmBERT directory (an export or a released model)"
+    )
+    p.add_argument("--tokenizer", default=None, help="tokenizer directory (default: --model)")
+    p.add_argument(
+        "--train", required=True, help="training data: .csv/.tsv/.jsonl/.json file or HF dataset[:split]"
+    )
+    p.add_argument(
+        "--dev",
+        default=None,
+        help="dev data (default: the HF dataset's validation split, else 10%% of train)",
+    )
+    p.add_argument("--test", default=None, help="optional test data, evaluated with the best checkpoint")
+    p.add_argument("--out", required=True, help="output directory (HF model + tokenizer + finetune.json)")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--text-pair-column", default=None, help="second text of a pair (e.g. text_pair)")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--task", choices=TASKS, default="auto")
+    p.add_argument(
+        "--metric",
+        choices=sorted(METRICS),
+        default=None,
+        help="early-stopping metric (default: accuracy for classification, pearson for regression)",
+    )
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument(
+        "--max-steps", type=int, default=None, help="stop after this many steps (overrides --epochs)"
+    )
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--warmup-ratio", type=float, default=0.1)
+    p.add_argument("--max-length", type=int, default=512, help="tokens per example (longer is truncated)")
+    p.add_argument(
+        "--eval-every", type=int, default=None, help="evaluate every N steps (default: each epoch)"
+    )
+    p.add_argument("--patience", type=int, default=3, help="stop after N evaluations without improvement")
+    p.add_argument("--dev-fraction", type=float, default=0.1)
+    p.add_argument(
+        "--classifier-pooling",
+        choices=["mean", "cls"],
+        default=None,
+        help="override the model's classifier_pooling",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def load_splits(args: argparse.Namespace) -> tuple[list[Example], list[Example], list[Example] | None, str]:
+    """Train, dev and (optional) test examples, and a note on where dev came from."""
+    cols = (args.text_column, args.label_column, args.text_pair_column)
+    train_name, train_records = read_records(args.train, "train")
+    train = to_examples(train_name, train_records, *cols)
+    note = f"dev: {args.dev}"
+    if args.dev is not None:
+        dev_name, dev_records = read_records(args.dev, "validation")
+        dev = to_examples(dev_name, dev_records, *cols)
+    else:
+        dev_split = None
+        if not Path(args.train).exists() and ":" not in args.train:
+            dev_split = next((s for s in ("validation", "dev", "test") if s in hf_splits(args.train)), None)
+        if dev_split is not None:
+            dev_name, dev_records = read_records(f"{args.train}:{dev_split}")
+            dev = to_examples(dev_name, dev_records, *cols)
+            note = f"dev: {dev_name}"
+        else:
+            if len(train) < 2:
+                raise DataError(f"{train_name}: need at least two rows to hold out a dev split")
+            rng = random.Random(args.seed)
+            shuffled = train[:]
+            rng.shuffle(shuffled)
+            n_dev = max(1, int(len(train) * args.dev_fraction))
+            dev, train = shuffled[:n_dev], shuffled[n_dev:]
+            note = f"dev: {n_dev} rows held out of {train_name} (--dev-fraction {args.dev_fraction})"
+    test = None
+    if args.test is not None:
+        test_name, test_records = read_records(args.test, "test")
+        test = to_examples(test_name, test_records, *cols)
+    return train, dev, test, note
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args)
+    except DataError as e:
+        print(f"mmbert finetune: {e}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from mmbert import MmBertForSequenceClassification
+    from mmbert.io import atomic_write_text
+    from mmbert.tokenizer import load_tokenizer, save_tokenizer
+
+    random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    train, dev, test, dev_note = load_splits(args)
+    task = infer_task(train) if args.task == "auto" else args.task
+    metric = args.metric or ("accuracy" if task == "classification" else "pearson")
+    if METRICS[metric][0] != task:
+        raise DataError(f"--metric {metric} is a {METRICS[metric][0]} metric, but the task is {task}")
+    higher_better = METRICS[metric][1]
+
+    overrides: dict[str, Any] = {}
+    label2id = None
+    if task == "classification":
+        id2label = label_space(train, args.train, args.label_column)
+        label2id = {v: k for k, v in id2label.items()}
+        overrides.update(id2label=id2label, problem_type="single_label_classification")
+    else:
+        overrides.update(num_labels=1, id2label={0: "score"}, problem_type="regression")
+    if args.classifier_pooling:
+        overrides["classifier_pooling"] = args.classifier_pooling
+    splits = {"train": train, "dev": dev} | ({"test": test} if test is not None else {})
+    labels = {k: encode_labels(v, task, label2id, args.label_column) for k, v in splits.items()}
+
+    tokenizer = load_tokenizer(args.tokenizer or args.model)
+    encoded = {k: Encoded(tokenize(tokenizer, v, args.max_length), labels[k]) for k, v in splits.items()}
+    model = MmBertForSequenceClassification.from_pretrained(args.model, device=device, **overrides)
+    model.train()
+    log.info(
+        "%s with %d labels: train %d, %s (%d); metric %s",
+        task,
+        model.config.num_labels,
+        len(train),
+        dev_note,
+        len(dev),
+        metric,
+    )
+
+    steps_per_epoch = math.ceil(len(train) / args.batch_size)
+    total = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
+    eval_every = args.eval_every or steps_per_epoch
+    warmup = int(args.warmup_ratio * total)
+    opt = _optimizer(model, args.lr, args.weight_decay)
+    rng = random.Random(args.seed)
+
+    history: list[dict[str, Any]] = []
+    before = evaluate(model, encoded["dev"], task, args.batch_size, device)
+    history.append({"step": 0, **before})
+    best_value, best_step, best_state = before[metric], 0, copy.deepcopy(model.state_dict())
+    bad_evals, step, losses = 0, 0, []
+    bar = tqdm(total=total, desc="finetune", unit="step", disable=args.no_progress)
+    t0 = time.perf_counter()
+    stop = False
+    while not stop:
+        for idx in batches(len(train), args.batch_size, rng):
+            for g in opt.param_groups:
+                g["lr"] = args.lr * _lr_factor(step, warmup, total)
+            batch = packed_batch([encoded["train"].ids[i] for i in idx], device)
+            y = torch.tensor([encoded["train"].labels[i] for i in idx], device=device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss = model(**batch, labels=y).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            if step % eval_every == 0 or step == total:
+                m = evaluate(model, encoded["dev"], task, args.batch_size, device)
+                history.append(
+                    {"step": step, "train_loss": sum(losses[-eval_every:]) / len(losses[-eval_every:]), **m}
+                )
+                improved = m[metric] > best_value if higher_better else m[metric] < best_value
+                log.info(
+                    "step %d | train loss %.4f | dev loss %.4f | dev %s %.4f%s",
+                    step,
+                    history[-1]["train_loss"],
+                    m["loss"],
+                    metric,
+                    m[metric],
+                    " (best)" if improved else "",
+                )
+                if improved:
+                    best_value, best_step, bad_evals = m[metric], step, 0
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    bad_evals += 1
+                    if bad_evals >= args.patience:
+                        log.info("early stop: no dev %s improvement in %d evaluations", metric, bad_evals)
+                        stop = True
+            if stop or step >= total:
+                stop = True
+                break
+    bar.close()
+    model.load_state_dict(best_state)
+    out = Path(args.out)
+    model.save_pretrained(out)
+    save_tokenizer(tokenizer, out)
+    summary: dict[str, Any] = {
+        "task": task,
+        "metric": metric,
+        "labels": model.config.id2label,
+        "steps": step,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "best_step": best_step,
+        "best": next(h for h in history if h["step"] == best_step),
+        "history": history,
+        "train_losses": losses,
+        "args": vars(args),
+    }
+    if test is not None:
+        summary["test"] = evaluate(model, encoded["test"], task, args.batch_size, device)
+    atomic_write_text(out / "finetune.json", json.dumps(summary, indent=2) + "\n")
+    best = summary["best"]
+    print(
+        f"finetune: {step} steps, best dev {metric} {best[metric]:.4f} at step {best_step} "
+        f"(before training {before[metric]:.4f})"
+        + (f", test {metric} {summary['test'][metric]:.4f}" if test is not None else "")
+        + f"; wrote {out}"
+    )
+    return 0
