@@ -159,20 +159,18 @@ def _sdpa_local(q, k, v, batch: VarlenBatch, window: int, scale: float, dropout_
     nb = -(-n // block)
     pad = nb * block - n
     mask = batch.cached(("local_block_mask", window), lambda: _local_block_mask(batch, window))
+    qb = (F.pad(q, (0, 0, 0, 0, 0, pad)) if pad else q).view(nb, block, h, d)
 
-    def blocks(t: torch.Tensor) -> torch.Tensor:  # (N, H, D) -> (nb, B, H, D)
-        return F.pad(t, (0, 0, 0, 0, 0, pad)).view(nb, block, h, d)
-
-    qb, kb, vb = blocks(q), blocks(k), blocks(v)
-
-    def neighbours(t: torch.Tensor) -> torch.Tensor:  # (nb, B, H, D) -> (nb, 3B, H, D)
-        tp = F.pad(t, (0, 0, 0, 0, 0, 0, 1, 1))
-        return torch.cat([tp[:-2], tp[1:-1], tp[2:]], dim=1)
+    def neighbours(t: torch.Tensor) -> torch.Tensor:  # (N, H, D) -> (nb, 3B, H, D), a strided view
+        # One zero block before and after (plus the tail padding), then overlapping windows of 3 blocks
+        # that step by one block: no copy beyond the padding.
+        tp = F.pad(t, (0, 0, 0, 0, block, block + pad))  # ((nb + 2) * B, H, D)
+        return tp.as_strided((nb, 3 * block, h, d), (block * h * d, h * d, d, 1))
 
     o = F.scaled_dot_product_attention(
         qb.transpose(1, 2),  # (nb, H, B, D)
-        neighbours(kb).transpose(1, 2),  # (nb, H, 3B, D)
-        neighbours(vb).transpose(1, 2),
+        neighbours(k).transpose(1, 2),  # (nb, H, 3B, D)
+        neighbours(v).transpose(1, 2),
         attn_mask=mask,
         dropout_p=dropout_p,
         scale=scale,

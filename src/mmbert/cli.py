@@ -20,7 +20,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("mmbert.inference:embed_main", "mean-pooled embeddings of a file of texts"),
     "finetune": ("mmbert.finetune:main", "fine-tune sequence classification / regression"),
     "demo": ("mmbert.demo:main", "the end-to-end demo on the bundled corpus"),
-    "bench": ("mmbert.bench:main", "inference throughput benchmark"),
 }
 
 
