@@ -181,9 +181,11 @@ def main(argv: list[str] | None = None) -> int:
                 "padded_tokens": ids.numel(),
             }
             with torch.inference_mode():
-                t_ours = time_fn(lambda ids=ids, mask=mask: ours(ids, attention_mask=mask), device, args.reps)
+                t_ours = time_fn(
+                    lambda m=ours, ids=ids, mask=mask: m(ids, attention_mask=mask), device, args.reps
+                )
                 t_hf = time_fn(
-                    lambda ids=ids, mask=mask: hf(input_ids=ids, attention_mask=mask), device, args.reps
+                    lambda m=hf, ids=ids, mask=mask: m(input_ids=ids, attention_mask=mask), device, args.reps
                 )
                 result.update(
                     ours_tok_s=real / t_ours,
