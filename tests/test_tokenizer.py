@@ -125,10 +125,10 @@ def test_balanced_sample_shares():
 
 
 def test_balancing_feeds_small_languages():
-    # Finnish (a few kB) next to ~1 MB of Python: with tau=0.3 Finnish gets a real share of the
+    # Finnish (18k characters) next to 430k of Python: with tau=0.3 Finnish gets a real share of the
     # vocabulary and far fewer tokens per character than with proportional sampling (tau=1)
     train = {
-        "code": [d.text for d in corpus.iter_code_documents()],
+        "code": [d.text for d in corpus.iter_code_documents()][:12],
         "fin_Latn": [d.text for d in corpus.iter_documents("train", langs={"fin_Latn"})],
     }
     held = {"fin_Latn": [d.text for d in corpus.iter_documents("heldout", langs={"fin_Latn"})]}
@@ -190,10 +190,8 @@ def test_train_validation():
 def test_cli_train_and_info(tmp_path, capsys):
     data = tmp_path / "data"
     (data / "fra_Latn").mkdir(parents=True)
-    fra = [d.text for d in corpus.iter_documents("train", langs={"fra_Latn"})]
-    (data / "fra_Latn" / "part.txt").write_text(
-        "\n".join(t.replace("\n", " ") for t in fra), encoding="utf-8"
-    )
+    for d in corpus.iter_documents("train", langs={"fra_Latn"}):
+        (data / "fra_Latn" / f"{d.meta['article']}.txt").write_text(d.text, encoding="utf-8")
     rows = [
         {"text": d.text, "lang": d.lang}
         for d in corpus.iter_documents("train", langs={"deu_Latn", "rus_Cyrl"})
@@ -201,11 +199,21 @@ def test_cli_train_and_info(tmp_path, capsys):
     (data / "mixed.jsonl").write_text(
         "\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8"
     )
+    (tmp_path / "plain.txt").write_text("no language directory: und_Zzzz", encoding="utf-8")
+    texts = T.read_text_files([data / "fra_Latn", tmp_path / "plain.txt"])
+    assert sorted(texts) == ["fra_Latn", "und_Zzzz"] and len(texts["fra_Latn"]) == 25
     out = tmp_path / "tok"
-    args = ["train", "--out", str(out), "--vocab-size", "400", "--quiet", "--input"]
-    assert T.main([*args, str(data / "fra_Latn" / "part.txt"), str(data / "mixed.jsonl")]) == 0
+    args = ["train", "--out", str(out), "--vocab-size", "400", "--quiet", "--lang-field", "lang", "--input"]
+    assert T.main([*args, str(data / "mixed.jsonl")]) == 0
     printed = capsys.readouterr().out
-    assert "3 languages" in printed and "0 unknown tokens" in printed and "round trip exact" in printed
+    assert "2 languages" in printed and "0 unknown tokens" in printed and "round trip exact" in printed
+    assert (
+        T.main(
+            ["train", "--out", str(out), "--vocab-size", "400", "--quiet", "--input", str(data / "fra_Latn")]
+        )
+        == 0
+    )
+    assert "1 languages" in capsys.readouterr().out
     auto = AutoTokenizer.from_pretrained(out)
     assert len(auto) == 400 and auto.mask_token_id == 4
     assert T.main(["info", str(out)]) == 0
@@ -215,9 +223,12 @@ def test_cli_train_and_info(tmp_path, capsys):
 def test_cli_bad_input(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{"text": broken\n', encoding="utf-8")
-    assert T.main(["train", "--out", str(tmp_path / "o"), "--vocab-size", "400", "--input", str(bad)]) == 2
-    assert f"{bad}:2" in capsys.readouterr().err
+    args = ["train", "--out", str(tmp_path / "o"), "--vocab-size", "400", "--lang", "eng_Latn", "--input"]
+    assert T.main([*args, str(bad)]) == 2
+    assert f"{bad}:2: broken JSON line" in capsys.readouterr().err
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("caf\xe9\n".encode("latin-1"))
-    assert T.main(["train", "--out", str(tmp_path / "o"), "--vocab-size", "400", "--input", str(latin1)]) == 2
+    assert T.main([*args, str(latin1)]) == 2
     assert "invalid UTF-8" in capsys.readouterr().err
+    assert T.main([*args, str(tmp_path / "missing.txt")]) == 2
+    assert "missing.txt" in capsys.readouterr().err

@@ -26,14 +26,12 @@ from __future__ import annotations
 
 import argparse
 import collections
-import gzip
 import hashlib
 import json
 import logging
 import math
 import os
 import random
-import re
 import shutil
 import sys
 import tempfile
@@ -359,40 +357,31 @@ def train_bundled(
     return wrap(Tokenizer.from_str(_BUNDLED_CACHE[key]))
 
 
-_LANG_DIR = re.compile(r"^[a-z]{2,3}_[A-Z][a-z]{3}$")
+UNKNOWN_LANG = "und_Zzzz"  # ISO 639-3 "undetermined", ISO 15924 "unknown script"
 
 
-def read_text_files(paths: Iterable[str | Path]) -> dict[str, list[str]]:
-    """Training text from files: `.txt` (one document per non-empty line) or `.jsonl[.gz]` (a `text`
-    field; the language from a `lang`/`language` field). Otherwise the language is a `lang_Script`
-    directory in the path (FineWeb2's layout) or the file name without suffixes, else `und`."""
+def read_text_files(
+    paths: Iterable[str | Path],
+    text_field: str = "text",
+    lang_field: str | None = None,
+    lang: str | None = None,
+) -> dict[str, list[str]]:
+    """Training text from files or directories of `.jsonl[.gz]`, `.parquet` or `.txt` (one document per
+    file), read by `mmbert.data.sources.LocalFilesSource` (same formats and errors as `mmbert prepare`).
+
+    The language is `lang_field` of each record, else `lang`, else a `lang_Script` directory in the
+    path (FineWeb2's layout), else `und_Zzzz`.
+    """
+    from mmbert.data.sources import LocalFilesSource, lang_from_path
+
     texts: dict[str, list[str]] = collections.defaultdict(list)
-    for p in map(Path, paths):
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: no such file")
-        default = next((part for part in reversed(p.parts[:-1]) if _LANG_DIR.match(part)), None)
-        stem = p.name.split(".")[0]
-        default = default or (stem if _LANG_DIR.match(stem) or stem == "code" else "und")
-        opener = gzip.open if p.suffix == ".gz" else open
-        is_json = ".jsonl" in p.suffixes
-        with opener(p, "rt", encoding="utf-8") as f:
-            try:
-                for lineno, line in enumerate(f, start=1):
-                    if not line.strip():
-                        continue
-                    if not is_json:
-                        texts[default].append(line.rstrip("\n"))
-                        continue
-                    try:
-                        rec = json.loads(line)
-                        text = rec["text"]
-                    except (json.JSONDecodeError, KeyError, TypeError) as e:
-                        raise ValueError(f"{p}:{lineno}: not a JSON object with a 'text' field ({e})") from e
-                    texts[rec.get("lang") or rec.get("language") or default].append(text)
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{p}: invalid UTF-8 ({e})") from e
-    if not texts:
-        raise ValueError(f"no text in {', '.join(map(str, paths))}")
+    for path in paths:
+        for f in LocalFilesSource(path).files():
+            fallback = lang or (None if lang_field or lang_from_path(f) else UNKNOWN_LANG)
+            src = LocalFilesSource(f, text_field=text_field, lang_field=lang_field, lang=fallback)
+            for unit in src.units():
+                for doc in src.read(unit, "input"):
+                    texts[doc.lang].append(doc.text)
     return dict(texts)
 
 
@@ -423,7 +412,7 @@ def _train_cli(args: argparse.Namespace) -> int:
         texts = bundled_texts("train")
         source = "bundled corpus (UDHR train articles + code)"
     else:
-        texts = read_text_files(args.input)
+        texts = read_text_files(args.input, args.text_field, args.lang_field, args.lang)
         source = f"{len(args.input)} file(s)"
     n_chars = sum(len(t) for ts in texts.values() for t in ts)
     print(f"training {args.model} tokenizer, vocab {args.vocab_size}, tau {args.tau}, on {source}: "
@@ -490,8 +479,11 @@ def main(argv: list[str] | None = None) -> int:
         "--input",
         nargs="+",
         default=["bundled"],
-        help="'bundled' (default) or .txt/.jsonl/.jsonl.gz files (language from a field or lang_Script path)",
+        help="'bundled' (default), or files/directories of .jsonl[.gz], .parquet, .txt (one document each)",
     )
+    tr.add_argument("--text-field", default="text", help="text field of .jsonl/.parquet records")
+    tr.add_argument("--lang-field", default=None, help="language field of records (else --lang or the path)")
+    tr.add_argument("--lang", default=None, help="language of every input (overrides the path)")
     tr.add_argument("--quiet", action="store_true", help="no progress bars")
     info = sub.add_parser("info", help="show a tokenizer's size and special ids")
     info.add_argument("tokenizer", help="tokenizer directory or locally cached Hub name")
