@@ -603,11 +603,10 @@ class Trainer:
                     bar = self._progress_bar()
                 before = self.tokens
                 record = self.train_step()
-                if (
-                    self.options.lang_shares_every_steps
-                    and self.step % self.options.lang_shares_every_steps == 0
-                ):
-                    record["lang_shares"] = self._language_shares()
+                ended = self.tokens >= self._phase_end(index)
+                every_shares = self.options.lang_shares_every_steps
+                if ended or (every_shares and self.step % every_shares == 0):
+                    record["lang_shares"] = self._language_shares()  # since the last report
                 self._log(record)
                 if bar is not None:
                     bar.update(min(self.tokens, self._phase_end(index)) - before)
@@ -617,7 +616,6 @@ class Trainer:
                         f"{self.options.max_nonfinite_steps}); the last good checkpoint is "
                         f"{ckpt.latest(self.run_dir)}"
                     )
-                ended = self.tokens >= self._phase_end(index)
                 if ended:
                     if bar is not None:
                         bar.close()
@@ -865,7 +863,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)
     try:
         recipe = load_recipe(args.recipe, args.overrides)
         if args.variant is not None and args.variant not in recipe.variant_names():

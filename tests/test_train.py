@@ -1,0 +1,336 @@
+"""`mmbert train` on a tiny model and tiny prepared data: resume after SIGKILL, phases, variants, exports.
+
+The data is four fake languages tokenized by `mmbert prepare` with a tiny BPE tokenizer, built once per
+module; every run is a few dozen optimizer steps of the `tiny` preset on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmbert import checkpoint as ckpt
+from mmbert import train
+from mmbert.recipe import load_recipe
+
+RECIPE = """\
+name: test
+seed: 0
+model: {{preset: tiny}}
+tokenizer: {tok}
+data: [{data}]
+train: {{lr: 3e-3, batch_tokens: 128, batch_warmup_start_tokens: 64, batch_warmup_tokens: 300,
+         checkpoint_every_tokens: 250, keep_last: 2}}
+phases:
+  - {{name: pre, tokens: 900, languages: [aaa_Latn, bbb_Latn], tau: 0.7, mask_rate: 0.3, seq_len: 32,
+      warmup_tokens: 200}}
+  - {{name: mid, tokens: 500, languages: [aaa_Latn, bbb_Latn, ccc_Cyrl], tau: 0.5, mask_rate: 0.15,
+      seq_len: 64, global_rope_theta: 160000, local_rope_theta: 160000}}
+  - name: decay
+    tokens: 300
+    languages: all
+    tau: 0.3
+    mask_rate: 0.05
+    seq_len: 64
+    global_rope_theta: 160000
+    local_rope_theta: 160000
+    decay: one_minus_sqrt
+{variants}"""
+VARIANTS = """\
+    variants:
+      eng: {languages: [aaa_Latn]}
+      all: {languages: all}
+"""
+# One thread: the tiny model gains nothing from two, and a busy machine makes spinning threads costly.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+LANGUAGES = {
+    "aaa_Latn": "abcdefghij",
+    "bbb_Latn": "klmnopqrst",
+    "ccc_Cyrl": "абвгдежзик",
+    "ddd_Grek": "αβγδεζηθικ",
+}
+
+
+def fake_documents(n_docs: int = 30, seed: int = 0) -> list[tuple[str, str]]:
+    """(language, text) pairs: each fake language has its own alphabet and a 40-word lexicon."""
+    rng = random.Random(seed)
+    docs = []
+    for lang, alphabet in LANGUAGES.items():
+        lexicon = ["".join(rng.choice(alphabet) for _ in range(rng.randint(2, 6))) for _ in range(40)]
+        docs += [(lang, " ".join(rng.choices(lexicon, k=rng.randint(5, 60))) + ".") for _ in range(n_docs)]
+    return docs
+
+
+def train_tokenizer(texts: list[str], out: Path, vocab_size: int = 300) -> None:
+    """A BPE tokenizer with the mmBERT special ids (pad 0, eos 1, bos 2, unk 3, mask 4)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials))
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>",
+        mask_token="<mask>",
+    )  # fmt: skip
+    fast.save_pretrained(out)
+
+
+def build_inputs(root: Path) -> tuple[Path, Path]:
+    """A tokenizer and a prepared data directory (source `web`, 4 languages x 30 documents)."""
+    from mmbert.data.prepare import prepare
+    from mmbert.data.sources import open_source
+
+    root.mkdir(parents=True, exist_ok=True)
+    docs = fake_documents()
+    train_tokenizer([text for _, text in docs], root / "tok")
+    path = root / "docs.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for i, (lang, text) in enumerate(docs):
+            f.write(json.dumps({"text": text, "lang": lang, "id": str(i)}, ensure_ascii=False) + "\n")
+    prepare(
+        open_source(str(path), lang_field="lang"), root / "tok", root / "data", name="web", progress=False
+    )
+    return root / "tok", root / "data"
+
+
+def write_recipe(path: Path, tok: Path, data: Path, variants: bool = True) -> Path:
+    path.write_text(RECIPE.format(tok=tok, data=data, variants=VARIANTS if variants else ""))
+    return path
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_inputs")
+    tok, data = build_inputs(root)
+    return write_recipe(root / "recipe.yaml", tok, data, variants=False), write_recipe(
+        root / "variants.yaml", tok, data
+    )
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def run_main(*args) -> int:
+    return train.main([str(a) for a in args] + ["--no-progress", "--no-tensorboard"])
+
+
+def _cli(recipe: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "mmbert.cli", "train", str(recipe), "--out", str(out), "--no-progress"]
+
+
+def _kill_after(recipe: Path, out: Path, lines: int, extra_delay: float) -> None:
+    """Start a run in a subprocess and SIGKILL it once metrics.jsonl has `lines` lines (+ a delay)."""
+    proc = subprocess.Popen(_cli(recipe, out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= lines:
+                time.sleep(extra_delay)
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, "the run finished before it could be killed: make it longer"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+
+
+KEYS = ("step", "tokens", "phase", "loss", "lr", "mask_rate", "seq_len", "batch_tokens", "masked_tokens")
+
+
+def test_sigkill_and_rerun_gives_identical_losses(inputs, tmp_path):
+    recipe, _ = inputs
+    # Reference: never interrupted, in a subprocess like the interrupted one (same threads, same kernels).
+    subprocess.run(_cli(recipe, tmp_path / "ref"), env=ENV, check=True, capture_output=True)
+    reference = [{k: r[k] for k in KEYS} for r in read_metrics(tmp_path / "ref")]
+    assert len(reference) >= 12 and {r["phase"] for r in reference} == {"pre", "mid", "decay"}
+
+    out = tmp_path / "killed"
+    # Two kills at different moments (the second one soon after a checkpoint is due), then a clean finish.
+    _kill_after(recipe, out, lines=3, extra_delay=0.0)
+    _kill_after(recipe, out, lines=len(read_metrics(out)) + 6, extra_delay=0.05)
+    assert ckpt.latest(out) is not None
+    done = subprocess.run(_cli(recipe, out), env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming from" in done.stderr
+    resumed = [{k: r[k] for k in KEYS} for r in read_metrics(out)]
+    assert resumed == reference
+    # The exports of the resumed run are bit-identical to the reference ones.
+    for phase in ("pre", "mid", "decay"):
+        a = (tmp_path / "ref" / "export" / phase / "model.safetensors").read_bytes()
+        assert a == (out / "export" / phase / "model.safetensors").read_bytes()
+
+
+def test_phases_switch_in_place_and_export(inputs, tmp_path):
+    recipe_path, _ = inputs
+    recipe = load_recipe(recipe_path)
+    env = train.dist_utils.init_distributed("cpu")
+    trainer = train.Trainer(recipe, tmp_path, env, train.TrainOptions(progress=False, tensorboard=False))
+    optimizer, model = trainer.optimizer, trainer.model
+    assert trainer.run() == 0
+    assert trainer.optimizer is optimizer and trainer.model is model  # nothing rebuilt at phase changes
+    records = read_metrics(tmp_path)
+    # The optimizer's step counter ran through all phases (its moments were never reset).
+    assert int(optimizer.param_groups[0]["step"]) == len(records)
+
+    starts = dict(zip([p.name for p in recipe.phases], recipe.phase_starts(), strict=True))
+    by_phase = {p.name: [r for r in records if r["phase"] == p.name] for p in recipe.phases}
+    for phase in recipe.phases:
+        rows = by_phase[phase.name]
+        assert {(r["mask_rate"], r["tau"], r["seq_len"]) for r in rows} == {
+            (phase.mask_rate, phase.tau, phase.seq_len)
+        }
+        # A step never straddles a phase boundary: the phase's first step starts at or after its start.
+        assert rows[0]["tokens"] - rows[0]["batch_tokens"] >= starts[phase.name]
+        assert rows[-1]["tokens"] >= starts[phase.name] + phase.tokens
+        assert all(r["batch_tokens"] % phase.seq_len == 0 for r in rows)
+    # Batch-size warmup: the first steps are smaller than the full batch.
+    assert records[0]["batch_tokens"] < records[-2]["batch_tokens"] == 128
+    # LR: warmup from ~0, then the one_minus_sqrt decay ends at 2% of the peak.
+    assert records[0]["lr"] < 3e-3 and records[-1]["lr"] == pytest.approx(0.02 * 3e-3, rel=1e-6)
+    assert all(math.isfinite(r["loss"]) for r in records)
+    assert "lang_shares" in records[9]
+    assert set(by_phase["pre"][-1]["lang_shares"]) <= {"aaa_Latn", "bbb_Latn"}
+
+    from mmbert.model import MmBertForMaskedLM
+    from mmbert.tokenizer import load_tokenizer
+
+    for phase, theta in (("pre", 10_000.0), ("mid", 160_000.0), ("decay", 160_000.0)):
+        export = tmp_path / "export" / phase
+        model = MmBertForMaskedLM.from_pretrained(export)
+        assert model.config.global_rope_theta == theta == model.config.local_rope_theta
+        assert len(load_tokenizer(export)) == model.config.vocab_size
+    # The last phase-end checkpoints are kept beside the newest periodic ones.
+    names = [c.path.name for c in ckpt.list_checkpoints(tmp_path)]
+    assert sum("-end-" in n for n in names) == 3
+    assert len([n for n in names if "-end-" not in n]) <= 2
+    # Rerunning a finished run does nothing.
+    assert run_main(recipe_path, "--out", tmp_path) == 0
+    assert len(read_metrics(tmp_path)) == len(records)
+
+
+def test_decay_variants_share_the_pre_decay_checkpoint(inputs, tmp_path):
+    _, recipe = inputs
+    assert run_main(recipe, "--out", tmp_path, "--variant", "eng") == 0
+    shared = read_metrics(tmp_path)
+    assert {r["phase"] for r in shared} == {"pre", "mid"}
+    pre_decay = ckpt.phase_end_checkpoint(tmp_path, "mid")
+    assert pre_decay is not None
+    eng = read_metrics(tmp_path / "variants" / "eng")
+    assert eng[0]["step"] == shared[-1]["step"] + 1 and {r["phase"] for r in eng} == {"decay"}
+    # Only aaa_Latn is drawn; the packer may carry the rest of one mid-training document into the phase.
+    assert eng[-1]["lang_shares"]["aaa_Latn"] >= 0.75
+    # A second variant, run later (as on another machine), reuses the shared checkpoint: no retraining.
+    assert run_main(recipe, "--out", tmp_path, "--variant", "all") == 0
+    assert read_metrics(tmp_path) == shared
+    other = read_metrics(tmp_path / "variants" / "all")
+    assert other[0]["step"] == eng[0]["step"] and other[0]["tokens"] == eng[0]["tokens"]
+    assert {"ccc_Cyrl", "ddd_Grek"} & set(other[-1]["lang_shares"])
+    for name in ("eng", "all"):
+        export = tmp_path / "variants" / name / "export" / "decay"
+        assert (export / "model.safetensors").exists() and (export / "tokenizer.json").exists()
+    assert run_main(recipe, "--out", tmp_path, "--variant", "nope") == 2
+
+
+def test_nonfinite_losses_are_skipped_then_stop_the_run(inputs, tmp_path, monkeypatch):
+    from mmbert.model import MmBertForMaskedLM
+
+    recipe, _ = inputs
+    forward = MmBertForMaskedLM.forward
+    calls = {"n": 0}
+
+    def flaky(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3 or calls["n"] >= 6:  # one bad step, then bad forever
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(MmBertForMaskedLM, "forward", flaky)
+    assert run_main(recipe, "--out", tmp_path, "--max-nonfinite-steps", "2") == 3
+    records = read_metrics(tmp_path)
+    assert [r["step"] for r in records if r.get("skipped")] == [3, 6, 7, 8]
+    assert not records[3].get("skipped") and math.isfinite(records[3]["loss"])
+    # The last checkpoint precedes the bad streak and holds finite weights.
+    latest = ckpt.load_checkpoint(ckpt.latest(tmp_path))
+    assert latest["step"] <= 5
+    assert all(torch.isfinite(t).all() for t in latest["model"].values())
+
+
+def test_init_from_hf_export(inputs, tmp_path):
+    from mmbert.model import MmBertForMaskedLM
+
+    recipe_path, _ = inputs
+    recipe = load_recipe(
+        recipe_path,
+        ["phases.0.tokens=128", "phases.0.warmup_tokens=0", "phases.1.tokens=64", "phases.2.tokens=64"],
+    )
+    env = train.dist_utils.init_distributed("cpu")
+    options = train.TrainOptions(progress=False, tensorboard=False)
+    train.Trainer(recipe, tmp_path / "a", env, options).run()
+    export = tmp_path / "a" / "export" / "decay"
+    trainer = train.Trainer(recipe, tmp_path / "b", env, options, init_from=export)
+    expected = MmBertForMaskedLM.from_pretrained(export).state_dict()
+    got = trainer.model.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in expected.items())
+    assert trainer.step == 0 and trainer.tokenizer_dir == export
+    trainer.close()
+
+
+def test_metrics_log_drops_lines_past_the_resumed_step(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(
+        "".join(json.dumps({"step": i, "loss": 1.0}) + "\n" for i in range(1, 6)) + '{"step": 6, "lo'
+    )
+    log = train.MetricsLog(path, resume_step=3)
+    log.write({"step": 4, "loss": 2.0})
+    log.close()
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_optimizer_excludes_norms_and_biases_from_weight_decay(tiny_config):
+    from mmbert.model import MmBertForMaskedLM
+    from mmbert.recipe import Recipe
+
+    model = MmBertForMaskedLM(tiny_config)
+    for name, kind in (("stable_adamw", "StableAdamW"), ("adamw", "AdamW")):
+        recipe = Recipe.from_dict({"phases": [{"name": "p", "tokens": 10}], "train": {"optimizer": name}})
+        opt = train.build_optimizer(model, recipe)
+        assert type(opt).__name__ == kind
+        decay, no_decay = opt.param_groups
+        names = {id(p): n for n, p in model.named_parameters()}
+        assert all("norm" in names[id(p)] or names[id(p)].endswith("bias") for p in no_decay["params"])
+        assert {names[id(p)] for p in decay["params"]} >= {"model.embeddings.tok_embeddings.weight"}
+        assert no_decay["weight_decay"] == 0 and decay["weight_decay"] > 0
+        n_params = sum(len(g["params"]) for g in opt.param_groups)
+        assert n_params == len({id(p) for p in model.parameters()})  # the tied decoder counted once
+
+
+def test_attention_pairs_match_brute_force():
+    for lengths, window in (([5, 40, 17], 8), ([1, 2, 100], 64), ([9], 8)):
+        brute = sum(sum(1 for i in range(n) for j in range(n) if abs(i - j) <= window) for n in lengths)
+        assert train.doc_attention_pairs(lengths, window) == brute
+        assert train.doc_attention_pairs(lengths, None) == sum(n * n for n in lengths)
+
+
+def test_dry_run_prints_recipe_and_plan(inputs, capsys):
+    _, recipe = inputs
+    assert train.main([str(recipe), "--dry-run", "phases.0.tau=0.6"]) == 0
+    out = capsys.readouterr().out
+    assert "tau: 0.6" in out and "# pre:" in out and "decay variants: eng, all" in out
+    assert train.main([str(recipe), "--dry-run", "phases.0.nope=1"]) == 2
