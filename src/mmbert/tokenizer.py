@@ -290,7 +290,9 @@ def load_tokenizer(path_or_name: str | Path) -> PreTrainedTokenizerBase:
     if not local and path.exists():
         raise NotADirectoryError(f"{path}: a tokenizer is a directory (with tokenizer.json or similar)")
     try:
-        tok = AutoTokenizer.from_pretrained(str(path_or_name), local_files_only=not local or None)
+        # a name is looked up in the local cache only: nothing is downloaded behind the user's back
+        offline = {} if local else {"local_files_only": True}
+        tok = AutoTokenizer.from_pretrained(str(path_or_name), **offline)
     except (OSError, ValueError) as e:
         where = "directory" if local else "name (not a directory, and not in the local Hugging Face cache)"
         raise ValueError(f"cannot load tokenizer {path_or_name!r} from this {where}: {e}") from e
