@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from _tiny import make_tiny_export
 from safetensors.torch import load_file, save_file
 
 from mmbert import cli
@@ -25,6 +24,7 @@ from mmbert.merge import (
     merge_linear,
     merge_ties,
 )
+from tests._tiny import make_tiny_export
 
 # ----------------------------------------------------------------------------------------------
 # Arithmetic on hand-written tensors.

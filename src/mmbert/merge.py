@@ -342,22 +342,24 @@ class _Trim:
 
 
 def _ties_chunk(base: torch.Tensor, deltas: list[torch.Tensor], weights: Sequence[float], trims: list[_Trim]):
-    """One chunk of a TIES merge: fp32 base chunk + fp32 task-vector chunks -> fp32 merged chunk."""
-    # Trimmed, weighted task vectors; everything below is elementwise over the chunk.
-    weighted = [
-        torch.where(t.mask(d.abs()), d * w, 0.0) for d, w, t in zip(deltas, weights, trims, strict=True)
-    ]
-    elected = torch.where(torch.stack(weighted).sum(0) >= 0, 1.0, -1.0)
-    total = torch.zeros_like(base)
+    """One chunk of a TIES merge: fp32 base chunk + fp32 task-vector chunks (consumed) -> merged chunk."""
+    # Trim and weight in place: deltas[i] becomes w_i * trim(d_i). Everything is elementwise.
+    for d, w, t in zip(deltas, weights, trims, strict=True):
+        d.masked_fill_(~t.mask(d.abs()), 0.0).mul_(w)
+    elected_sum = deltas[0].clone()
+    for d in deltas[1:]:
+        elected_sum += d
+    positive = elected_sum >= 0  # the elected sign; 0 counts as +
+    total = elected_sum.zero_()  # reuse the buffer
     weight_sum = torch.zeros_like(base)
-    for wd, w in zip(weighted, weights, strict=True):
-        # Trimmed entries have sign 0 and so never agree with the elected +-1.
-        agree = torch.sign(wd) == elected
-        total += torch.where(agree, wd, 0.0)
-        weight_sum += agree * w
+    for d, w in zip(deltas, weights, strict=True):
+        # Trimmed entries are 0, which is neither > 0 nor < 0, so they never agree.
+        agree = torch.where(positive, d > 0, d < 0)
+        total += d.masked_fill_(~agree, 0.0)
+        weight_sum.add_(agree, alpha=w)
     # No agreeing vector: the total is 0, and dividing by 1 leaves the entry at the base.
-    weight_sum[weight_sum == 0] = 1.0
-    return base + total / weight_sum
+    weight_sum.masked_fill_(weight_sum == 0, 1.0)
+    return total.div_(weight_sum).add_(base)
 
 
 def _chunks(numel: int, chunk: int) -> Iterator[tuple[int, int]]:
@@ -782,19 +784,20 @@ def merge_dirs(
                 writer = SafetensorsWriter(
                     f, [(k, i) for k, i, _ in tensors], {"format": "pt", "mmbert_merge": method}
                 )
-                done = 0
+                done, next_report, t0 = 0, 0.1, time.perf_counter()
                 for n, (key, info, chunks) in enumerate(tensors, 1):
                     for chunk in chunks:
                         writer.write(key, chunk)
                     done += info.numel
-                    log.info(
-                        "merged %d/%d tensors (%.1fM/%.1fM params) %s",
-                        n,
-                        len(tensors),
-                        done / 1e6,
-                        total_params / 1e6,
-                        key,
-                    )
+                    # One progress line per tenth of the parameters (tensor sizes vary 1000-fold).
+                    if done >= next_report * total_params:
+                        next_report = math.floor(done / total_params * 10) / 10 + 0.1
+                        elapsed = time.perf_counter() - t0
+                        eta = elapsed * (total_params - done) / max(done, 1)
+                        log.info(
+                            "merged %d/%d tensors | %.1fM/%.1fM params | %.0fs elapsed, eta %.0fs",
+                            n, len(tensors), done / 1e6, total_params / 1e6, elapsed, eta,
+                        )  # fmt: skip
                 writer.close()
             (tmp / "merge_config.json").write_text(json.dumps(record, indent=2) + "\n")
             (tmp / "README.md").write_text(_readme(record))
