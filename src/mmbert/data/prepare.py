@@ -135,6 +135,9 @@ def load_tokenizer_info(spec: str | os.PathLike) -> TokenizerInfo:
         text = hf.backend_tokenizer.to_str()
         names = {name: getattr(hf, f"{name}_token", None) for name in SPECIAL_NAMES}
     tok = Tokenizer.from_str(text)
+    # Hash the tokenizer as `tokenizers` serializes it, not the file's bytes: a re-saved file with other
+    # formatting is the same tokenizer, and the first 16 hex digits equal `mmbert.tokenizer.fingerprint`.
+    digest = hashlib.sha256(tok.to_str().encode()).hexdigest()
     special = {}
     for name in SPECIAL_NAMES:
         token = names.get(name) or DEFAULT_SPECIAL_TOKENS[name]
@@ -143,7 +146,8 @@ def load_tokenizer_info(spec: str | os.PathLike) -> TokenizerInfo:
         "path": str(spec),
         "vocab_size": tok.get_vocab_size(with_added_tokens=True),
         "special_ids": special,
-        "sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "sha256": digest,
+        "fingerprint": digest[:16],
     }
     return TokenizerInfo(text, identity)
 
@@ -686,10 +690,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mmbert prepare: error: {e}{hint}", file=sys.stderr)
         return 1
     rate = result.tokens_this_run / max(result.seconds, 1e-9)
+    work = "nothing left to do" if result.units_resumed == result.units_total else f"{rate:,.0f} tok/s"
     print(
         f"prepared {result.name}: {result.docs:,} documents, {result.tokens:,} tokens in "
         f"{len(result.langs)} languages ({result.units_total} units, {result.units_resumed} resumed) "
-        f"-> {result.manifest_path} in {result.seconds:.1f} s ({rate:,.0f} tok/s this run)"
+        f"-> {result.manifest_path} in {result.seconds:.1f} s ({work})"
     )
     skipped = result.skipped["counts"]
     if skipped:
