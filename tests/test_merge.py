@@ -344,3 +344,23 @@ def test_cli_reports_errors(exports, tmp_path, capsys):
     assert "got 2 weights for 1 models" in capsys.readouterr().err
     assert cli.main([*argv, "--density", "0", "--out", str(tmp_path / "o")]) == 2
     assert "density must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_merges_our_own_exports(tmp_path):
+    from mmbert import MmBertConfig, MmBertForMaskedLM
+
+    cfg = MmBertConfig.preset("tiny", vocab_size=100)
+    dirs = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        dirs.append(MmBertForMaskedLM(cfg).save_pretrained(tmp_path / f"m{seed}"))
+    out = merge_dirs("ties", dirs[0], dirs[1:], tmp_path / "out", density=0.5)
+    expected = merge_ties(
+        load_file(dirs[0] / "model.safetensors"),
+        [load_file(d / "model.safetensors") for d in dirs[1:]],
+        density=0.5,
+    )
+    state = MmBertForMaskedLM.from_pretrained(out).state_dict()
+    for key, value in expected.items():
+        assert torch.equal(state[key], value), key
+    assert torch.equal(state[DECODER_KEY], expected[EMBEDDING_KEY])
