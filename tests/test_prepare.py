@@ -233,6 +233,12 @@ def test_changed_source_or_tokenizer_needs_overwrite(tmp_path, tokdir):
     f.write_text(f.read_text() + json.dumps({"text": "le chat"}) + "\n")
     with pytest.raises(PrepareError, match="fingerprint changed"):
         prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False)
+    # --overwrite drops the old shards from the manifest before it starts: a failed rerun lists none
+    f.write_text(f.read_text() + "{broken\n")
+    with pytest.raises(BadInputError):
+        prepare(LocalFilesSource(root), tokdir, data, name="web", overwrite=True, progress=False)
+    assert "web" not in json.loads((data / "manifest.json").read_text())["sources"]
+    f.write_text("".join(f.read_text().splitlines(keepends=True)[:-1]))
     result = prepare(LocalFilesSource(root), tokdir, data, name="web", overwrite=True, progress=False)
     assert result.units_resumed == 0 and TokenStore(data).num_docs("web", "fra_Latn") == 6
     # another tokenizer: refused, then --overwrite starts DATA afresh

@@ -207,6 +207,12 @@ def test_local_files_lang_field_and_fixed_lang(tmp_path):
     assert [(d.lang, d.text) for d in docs] == [("fra_Latn", "a"), ("eng_Latn", "b")]
     docs = _read_all(LocalFilesSource(f, text_field="content", lang="ita_Latn"))
     assert {d.lang for d in docs} == {"ita_Latn"}
+    # a .txt file has no fields: with --lang-field its language still comes from the path
+    (tmp_path / "mixed" / "fra_Latn").mkdir(parents=True)
+    (tmp_path / "mixed" / "fra_Latn" / "a.txt").write_text("le chat")
+    _jsonl(tmp_path / "mixed" / "b.jsonl", [{"text": "x", "lang": "deu_Latn"}])
+    docs = _read_all(LocalFilesSource(tmp_path / "mixed", lang_field="lang"))
+    assert sorted((d.lang, d.text) for d in docs) == [("deu_Latn", "x"), ("fra_Latn", "le chat")]
     with pytest.raises(BadInputError, match="cannot tell the language"):
         _read_all(LocalFilesSource(f, text_field="content"))
 
@@ -271,11 +277,16 @@ def test_bad_files(tmp_path):
         LocalFilesSource(tmp_path / "nothing").units()
 
 
-def test_parquet_missing_text_column_names_row(tmp_path):
+def test_parquet_missing_text_column_or_value(tmp_path):
     (tmp_path / "fra_Latn").mkdir()
     f = tmp_path / "fra_Latn" / "a.parquet"
     pq.write_table(pa.table({"body": ["a", "b"]}), f)
-    with pytest.raises(BadInputError, match=r"a\.parquet:1: missing text field"):
+    with pytest.raises(BadInputError, match=r"a\.parquet: missing text field: no column 'text'"):
+        _read_all(LocalFilesSource(f))
+    report = SkipReport()
+    assert _read_all(LocalFilesSource(f), report) == [] and report.counts == {"missing text field": 1}
+    pq.write_table(pa.table({"text": ["a", None, "c"]}), f)
+    with pytest.raises(BadInputError, match=r"a\.parquet:2: missing text field"):
         _read_all(LocalFilesSource(f))
 
 

@@ -422,6 +422,11 @@ def _check_source(
         old = manifest["source_info"][name]
     if overwrite:
         shutil.rmtree(source_dir, ignore_errors=True)
+        if manifest is not None and name in manifest["sources"]:
+            # Until this run finishes, the manifest must not list shards that no longer exist.
+            del manifest["sources"][name]
+            manifest.get("source_info", {}).pop(name, None)
+            atomic_write_json(data / MANIFEST, manifest)
         return
     if old is None:
         if source_dir.exists() and any(source_dir.iterdir()):
@@ -547,16 +552,34 @@ def _run_jobs(
     from tqdm import tqdm
 
     counts = [0, 0]  # documents, tokens
+    # The bar counts documents when the source knows how many there are (for the ETA), else units.
+    by_units = total is None
     bar = tqdm(
-        total=total, unit="doc", desc=f"prepare {name}", disable=not progress or not jobs, dynamic_ncols=True
+        total=len(jobs) if by_units else total,
+        unit="unit" if by_units else "doc",
+        desc=f"prepare {name}",
+        disable=not progress or not jobs,
+        dynamic_ncols=True,
     )
+
+    last_refresh = [time.monotonic()]
 
     def update(docs: int, tokens: int) -> None:
         counts[0] += docs
         counts[1] += tokens
-        bar.update(docs)
+        if not by_units:
+            bar.update(docs)
         elapsed = bar.format_dict["elapsed"] or 1e-9
-        bar.set_postfix_str(f"{counts[1]:,} tok, {counts[1] / elapsed:,.0f} tok/s", refresh=False)
+        docs_note = f"{counts[0]:,} docs, " if by_units else ""
+        bar.set_postfix_str(f"{docs_note}{counts[1]:,} tok, {counts[1] / elapsed:,.0f} tok/s", refresh=False)
+        if by_units and time.monotonic() - last_refresh[0] > 0.5:  # a long unit still shows progress
+            last_refresh[0] = time.monotonic()
+            bar.refresh()
+
+    def unit_done(record: dict[str, Any]) -> None:
+        records[record["uid"]] = record
+        if by_units:
+            bar.update(1)
 
     global _progress
     try:
@@ -566,7 +589,7 @@ def _run_jobs(
             _progress = update
             try:
                 for job in jobs:
-                    records[job.unit.uid] = _run_unit(job)
+                    unit_done(_run_unit(job))
             finally:
                 _progress = _no_progress
                 _restore_env("TOKENIZERS_PARALLELISM", saved)
@@ -592,8 +615,7 @@ def _run_jobs(
                     finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
                     _drain(queue, update)
                     for fut in finished:
-                        record = fut.result()
-                        records[record["uid"]] = record
+                        unit_done(fut.result())
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
@@ -685,6 +707,12 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             progress=not args.no_progress,
         )
+    except KeyboardInterrupt:
+        print(
+            "mmbert prepare: interrupted; finished units are kept: rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
     except (BadInputError, PrepareError, FileNotFoundError, ValueError) as e:
         hint = "" if not isinstance(e, BadInputError) else " (--skip-bad skips bad records; a rerun resumes)"
         print(f"mmbert prepare: error: {e}{hint}", file=sys.stderr)

@@ -315,28 +315,34 @@ class LocalFilesSource(Source):
         options = [self.text_field, self.lang_field, self.id_field, self.lang]
         return {"kind": self.kind, "files": len(files), "sha256": _sha256_json([files, options])}
 
-    def _file_lang(self, path: Path) -> str | None:
-        if self.lang_field is not None:
+    def _file_lang(self, path: Path, has_fields: bool) -> str | None:
+        """The language of every document in the file, or None when each record names its own."""
+        if self.lang_field is not None and has_fields:
             return None
         if self.lang is not None:
             return self.lang
         key = lang_from_path(path)
         if key is None:
+            how = "no --lang-field" if has_fields else "a .txt file has no fields"
             raise BadInputError(
                 "cannot tell the language",
                 str(path),
                 None,
-                "no --lang-field, no --lang and no lang_Script directory (like fra_Latn/) in the path",
+                f"{how}, no --lang and no lang_Script directory (like fra_Latn/) in the path",
             )
         return key
 
     def read(self, unit: Unit, source_name: str, report: SkipReport | None = None) -> Iterator[Document]:
         path = Path(unit.arg)
-        lang = self._file_lang(path)
+        suffix = _suffix(path)
+        try:
+            lang = self._file_lang(path, has_fields=suffix != ".txt")
+        except BadInputError as err:
+            _handle(err, report)
+            return
         if path.stat().st_size == 0:
             _handle(BadInputError("empty file", str(path)), report)
             return
-        suffix = _suffix(path)
         if suffix == ".txt":
             yield from self._read_txt(path, lang, source_name, report)
         elif suffix == ".parquet":
@@ -357,7 +363,8 @@ class LocalFilesSource(Source):
         if not text.strip():
             _handle(BadInputError("empty file", str(path)), report)
             return
-        yield Document(text, lang or "", source_name, self._rel(path), {"file": str(path)})
+        assert lang is not None  # a .txt file's language comes from --lang or the path
+        yield Document(text, lang, source_name, self._rel(path), {"file": str(path)})
 
     def _jsonl_rows(self, path: Path) -> Iterator[tuple[int, Any]]:
         """(line number, parsed object or a BadInputError) for each non-blank line."""
@@ -390,7 +397,15 @@ class LocalFilesSource(Source):
         except Exception as e:  # pyarrow raises several types for a bad file
             yield -1, BadInputError("unreadable parquet file", str(path), None, str(e))
             return
-        names = set(pf.schema_arrow.names)
+        names = pf.schema_arrow.names
+        for needed, reason in (
+            (self.text_field, "missing text field"),
+            (self.lang_field, "missing language field"),
+        ):
+            if needed is not None and needed not in names:
+                # One error for the file, not one per row.
+                yield -1, BadInputError(reason, str(path), None, f"no column {needed!r} (has {names})")
+                return
         columns = [c for c in (self.text_field, self.lang_field, self.id_field) if c and c in names]
         row = 0
         for batch in pf.iter_batches(batch_size=4096, columns=columns):
