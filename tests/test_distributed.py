@@ -69,6 +69,15 @@ def _torchrun(recipe: Path, out: Path, record_dir: Path, strategy: str) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """As in the workers (OMP_NUM_THREADS=1): the tiny model gains nothing from a second thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory):
     from tests.test_train import build_inputs, write_recipe

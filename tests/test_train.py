@@ -51,7 +51,7 @@ VARIANTS = """\
       eng: {languages: [aaa_Latn]}
       all: {languages: all}
 """
-# One thread: the tiny model gains nothing from two, and a busy machine makes spinning threads costly.
+# One thread, as in-process (`one_thread`).
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
@@ -110,6 +110,15 @@ def build_inputs(root: Path) -> tuple[Path, Path]:
 def write_recipe(path: Path, tok: Path, data: Path, variants: bool = True) -> Path:
     path.write_text(RECIPE.format(tok=tok, data=data, variants=VARIANTS if variants else ""))
     return path
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The tiny model gains nothing from a second thread, and spinning threads cost on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

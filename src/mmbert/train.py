@@ -58,7 +58,7 @@ from mmbert import checkpoint as ckpt
 from mmbert import distributed as dist_utils
 from mmbert.io import atomic_open, fsync_dir
 from mmbert.recipe import Phase, Recipe, RecipeError, load_recipe
-from mmbert.schedule import Schedule
+from mmbert.schedule import Schedule, phase_lr
 
 logger = logging.getLogger(__name__)
 
@@ -430,7 +430,11 @@ class Trainer:
             device=self.device,
         )
         n_masked, n_tokens = (int(x) for x in dist_utils.all_reduce_sum(counts).tolist())
-        lr = self.schedule.lr_at(min(self.tokens + n_tokens, self.schedule.total_tokens))
+        # The LR at the end of this step's batch, within this phase (at the phase's last token the
+        # schedule would already answer for the next phase).
+        phase = self.phase
+        start = self.phase_starts[self.phase_index]
+        lr = phase_lr(min(self.tokens + n_tokens, phase_end) - start, phase, self.recipe.phase_lr(phase))
         self._set_lr(lr)
 
         self.model.train()
@@ -458,14 +462,19 @@ class Trainer:
             loss_sum += out.loss.detach().double() * mb_masked
             flops += train_flops(self.config, torch.diff(cu).tolist(), mb_masked)
         loss = float(dist_utils.all_reduce_sum(loss_sum).item()) / max(n_masked, 1)
+        # No clipping (mmBERT used none): the norm is measured, and a non-finite one (a finite loss can
+        # still overflow in backward) skips the update like a non-finite loss does.
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=math.inf)
+        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
 
-        skipped = not math.isfinite(loss)
+        skipped = not (math.isfinite(loss) and math.isfinite(grad_norm))
         if skipped:
             self.nonfinite_streak += 1
             logger.warning(
-                "step %d: non-finite loss (%s), update skipped (%d in a row)",
+                "step %d: non-finite loss %s / gradient norm %s, update skipped (%d in a row)",
                 self.step + 1,
                 loss,
+                grad_norm,
                 self.nonfinite_streak,
             )
         else:
@@ -478,13 +487,13 @@ class Trainer:
 
         self.step += 1
         self.tokens += n_tokens
-        phase = self.phase
         record: dict[str, Any] = {
             "step": self.step,
             "tokens": self.tokens,
             "phase": phase.name,
             "loss": loss,
             "lr": lr,
+            "grad_norm": grad_norm,
             "mask_rate": phase.mask_rate,
             "tau": phase.tau,
             "seq_len": phase.seq_len,
@@ -593,6 +602,7 @@ class Trainer:
         total = self.schedule.total_tokens
         if self.tokens >= total:
             logger.info("%s: already complete (%d tokens)", self.run_dir, self.tokens)
+            self.close()
             return 0
         every = self.recipe.train.checkpoint_every_tokens
         bar = None
@@ -668,7 +678,17 @@ class Trainer:
                 " | SKIPPED" if record.get("skipped") else "",
             )
         if self.tb is not None:
-            for key in ("loss", "lr", "mask_rate", "tau", "seq_len", "tokens_per_s", "mfu", "data_wait_s"):
+            for key in (
+                "loss",
+                "lr",
+                "grad_norm",
+                "mask_rate",
+                "tau",
+                "seq_len",
+                "tokens_per_s",
+                "mfu",
+                "data_wait_s",
+            ):
                 value = record.get(key)
                 if value is not None and math.isfinite(value):
                     self.tb.add_scalar(f"train/{key}", value, self.step)
@@ -819,17 +839,26 @@ def dry_run(recipe: Recipe, variant: str | None) -> str:
     lines = [recipe.with_variant(variant).to_yaml(), "# plan"]
     schedule = Schedule(recipe.with_variant(variant))
     for phase, start in zip(schedule.recipe.phases, schedule.recipe.phase_starts(), strict=True):
-        steps, t = 0, start
+        steps, t, peak = 0, start, schedule.recipe.phase_lr(phase)
         while t < start + phase.tokens and steps < 10_000_000:
             t += min(schedule.batch_tokens_at(t), start + phase.tokens - t)
             steps += 1
         lines.append(
             f"# {phase.name}: tokens {_human(phase.tokens)} from {_human(start)}, ~{steps} steps, "
             f"languages {phase.languages}, tau {phase.tau}, mask {phase.mask_rate}, seq_len {phase.seq_len}, "
-            f"lr {schedule.lr_at(start + 1):.2e} -> {schedule.lr_at(start + phase.tokens):.2e}"
+            f"lr {phase_lr(1, phase, peak):.2e} -> {phase_lr(phase.tokens, phase, peak):.2e}"
         )
     if recipe.variant_names():
         lines.append(f"# decay variants: {', '.join(recipe.variant_names())} (each in OUT/variants/<name>/)")
+    # The data plan (each phase's source x language budget), when the data is prepared already.
+    try:
+        from mmbert.data.sampler import store_counts
+        from mmbert.plan import format_plan, plan_recipe
+
+        counts = store_counts(open_data(recipe.data))
+        lines += ["", format_plan(plan_recipe(recipe, counts, variant), top=10)]
+    except (OSError, RuntimeError, KeyError, ValueError) as err:
+        lines.append(f"# data plan unavailable: {err}")
     return "\n".join(lines)
 
 
