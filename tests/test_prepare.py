@@ -359,3 +359,10 @@ def test_cli(tmp_path, tokdir, capsys):
         == 1
     )
     assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "badtok").mkdir()
+    (tmp_path / "badtok" / "tokenizer.json").write_text("{}")
+    assert (
+        main(["--source", str(root), "--tokenizer", str(tmp_path / "badtok"), "--out", str(tmp_path / "d")])
+        == 1
+    )
+    assert "badtok/tokenizer.json: not a tokenizer" in capsys.readouterr().err
