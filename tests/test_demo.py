@@ -41,7 +41,7 @@ def test_quick_demo_writes_model_report_metrics_and_plots(quick_demo):
         assert recipe.phases[-1].name in metrics["training"][f"{recipe.phases[-1].name}-{v}"]
     vocab = json.loads((out / "model" / "config.json").read_text())["vocab_size"]
     merged = metrics["evaluation"]["merge (TIES)"]["groups"]
-    assert merged[recipe.phases[0].name]["mlm_loss"] < math.log(vocab) - 0.5
+    assert merged[recipe.phases[0].name]["mlm_loss"] < math.log(vocab) - 0.4
     # the decay experiment: the decay-only languages, scored for every model, seen only by `all`
     exp = metrics["decay_experiment"]
     assert exp["languages"] > 0 and exp["variants_that_saw_them"] == ["all"]

@@ -74,7 +74,7 @@ class Settings:
     tokenizer_vocab: int = 8192
     tokenizer_model: str = "unigram"
     tokenizer_max_chars: int | None = None
-    eval_max_length: int = 256
+    eval_max_length: int = 64
     eval_per_group: int | None = None  # None: every bundled language
 
     @classmethod

@@ -108,6 +108,12 @@ class FillMaskResult:
     sequence: str  # the text with every <mask> replaced by its top prediction
 
 
+def token_text(tokenizer: Any, token_id: int) -> str:
+    """A token as text; a byte-fallback piece that is not a character alone keeps its name (`<0xE2>`)."""
+    text = tokenizer.decode([token_id])
+    return tokenizer.convert_ids_to_tokens(token_id) if "\ufffd" in text else text
+
+
 def _is_space_token(tokenizer: Any, token_id: int) -> bool:
     piece = tokenizer.convert_ids_to_tokens(token_id)
     return isinstance(piece, str) and piece != "" and piece.strip(" \u2581\u0120") == ""
@@ -160,7 +166,7 @@ def fill_mask(
         for i in batch:  # the batch's texts are in the stream in this order
             for _ in range(encoded[i].count(mask_id)):
                 per_text[i].append(
-                    [Prediction(t, tokenizer.decode([t]), p) for t, p in zip(ids[m], probs[m], strict=True)]
+                    [Prediction(t, token_text(tokenizer, t), p) for t, p in zip(ids[m], probs[m], strict=True)]
                 )
                 m += 1
     results = []

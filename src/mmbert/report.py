@@ -60,10 +60,11 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def _ema(values: Sequence[float], alpha: float = 0.2) -> np.ndarray:
+def _smooth(values: Sequence[float], phases: Sequence[str], alpha: float = 0.2) -> np.ndarray:
+    """Exponential moving average, restarted at each phase change (the loss level jumps there)."""
     out, acc = [], None
-    for v in values:
-        acc = v if acc is None else alpha * v + (1 - alpha) * acc
+    for i, v in enumerate(values):
+        acc = v if acc is None or (i and phases[i] != phases[i - 1]) else alpha * v + (1 - alpha) * acc
         out.append(acc)
     return np.array(out)
 
@@ -92,7 +93,7 @@ def plot_loss(runs: Mapping[str, list[dict]], bounds: Sequence[tuple[str, int]],
         y = np.array([r["loss"] for r in recs])
         color = PALETTE[i % len(PALETTE)]
         ax.plot(x, y, color=color, alpha=0.25, lw=0.8)
-        ax.plot(x, _ema(y), color=color, lw=1.8, label=name)
+        ax.plot(x, _smooth(y, [r["phase"] for r in recs]), color=color, lw=1.8, label=name)
     _boundaries(ax, [(n, s / 1e3) for n, s in bounds])
     ax.set_xlabel("training tokens (thousands)")
     ax.set_ylabel("MLM loss (masked tokens)")
@@ -110,10 +111,20 @@ def plot_schedule(runs: Mapping[str, list[dict]], bounds: Sequence[tuple[str, in
     for ax, (key, label) in zip(axes, keys, strict=True):
         for i, (name, records) in enumerate(runs.items()):
             recs = [r for r in records if r.get(key) is not None]
-            if recs:
-                x = np.array([r["tokens"] for r in recs]) / 1e3
-                ax.plot(x, [r[key] for r in recs], color=PALETTE[i % len(PALETTE)], lw=1.6, label=name,
-                        drawstyle="steps-post" if key != "lr" else "default")  # fmt: skip
+            if not recs:
+                continue
+            color = PALETTE[i % len(PALETTE)]
+            if key == "lr":  # the LR of a step is taken at its last token
+                ax.plot(
+                    [r["tokens"] / 1e3 for r in recs], [r[key] for r in recs], color=color, lw=1.6, label=name
+                )
+            else:  # mask rate and tau hold over the step: from its first token to its last
+                x = [(r["tokens"] - r.get("batch_tokens", 0)) / 1e3 for r in recs] + [
+                    recs[-1]["tokens"] / 1e3
+                ]
+                ax.step(
+                    x, [r[key] for r in recs] + [recs[-1][key]], where="post", color=color, lw=1.6, label=name
+                )
         _boundaries(ax, [(n, s / 1e3) for n, s in bounds], top=ax is axes[0])
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -239,6 +250,7 @@ def plot_decay_experiment(experiment: Mapping[str, Any], path: Path) -> Path:
                 f"{v:.1f}", (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom", fontsize=8
             )
         ax.set_xticks(range(len(rows)), names, rotation=20, fontsize=8)
+        ax.set_ylim(0, max(1.0, max(vals) * 1.15))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, axis="y")
     if experiment.get("retrieval_chance"):
