@@ -218,8 +218,12 @@ def write_metrics(out: str | Path, metrics: dict[str, Any]) -> Path:
     return path
 
 
-def setup_logging() -> None:
+def setup(args: argparse.Namespace) -> None:
+    """Logging, and every RNG seeded before any model is built (fresh heads start the same each run)."""
+    from transformers import set_seed
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    set_seed(args.seed)
 
 
 def trainer_arguments(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:

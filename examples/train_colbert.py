@@ -22,7 +22,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from common import base_parser, logged_losses, pair_datasets, setup_logging, trainer_arguments, write_metrics
+from common import base_parser, logged_losses, pair_datasets, setup, trainer_arguments, write_metrics
 
 
 def train_pylate(args, train, dev):
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dim", type=int, default=128, help="per-token vector size")
     p.add_argument("--query-length", type=int, default=32, help="query tokens (padded with <mask> expansion)")
     args = p.parse_args(argv)
-    setup_logging()
+    setup(args)
     backend = args.backend
     if backend == "auto":
         backend = "pylate" if importlib.util.find_spec("pylate") else "st"

@@ -21,7 +21,7 @@ from common import (
     logged_losses,
     pair_datasets,
     retrieval_data,
-    setup_logging,
+    setup,
     trainer_arguments,
     write_metrics,
 )
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cached", action="store_true", help="CachedMultipleNegativesRankingLoss (GradCache)")
     p.add_argument("--mini-batch-size", type=int, default=8, help="chunk size of the cached loss")
     args = p.parse_args(argv)
-    setup_logging()
+    setup(args)
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, losses
     from sentence_transformers.base.sampler import BatchSamplers
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments

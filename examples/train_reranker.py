@@ -22,7 +22,7 @@ from common import (
     base_parser,
     load_split_rows,
     logged_losses,
-    setup_logging,
+    setup,
     trainer_arguments,
     udhr_declarations,
     udhr_pairs,
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--num-negatives", type=int, default=3, help="mined negatives per query")
     args = p.parse_args(argv)
-    setup_logging()
+    setup(args)
     import datasets
     import torch
     from sentence_transformers import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments

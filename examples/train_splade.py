@@ -19,7 +19,7 @@ from common import (
     logged_losses,
     pair_datasets,
     retrieval_data,
-    setup_logging,
+    setup,
     trainer_arguments,
     write_metrics,
 )
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--query-reg", type=float, default=5e-5, help="FLOPS regularizer weight for queries")
     p.add_argument("--doc-reg", type=float, default=3e-5, help="FLOPS regularizer weight for documents")
     args = p.parse_args(argv)
-    setup_logging()
+    setup(args)
     from sentence_transformers import SparseEncoder, SparseEncoderTrainer, SparseEncoderTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
     from sentence_transformers.sparse_encoder.losses import SparseMultipleNegativesRankingLoss, SpladeLoss
