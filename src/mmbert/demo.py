@@ -270,7 +270,7 @@ def _slug(name: str) -> str:
 
 
 def eval_languages(recipe: Any, per_group: int | None) -> list[str] | None:
-    """Every bundled language, or (quick) English plus the first `per_group` of each group."""
+    """Every bundled language, or (quick) English plus `per_group` languages of each group."""
     if per_group is None:
         return None
     from mmbert.data.corpus import load_udhr
@@ -280,7 +280,9 @@ def eval_languages(recipe: Any, per_group: int | None) -> list[str] | None:
     groups, order = recipe_groups(recipe, langs)
     chosen = {ENGLISH}
     for g in order:
-        chosen.update([lang for lang in langs if groups[lang] == g][:per_group])
+        # the languages the report names (Faroese, Tigrinya, ...) first, then alphabetical
+        members = sorted((lang for lang in langs if groups[lang] == g), key=lambda k: (k not in HIGHLIGHT, k))
+        chosen.update(members[:per_group])
     return sorted(chosen)
 
 
@@ -299,7 +301,7 @@ def step_evaluate(demo: Demo, recipe: Any) -> None:
             eval_set = build_eval_set(tok, eval_languages(recipe, demo.settings.eval_per_group),
                                       demo.settings.eval_max_length)  # fmt: skip
             groups, order = recipe_groups(recipe, eval_set.languages)
-        result = evaluate_model(model, tok, eval_set, groups, order)
+        result = evaluate_model(model, tok, eval_set, groups, order, progress=True)
         result = {
             "model": str(path),
             "name": name,

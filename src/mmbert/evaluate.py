@@ -249,12 +249,16 @@ def mlm_scores(
     eval_set: EvalSet,
     masked: list[tuple[torch.Tensor, torch.Tensor]],
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    progress: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Per declaration: summed loss, correct predictions and number of masked tokens."""
+    from tqdm import tqdm
+
     model.eval()
     device = next(model.parameters()).device
     sums = {k: {"loss": 0.0, "correct": 0, "masked": 0} for k in eval_set.declarations}
-    for batch in length_batches([len(ids) for ids, _ in masked], batch_tokens):
+    batches = length_batches([len(ids) for ids, _ in masked], batch_tokens)
+    for batch in tqdm(batches, desc="MLM", unit="batch", disable=not progress, dynamic_ncols=True):
         flat, cu, max_len = pack([masked[i][0].tolist() for i in batch], device)
         labels = torch.cat([masked[i][1] for i in batch]).to(device)  # (N,)
         keep = labels != IGNORE_INDEX
@@ -280,10 +284,13 @@ def mlm_scores(
 
 
 def retrieval_scores(
-    model: MmBertForMaskedLM, eval_set: EvalSet, batch_tokens: int = DEFAULT_BATCH_TOKENS
+    model: MmBertForMaskedLM,
+    eval_set: EvalSet,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    progress: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Per declaration: accuracy@1 to English and from English, and the number of candidates."""
-    vectors = embed_ids(model, eval_set.units, batch_tokens=batch_tokens)
+    vectors = embed_ids(model, eval_set.units, batch_tokens=batch_tokens, progress=progress)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     out = {}
     for key, (rows, en_rows) in eval_set.pairs.items():
@@ -311,6 +318,7 @@ def evaluate_model(
     seed: int = 0,
     mask_rate: float = MASK_RATE,
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """MLM and retrieval scores per language and per group (the `eval.json` structure minus `model`)."""
     if eval_set.tokenizer_size != len(tokenizer):
@@ -320,8 +328,8 @@ def evaluate_model(
     masked = masked_inputs(
         eval_set, model.config.vocab_size, specials, tokenizer.mask_token_id, seed, mask_rate
     )
-    mlm = mlm_scores(model, eval_set, masked, batch_tokens)
-    ret = retrieval_scores(model, eval_set, batch_tokens)
+    mlm = mlm_scores(model, eval_set, masked, batch_tokens, progress)
+    ret = retrieval_scores(model, eval_set, batch_tokens, progress)
 
     per_lang: dict[str, dict[str, Any]] = {}
     for lang in eval_set.languages:
@@ -408,6 +416,7 @@ def evaluate_dir(
     device: str | None = None,
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
     articles: Iterable[int] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate one HF-format model directory (with tokenizer files)."""
     model, tokenizer = load(model_dir, device)
@@ -418,7 +427,9 @@ def evaluate_dir(
     else:
         groups, order = released_groups(eval_set.languages)
         grouping = "mmBERT's released language sets"
-    result = evaluate_model(model, tokenizer, eval_set, groups, order, seed, batch_tokens=batch_tokens)
+    result = evaluate_model(
+        model, tokenizer, eval_set, groups, order, seed, batch_tokens=batch_tokens, progress=progress
+    )
     return {"model": str(model_dir), "grouping": grouping, **result}
 
 
@@ -446,6 +457,7 @@ def main(argv: list[str]) -> int:
     )
     p.add_argument("--out", type=Path, help="write DIR/eval.json and DIR/eval.md")
     p.add_argument("--json", action="store_true", help="print the JSON result instead of the table")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--max-length", type=int, default=512, help="tokens per article/paragraph")
     p.add_argument("--seed", type=int, default=0, help="masking seed")
     p.add_argument(
@@ -473,6 +485,7 @@ def main(argv: list[str]) -> int:
             args.device,
             args.batch_tokens,
             args.articles,
+            progress=not args.no_progress,
         )
     except (ValueError, FileNotFoundError, NotADirectoryError) as e:
         print(f"mmbert evaluate: error: {e}", file=sys.stderr)

@@ -323,6 +323,19 @@ def experiment_table(experiment: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def per_language_lines(per_language: Mapping[str, Mapping[str, Mapping[str, float | None]]]) -> list[str]:
+    """The paper's example languages, one row per model (empty when none is among the decay-only ones)."""
+    if not per_language:
+        return []
+    lines = ["| language | model | MLM acc % | retrieval x→en % | en→x % |", "|---|---|---:|---:|---:|"]
+    for lang, models in per_language.items():
+        for name, v in models.items():
+            lines.append(
+                f"| {lang} | {name} | {pct(v['mlm_accuracy'])} | {pct(v['retrieval_x2en'])} | {pct(v['retrieval_en2x'])} |"
+            )
+    return ["Individually (a single declaration each: noisy):", "", *lines, ""]
+
+
 # ---------------------------------------------------------------------------------------------- the demo
 def _run_summary(records: list[dict]) -> dict[str, Any]:
     """Per phase of one run: steps, tokens at its end, mean loss of its last 5 steps, mean throughput."""
@@ -400,7 +413,17 @@ def write_demo_report(demo: Any, recipe: Any) -> Path:
     saw["merge (TIES)"] = any(saw.values())
     experiment = decay_experiment(evals, decay_group, saw)
     experiment["variants_that_saw_them"] = [v for v in recipe.variant_names() if saw[f"{last.name}-{v}"]]
-    experiment["examples"] = sorted(decay_langs)[:12]
+    # The paper's examples (Faroese, Tigrinya) first, then the rest alphabetically.
+    experiment["examples"] = sorted(decay_langs, key=lambda k: (k not in HIGHLIGHT, k))[:12]
+    experiment["per_language"] = {
+        lang: {
+            name: {k: r["languages"][lang][k] for k in ("mlm_accuracy", "retrieval_x2en", "retrieval_en2x")}
+            for name, r in evals.items()
+            if lang in r["languages"]
+        }
+        for lang in HIGHLIGHT
+        if lang in decay_langs
+    }
     if experiment["models"]:
         plots["decay_experiment"] = plot_decay_experiment(experiment, demo.plots / "decay_experiment.png")
 
@@ -460,6 +483,7 @@ def render_report(
 ) -> str:
     s = metrics["settings"]
     exp = metrics["decay_experiment"]
+    es = next(iter(evals.values()))["settings"]
     opts = (" --quick" if s.get("model_preset") == "tiny" and s.get("eval_per_group") else
             (f" --scale {s['scale']:g}" if s["scale"] != 1 else ""))  # fmt: skip
     command = f"mmbert demo --out {demo.out}{opts}"
@@ -498,9 +522,10 @@ def render_report(
         top = ", ".join(f"{k} {v:.1%}" for k, v in list(d["top"].items())[:5])
         L.append(f"- {name}: {d['languages']} languages; largest shares {top}")
     L += ["", "## Evaluation", "",
-          "Held-out UDHR articles (never trained on), every bundled language unless the run was `--quick`; "
-          "languages grouped by the recipe phase that introduced them. MLM accuracy at a fixed 15% masking "
-          "(seed 0); retrieval = accuracy@1 of aligned held-out paragraphs to and from English (mean of both).",
+          f"Held-out UDHR articles {es['heldout_articles']} (never trained on) of {es['declarations']} declarations, "
+          f"each text cut to {es['max_length']} tokens; languages grouped by the recipe phase that introduced them. "
+          f"MLM accuracy at a fixed 15% masking (seed 0, {es['masked_tokens']:,} masked tokens); retrieval = "
+          "accuracy@1 of aligned held-out paragraphs to and from English (mean of both directions).",
           "", models_table(evals, order), "", "![models by group](plots/models_by_group.png)", "",
           "![accuracy by language](plots/accuracy_by_language.png)", ""]  # fmt: skip
     chance = exp.get("retrieval_chance")
@@ -515,6 +540,7 @@ def render_report(
         "",
         experiment_table(exp),
         "",
+        *per_language_lines(exp.get("per_language", {})),
         f"Retrieval chance level: {pct(chance)}%. Reproduce: `{command}`, or for one model "
         f"`mmbert evaluate {demo.model} --recipe {demo.recipe_path}`.",
         "",
