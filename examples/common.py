@@ -6,8 +6,8 @@ different article in the positive's language a negative (same language and style
 the model must match meaning rather than script). Training uses the training articles; the
 held-out articles (`HELDOUT_ARTICLES`, never seen in pre-training either) are the dev set.
 
-`--dataset` replaces that with a local `.jsonl`/`.json`/`.csv` file or, for users with network
-access, a Hugging Face dataset name; it must have the columns the recipe names.
+`--dataset` replaces that with a local `.jsonl`/`.json`/`.csv` file, a dataset directory, or (for
+users with network access) a Hugging Face dataset name; it must have the columns the recipe names.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def base_parser(description: str, lr: float, max_steps: int = 200) -> argparse.A
     p.add_argument(
         "--dataset",
         default=None,
-        help="a local .jsonl/.json/.csv file or an HF dataset name (default: pairs from the bundled UDHR)",
+        help="a local .jsonl/.json/.csv file, a dataset directory or an HF dataset name "
+        "(default: pairs from the bundled UDHR)",
     )
     p.add_argument(
         "--langs", default=DEFAULT_LANGS, help="comma-separated UDHR languages for the default data"
@@ -131,16 +132,14 @@ def load_split_rows(dataset: str, columns: Sequence[str], seed: int = 0, dev_fra
     import datasets
 
     path = Path(dataset)
-    if path.exists():
+    if path.is_file():
         builder = {".jsonl": "json", ".json": "json", ".csv": "csv"}.get(path.suffix.lower())
         if builder is None:
             raise SystemExit(f"--dataset {path}: expected a .jsonl, .json or .csv file")
-        full = datasets.load_dataset(builder, data_files=str(path), split="train")
-        splits = {"train": full}
-    else:
-        loaded = datasets.load_dataset(dataset)
-        splits = dict(loaded)
-    name = str(path) if path.exists() else dataset
+        splits = {"train": datasets.load_dataset(builder, data_files=str(path), split="train")}
+    else:  # a dataset directory (train.jsonl, validation.jsonl, ...) or a Hub name
+        splits = dict(datasets.load_dataset(dataset))
+    name = dataset
     train = splits.get("train")
     if train is None:
         raise SystemExit(f"--dataset {name}: no 'train' split (splits: {sorted(splits)})")

@@ -202,3 +202,17 @@ def test_empty_csv_split_names_the_file(tmp_path, capsys):
     argv = ["--model", str(tmp_path), "--train", str(train), "--dev", str(dev), "--out", str(tmp_path / "o")]
     assert finetune.main(argv) == 2
     assert f"{dev}: the split is empty" in capsys.readouterr().err
+
+
+def test_dataset_directory_gives_train_and_validation_splits(tmp_path):
+    """A folder that `datasets` reads (as a cloned Hub dataset would be): its validation split is dev."""
+    data = tmp_path / "langid"
+    data.mkdir()
+    _write_csv(data / "train.csv", _paragraphs("train", 3))
+    _write_csv(data / "validation.csv", _paragraphs("heldout", 2))
+    args = finetune.build_parser().parse_args(["--model", "m", "--train", str(data), "--out", "o"])
+    train, dev, test, note = finetune.load_splits(args)
+    assert (len(train), len(dev), test) == (12, 8, None)
+    assert "validation" in note and train[0].where == f"{data}[train][0]"
+    with pytest.raises(finetune.DataError, match="cannot load split 'nope'"):
+        finetune.read_records(f"{data}:nope")

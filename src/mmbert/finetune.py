@@ -100,7 +100,12 @@ def _read_hf(name: str, split: str) -> list[tuple[str, dict]]:
         import datasets
     except ImportError as e:  # pragma: no cover - datasets is in the hf/dev extras
         raise DataError(f"{name}: not a file, and loading HF datasets needs `pip install datasets`") from e
-    ds = datasets.load_dataset(name, split=split)
+    try:
+        ds = datasets.load_dataset(name, split=split)
+    except ValueError as e:  # an unknown split
+        raise DataError(f"{name}: cannot load split {split!r}: {e}") from e
+    except Exception as e:  # noqa: BLE001 - datasets raises many kinds (offline, missing, bad files)
+        raise DataError(f"{name}: not a file, and not a dataset `datasets` can load: {e}") from e
     return [(f"{name}[{split}][{i}]", row) for i, row in enumerate(ds)]
 
 
@@ -115,15 +120,17 @@ FILE_TYPES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json")
 
 
 def read_records(spec: str, split: str = "train") -> tuple[str, list[tuple[str, dict]]]:
-    """A local file (`path`) or an HF dataset (`name` or `name:split`) -> (display name, records)."""
+    """Records of one split from a file, a local dataset directory or an HF dataset name.
+
+    `spec` is a .csv/.tsv/.jsonl/.json file; or a directory or Hub name that `datasets.load_dataset`
+    reads (e.g. a folder with train.jsonl and validation.jsonl), optionally as `name:split`.
+    """
     path = Path(spec)
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory; give a {'/'.join(FILE_TYPES)} file")
-    if path.exists():
+    if path.is_file():
         return str(path), _read_file(path)
-    if path.suffix.lower() in FILE_TYPES:
+    if path.suffix.lower() in FILE_TYPES and not path.exists():
         raise DataError(f"{path}: no such file")
-    name, _, explicit = spec.partition(":")
+    name, _, explicit = spec.rpartition(":") if ":" in spec and not path.exists() else (spec, "", "")
     split = explicit or split
     return f"{name}[{split}]", _read_hf(name, split)
 
@@ -411,7 +418,7 @@ def load_splits(args: argparse.Namespace) -> tuple[list[Example], list[Example],
         dev = to_examples(dev_name, dev_records, *cols)
     else:
         dev_split = None
-        if not Path(args.train).exists() and ":" not in args.train:
+        if not Path(args.train).is_file() and ":" not in args.train:
             dev_split = next((s for s in ("validation", "dev", "test") if s in hf_splits(args.train)), None)
         if dev_split is not None:
             dev_name, dev_records = read_records(f"{args.train}:{dev_split}")
