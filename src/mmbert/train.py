@@ -70,9 +70,8 @@ GPU_PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 3
 # ---------------------------------------------------------------------------------------------- options
 @dataclasses.dataclass
 class TrainOptions:
-    """Settings of one run that are about the machine, not the recipe (they do not change the result)."""
+    """Settings about the machine and the operator, not the recipe (at most float rounding changes)."""
 
-    device: str | None = None  # None: CUDA when available
     strategy: str = "ddp"
     micro_batch_tokens: int = 16_384
     max_nonfinite_steps: int = 8
@@ -918,7 +917,6 @@ def main(argv: list[str]) -> int:
             datefmt="%H:%M:%S",
         )
     options = TrainOptions(
-        device=args.device,
         strategy=args.strategy,
         micro_batch_tokens=args.micro_batch_tokens,
         max_nonfinite_steps=args.max_nonfinite_steps,
