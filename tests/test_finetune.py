@@ -194,6 +194,10 @@ def test_dev_label_unseen_in_training_and_missing_file(tmp_path, capsys):
     )
     assert finetune.main([*argv[:3], str(tmp_path / "nope.csv"), *argv[4:]]) == 2
     assert "nope.csv: no such file" in capsys.readouterr().err
+    # Good data, but a model that is neither a directory nor reachable (tests run offline).
+    good = ["--train", str(train), "--dev", str(train), "--out", str(tmp_path / "o")]
+    assert finetune.main(["--model", "no-such-org/no-such-model", *good]) == 2
+    assert "--model no-such-org/no-such-model: not a directory" in capsys.readouterr().err
 
 
 def test_empty_csv_split_names_the_file(tmp_path, capsys):

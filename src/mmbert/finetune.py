@@ -355,19 +355,37 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
+def resolve_model(name: str) -> str:
+    """A local model directory as is; a Hub name (e.g. jhu-clsp/mmBERT-small) downloaded or from the cache."""
+    if Path(name).is_dir():
+        return name
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
+    except Exception as e:  # noqa: BLE001 - offline, unknown repo, gated repo, ...
+        raise DataError(f"--model {name}: not a directory, and not downloadable from the Hub: {e}") from e
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmbert finetune", description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--model", required=True, help="HF-format mmBERT directory (an export or a released model)"
+        "--model",
+        required=True,
+        help="HF-format mmBERT: a local directory (an export) or a Hub name such as jhu-clsp/mmBERT-small",
     )
     p.add_argument("--tokenizer", default=None, help="tokenizer directory (default: --model)")
     p.add_argument(
-        "--train", required=True, help="training data: .csv/.tsv/.jsonl/.json file or HF dataset[:split]"
+        "--train",
+        required=True,
+        help="training data: a .csv/.tsv/.jsonl/.json file, or a dataset directory or HF dataset name "
+        "(NAME or NAME:SPLIT)",
     )
     p.add_argument(
         "--dev",
         default=None,
-        help="dev data (default: the HF dataset's validation split, else 10%% of train)",
+        help="dev data, same forms as --train (default: the dataset's validation/dev/test split, "
+        "else --dev-fraction of train)",
     )
     p.add_argument("--test", default=None, help="optional test data, evaluated with the best checkpoint")
     p.add_argument("--out", required=True, help="output directory (HF model + tokenizer + finetune.json)")
@@ -481,9 +499,10 @@ def run(args: argparse.Namespace) -> int:
     splits = {"train": train, "dev": dev} | ({"test": test} if test is not None else {})
     labels = {k: encode_labels(v, task, label2id, args.label_column) for k, v in splits.items()}
 
-    tokenizer = load_tokenizer(args.tokenizer or args.model)
+    model_dir = resolve_model(args.model)
+    tokenizer = load_tokenizer(args.tokenizer or model_dir)
     encoded = {k: Encoded(tokenize(tokenizer, v, args.max_length), labels[k]) for k, v in splits.items()}
-    model = MmBertForSequenceClassification.from_pretrained(args.model, device=device, **overrides)
+    model = MmBertForSequenceClassification.from_pretrained(model_dir, device=device, **overrides)
     model.train()
     log.info(
         "%s with %d labels: train %d, %s (%d); metric %s",
