@@ -65,6 +65,19 @@ def test_auto_tokenizer_uses_mmbert_layout(export):
     assert pair[0] == 2 and pair.count(1) == 2 and pair[-1] == 1
 
 
+def test_tokenizer_config_loads_in_transformers_4(export):
+    """transformers 4.x (PyLate's environment, older user installs) cannot resolve transformers 5's
+    "TokenizersBackend" class name; the generic fast class loads in both."""
+    import json
+
+    config = json.loads((export / "tokenizer_config.json").read_text())
+    assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert config["model_input_names"] == [
+        "input_ids",
+        "attention_mask",
+    ]  # ModernBERT takes no token_type_ids
+
+
 def test_auto_masked_lm_loads_every_weight(export):
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
