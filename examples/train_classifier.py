@@ -1,18 +1,21 @@
-"""Sequence classification (language identification) from an mmBERT export with transformers' Trainer.
+"""Sequence classification (language identification) from an mmBERT export.
 
     python examples/train_classifier.py --model jhu-clsp/mmBERT-small --out runs/langid
+    python examples/train_classifier.py --model jhu-clsp/mmBERT-small --out runs/langid --backend mmbert
 
 The default task identifies the language of a UDHR paragraph among `--langs` (training articles
-for training, held-out articles for evaluation). `--dataset` takes any `text`/`label` file or HF
-dataset instead. The model is transformers' `AutoModelForSequenceClassification` on the export
-(mean pooling, as mmBERT's config says); the output directory loads with the same class.
-`mmbert finetune` does the same job on this project's unpadded model, with early stopping:
-
-    mmbert finetune --model jhu-clsp/mmBERT-small --train train.csv --dev dev.csv --out runs/clf
+for training, held-out articles for evaluation); `--dataset` takes any `text`/`label` file or HF
+dataset instead. Two backends with the same data:
+- `transformers` (default): `AutoModelForSequenceClassification` on the export (mean pooling, as
+  mmBERT's config says) trained by transformers' `Trainer`;
+- `mmbert`: this project's `mmbert finetune` (unpadded model, early stopping on dev), fed the same
+  rows as JSON Lines files written under OUT/data.
+Either way OUT/final loads with `AutoModelForSequenceClassification`.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -28,11 +31,7 @@ from common import (
 )
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = base_parser(__doc__.splitlines()[0], lr=5e-5)
-    args = p.parse_args(argv)
-    setup(args)
-    import datasets
+def train_with_trainer(args, train, dev, labels: list[str]) -> dict:
     import numpy as np
     from transformers import (
         AutoModelForSequenceClassification,
@@ -42,18 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         TrainingArguments,
     )
 
-    if args.dataset:
-        train, dev = load_split_rows(args.dataset, ("text", "label"), seed=args.seed)
-    else:
-        decls = udhr_declarations(args.langs.split(","))
-        train = datasets.Dataset.from_list(udhr_language_id(decls, "train"))
-        dev = datasets.Dataset.from_list(udhr_language_id(decls, "heldout"))
-    labels = sorted({str(x) for x in train["label"]})
     label2id = {name: i for i, name in enumerate(labels)}
-    unseen = sorted({str(x) for x in dev["label"]} - set(labels))
-    if unseen:
-        raise SystemExit(f"dev labels {unseen} never occur in the training data")
-
     tokenizer = AutoTokenizer.from_pretrained(args.model)
 
     def encode(batch):
@@ -92,11 +80,71 @@ def main(argv: list[str] | None = None) -> int:
     final = Path(args.out) / "final"
     trainer.save_model(str(final))
     tokenizer.save_pretrained(str(final))
-    AutoModelForSequenceClassification.from_pretrained(str(final))  # the saved model reloads
-    write_metrics(args.out, {"losses": logged_losses(trainer), "eval_before": before, "eval_after": after})
+    return {
+        "losses": logged_losses(trainer),
+        "eval_before": {"accuracy": before["eval_accuracy"], "f1_macro": before["eval_f1_macro"]},
+        "eval_after": {"accuracy": after["eval_accuracy"], "f1_macro": after["eval_f1_macro"]},
+    }
+
+
+def train_with_mmbert(args, train, dev) -> dict:
+    from mmbert import finetune
+    from mmbert.io import atomic_write_text
+
+    data = Path(args.out) / "data"
+    for name, rows in (("train", train), ("dev", dev)):
+        text = "".join(
+            json.dumps({"text": r["text"], "label": str(r["label"])}, ensure_ascii=False) + "\n" for r in rows
+        )
+        atomic_write_text(data / f"{name}.jsonl", text)
+    final = Path(args.out) / "final"
+    argv = [
+        "--model", args.model, "--train", str(data / "train.jsonl"), "--dev", str(data / "dev.jsonl"),
+        "--out", str(final), "--max-steps", str(args.max_steps), "--batch-size", str(args.batch_size),
+        "--lr", str(args.lr), "--max-length", str(args.max_seq_length), "--seed", str(args.seed),
+        "--eval-every", str(max(1, args.max_steps // 4)),
+    ]  # fmt: skip
+    if finetune.main(argv) != 0:
+        raise SystemExit("mmbert finetune failed")
+    summary = json.loads((final / "finetune.json").read_text())
+    pick = ("accuracy", "f1_macro")
+    return {
+        "losses": summary["train_losses"],
+        "eval_before": {k: summary["history"][0][k] for k in pick},
+        "eval_after": {k: summary["best"][k] for k in pick},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = base_parser(__doc__.splitlines()[0], lr=5e-5)
+    p.add_argument("--backend", choices=["transformers", "mmbert"], default="transformers")
+    args = p.parse_args(argv)
+    setup(args)
+    import datasets
+    from transformers import AutoModelForSequenceClassification
+
+    if args.dataset:
+        train, dev = load_split_rows(args.dataset, ("text", "label"), seed=args.seed)
+    else:
+        decls = udhr_declarations(args.langs.split(","))
+        train = datasets.Dataset.from_list(udhr_language_id(decls, "train"))
+        dev = datasets.Dataset.from_list(udhr_language_id(decls, "heldout"))
+    labels = sorted({str(x) for x in train["label"]})
+    unseen = sorted({str(x) for x in dev["label"]} - set(labels))
+    if unseen:
+        raise SystemExit(f"dev labels {unseen} never occur in the training data")
+
+    if args.backend == "mmbert":
+        metrics = train_with_mmbert(args, train, dev)
+    else:
+        metrics = train_with_trainer(args, train, dev, labels)
+    final = Path(args.out) / "final"
+    reloaded = AutoModelForSequenceClassification.from_pretrained(str(final))  # loads with transformers
+    assert sorted(reloaded.config.id2label.values()) == labels
+    write_metrics(args.out, {"backend": args.backend, **metrics})
+    before, after = metrics["eval_before"]["accuracy"], metrics["eval_after"]["accuracy"]
     print(
-        f"classifier: accuracy {before['eval_accuracy']:.3f} -> {after['eval_accuracy']:.3f} "
-        f"({len(labels)} labels); saved {final}"
+        f"classifier ({args.backend}): accuracy {before:.3f} -> {after:.3f} ({len(labels)} labels); saved {final}"
     )
     return 0
 

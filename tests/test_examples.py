@@ -138,16 +138,10 @@ def test_train_reranker_with_mined_negatives(examples, export, tmp_path):
     assert "dev_ndcg@10" in m["eval_after"]
 
 
-def test_train_classifier_language_id(examples, export, tmp_path):
-    argv = [
-        "--model",
-        str(export),
-        "--max-steps",
-        "8",
-        *SMALL,
-        "--langs",
-        "eng_Latn,fra_Latn,rus_Cyrl,arb_Arab",
-    ]
+@pytest.mark.parametrize("backend", ["transformers", "mmbert"])
+def test_train_classifier_language_id(examples, export, tmp_path, backend):
+    langs = "eng_Latn,fra_Latn,rus_Cyrl,arb_Arab"
+    argv = ["--model", str(export), "--max-steps", "8", *SMALL, "--langs", langs, "--backend", backend]
     m = _run(examples, "train_classifier", argv, tmp_path)
-    assert _falls(m["losses"])
-    assert m["eval_after"]["eval_accuracy"] > max(0.5, m["eval_before"]["eval_accuracy"])
+    assert m["backend"] == backend and _falls(m["losses"])
+    assert m["eval_after"]["accuracy"] > max(0.5, m["eval_before"]["accuracy"])
