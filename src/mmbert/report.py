@@ -484,8 +484,12 @@ def render_report(
     s = metrics["settings"]
     exp = metrics["decay_experiment"]
     es = next(iter(evals.values()))["settings"]
-    opts = (" --quick" if s.get("model_preset") == "tiny" and s.get("eval_per_group") else
-            (f" --scale {s['scale']:g}" if s["scale"] != 1 else ""))  # fmt: skip
+    from mmbert.demo import QUICK_SCALE
+
+    default_scale = QUICK_SCALE if s.get("quick") else 1.0
+    opts = (" --quick" if s.get("quick") else "") + (
+        f" --scale {s['scale']:g}" if s["scale"] != default_scale else ""
+    )
     command = f"mmbert demo --out {demo.out}{opts}"
     total = sum(metrics["step_seconds"].values())
     L = [
