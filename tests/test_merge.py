@@ -364,3 +364,23 @@ def test_merges_our_own_exports(tmp_path):
     for key, value in expected.items():
         assert torch.equal(state[key], value), key
     assert torch.equal(state[DECODER_KEY], expected[EMBEDDING_KEY])
+
+
+def test_ties_threshold_with_many_ties_and_zeros():
+    # Small integers: most magnitudes are tied, and zeros (including -0.0) are common.
+    g = torch.Generator().manual_seed(4)
+    base = torch.randint(-3, 4, (9, 7), generator=g).float()
+    deltas = [torch.randint(-3, 4, (9, 7), generator=g).float() for _ in range(2)]
+    deltas[0][0, :3] = -0.0
+    for density in (0.1, 0.37, 0.5, 0.9):
+        k = int(density * base.numel())
+        expected = []
+        for d in deltas:
+            # Stable sort by descending magnitude: among equal magnitudes the earlier entry wins.
+            order = torch.sort(d.abs().flatten(), descending=True, stable=True).indices[:k]
+            keep = torch.zeros(d.numel(), dtype=torch.bool)
+            keep[order] = True
+            expected.append(d * keep.view(d.shape))
+        want = merge_ties({"w": base}, [{"w": base + e} for e in expected], density=1.0)
+        got = merge_ties({"w": base}, [{"w": base + d} for d in deltas], density=density)
+        assert torch.equal(got["w"], want["w"]), density

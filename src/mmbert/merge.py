@@ -23,11 +23,11 @@ Methods (x_i: the models' tensors, b: the base's, w_i >= 0: the weights):
 
 Why streaming: a base-size model is 1.2 GB in fp32 and larger encoders are worse, so each output
 tensor is produced in flat chunks of `chunk_elements` from every input and written to the output file
-as it comes. The safetensors files are read with plain positioned reads rather than memory maps: a
-mapped file's touched pages count in the process's resident memory until it is unmapped, which for
-four inputs would be four models. TIES needs one full tensor per task vector to find its magnitude
-threshold, so its peak is about one fp32 tensor (the embedding, for mmBERT) plus one chunk per
-input. `bench/merge_memory.py` measures it.
+as it comes; nothing ever holds a whole model. The safetensors files are read with plain positioned
+reads rather than memory maps: a mapped file's touched pages count in the process's resident memory
+until it is unmapped, which for four inputs would be four models. TIES finds each task vector's
+magnitude threshold with two streamed histogram passes instead of a sort, so it too needs only a few
+chunks per input. `bench/merge_memory.py` measures the peak.
 
 Tied weights: with `tie_word_embeddings` (ModernBERT's default) `decoder.weight` is the embedding
 matrix; transformers leaves it out of the file. It is read from whichever of the two names an input
@@ -54,12 +54,11 @@ import struct
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-import numpy as np
 import torch
 
 from mmbert.io import fsync_dir
@@ -67,8 +66,9 @@ from mmbert.io import fsync_dir
 log = logging.getLogger(__name__)
 
 METHODS = ("ties", "linear", "ema")
-# 16M elements: 64 MB per input in fp32; small enough to be negligible next to a model.
-CHUNK_ELEMENTS = 1 << 24
+# 4M elements: 16 MB per fp32 temporary, so the ~10 temporaries of a TIES chunk stay small next to
+# a model, while each torch op still runs long enough to amortize Python's per-op overhead.
+CHUNK_ELEMENTS = 1 << 22
 EMBEDDING_KEY = "model.embeddings.tok_embeddings.weight"
 DECODER_KEY = "decoder.weight"
 # Files that make up a tokenizer, in the order their identity is checked (first present wins).
@@ -204,11 +204,12 @@ class SafetensorsSource(Source):
         f = self._handles.get(e.path)
         if f is None:
             f = self._handles[e.path] = open(e.path, "rb")  # noqa: SIM115 (closed in close())
-        buf = bytearray(n * itemsize)
+        # Read raw bytes into an uninitialized tensor, then reinterpret (bf16 has no numpy dtype).
+        buf = torch.empty(n * itemsize, dtype=torch.uint8)
         f.seek(e.offset + start * itemsize)
-        if f.readinto(buf) != len(buf):
+        if f.readinto(buf.numpy()) != n * itemsize:
             raise MergeError(f"{e.path}: truncated data for tensor {key!r}")
-        return torch.frombuffer(buf, dtype=e.info.dtype)
+        return buf.view(e.info.dtype)
 
     def close(self) -> None:
         for f in self._handles.values():
@@ -296,7 +297,7 @@ def open_checkpoint(directory: str | Path) -> Source:
 
 # ----------------------------------------------------------------------------------------------
 # Merge arithmetic. Every method works on flat chunks so that in-memory and streamed merges share
-# one code path; the dict-level API below is the same computation with a single chunk.
+# one code path: the dict-level API below wraps its tensors in DictSources and runs the same code.
 
 
 @dataclass
@@ -316,21 +317,31 @@ class _Trim:
         return cls(tau=math.inf, quota=0)  # nothing is > inf, and no tied entry is kept
 
     @classmethod
-    def from_magnitudes(cls, magnitudes: torch.Tensor, k: int) -> _Trim:
-        """`magnitudes`: all |d| of one tensor (fp32, 1-D, overwritten); keep the k largest."""
-        n = magnitudes.numel()
-        if k >= n:
+    def find(cls, magnitude_chunks: Callable[[], Iterator[torch.Tensor]], numel: int, k: int) -> _Trim:
+        """The trim that keeps the k largest of `numel` magnitudes (fp32, >= 0), given a function
+        that streams them chunk by chunk in row-major order (called twice).
+
+        Non-negative floats order like their bit patterns read as integers, so the k-th largest
+        value is found digit by digit: a histogram of the high 16 bits picks the bucket that holds
+        it, a histogram of the low 16 bits within that bucket gives its exact value. Memory stays at
+        two small histograms however large the tensor (a sort or topk of the 256k x 768 embedding
+        would take gigabytes), at the price of reading the task vector twice.
+        """
+        if k >= numel:
             return cls.keep_all()
         if k <= 0:
             return cls.keep_none()
-        # In-place selection: after partition the k-th largest value sits at index n - k and
-        # everything after it is >= it. numpy partitions without an index array, which for a
-        # 256k x 768 embedding saves 1.5 GB over torch.kthvalue/topk.
-        values = magnitudes.numpy()
-        values.partition(n - k)
-        tau = float(values[n - k])
-        above = int(np.count_nonzero(values[n - k + 1 :] > tau))
-        return cls(tau=tau, quota=k - above)
+        high = torch.zeros(1 << 15, dtype=torch.int64)  # sign bit is 0: high half is < 2^15
+        for m in magnitude_chunks():
+            high += torch.bincount(m.view(torch.int32) >> 16, minlength=1 << 15)
+        hi, above = _bucket_of_kth_largest(high, k)
+        low = torch.zeros(1 << 16, dtype=torch.int64)
+        for m in magnitude_chunks():
+            bits = m.view(torch.int32)
+            low += torch.bincount(bits[(bits >> 16) == hi] & 0xFFFF, minlength=1 << 16)
+        lo, above_in_bucket = _bucket_of_kth_largest(low, k - above)
+        tau = torch.tensor([(hi << 16) | lo], dtype=torch.int32).view(torch.float32).item()
+        return cls(tau=tau, quota=k - above - above_in_bucket)
 
     def mask(self, magnitudes: torch.Tensor) -> torch.Tensor:
         keep = magnitudes > self.tau
@@ -339,6 +350,14 @@ class _Trim:
             keep[tied] = True
             self.quota -= tied.numel()
         return keep
+
+
+def _bucket_of_kth_largest(counts: torch.Tensor, k: int) -> tuple[int, int]:
+    """(bucket holding the k-th largest item, number of items in higher buckets) from a histogram."""
+    from_top = counts.flip(0).cumsum(0)  # from_top[j]: items in the j+1 highest buckets
+    j = int(torch.searchsorted(from_top, k))  # first j with from_top[j] >= k
+    bucket = counts.numel() - 1 - j
+    return bucket, int(from_top[j]) - int(counts[bucket])
 
 
 def _ties_chunk(base: torch.Tensor, deltas: list[torch.Tensor], weights: Sequence[float], trims: list[_Trim]):
@@ -402,13 +421,13 @@ def _merge_tensor(
                 # Keep everything / nothing: no threshold to find, so skip the first pass.
                 trims.append(_Trim.keep_all() if k > 0 else _Trim.keep_none())
                 continue
-            # Pass 1, one task vector at a time: all of its magnitudes, to find its threshold.
-            magnitudes = torch.empty(numel, dtype=torch.float32)
-            for start, stop in _chunks(numel, chunk):
-                delta = m.read(key, start, stop).float() - base.read(key, start, stop).float()
-                magnitudes[start:stop] = delta.abs()
-            trims.append(_Trim.from_magnitudes(magnitudes, k))
-            del magnitudes
+
+            def magnitudes(m: Source = m) -> Iterator[torch.Tensor]:
+                for start, stop in _chunks(numel, chunk):
+                    yield (m.read(key, start, stop).float() - base.read(key, start, stop).float()).abs_()
+
+            # One task vector at a time: its magnitude threshold, from two streamed passes.
+            trims.append(_Trim.find(magnitudes, numel, k))
         for start, stop in _chunks(numel, chunk):
             b = base.read(key, start, stop).float()
             deltas = [m.read(key, start, stop).float() - b for m in models]
