@@ -102,7 +102,7 @@ def train_with_mmbert(args, train, dev) -> dict:
         "--model", args.model, "--train", str(data / "train.jsonl"), "--dev", str(data / "dev.jsonl"),
         "--out", str(final), "--max-steps", str(args.max_steps), "--batch-size", str(args.batch_size),
         "--lr", str(args.lr), "--max-length", str(args.max_seq_length), "--seed", str(args.seed),
-        "--eval-every", str(max(1, args.max_steps // 4)),
+        "--eval-every", str(max(1, args.max_steps // 2)),
     ]  # fmt: skip
     if finetune.main(argv) != 0:
         raise SystemExit("mmbert finetune failed")
