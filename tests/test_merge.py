@@ -367,10 +367,14 @@ def test_merges_our_own_exports(tmp_path):
 
 
 def test_ties_threshold_with_many_ties_and_zeros():
-    # Small integers: most magnitudes are tied, and zeros (including -0.0) are common.
+    # Small integers times (1 + j 2^-20): most magnitudes are tied, zeros (and a -0.0) are common,
+    # and values like 1 and 1 + 2^-20 differ only in the low bits of their float32 pattern.
     g = torch.Generator().manual_seed(4)
     base = torch.randint(-3, 4, (9, 7), generator=g).float()
-    deltas = [torch.randint(-3, 4, (9, 7), generator=g).float() for _ in range(2)]
+    deltas = [
+        torch.randint(-3, 4, (9, 7), generator=g) * (1 + torch.randint(0, 3, (9, 7), generator=g) * 2.0**-20)
+        for _ in range(2)
+    ]
     deltas[0][0, :3] = -0.0
     for density in (0.1, 0.37, 0.5, 0.9):
         k = int(density * base.numel())
