@@ -93,7 +93,10 @@ def plot_loss(runs: Mapping[str, list[dict]], bounds: Sequence[tuple[str, int]],
         y = np.array([r["loss"] for r in recs])
         color = PALETTE[i % len(PALETTE)]
         ax.plot(x, y, color=color, alpha=0.25, lw=0.8)
-        ax.plot(x, _smooth(y, [r["phase"] for r in recs]), color=color, lw=1.8, label=name)
+        marker = "o" if len(recs) < 30 else None  # a short run (a decay variant) stays visible
+        ax.plot(
+            x, _smooth(y, [r["phase"] for r in recs]), color=color, lw=1.8, marker=marker, ms=3, label=name
+        )
     _boundaries(ax, [(n, s / 1e3) for n, s in bounds])
     ax.set_xlabel("training tokens (thousands)")
     ax.set_ylabel("MLM loss (masked tokens)")
