@@ -586,10 +586,14 @@ def merge_ties(
     models: Sequence[Mapping[str, torch.Tensor]],
     weights: Sequence[float] | None = None,
     density: float = 1.0,
+    *,
+    chunk_elements: int = CHUNK_ELEMENTS,
 ) -> dict[str, torch.Tensor]:
-    """TIES-merge state dicts against `base` (see the module docstring); outputs have base's dtypes."""
+    """TIES-merge state dicts against `base` (see the module docstring); outputs have base's dtypes.
+
+    `chunk_elements` only bounds the temporaries; the result does not depend on it."""
     return _merge_dicts(
-        base, models, _plan("ties", len(models), True, weights, density, None, None, CHUNK_ELEMENTS)
+        base, models, _plan("ties", len(models), True, weights, density, None, None, chunk_elements)
     )
 
 
