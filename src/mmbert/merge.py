@@ -365,16 +365,17 @@ def _ties_chunk(base: torch.Tensor, deltas: list[torch.Tensor], weights: Sequenc
     # Trim and weight in place: deltas[i] becomes w_i * trim(d_i). Everything is elementwise.
     for d, w, t in zip(deltas, weights, trims, strict=True):
         d.masked_fill_(~t.mask(d.abs()), 0.0).mul_(w)
-    elected_sum = deltas[0].clone()
+    elected = deltas[0].clone()
     for d in deltas[1:]:
-        elected_sum += d
-    positive = elected_sum >= 0  # the elected sign; 0 counts as +
-    total = elected_sum.zero_()  # reuse the buffer
+        elected += d
+    # The elected sign as +-1 (a sum of 0 counts as +).
+    elected = torch.where(elected >= 0, 1.0, -1.0)
+    total = torch.zeros_like(base)
     weight_sum = torch.zeros_like(base)
     for d, w in zip(deltas, weights, strict=True):
-        # Trimmed entries are 0, which is neither > 0 nor < 0, so they never agree.
-        agree = torch.where(positive, d > 0, d < 0)
-        total += d.masked_fill_(~agree, 0.0)
+        # Agreeing entries have d * elected > 0; trimmed (zero) entries never agree.
+        agree = torch.mul(d, elected) > 0
+        total.addcmul_(d, agree)
         weight_sum.add_(agree, alpha=w)
     # No agreeing vector: the total is 0, and dividing by 1 leaves the entry at the base.
     weight_sum.masked_fill_(weight_sum == 0, 1.0)
