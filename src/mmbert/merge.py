@@ -33,11 +33,15 @@ Tied weights: with `tie_word_embeddings` (ModernBERT's default) `decoder.weight`
 matrix; transformers leaves it out of the file. It is read from whichever of the two names an input
 has, merged once, and written as `model.embeddings.tok_embeddings.weight` only, as transformers does.
 
-Tokenizer: the output gets the reference's tokenizer files (the base, or for linear/EMA the first
-model, or the newest checkpoint for EMA). Every input that has a tokenizer must have the same one
-(`tokenizer.json` without its padding/truncation settings, else the sentencepiece/vocab files). An
-input without tokenizer files is accepted with a warning, because training exports are often
-written without one; the embedding-shape check still guarantees the vocabulary size.
+Config and tokenizer come from the reference input: the base for TIES, the first model for linear,
+the newest checkpoint for EMA (its tokenizer files, or if it has none the first input's that has).
+Every input that has a tokenizer must have the same one (`tokenizer.json` without its padding and
+truncation settings, else the sentencepiece/vocab files). An input without tokenizer files is
+accepted with a warning, because training exports are often written without one; the
+embedding-shape check still guarantees the vocabulary size, not the vocabulary.
+
+Inputs: `model.safetensors`, sharded `model.safetensors.index.json`, or `pytorch_model.bin` (sharded
+too; read with `torch.load(weights_only=True)`, memory-mapped where possible but not streamed).
 """
 
 from __future__ import annotations
