@@ -1,0 +1,281 @@
+"""Training throughput: our packed, sparse-prediction step vs transformers' padded ModernBERT step.
+
+    python bench/train.py [--shapes tiny mmbert-small] [--out bench/results/train.json]
+
+Both sides train on the same documents, in the same order, with the same number of real tokens per
+optimizer step, their steps interleaved (so that a busy machine slows both alike) (documents of 32-510 tokens, the mix of `../shared/reference/environment.md`):
+
+- ours: `mmbert.data.packing.Packer` packs the documents into rows of `seq_len` (no padding, attention
+  kept inside each document through `cu_seqlens`), `mmbert.data.masking.mask_tokens` masks them,
+  `MmBertForMaskedLM` runs the head and the decoder only on the masked positions, and the optimizer is
+  the trainer's (`mmbert.train.build_optimizer`: StableAdamW).
+- baseline: `DataCollatorForLanguageModeling` pads each micro-batch of documents to its longest and
+  masks it, and transformers' `ModernBertForMaskedLM` (sdpa attention, its default full-vocabulary
+  output) trains with `torch.optim.AdamW`, as a stock Hugging Face `Trainer` run would.
+
+Reported per side: real (non-pad) tokens per second, time spent preparing batches (data wait), and
+MFU = useful FLOPs / time / peak, where the useful FLOPs of a step (`mmbert.train.train_flops`) are
+those of the real tokens with sparse prediction, the same numerator for both sides, and the peak is
+this machine's fp32 matmul rate measured in the same run (2048^3 matmuls, best of several).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmbert.config import MmBertConfig
+from mmbert.data.masking import mask_tokens
+from mmbert.data.packing import Packer
+from mmbert.io import atomic_write_text
+from mmbert.model import MmBertForMaskedLM
+from mmbert.recipe import Recipe
+from mmbert.train import build_optimizer, train_flops
+
+# shape -> (vocab, seq_len, tokens per optimizer step, micro-batch tokens, timed steps)
+SHAPES = {
+    "tiny": dict(vocab_size=1000, seq_len=512, step_tokens=8192, micro_tokens=8192, steps=6),
+    "mmbert-small": dict(vocab_size=256_000, seq_len=512, step_tokens=4096, micro_tokens=1024, steps=2),
+}
+MASK_RATE = 0.3
+
+
+def measure_peak_flops(n: int = 2048, reps: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = math.inf
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+class Doc:
+    """What the packer reads: a source, a language and the token ids (no special tokens)."""
+
+    def __init__(self, tokens: np.ndarray) -> None:
+        self.source, self.lang, self.tokens = "bench", "und", tokens
+
+
+def make_documents(n_tokens: int, vocab: int, seq_len: int, seed: int = 0) -> list[np.ndarray]:
+    """Random documents of 32..seq_len-2 ids (bos/eos make a document at most one row)."""
+    rng = np.random.default_rng(seed)
+    docs, total = [], 0
+    while total < n_tokens:
+        n = int(rng.integers(32, seq_len - 1))
+        docs.append(rng.integers(5, vocab, size=n).astype(np.int64))
+        total += n + 2
+    return docs
+
+
+def step_groups(docs: list[np.ndarray], step_tokens: int) -> list[list[np.ndarray]]:
+    """Consecutive documents grouped into optimizer steps of about `step_tokens` real tokens."""
+    groups, cur, n = [], [], 0
+    for d in docs:
+        cur.append(d)
+        n += d.size + 2
+        if n >= step_tokens:
+            groups.append(cur)
+            cur, n = [], 0
+    return groups
+
+
+class OursSide:
+    """Our trainer's step: packer rows with `cu_seqlens`, sparse prediction, StableAdamW."""
+
+    def __init__(self, config: MmBertConfig, shape: dict) -> None:
+        torch.manual_seed(0)
+        self.config = config
+        self.model = MmBertForMaskedLM(config)
+        recipe = Recipe.from_dict({"phases": [{"name": "bench", "tokens": 10**9}], "train": {"lr": 1e-4}})
+        self.optimizer = build_optimizer(self.model, recipe)
+        self.generator = torch.Generator().manual_seed(0)
+        self.packer = Packer()
+        self.seq_len = shape["seq_len"]
+        self.micro_rows = max(1, shape["micro_tokens"] // shape["seq_len"])
+
+    def step(self, group: list[np.ndarray]) -> dict:
+        t0 = time.perf_counter()
+        # The step's documents, packed: ceil(real tokens / seq_len) rows, as the trainer asks for.
+        stream = iter(Doc(d) for d in group)
+        rows = math.ceil(sum(d.size + 2 for d in group) / self.seq_len)
+        micro = []
+        while rows > 0:
+            batch = self.packer.next_batch(stream, min(rows, self.micro_rows), self.seq_len)
+            rows -= self.micro_rows
+            if batch is None:
+                break
+            ids, labels = mask_tokens(batch["input_ids"], MASK_RATE, self.generator, self.config.vocab_size)
+            micro.append((ids, labels, batch["cu_seqlens"], batch["max_seqlen"]))
+        t_data = time.perf_counter() - t0
+        n_masked = sum(int((lab != -100).sum()) for _, lab, _, _ in micro)
+        flops = 0.0
+        for ids, labels, cu, max_seqlen in micro:
+            out = self.model(input_ids=ids, cu_seqlens=cu, max_seqlen=max_seqlen, labels=labels)
+            m = int((labels != -100).sum())
+            (out.loss * m / n_masked).backward()
+            flops += train_flops(self.config, torch.diff(cu).tolist(), m)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        real = sum(int(ids.numel()) for ids, *_ in micro)
+        return {
+            "tokens": real,
+            "time": time.perf_counter() - t0,
+            "data": t_data,
+            "flops": flops,
+            "padded": real,
+        }
+
+
+def _word_tokenizer(vocab: int):
+    """A word-level fast tokenizer with `vocab` ids and the mmBERT special layout (for the collator)."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+    words = {w: i for i, w in enumerate(specials)}
+    words.update({f"t{i}": i for i in range(len(specials), vocab)})
+    tok = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>",
+        mask_token="<mask>",
+    )  # fmt: skip
+
+
+class HFSide:
+    """The stock path: collator-padded micro-batches, transformers' ModernBERT (full output), AdamW."""
+
+    def __init__(self, config: MmBertConfig, shape: dict) -> None:
+        from transformers import DataCollatorForLanguageModeling, ModernBertConfig, ModernBertForMaskedLM
+
+        torch.manual_seed(0)
+        self.config = config
+        self.model = ModernBertForMaskedLM(
+            ModernBertConfig(**config.to_hf_dict(), attn_implementation="sdpa")
+        )
+        self.model.train()
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=8e-5
+        )
+        self.collator = DataCollatorForLanguageModeling(
+            _word_tokenizer(config.vocab_size), mlm_probability=MASK_RATE, seed=0
+        )
+        self.micro_tokens = shape["micro_tokens"]
+
+    def step(self, group: list[np.ndarray]) -> dict:
+        t0 = time.perf_counter()
+        # Micro-batches of documents holding about `micro_tokens` real tokens, each padded to its longest.
+        micro, cur, n = [], [], 0
+        for d in group:
+            cur.append({"input_ids": [2, *d.tolist(), 1]})
+            n += d.size + 2
+            if n >= self.micro_tokens:
+                micro.append(self.collator(cur))
+                cur, n = [], 0
+        if cur:
+            micro.append(self.collator(cur))
+        t_data = time.perf_counter() - t0
+        n_masked = sum(int((b["labels"] != -100).sum()) for b in micro)
+        flops = 0.0
+        for b in micro:
+            out = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"])
+            m = int((b["labels"] != -100).sum())
+            (out.loss * m / n_masked).backward()
+            flops += train_flops(self.config, b["attention_mask"].sum(1).tolist(), m)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {
+            "tokens": sum(int(b["attention_mask"].sum()) for b in micro),
+            "time": time.perf_counter() - t0,
+            "data": t_data,
+            "flops": flops,
+            "padded": sum(b["attention_mask"].numel() for b in micro),
+        }
+
+
+def run_interleaved(sides: dict, groups: list, warmup: int) -> dict[str, dict]:
+    """Alternate the sides step by step (and which goes first), so both see the same machine load."""
+    totals = {name: dict.fromkeys(("tokens", "time", "data", "flops", "padded"), 0.0) for name in sides}
+    names = list(sides)
+    for i, group in enumerate(groups):
+        for name in names if i % 2 == 0 else names[::-1]:
+            r = sides[name].step(group)
+            if i >= warmup:
+                for key, value in r.items():
+                    totals[name][key] += value
+    return totals
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    p.add_argument("--steps", type=int, help="timed steps per side (default: per shape)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed first steps")
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train.json")
+    args = p.parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
+    peak = measure_peak_flops()
+    print(f"fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s, {torch.get_num_threads()} threads", flush=True)
+    results = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                    "torch": torch.__version__, "peak_flops": peak},
+        "mask_rate": MASK_RATE,
+        "shapes": {},
+    }  # fmt: skip
+    rows = []
+    for name in args.shapes:
+        shape = dict(SHAPES[name])
+        steps = args.steps or shape["steps"]
+        preset = "tiny" if name == "tiny" else name
+        config = MmBertConfig.preset(preset, vocab_size=shape["vocab_size"], attn_backend="auto")
+        docs = make_documents(
+            shape["step_tokens"] * (steps + args.warmup + 1), shape["vocab_size"], shape["seq_len"]
+        )
+        groups = step_groups(docs, shape["step_tokens"])[: steps + args.warmup]
+        entry = {"seq_len": shape["seq_len"], "step_tokens": shape["step_tokens"], "steps": steps}
+        print(f"{name}: {steps} timed steps per side, interleaved ...", flush=True)
+        sides = {"ours": OursSide(config, shape), "transformers_padded": HFSide(config, shape)}
+        for side, r in run_interleaved(sides, groups, args.warmup).items():
+            entry[side] = {
+                "real_tokens_per_s": r["tokens"] / r["time"],
+                "data_wait_fraction": r["data"] / r["time"],
+                "data_wait_s_per_step": r["data"] / steps,
+                "step_s": r["time"] / steps,
+                "mfu": r["flops"] / r["time"] / peak,
+                "pad_fraction": 1 - r["tokens"] / r["padded"],
+            }
+            rows.append((name, side, entry[side]))
+        del sides
+        entry["speedup"] = (
+            entry["ours"]["real_tokens_per_s"] / entry["transformers_padded"]["real_tokens_per_s"]
+        )
+        results["shapes"][name] = entry
+    print()
+    print(
+        f"{'shape':<13} {'side':<20} {'real tok/s':>10} {'step s':>8} {'data wait':>10} {'pad':>6} {'MFU':>7}"
+    )
+    for name, side, r in rows:
+        print(
+            f"{name:<13} {side:<20} {r['real_tokens_per_s']:>10.0f} {r['step_s']:>8.2f} "
+            f"{100 * r['data_wait_fraction']:>9.2f}% {100 * r['pad_fraction']:>5.1f}% {100 * r['mfu']:>6.1f}%"
+        )
+    for name, entry in results["shapes"].items():
+        print(f"{name}: ours / padded transformers = {entry['speedup']:.2f}x")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
