@@ -275,7 +275,10 @@ def _raw_source(directory: Path) -> Source:
             try:
                 tensors.update(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
             except RuntimeError:
-                tensors.update(torch.load(path, map_location="cpu", weights_only=True))
+                try:  # legacy (non-zip) format: cannot be memory-mapped
+                    tensors.update(torch.load(path, map_location="cpu", weights_only=True))
+                except Exception as e:
+                    raise MergeError(f"{path}: cannot read as a PyTorch state dict ({e})") from e
         return DictSource(tensors, name=str(directory))
     raise MergeError(
         f"{directory}: no weights found (looked for model.safetensors, model.safetensors.index.json, "
