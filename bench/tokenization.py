@@ -5,10 +5,10 @@ Trains a tokenizer on the bundled corpus (or takes --tokenizer DIR, e.g. Gemma 2
 --repeats, each into a fresh directory. Also times the bare tokenizer (one thread, `encode_batch_fast`)
 on the same texts, the ceiling one worker is measured against.
 
-    python bench/tokenize.py                     # unigram, 8192 ids, workers 1 and 2
-    python bench/tokenize.py --tokenizer DIR     # any tokenizer directory
+    python bench/tokenization.py                     # unigram, 8192 ids, workers 1 and 2
+    python bench/tokenization.py --tokenizer DIR     # any tokenizer directory
 
-Prints a table and writes bench/results/tokenize.json. Wall-clock rates depend on what else runs on the
+Prints a table and writes bench/results/tokenization.json. Wall-clock rates depend on what else runs on the
 machine (the load average is printed); tokens per CPU-second (this process + its workers) much less so.
 """
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="unigram", choices=["unigram", "bpe"])
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "tokenize.json"))
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "tokenization.json"))
     args = p.parse_args(argv)
 
     from tokenizers import Tokenizer
