@@ -588,7 +588,7 @@ class Trainer:
             module = MmBertForMaskedLM(self.config)
             module.load_state_dict(model_state)
         module.save_pretrained(tmp)
-        _save_tokenizer(self.tokenizer_dir, tmp)
+        _copy_tokenizer(self.tokenizer_dir, tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -738,22 +738,32 @@ def _derived_seed(seed: int, purpose: str, index: int) -> int:
     return (seed * 1_000_003 + zlib.crc32(purpose.encode()) * 7919 + index) % (2**63)
 
 
+# Files of an HF model directory that are the model, not the tokenizer (never copied into an export).
+_MODEL_FILES = ("config.json", "generation_config.json")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".index.json")
+
+
 def _tokenizer_vocab_size(tokenizer_dir: Path) -> int:
-    return len(_load_tokenizer(tokenizer_dir))
+    """Ids of the tokenizer, added tokens included (`len(tokenizer)`), for the model's vocab_size."""
+    path = Path(tokenizer_dir) / "tokenizer.json"
+    if path.exists():
+        # The `tokenizers` file alone: no transformers import (seconds) in every training process.
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_file(str(path)).get_vocab_size(with_added_tokens=True)
+    from mmbert.tokenizer import load_tokenizer
+
+    return len(load_tokenizer(tokenizer_dir))
 
 
-def _load_tokenizer(tokenizer_dir: Path) -> Any:
-    try:
-        from mmbert.tokenizer import load_tokenizer
-    except ImportError:
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    return load_tokenizer(tokenizer_dir)
-
-
-def _save_tokenizer(tokenizer_dir: Path, out: Path) -> None:
-    _load_tokenizer(tokenizer_dir).save_pretrained(str(out))
+def _copy_tokenizer(tokenizer_dir: Path, out: Path) -> None:
+    """Copy the tokenizer's files (not a model's config or weights, if it sits in a model directory)."""
+    src = Path(tokenizer_dir)
+    if not src.is_dir():
+        raise FileNotFoundError(f"tokenizer directory {src} does not exist")
+    for f in sorted(src.iterdir()):
+        if f.is_file() and f.name not in _MODEL_FILES and not f.name.endswith(_WEIGHT_SUFFIXES):
+            shutil.copy2(f, out / f.name)
 
 
 def _warn_recipe_changes(saved: dict[str, Any], current: dict[str, Any], source: Path) -> None:
