@@ -341,20 +341,22 @@ def per_language_lines(per_language: Mapping[str, Mapping[str, Mapping[str, floa
 
 # ---------------------------------------------------------------------------------------------- the demo
 def _run_summary(records: list[dict]) -> dict[str, Any]:
-    """Per phase of one run: steps, tokens at its end, mean loss of its last 5 steps, mean throughput."""
+    """Per phase of one run: steps, tokens at its end, mean loss of its last 5 steps, tokens per second."""
     out: dict[str, Any] = {}
     for r in records:
-        p = out.setdefault(r["phase"], {"steps": 0, "losses": [], "tok_s": []})
+        p = out.setdefault(r["phase"], {"steps": 0, "losses": [], "tokens": 0, "seconds": 0.0})
         p["steps"] += 1
         p["end_tokens"] = r["tokens"]
         if r.get("loss") is not None and math.isfinite(r["loss"]):
             p["losses"].append(r["loss"])
-        if r.get("tokens_per_s"):
-            p["tok_s"].append(r["tokens_per_s"])
+        if r.get("step_s"):
+            p["tokens"] += r.get("batch_tokens", 0)
+            p["seconds"] += r["step_s"]
     for p in out.values():
-        losses, rates = p.pop("losses"), p.pop("tok_s")
+        losses, tokens, seconds = p.pop("losses"), p.pop("tokens"), p.pop("seconds")
         p["final_loss"] = float(np.mean(losses[-5:])) if losses else None
-        p["tokens_per_s"] = float(np.mean(rates)) if rates else None
+        # total tokens over total step time (a mean of per-step rates overweights the fast steps)
+        p["tokens_per_s"] = tokens / seconds if seconds else None
     return out
 
 
