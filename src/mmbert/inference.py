@@ -166,7 +166,10 @@ def fill_mask(
         for i in batch:  # the batch's texts are in the stream in this order
             for _ in range(encoded[i].count(mask_id)):
                 per_text[i].append(
-                    [Prediction(t, token_text(tokenizer, t), p) for t, p in zip(ids[m], probs[m], strict=True)]
+                    [
+                        Prediction(t, token_text(tokenizer, t), p)
+                        for t, p in zip(ids[m], probs[m], strict=True)
+                    ]
                 )
                 m += 1
     results = []
