@@ -46,6 +46,7 @@ import logging
 import math
 import os
 import shutil
+import statistics
 import sys
 import time
 from collections import Counter
@@ -62,8 +63,7 @@ from mmbert.schedule import Schedule, phase_lr
 
 logger = logging.getLogger(__name__)
 
-# fp32 matmul peak of the reference 2-core CPU (environment.md, 2048^3 matmul); bf16 dense peaks of GPUs.
-CPU_PEAK_FLOPS = 107e9
+# Dense bf16 peaks of GPUs (a CPU's fp32 peak is measured at start: hosts differ by 3x).
 GPU_PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
 
 
@@ -113,10 +113,22 @@ def train_flops(config: Any, lengths: list[int], n_predicted: int) -> float:
     return flops
 
 
+def measure_cpu_matmul_flops(n: int = 1024, reps: int = 5) -> float:
+    """This CPU's fp32 matmul rate (median of `reps` n^3 matmuls, ~50 ms; no RNG is consumed)."""
+    a = torch.ones(n, n)
+    a @ a
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ a
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times)
+
+
 def default_peak_flops(device: torch.device) -> float | None:
-    """Peak of the device for MFU: bf16 dense for known GPUs, the measured fp32 matmul peak on CPU."""
+    """Peak of the device for MFU: bf16 dense for known GPUs, the measured fp32 matmul rate on CPU."""
     if device.type == "cpu":
-        return CPU_PEAK_FLOPS
+        return measure_cpu_matmul_flops()
     name = torch.cuda.get_device_name(device)
     for key, peak in GPU_PEAK_BF16_FLOPS.items():
         if key in name:
@@ -356,6 +368,8 @@ class Trainer:
             ckpt.restore_rng_state(rank_state["rng"])
 
         self.peak_flops = options.peak_flops or default_peak_flops(self.device)
+        if self.peak_flops:
+            logger.info("MFU against a peak of %.1f GFLOP/s (--peak-flops to set it)", self.peak_flops / 1e9)
         self.metrics: MetricsLog | None = None
         self.tb = None
         if env.is_main:
