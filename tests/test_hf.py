@@ -194,3 +194,22 @@ def test_mlm_checkpoint_loads_into_encoder_and_classifier(tmp_path):
 
 def test_transformers_version_is_the_one_tested():
     assert int(transformers.__version__.split(".")[0]) >= 4
+
+
+def test_gradients_match_transformers(tmp_path):
+    """The training path (packed, in-place RoPE, blocked local attention) has HF's gradients."""
+    ref = hf_model(seed=7, attn="eager")
+    ref.save_pretrained(tmp_path)
+    ours = MmBertForMaskedLM.from_pretrained(tmp_path).train()
+    ref.train()
+    ids, mask = ragged_batch(vocab=1024, seed=8)
+    labels = torch.where(torch.rand(ids.shape, generator=torch.Generator().manual_seed(0)) < 0.3, ids, -100)
+    labels[mask == 0] = -100
+    ref_loss = torch.nn.functional.cross_entropy(
+        ref(input_ids=ids, attention_mask=mask).logits[labels != -100], labels[labels != -100]
+    )
+    ref_loss.backward()
+    ours(ids, attention_mask=mask, labels=labels).loss.backward()
+    ref_params = dict(ref.named_parameters())
+    for name, p in ours.named_parameters():
+        torch.testing.assert_close(p.grad, ref_params[name].grad, atol=1e-5, rtol=1e-4, msg=name)

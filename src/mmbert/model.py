@@ -68,14 +68,22 @@ def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[
 
 
 def apply_rope(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate queries and keys together: qk (N, 2, H, D), cos/sin (N, D/2).
+    """Rotate queries and keys together, in place: qk (N, 2, H, D), cos/sin (N, D/2).
 
-    Equal to `qk * cat(cos, cos) + rotate_half(qk) * cat(sin, sin)` (HF's form), in fewer passes.
+    Equal to HF's `qk * cat(cos, cos) + rotate_half(qk) * cat(sin, sin)`: with halves (x1, x2) the result
+    is (x1 cos - x2 sin, x2 cos + x1 sin). In place on the fresh `Wqkv` output (autograd keeps only cos
+    and sin for these ops), in four fused multiply-adds and one copy of x1: no `cat`, no temporaries
+    the size of qk.
     """
-    dtype = qk.dtype
-    x1, x2 = qk.float().chunk(2, dim=-1)  # (N, 2, H, D/2) each
+    if qk.dtype != torch.float32:  # rotate in fp32 under autocast, as HF does
+        return apply_rope(qk.float(), cos, sin).to(qk.dtype)
+    half = qk.shape[-1] // 2
+    x1, x2 = qk[..., :half], qk[..., half:]  # views (N, 2, H, D/2)
     c, s = cos[:, None, None, :], sin[:, None, None, :]
-    return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1).to(dtype)
+    x1_orig = x1.clone()
+    x1.mul_(c).addcmul_(x2, s, value=-1.0)
+    x2.mul_(c).addcmul_(x1_orig, s)
+    return qk
 
 
 # ---------------------------------------------------------------------------------------------- blocks
