@@ -26,7 +26,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ from mmbert.data.packing import Packer
 from mmbert.io import atomic_write_text
 from mmbert.model import MmBertForMaskedLM
 from mmbert.recipe import Recipe
-from mmbert.train import build_optimizer, train_flops
+from mmbert.train import build_optimizer, measure_matmul_flops, train_flops
 
 # shape -> (vocab, seq_len, tokens per optimizer step, micro-batch tokens, timed steps)
 SHAPES = {
@@ -49,19 +48,6 @@ SHAPES = {
     "mmbert-small": dict(vocab_size=256_000, seq_len=512, step_tokens=4096, micro_tokens=1024, steps=2),
 }
 MASK_RATE = 0.3
-
-
-def measure_peak_flops(n: int = 2048, reps: int = 9) -> float:
-    """fp32 matmul FLOP/s of this machine now: the median of `reps` timed n^3 matmuls (the best single
-    one swings with turbo and with other processes on a shared machine)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t)
-    return 2 * n**3 / statistics.median(times)
 
 
 class Doc:
@@ -228,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train.json")
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
-    peak = measure_peak_flops()
+    peak = measure_matmul_flops(n=2048, reps=9)
     print(f"fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s, {torch.get_num_threads()} threads", flush=True)
     results = {
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),

@@ -4,7 +4,7 @@
 
 Nothing is downloaded. The steps, each calling the module that owns it:
 
-1. `tokenizer`: train a Unigram tokenizer with mmBERT's special ids on the bundled UDHR + code
+1. `tokenizer`: train a BPE tokenizer with mmBERT's special ids on the bundled UDHR + code
    (`mmbert tokenizer train`), and `prepare`: tokenize the corpus into shards (`mmbert prepare`);
 2. `train`: the tiny recipe (`recipes/tiny.yaml`) through its three phases, 30% → 15% → 5% masking,
    tau 0.7 → 0.5 → 0.3, growing language sets, longer context and a new RoPE theta, then its three
@@ -74,7 +74,7 @@ class Settings:
     model_preset: str | None = None  # None: the recipe's
     batch_tokens: int | None = None  # None: the recipe's
     tokenizer_vocab: int = 8192
-    tokenizer_model: str = "unigram"
+    tokenizer_model: str = "bpe"  # Gemma 2's kind; Unigram trains several times slower
     # A 2M-character sample of the 5.5M-character corpus: half the training time, the same vocabulary size.
     tokenizer_max_chars: int | None = 2_000_000
     # The evaluation runs 5 models: English + 24 languages of each group, texts cut to 48 tokens, keep it
@@ -258,8 +258,9 @@ def step_merge(demo: Demo, recipe: Any) -> None:
     from mmbert import merge
 
     models = [str(variant_export(demo, recipe, v)) for v in recipe.variant_names()]
+    # mmBERT's density is not published; 0.5 trims half of each variant's task vector (TIES's usual setting).
     argv = ["--method", "ties", "--base", str(pre_decay_export(demo, recipe)), "--models", *models,
-            "--out", str(demo.merged), "--overwrite"]  # fmt: skip
+            "--density", "0.5", "--out", str(demo.merged), "--overwrite"]  # fmt: skip
     _call(merge.main, argv, "TIES merge")
 
 

@@ -113,14 +113,23 @@ def train_flops(config: Any, lengths: list[int], n_predicted: int) -> float:
     return flops
 
 
-def measure_cpu_matmul_flops(n: int = 1024, reps: int = 5) -> float:
-    """This CPU's fp32 matmul rate (median of `reps` n^3 matmuls, ~50 ms; no RNG is consumed)."""
-    a = torch.ones(n, n)
+def measure_matmul_flops(
+    n: int = 1024, reps: int = 5, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> float:
+    """This device's matmul rate now: the median of `reps` n^3 matmuls (no RNG is consumed).
+
+    The median, not the best: a single run swings with turbo and with other processes on a shared host.
+    """
+    a = torch.ones(n, n, device=device, dtype=dtype)
     a @ a
     times = []
     for _ in range(reps):
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize(device)
         t = time.perf_counter()
         a @ a
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t)
     return 2 * n**3 / statistics.median(times)
 
@@ -128,7 +137,7 @@ def measure_cpu_matmul_flops(n: int = 1024, reps: int = 5) -> float:
 def default_peak_flops(device: torch.device) -> float | None:
     """Peak of the device for MFU: bf16 dense for known GPUs, the measured fp32 matmul rate on CPU."""
     if device.type == "cpu":
-        return measure_cpu_matmul_flops()
+        return measure_matmul_flops()
     name = torch.cuda.get_device_name(device)
     for key, peak in GPU_PEAK_BF16_FLOPS.items():
         if key in name:
