@@ -10,7 +10,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["MmBertConfig", "MmBertModel", "MmBertForMaskedLM", "MmBertForSequenceClassification", "__version__"]
+__all__ = [
+    "MmBertConfig",
+    "MmBertModel",
+    "MmBertForMaskedLM",
+    "MmBertForSequenceClassification",
+    "__version__",
+]
 
 _LAZY = {
     "MmBertConfig": "mmbert.config",
