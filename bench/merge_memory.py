@@ -117,8 +117,7 @@ def main() -> int:
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="mmbert-merge-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        # -P: no script directory on sys.path (bench/ holds modules named like stdlib ones).
-        _, gen_s = run([sys.executable, "-P", __file__, "--generate", str(work)])
+        _, gen_s = run([sys.executable, __file__, "--generate", str(work)])
         summary = json.loads((work / "shapes.json").read_text())
         print(f"checkpoints ready in {work} ({gen_s:.0f}s)", file=sys.stderr)
         dirs = [work / name for name in ("base", "eng", "cont", "all")]

@@ -14,21 +14,16 @@ machine (the load average is printed); tokens per CPU-second (this process + its
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
 import sys
-
-# This file's name shadows the standard library's `tokenize` (which linecache and tracebacks import)
-# when it runs as a script: take its directory off the import path before anything imports that.
-sys.path[:] = [p for p in sys.path if p not in {"", __file__.rpartition("/")[0] or "."}]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import resource  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import tempfile
+import time
+from pathlib import Path
 
 
 def _cpu_seconds() -> float:
