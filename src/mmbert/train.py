@@ -121,7 +121,11 @@ def measure_matmul_flops(
     The median, not the best: a single run swings with turbo and with other processes on a shared host.
     """
     a = torch.ones(n, n, device=device, dtype=dtype)
-    a @ a
+    # Warm up for 0.2 s first: a cold start (thread pool, clock ramp) measured 2.5x below the rate
+    # the same CPU reached a few seconds later.
+    start = time.perf_counter()
+    while time.perf_counter() - start < 0.2:
+        a @ a
     times = []
     for _ in range(reps):
         if torch.device(device).type == "cuda":
