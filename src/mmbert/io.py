@@ -1,18 +1,45 @@
-"""Atomic file writing: a file is either absent, the old version, or the complete new version.
+"""Atomic outputs: a file or a directory is either absent, the old version, or the complete new one.
 
-Every output of the project (checkpoints, exports, shards, reports) goes through these helpers: the
-data is written to a temporary name in the same directory, flushed and fsynced, then renamed over the
-target, and the directory is fsynced so that the rename itself survives a crash.
+Every output of the project (checkpoints, exports, shards, reports, merged models) goes through these
+helpers. A file is written to a temporary name in the same directory, flushed and fsynced, then
+renamed over the target, and the directory is fsynced so that the rename itself survives a crash. A
+directory is built under a temporary name beside the target and swapped in whole: on Linux with
+`renameat2(RENAME_EXCHANGE)`, so the old directory stays in place until the new one has taken its
+name; elsewhere the old one is moved aside just before the new one is renamed in.
+
+Temporary names are `.<name>.<pid>.<random>.tmp`: the writer's process id lets a later run remove the
+leftovers of a killed writer (`remove_stale_temps`) without touching those of a live one. Files get
+the permissions an ordinary `open()` would give them (0666 less the umask), not `mkstemp`'s 0600.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where /proc allows (setting it is not thread-safe)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def fsync_dir(directory: str | Path) -> None:
@@ -29,13 +56,18 @@ def fsync_dir(directory: str | Path) -> None:
         os.close(fd)
 
 
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}."
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file next to `path`; on success it replaces `path`, on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -55,3 +87,100 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _fsync_tree(root: Path) -> None:
+    for directory, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(directory, name), "rb") as f:
+                os.fsync(f.fileno())
+        fsync_dir(directory)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux `renameat2`); False where unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False  # an old kernel or a file system without the flag
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Put the finished directory `new` at `target`, replacing (and then deleting) what was there."""
+    if target.exists() or target.is_symlink():
+        if not _exchange(new, target):
+            aside = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent))
+            os.rename(target, aside / target.name)
+            os.rename(new, target)
+            new = aside
+        fsync_dir(target.parent)
+        shutil.rmtree(new)  # now the old directory
+    else:
+        os.rename(new, target)
+        fsync_dir(target.parent)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary directory beside `path`; on success it replaces `path` whole.
+
+    On error (or a kill) `path` is untouched and the temporary directory is removed (or, after a
+    kill, left for `remove_stale_temps`).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path.parent, path.name)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())
+        yield tmp
+        _fsync_tree(tmp)
+        replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def remove_stale_temps(directory: str | Path, name: str | None = None, recursive: bool = False) -> int:
+    """Delete the temporary files and directories of writers that died (their process is gone).
+
+    Only this module's names (`.<name>.<pid>.<random>.tmp`) are touched, and only for `name` when
+    given; a live writer's temporaries are kept. Returns how many were removed.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        return 0
+    candidates = root.rglob(".*.tmp") if recursive else root.glob(".*.tmp")
+    removed = 0
+    for path in list(candidates):
+        match = _TEMP_RE.match(path.name)
+        if match is None or (name is not None and match["name"] != name):
+            continue
+        if _pid_alive(int(match["pid"])):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        removed += 1
+    return removed

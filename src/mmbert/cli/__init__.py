@@ -1,0 +1,131 @@
+"""`mmbert COMMAND`: the command layer, apart from the library.
+
+Each command is one module here with two functions: `add_arguments(parser)` declares its options and
+`run(args) -> int` turns them into one call of a library function and prints what it returned. The
+library takes typed arguments, returns results and logs through `logging`; argument parsing, printing
+and the logging set-up live here only, and so does the handling of errors:
+
+- an expected failure (`mmbert.errors.MmbertError`, `ValueError`, `OSError`: bad input, a refused
+  overwrite, a missing file) prints one line, `mmbert COMMAND: error: ...`, and exits with 2 (or the
+  error's own `exit_code`); `--debug` or `MMBERT_DEBUG=1` shows the traceback as well;
+- Ctrl-C prints one line (with the command's own advice, e.g. how to resume) and exits with 130;
+- anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+import traceback
+from types import ModuleType
+
+from mmbert import __version__
+from mmbert.errors import MmbertError
+
+# name -> (module, one line of help). Modules are imported only when their command runs: importing
+# every command pulls in torch and transformers (3-6 s here), which `mmbert --help` should not pay.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "tokenizer": ("mmbert.cli.tokenizer", "train, inspect or adapt a multilingual tokenizer"),
+    "prepare": ("mmbert.cli.prepare", "tokenize documents into per-language shards"),
+    "plan": ("mmbert.cli.plan", "show each phase's language/source sampling budget"),
+    "train": ("mmbert.cli.train", "run a recipe's phases (resumable, distributed)"),
+    "merge": ("mmbert.cli.merge", "merge checkpoints (TIES, linear, EMA)"),
+    "evaluate": ("mmbert.cli.evaluate", "per-language MLM accuracy and cross-lingual retrieval"),
+    "fill-mask": ("mmbert.cli.fill_mask", "top predictions for <mask> tokens"),
+    "embed": ("mmbert.cli.embed", "mean-pooled embeddings of a file of texts"),
+    "finetune": ("mmbert.cli.finetune", "fine-tune sequence classification / regression"),
+    "demo": ("mmbert.cli.demo", "the end-to-end demo on the bundled corpus"),
+}
+DEBUG_ENV = "MMBERT_DEBUG"
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: mmbert [--version] COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "`mmbert COMMAND --help` describes a command; `--debug` shows tracebacks."]
+    return "\n".join(lines)
+
+
+class _Formatter(logging.Formatter):
+    """`HH:MM:SS message`, with `warning:` / `error:` in front of the messages that are not news."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.levelno >= logging.WARNING:
+            time_, _, message = text.partition(" ")
+            text = f"{time_} {record.levelname.lower()}: {message}"
+        return text
+
+
+def setup_logging() -> None:
+    """The one logging set-up: INFO on the main process (rank 0 under torchrun), WARNING elsewhere."""
+    rank = int(os.environ.get("RANK", "0") or 0)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_mmbert", False):
+            root.removeHandler(old)
+    handler._mmbert = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+
+
+def build_parser(name: str, module: ModuleType) -> argparse.ArgumentParser:
+    doc = (module.__doc__ or "").strip().split("\n\n")[0]
+    parser = argparse.ArgumentParser(prog=f"mmbert {name}", description=doc)
+    module.add_arguments(parser)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    return parser
+
+
+def run_command(name: str, argv: list[str]) -> int:
+    """Parse `argv` for command `name`, run it, and turn expected failures into one line."""
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = build_parser(name, module)
+    # Intermixed (train): `RECIPE key=value --out DIR key=value` keeps every override; it cannot
+    # parse sub-commands (tokenizer train|info), hence per command.
+    args = (
+        parser.parse_intermixed_args(argv)
+        if getattr(module, "INTERMIXED", False)
+        else parser.parse_args(argv)
+    )
+    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    setup_logging()
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        advice = getattr(module, "INTERRUPTED", "")
+        print(f"mmbert {name}: interrupted{'; ' + advice if advice else ''}", file=sys.stderr)
+        return 130
+    except (MmbertError, ValueError, OSError) as err:
+        if debug:
+            traceback.print_exc()
+        print(f"mmbert {name}: error: {_one_line(err)}", file=sys.stderr)
+        return int(getattr(err, "exit_code", 2))
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err) or type(err).__name__
+    if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in text:
+        text = f"{err.filename}: {text}"
+    return " ".join(text.split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        print(_usage())
+        return 0
+    if argv[0] == "--version":
+        print(__version__)
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"mmbert: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    return run_command(name, rest)
