@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from mmbert import MmBertConfig, MmBertForMaskedLM, MmBertModel
-from mmbert.train import measure_matmul_flops
+from mmbert.flops import measure_matmul_flops
 
 
 def sync(device: str) -> None:

@@ -8,13 +8,13 @@ optimizer step, their steps interleaved (so that a busy machine slows both alike
 - ours: `mmbert.data.packing.Packer` packs the documents into rows of `seq_len` (no padding, attention
   kept inside each document through `cu_seqlens`), `mmbert.data.masking.mask_tokens` masks them,
   `MmBertForMaskedLM` runs the head and the decoder only on the masked positions, and the optimizer is
-  the trainer's (`mmbert.train.build_optimizer`: StableAdamW).
+  the trainer's (`mmbert.optim.build_optimizer`: StableAdamW).
 - baseline: `DataCollatorForLanguageModeling` pads each micro-batch of documents to its longest and
   masks it, and transformers' `ModernBertForMaskedLM` (sdpa attention, its default full-vocabulary
   output) trains with `torch.optim.AdamW`, as a stock Hugging Face `Trainer` run would.
 
 Reported per side: real (non-pad) tokens per second, time spent preparing batches (data wait), and
-MFU = useful FLOPs / time / peak, where the useful FLOPs of a step (`mmbert.train.train_flops`) are
+MFU = useful FLOPs / time / peak, where the useful FLOPs of a step (`mmbert.flops.train_flops`) are
 those of the real tokens with sparse prediction, the same numerator for both sides, and the peak is
 this machine's fp32 matmul rate measured in the same run (2048^3 matmuls, median of 9).
 """
@@ -38,8 +38,9 @@ from mmbert.data.masking import mask_tokens
 from mmbert.data.packing import Packer
 from mmbert.io import atomic_write_text
 from mmbert.model import MmBertForMaskedLM
-from mmbert.recipe import Recipe
-from mmbert.train import build_optimizer, measure_matmul_flops, train_flops
+from mmbert.recipe import TrainSpec
+from mmbert.flops import measure_matmul_flops, train_flops
+from mmbert.optim import build_optimizer
 
 # shape -> (vocab, seq_len, tokens per optimizer step, micro-batch tokens, timed steps)
 SHAPES = {
@@ -87,8 +88,8 @@ class OursSide:
         torch.manual_seed(0)
         self.config = config
         self.model = MmBertForMaskedLM(config)
-        recipe = Recipe.from_dict({"phases": [{"name": "bench", "tokens": 10**9}], "train": {"lr": 1e-4}})
-        self.optimizer = build_optimizer(self.model, recipe)
+        train = TrainSpec(lr=1e-4)
+        self.optimizer = build_optimizer(self.model, train, train.lr, train.weight_decay)
         self.generator = torch.Generator().manual_seed(0)
         self.packer = Packer()
         self.seq_len = shape["seq_len"]
@@ -105,8 +106,8 @@ class OursSide:
             rows -= self.micro_rows
             if batch is None:
                 break
-            ids, labels = mask_tokens(batch["input_ids"], MASK_RATE, self.generator, self.config.vocab_size)
-            micro.append((ids, labels, batch["cu_seqlens"], batch["max_seqlen"]))
+            ids, labels = mask_tokens(batch.input_ids, MASK_RATE, self.generator, self.config.vocab_size)
+            micro.append((ids, labels, batch.cu_seqlens, batch.max_seqlen))
         t_data = time.perf_counter() - t0
         n_masked = sum(int((lab != -100).sum()) for _, lab, _, _ in micro)
         flops = 0.0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
+import subprocess
 
 import numpy as np
 import pytest
@@ -41,8 +43,13 @@ def test_retention_keeps_last_k_and_phase_ends(tmp_path):
 def test_latest_skips_truncated_and_ignores_tmp(tmp_path, caplog):
     ckpt.save_checkpoint(tmp_path, _state(1.0), step=1)
     good = ckpt.save_checkpoint(tmp_path, _state(2.0), step=2)
-    # A killed writer leaves a temporary file; a disk fault could leave a truncated final file.
-    (good.parent / ".step-000000003.pt.tmp").write_bytes(good.read_bytes()[:100])
+    # A killed writer leaves a temporary file (named with its pid, now gone); a disk fault could leave
+    # a truncated final file. A live writer's temporary file is not touched.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (good.parent / f".step-000000003.pt.{dead.pid}.abc123.tmp").write_bytes(good.read_bytes()[:100])
+    live = good.parent / f".step-000000006.pt.{os.getpid()}.xyz789.tmp"
+    live.write_bytes(b"in progress")
     broken = good.parent / ckpt.checkpoint_name(4)
     broken.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
     with caplog.at_level(logging.WARNING):
@@ -52,7 +59,7 @@ def test_latest_skips_truncated_and_ignores_tmp(tmp_path, caplog):
         ckpt.load_checkpoint(broken)
     # The next save removes the stale temporary file.
     ckpt.save_checkpoint(tmp_path, _state(5.0), step=5)
-    assert not list(good.parent.glob(".*.tmp"))
+    assert list(good.parent.glob(".*.tmp")) == [live]
 
 
 def test_latest_on_empty_run(tmp_path):

@@ -24,15 +24,15 @@ OVERRIDES = ["phases.0.tokens=384", "phases.0.warmup_tokens=64", "phases.1.token
 
 def _record(trainer, record_dir: Path, rank: int) -> None:
     """Wrap the trainer so that each step's micro-batches and each drawn document are saved."""
-    original = trainer._micro_batches
+    original = trainer.loader.next_step
     drawn: list[list] = []
 
-    def micro_batches(step_tokens: int):
-        micro = original(step_tokens)
+    def next_step(step_tokens: int, seq_len: int, mask_rate: float):
+        micro = original(step_tokens, seq_len, mask_rate)
         torch.save(micro, record_dir / f"rank{rank}-step{trainer.step + 1}.pt")
         return micro
 
-    next_document = trainer.data.sampler.next_document
+    next_document = trainer.loader.sampler.next_document
 
     def record_document():
         doc = next_document()
@@ -40,8 +40,8 @@ def _record(trainer, record_dir: Path, rank: int) -> None:
         (record_dir / f"rank{rank}-docs.json").write_text(json.dumps(drawn))
         return doc
 
-    trainer._micro_batches = micro_batches
-    trainer.data.sampler.next_document = record_document
+    trainer.loader.next_step = next_step
+    trainer.loader.sampler.next_document = record_document
 
 
 def worker(recipe_path: str, out: str, record_dir: str, strategy: str) -> None:
@@ -89,7 +89,7 @@ def recipe(tmp_path_factory):
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_ranks_draw_disjoint_data_and_match_one_process(strategy, recipe, tmp_path, monkeypatch):
-    from mmbert import train
+    from mmbert import distributed, train
     from mmbert.recipe import load_recipe
     from tests.test_train import read_metrics
 
@@ -103,14 +103,14 @@ def test_two_ranks_draw_disjoint_data_and_match_one_process(strategy, recipe, tm
     assert docs[0] and docs[1] and not docs[0] & docs[1]
 
     # One process, fed at every step the two ranks' micro-batches together.
-    def union(step_tokens: int):
+    def union(step_tokens: int, seq_len: int, mask_rate: float):
         step = trainer.step + 1
         return [m for r in (0, 1) for m in torch.load(records / f"rank{r}-step{step}.pt", weights_only=False)]
 
-    env = train.dist_utils.init_distributed("cpu")
+    env = distributed.init_distributed("cpu")
     options = train.TrainOptions(progress=False, tensorboard=False)
     trainer = train.Trainer(load_recipe(recipe, OVERRIDES), tmp_path / "single", env, options)
-    monkeypatch.setattr(trainer, "_micro_batches", union)
+    monkeypatch.setattr(trainer.loader, "next_step", union)
     trainer.run()
     single = read_metrics(tmp_path / "single")
     assert [r["tokens"] for r in single] == [r["tokens"] for r in ddp]

@@ -6,7 +6,8 @@ import math
 
 import torch
 
-from mmbert.data.masking import IGNORE_INDEX, MASK_ID, SPECIAL_IDS, mask_tokens
+from mmbert.data.masking import mask_tokens
+from mmbert.tokens import IGNORE_INDEX, MASK_ID, SPECIAL_IDS
 
 V = 50
 
@@ -23,7 +24,7 @@ def test_rates_80_10_10() -> None:
     ids[2::10] = 1  # eos
     for rate in (0.3, 0.15, 0.05):
         masked, labels = mask_tokens(ids, rate, g, V)
-        special = torch.isin(ids, torch.tensor(SPECIAL_IDS))
+        special = torch.isin(ids, torch.tensor(list(SPECIAL_IDS.values())))
         selected = labels != IGNORE_INDEX
         n_normal = int((~special).sum())
         assert not selected[special].any() and torch.equal(masked[special], ids[special])
@@ -45,7 +46,7 @@ def test_random_tokens_are_uniform_over_non_special_vocab() -> None:
     ids = torch.full((400_000,), 7)
     masked, labels = mask_tokens(ids, 1.0, torch.Generator().manual_seed(3), V)
     rnd = masked[(masked != MASK_ID) & (masked != 7)]
-    assert not torch.isin(rnd, torch.tensor(SPECIAL_IDS)).any()
+    assert not torch.isin(rnd, torch.tensor(list(SPECIAL_IDS.values()))).any()
     counts = torch.bincount(rnd, minlength=V)[5:]
     counts = torch.cat([counts[:2], counts[3:]])  # id 7 is excluded from "replaced"
     n, p = int(counts.sum()), 1 / counts.numel()

@@ -32,7 +32,7 @@ def unpack(batches) -> list[np.ndarray]:
     """Re-join pieces into documents using bos (2) / eos (1) markers."""
     out, current = [], []
     for b in batches:
-        ids, cu = b["input_ids"].numpy(), b["cu_seqlens"].numpy()
+        ids, cu = b.input_ids.numpy(), b.cu_seqlens.numpy()
         for s, e in zip(cu[:-1], cu[1:], strict=True):
             current.extend(ids[s:e].tolist())
             if ids[e - 1] == 1:
@@ -48,14 +48,14 @@ def test_rows_full_boundaries_and_exact_reassembly() -> None:
     batches = []
     for seq_len in (64, 64, 128, 256, 128):  # seq_len changes between calls, as between phases
         b = packer.next_batch(it, 8, seq_len)
-        cu = b["cu_seqlens"]
-        assert b["input_ids"].dtype == torch.int64 and cu.dtype == torch.int32
-        assert b["input_ids"].numel() == 8 * seq_len == int(cu[-1])
+        cu = b.cu_seqlens
+        assert b.input_ids.dtype == torch.int64 and cu.dtype == torch.int32
+        assert b.input_ids.numel() == 8 * seq_len == int(cu[-1])
         lengths = (cu[1:] - cu[:-1]).numpy()
-        assert (lengths > 0).all() and lengths.max() == b["max_seqlen"] <= seq_len
+        assert (lengths > 0).all() and lengths.max() == b.max_seqlen <= seq_len
         # Row boundaries are sequence boundaries: no sequence crosses a multiple of seq_len.
         assert set(range(0, 8 * seq_len + 1, seq_len)) <= set(cu.tolist())
-        assert sum(b["tokens_per_language"].values()) == sum(b["tokens_per_source"].values()) == 8 * seq_len
+        assert sum(b.tokens_per_language.values()) == sum(b.tokens_per_source.values()) == 8 * seq_len
         batches.append(b)
     while (b := packer.next_batch(it, 8, 128)) is not None:
         batches.append(b)
@@ -68,10 +68,10 @@ def test_rows_full_boundaries_and_exact_reassembly() -> None:
 def test_long_document_split_into_pieces_with_bos_eos_at_the_ends() -> None:
     packer = Packer()
     b = packer.next_batch(iter([Doc("s", "x", np.arange(10, 40, dtype=np.uint32))]), 4, 10)
-    ids, cu = b["input_ids"].tolist(), b["cu_seqlens"].tolist()
+    ids, cu = b.input_ids.tolist(), b.cu_seqlens.tolist()
     assert cu == [0, 10, 20, 30, 32]
     assert ids[0] == 2 and ids[-1] == 1 and 2 not in ids[1:] and 1 not in ids[:-1]
-    assert b["num_rows"] == 4 and packer.stats.split_documents == 1 and packer.stats.pieces == 4
+    assert b.num_rows == 4 and packer.stats.split_documents == 1 and packer.stats.pieces == 4
 
 
 def test_state_round_trip_continues_identically() -> None:
@@ -87,8 +87,8 @@ def test_state_round_trip_continues_identically() -> None:
     it_b = iter(all_docs[state["stats"]["documents"] :])  # what the sampler's state would resume
     for _ in range(5):
         x, y = a.next_batch(it_a, 4, 100), b.next_batch(it_b, 4, 100)
-        assert x["input_ids"].tolist() == y["input_ids"].tolist()
-        assert x["cu_seqlens"].tolist() == y["cu_seqlens"].tolist()
+        assert x.input_ids.tolist() == y.input_ids.tolist()
+        assert x.cu_seqlens.tolist() == y.cu_seqlens.tolist()
     assert a.stats == b.stats
 
 

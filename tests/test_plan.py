@@ -82,7 +82,7 @@ def test_sampler_and_packer_on_a_store() -> None:
     per_source: dict[str, int] = {}
     for _ in range(20):
         batch = packer.next_batch(iter(sampler), 8, 64)
-        for k, v in batch["tokens_per_source"].items():
+        for k, v in batch.tokens_per_source.items():
             per_source[k] = per_source.get(k, 0) + v
     total = sum(per_source.values())
     assert total == 20 * 8 * 64 and packer.stats.efficiency == 1.0

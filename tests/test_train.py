@@ -20,7 +20,11 @@ import pytest
 import torch
 
 from mmbert import checkpoint as ckpt
-from mmbert import train
+from mmbert import distributed, train
+from mmbert.cli import main as cli_main
+from mmbert.flops import doc_attention_pairs
+from mmbert.metrics import MetricsLog
+from mmbert.optim import build_optimizer
 from mmbert.recipe import load_recipe
 
 RECIPE = """\
@@ -135,7 +139,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def run_main(*args) -> int:
-    return train.main([str(a) for a in args] + ["--no-progress", "--no-tensorboard"])
+    return cli_main(["train", *[str(a) for a in args], "--no-progress", "--no-tensorboard"])
 
 
 def _cli(recipe: Path, out: Path) -> list[str]:
@@ -188,7 +192,7 @@ def test_sigkill_and_rerun_gives_identical_losses(inputs, tmp_path):
 def test_phases_switch_in_place_and_export(inputs, tmp_path):
     recipe_path, _ = inputs
     recipe = load_recipe(recipe_path)
-    env = train.dist_utils.init_distributed("cpu")
+    env = distributed.init_distributed("cpu")
     trainer = train.Trainer(recipe, tmp_path, env, train.TrainOptions(progress=False, tensorboard=False))
     optimizer, model = trainer.optimizer, trainer.model
     assert trainer.run() == 0
@@ -289,7 +293,7 @@ def test_init_from_hf_export(inputs, tmp_path):
         recipe_path,
         ["phases.0.tokens=128", "phases.0.warmup_tokens=0", "phases.1.tokens=64", "phases.2.tokens=64"],
     )
-    env = train.dist_utils.init_distributed("cpu")
+    env = distributed.init_distributed("cpu")
     options = train.TrainOptions(progress=False, tensorboard=False)
     train.Trainer(recipe, tmp_path / "a", env, options).run()
     export = tmp_path / "a" / "export" / "decay"
@@ -306,7 +310,7 @@ def test_metrics_log_drops_lines_past_the_resumed_step(tmp_path):
     path.write_text(
         "".join(json.dumps({"step": i, "loss": 1.0}) + "\n" for i in range(1, 6)) + '{"step": 6, "lo'
     )
-    log = train.MetricsLog(path, resume_step=3)
+    log = MetricsLog(path, resume_step=3)
     log.write({"step": 4, "loss": 2.0})
     log.close()
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3, 4]
@@ -319,7 +323,8 @@ def test_optimizer_excludes_norms_and_biases_from_weight_decay(tiny_config):
     model = MmBertForMaskedLM(tiny_config)
     for name, kind in (("stable_adamw", "StableAdamW"), ("adamw", "AdamW")):
         recipe = Recipe.from_dict({"phases": [{"name": "p", "tokens": 10}], "train": {"optimizer": name}})
-        opt = train.build_optimizer(model, recipe)
+        first = recipe.phases[0]
+        opt = build_optimizer(model, recipe.train, first.lr, first.weight_decay)
         assert type(opt).__name__ == kind
         decay, no_decay = opt.param_groups
         names = {id(p): n for n, p in model.named_parameters()}
@@ -333,13 +338,13 @@ def test_optimizer_excludes_norms_and_biases_from_weight_decay(tiny_config):
 def test_attention_pairs_match_brute_force():
     for lengths, window in (([5, 40, 17], 8), ([1, 2, 100], 64), ([9], 8)):
         brute = sum(sum(1 for i in range(n) for j in range(n) if abs(i - j) <= window) for n in lengths)
-        assert train.doc_attention_pairs(lengths, window) == brute
-        assert train.doc_attention_pairs(lengths, None) == sum(n * n for n in lengths)
+        assert doc_attention_pairs(lengths, window) == brute
+        assert doc_attention_pairs(lengths, None) == sum(n * n for n in lengths)
 
 
 def test_dry_run_prints_recipe_and_plan(inputs, capsys):
     _, recipe = inputs
-    assert train.main([str(recipe), "--dry-run", "phases.0.tau=0.6"]) == 0
+    assert cli_main(["train", str(recipe), "--dry-run", "phases.0.tau=0.6"]) == 0
     out = capsys.readouterr().out
     assert "tau: 0.6" in out and "# pre:" in out and "decay variants: eng, all" in out
-    assert train.main([str(recipe), "--dry-run", "phases.0.nope=1"]) == 2
+    assert cli_main(["train", str(recipe), "--dry-run", "phases.0.nope=1"]) == 2

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmbert.io import atomic_open, fsync_dir
+from mmbert.io import atomic_open, fsync_dir, remove_stale_temps
 
 logger = logging.getLogger(__name__)
 
@@ -125,8 +125,7 @@ def save_checkpoint(
         raise ValueError(f"keep_last must be >= 1, got {keep_last}")
     root = checkpoint_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".*.tmp"):
-        stale.unlink(missing_ok=True)
+    remove_stale_temps(root)
     payload = {"format": FORMAT_VERSION, **state, "step": int(step)}
     path = atomic_torch_save(payload, root / checkpoint_name(step, phase_end))
     periodic = [c for c in list_checkpoints(run_dir) if c.phase_end is None]

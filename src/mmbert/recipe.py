@@ -52,6 +52,8 @@ from typing import Any
 
 import yaml
 
+from mmbert.config import MmBertConfig
+from mmbert.errors import MmbertError
 from mmbert.io import atomic_write_text
 
 OPTIMIZERS = ("stable_adamw", "adamw")
@@ -61,7 +63,7 @@ _VARIANT_FORBIDDEN = ("name", "variants")
 _SUFFIXES = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
 
 
-class RecipeError(ValueError):
+class RecipeError(MmbertError, ValueError):
     """A recipe problem; `key` is the dotted/indexed path of the offending key (may be empty)."""
 
     def __init__(self, key: str, message: str, file: str | None = None) -> None:
@@ -113,15 +115,9 @@ class ModelSpec:
 
     def build_config(self, **extra: Any) -> Any:
         """`MmBertConfig.preset(preset, **overrides, **extra)`; an unknown field names `model.<key>`."""
-        from mmbert.config import MmBertConfig
-
-        known = (
-            {f.name for f in dataclasses.fields(MmBertConfig)}
-            if dataclasses.is_dataclass(MmBertConfig)
-            else None
-        )
+        known = {f.name for f in dataclasses.fields(MmBertConfig)}
         for key in self.overrides:
-            if known is not None and key not in known:
+            if key not in known:
                 raise RecipeError(
                     f"model.{key}", f"not a model config field (known: {', '.join(sorted(known))})"
                 )
@@ -218,7 +214,9 @@ class Phase:
 
     LR within the phase: linear warmup from ~0 to the peak over `warmup_tokens`, constant, then
     (unless `decay: constant`) a decay over the last `decay_tokens` tokens (default: everything after
-    the warmup) to `final_lr_fraction` x peak. The peak is `lr` if given, else `train.lr`.
+    the warmup) to `final_lr_fraction` x peak (`mmbert.schedule` computes it). The peak is `lr` and the
+    weight decay `weight_decay`; left out, they are `train.lr` / `train.weight_decay`, filled in when the
+    recipe is built, so that a loaded recipe holds every phase's own values.
     """
 
     name: str
@@ -324,6 +322,12 @@ class Recipe:
 
     def __post_init__(self) -> None:
         _check(len(self.phases) > 0, "phases", "a recipe needs at least one phase")
+        # Defaults resolved once: every phase holds its own peak LR and weight decay from here on.
+        for phase in self.phases:
+            if phase.lr is None:
+                phase.lr = self.train.lr
+            if phase.weight_decay is None:
+                phase.weight_decay = self.train.weight_decay
         names = [p.name for p in self.phases]
         for i, phase in enumerate(self.phases):
             _check(names.index(phase.name) == i, f"phases[{i}].name", f"phase name {phase.name!r} used twice")
@@ -373,11 +377,10 @@ class Recipe:
             acc += p.tokens
         return starts
 
-    def phase_lr(self, phase: Phase) -> float:
-        return self.train.lr if phase.lr is None else phase.lr
-
-    def phase_weight_decay(self, phase: Phase) -> float:
-        return self.train.weight_decay if phase.weight_decay is None else phase.weight_decay
+    def diff(self, other: Recipe) -> list[str]:
+        """The dotted keys whose values differ between this recipe and `other` (sorted)."""
+        a, b = _flatten(self.to_dict()), _flatten(other.to_dict())
+        return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
     # -- serialization --------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -397,6 +400,14 @@ class Recipe:
             return _build(cls, data, "")
         except RecipeError as err:
             raise err.in_file(file) if file else err from None
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Plain nested data as `{dotted.key: value}` (list items by index)."""
+    if isinstance(data, (dict, list)):
+        items = data.items() if isinstance(data, dict) else enumerate(data)
+        return {k: v for key, value in items for k, v in _flatten(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): data}
 
 
 def _to_plain(obj: Any) -> Any:
@@ -438,6 +449,14 @@ def parse_tokens(value: Any) -> int:
             raise ValueError(f"{value!r} is not a whole number of tokens")
         return int(round(number))
     raise ValueError(f"expected a count, got {type(value).__name__}")
+
+
+def format_tokens(n: float) -> str:
+    """A token count the way recipes write it: `2.30T`, `600.00B`, `4.00M`, `20.00K`, `512`."""
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(int(n))
 
 
 def _coerce(value: Any, tp: Any, path: str) -> Any:

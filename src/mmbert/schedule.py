@@ -1,39 +1,135 @@
-"""The run's schedules as pure functions of the tokens consumed: LR, batch size, current phase.
+"""What applies at token t of a run: the one owner of the phase schedule.
 
-Everything is a function of *tokens*, not steps, because the batch grows during batch-size warmup and
-the phases are budgeted in tokens; a resumed run only needs its token count to be back on schedule.
+Everything is a function of the *tokens* consumed, not of steps, because the batch grows during
+batch-size warmup and the phases are budgeted in tokens; a resumed run only needs its token count to
+be back on schedule. `Schedule(recipe).at(tokens)` answers, for the step that starts after `tokens`
+tokens: the phase, its mask rate, tau, sequence length and RoPE thetas, weight decay and how many
+tokens the step takes; `lr(tokens, phase_index)` the learning rate once the step's batch is drawn. The
+trainer asks it before every step; nothing else decides any of these.
 
-LR (per phase, see `recipe.Phase`): linear warmup from ~0 to the phase's peak, constant, then a decay
-over the phase's last `decay_tokens` to `final_lr_fraction` (a) x peak, with `s` the fraction of the
-decay done:
-- `one_minus_sqrt`: `peak * (a + (1 - a) * (1 - sqrt(s)))` (mmBERT-base's decay phase);
-- `linear`:         `peak * (a + (1 - a) * (1 - s))` (mmBERT-small's);
-- `inverse_sqrt`:   `peak / sqrt(1 + s * (1 / a**2 - 1))`, the inverse-square-root curve scaled to
-  reach `a * peak` exactly at the end (with a = 0 it would never end, so a = 0 falls back to 1e-6).
+- Phases: a phase's first token belongs to it. A step never straddles two phases: the last step of a
+  phase is cut to the phase's end (`step_tokens`).
+- Batch size: grows linearly from `train.batch_warmup_start_tokens` to `train.batch_tokens` over the
+  first `train.batch_warmup_tokens` tokens, rounded down to whole rows of the phase's `seq_len` (at
+  least one row), since the packer fills rows.
+- Learning rate, per phase (`recipe.Phase`): linear warmup from ~0 to the phase's peak over
+  `warmup_tokens`, constant, then a decay over the phase's last `decay_tokens` (default: everything
+  after the warmup) to `final_lr_fraction` (a) x peak, with `s` the fraction of the decay done:
+  - `one_minus_sqrt`: `peak * (a + (1 - a) * (1 - sqrt(s)))` (mmBERT-base's decay phase);
+  - `linear`:         `peak * (a + (1 - a) * (1 - s))` (mmBERT-small's);
+  - `inverse_sqrt`:   `peak / sqrt(1 + s * (1 / a**2 - 1))`, the inverse-square-root curve scaled to
+    reach `a * peak` exactly at the end (with a = 0 it would never end, so a = 0 falls back to 1e-6).
+  A step's LR is the one at the *end* of its batch (so the first warmup step already has a small,
+  non-zero LR), within the step's own phase; past the last phase the final LR is held.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+from dataclasses import dataclass
 
 from mmbert.recipe import Phase, Recipe
 
 
-def phase_at(tokens: int, recipe: Recipe) -> tuple[int, int]:
-    """`(phase_index, tokens_into_phase)` for the token count `tokens`; past the end: the last phase.
+@dataclass(frozen=True)
+class StepSettings:
+    """Everything the schedule decides for the step that starts at `tokens`."""
 
-    A phase's first token belongs to it: at exactly its start offset the new phase applies.
-    """
-    if tokens < 0:
-        raise ValueError(f"tokens must be >= 0, got {tokens}")
-    starts = recipe.phase_starts()
-    index = bisect.bisect_right(starts, tokens) - 1
-    return index, tokens - starts[index]
+    tokens: int
+    phase_index: int
+    phase: Phase
+    step_tokens: int  # global batch of this step, whole rows, cut at the phase's end
+    weight_decay: float
+    mask_rate: float
+    tau: float
+    seq_len: int
+    global_rope_theta: float
+    local_rope_theta: float
 
 
-def phase_lr(tokens_into_phase: float, phase: Phase, peak: float) -> float:
-    """LR at `tokens_into_phase` tokens of `phase` whose peak LR is `peak`."""
+class Schedule:
+    """The phase schedule of one (resolved) recipe, as functions of the tokens consumed."""
+
+    def __init__(self, recipe: Recipe) -> None:
+        self.recipe = recipe
+        self.phases = recipe.phases
+        self.starts = recipe.phase_starts()
+        self.total_tokens = recipe.total_tokens
+
+    # -- phases ---------------------------------------------------------------------------------------
+    def phase_at(self, tokens: int) -> tuple[int, int]:
+        """`(phase_index, tokens_into_phase)` after `tokens` tokens; past the end: the last phase."""
+        if tokens < 0:
+            raise ValueError(f"tokens must be >= 0, got {tokens}")
+        index = bisect.bisect_right(self.starts, tokens) - 1
+        return index, tokens - self.starts[index]
+
+    def phase_index(self, tokens: int) -> int:
+        return self.phase_at(tokens)[0]
+
+    def phase_end(self, index: int) -> int:
+        """The token count at which phase `index` is complete."""
+        return self.starts[index] + self.phases[index].tokens
+
+    # -- per-token answers ----------------------------------------------------------------------------
+    def lr(self, tokens: int, phase_index: int | None = None) -> float:
+        """The learning rate after `tokens` tokens, within `phase_index` (default: the phase at `tokens`).
+
+        The trainer passes the token count at the end of the step's batch and the step's phase: at a
+        phase's last token the plain lookup would already answer for the next phase.
+        """
+        index = self.phase_index(tokens) if phase_index is None else phase_index
+        phase = self.phases[index]
+        return _phase_lr(tokens - self.starts[index], phase)
+
+    def weight_decay(self, tokens: int) -> float:
+        return self.phases[self.phase_index(tokens)].weight_decay
+
+    def batch_tokens(self, tokens: int) -> int:
+        """Tokens in the global batch taken after `tokens` tokens: batch-size warmup, in whole rows."""
+        train = self.recipe.train
+        full, start = train.batch_tokens, train.batch_warmup_start_tokens
+        if start is None or train.batch_warmup_tokens == 0 or tokens >= train.batch_warmup_tokens:
+            target = full
+        else:
+            target = start + (full - start) * tokens / train.batch_warmup_tokens
+        seq_len = self.phases[self.phase_index(tokens)].seq_len
+        return max(seq_len, int(target) // seq_len * seq_len)
+
+    def step_tokens(self, tokens: int) -> int:
+        """The batch of the step after `tokens` tokens, cut so that it ends with its phase at the latest."""
+        return min(self.batch_tokens(tokens), self.phase_end(self.phase_index(tokens)) - tokens)
+
+    def at(self, tokens: int) -> StepSettings:
+        """All of the above for the step that starts after `tokens` tokens."""
+        index = self.phase_index(tokens)
+        phase = self.phases[index]
+        return StepSettings(
+            tokens=tokens,
+            phase_index=index,
+            phase=phase,
+            step_tokens=self.step_tokens(tokens),
+            weight_decay=phase.weight_decay,
+            mask_rate=phase.mask_rate,
+            tau=phase.tau,
+            seq_len=phase.seq_len,
+            global_rope_theta=phase.global_rope_theta,
+            local_rope_theta=phase.local_rope_theta,
+        )
+
+    def steps_in_phase(self, index: int, limit: int = 10_000_000) -> int:
+        """Optimizer steps phase `index` takes (whole-row batches, the last one cut at its end)."""
+        tokens, steps = self.starts[index], 0
+        while tokens < self.phase_end(index) and steps < limit:
+            tokens += self.step_tokens(tokens)
+            steps += 1
+        return steps
+
+
+def _phase_lr(tokens_into_phase: float, phase: Phase) -> float:
+    """LR at `tokens_into_phase` tokens of `phase` (clamped to the phase): warmup, constant, decay."""
+    peak = phase.lr
     t = min(max(float(tokens_into_phase), 0.0), float(phase.tokens))
     if phase.warmup_tokens and t < phase.warmup_tokens:
         return peak * t / phase.warmup_tokens
@@ -53,63 +149,3 @@ def phase_lr(tokens_into_phase: float, phase: Phase, peak: float) -> float:
         a = max(a, 1e-6)
         return peak / math.sqrt(1 + s * (1 / a**2 - 1))
     raise ValueError(f"unknown decay shape {phase.decay!r}")
-
-
-def lr_at(tokens: int, recipe: Recipe) -> float:
-    """The learning rate after `tokens` tokens of the run.
-
-    Pass the token count at the *end* of the step's batch, so that the first warmup step already has a
-    small non-zero LR (warmup goes linearly from ~0). Past the last phase the final LR is held.
-    """
-    index, into = phase_at(tokens, recipe)
-    phase = recipe.phases[index]
-    return phase_lr(into, phase, recipe.phase_lr(phase))
-
-
-def weight_decay_at(tokens: int, recipe: Recipe) -> float:
-    """The (decoupled) weight decay of the phase containing `tokens`."""
-    return recipe.phase_weight_decay(recipe.phases[phase_at(tokens, recipe)[0]])
-
-
-def batch_tokens_at(tokens: int, recipe: Recipe) -> int:
-    """Tokens in the global batch taken after `tokens` tokens: batch-size warmup, in whole rows.
-
-    The batch grows linearly from `train.batch_warmup_start_tokens` to `train.batch_tokens` over the
-    first `train.batch_warmup_tokens` tokens, and is rounded down to whole rows of the current phase's
-    `seq_len` (at least one row), since the packer fills rows.
-    """
-    train = recipe.train
-    full = train.batch_tokens
-    start = train.batch_warmup_start_tokens
-    if start is None or train.batch_warmup_tokens == 0 or tokens >= train.batch_warmup_tokens:
-        target = full
-    else:
-        target = start + (full - start) * tokens / train.batch_warmup_tokens
-    seq_len = recipe.phases[phase_at(tokens, recipe)[0]].seq_len
-    return max(seq_len, int(target) // seq_len * seq_len)
-
-
-class Schedule:
-    """The same functions bound to one recipe (what the trainer keeps), plus per-phase settings."""
-
-    def __init__(self, recipe: Recipe) -> None:
-        self.recipe = recipe
-
-    def phase_at(self, tokens: int) -> tuple[int, int]:
-        return phase_at(tokens, self.recipe)
-
-    def phase(self, tokens: int) -> Phase:
-        return self.recipe.phases[phase_at(tokens, self.recipe)[0]]
-
-    def lr_at(self, tokens: int) -> float:
-        return lr_at(tokens, self.recipe)
-
-    def weight_decay_at(self, tokens: int) -> float:
-        return weight_decay_at(tokens, self.recipe)
-
-    def batch_tokens_at(self, tokens: int) -> int:
-        return batch_tokens_at(tokens, self.recipe)
-
-    @property
-    def total_tokens(self) -> int:
-        return self.recipe.total_tokens

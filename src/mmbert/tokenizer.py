@@ -242,6 +242,30 @@ def wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
     )
 
 
+def tokenizer_vocab_size(tokenizer_dir: str | Path) -> int:
+    """Ids of a tokenizer directory, added tokens included (`len(tokenizer)`), for a model's vocab_size."""
+    path = Path(tokenizer_dir) / "tokenizer.json"
+    if path.exists():
+        # The `tokenizers` file alone: no transformers tokenizer class to build in every training process.
+        return Tokenizer.from_file(str(path)).get_vocab_size(with_added_tokens=True)
+    return len(load_tokenizer(tokenizer_dir))
+
+
+# Files of an HF model directory that are the model, not the tokenizer (never copied with a tokenizer).
+_MODEL_FILES = ("config.json", "generation_config.json")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".index.json")
+
+
+def copy_tokenizer_files(tokenizer_dir: str | Path, out: str | Path) -> None:
+    """Copy a tokenizer's files into `out` (not a model's config or weights, if it sits in a model dir)."""
+    src = Path(tokenizer_dir)
+    if not src.is_dir():
+        raise FileNotFoundError(f"tokenizer directory {src} does not exist")
+    for f in sorted(src.iterdir()):
+        if f.is_file() and f.name not in _MODEL_FILES and not f.name.endswith(_WEIGHT_SUFFIXES):
+            shutil.copy2(f, Path(out) / f.name)
+
+
 def save_tokenizer(tok: PreTrainedTokenizerBase, out: str | Path) -> Path:
     """`save_pretrained` into `out`, each file replaced atomically (written in a temp dir, then renamed).
 

@@ -4,7 +4,7 @@ Each non-special position is selected with probability `rate`; a selected positi
 original id (-100 everywhere else, which the loss ignores), and its input becomes `<mask>` (id 4) with
 probability 0.8, a random token with probability 0.1, and stays unchanged with probability 0.1.
 
-Special tokens: pad, eos, bos, unk and mask (ids 0-4, `SPECIAL_IDS`) are never selected and never
+Special tokens: pad, eos, bos, unk and mask (ids 0-4, `mmbert.tokens`) are never selected and never
 drawn as the random replacement. This follows mmBERT/ModernBERT, whose collators mask only text tokens:
 predicting `<bos>`/`<eos>` is trivial (they sit at fixed places) and pad is not data. `<unk>` is
 excluded too because predicting "unknown" teaches nothing. A tokenizer with more special tokens
@@ -17,9 +17,7 @@ from collections.abc import Iterable
 
 import torch
 
-PAD_ID, EOS_ID, BOS_ID, UNK_ID, MASK_ID = 0, 1, 2, 3, 4
-SPECIAL_IDS: tuple[int, ...] = (PAD_ID, EOS_ID, BOS_ID, UNK_ID, MASK_ID)
-IGNORE_INDEX = -100
+from mmbert.tokens import IGNORE_INDEX, MASK_ID, SPECIAL_IDS
 
 
 def mask_tokens(
@@ -27,7 +25,7 @@ def mask_tokens(
     rate: float,
     generator: torch.Generator,
     vocab_size: int,
-    special_ids: Iterable[int] = SPECIAL_IDS,
+    special_ids: Iterable[int] = tuple(SPECIAL_IDS.values()),
     mask_id: int = MASK_ID,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask `input_ids` (any shape, integer) at `rate`; returns new `(input_ids, labels)`.

@@ -16,21 +16,77 @@ or end mid-document, which is also what training on pre-chunked data (mmBERT's M
 
 `seq_len` is an argument of each `next_batch` call, so a phase change (1024 -> 8192) needs no rebuild;
 the carried remainder is simply split at the new length.
+
+`PackedBatch` is the one packed-batch type of the project: what the packer emits for training and what
+inference, evaluation and fine-tuning build from token lists (`PackedBatch.from_sequences`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from mmbert.data.masking import BOS_ID, EOS_ID
+from mmbert.tokens import BOS_ID, EOS_ID, IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PackedBatch:
+    """Sequences end to end in one flat stream, no padding: the model's packed input.
+
+    Sequence i is `input_ids[cu_seqlens[i]:cu_seqlens[i + 1]]`; positions restart at every sequence and
+    no token attends across a boundary. `labels` (MLM targets, `IGNORE_INDEX` elsewhere) is set by
+    masking; the per-language and per-source counts are the packer's bookkeeping.
+    """
+
+    input_ids: torch.Tensor  # (N,) int64
+    cu_seqlens: torch.Tensor  # (S+1,) int32
+    max_seqlen: int
+    labels: torch.Tensor | None = None  # (N,) int64
+    num_rows: int = 0  # rows of `seq_len` the packer filled (0 when not packed into rows)
+    seq_len: int = 0
+    segment_languages: list[str] = field(default_factory=list)  # (S,)
+    tokens_per_language: dict[str, int] = field(default_factory=dict)
+    tokens_per_source: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_sequences(
+        cls, sequences: Sequence[Sequence[int]], device: str | torch.device = "cpu"
+    ) -> PackedBatch:
+        """Token id lists -> one packed batch (each list is one sequence, kept whole)."""
+        lengths = torch.tensor([len(s) for s in sequences], dtype=torch.int32)
+        cu = torch.nn.functional.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))
+        flat = torch.tensor([t for s in sequences for t in s], dtype=torch.long)
+        return cls(flat.to(device), cu.to(device), int(lengths.max()))
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.input_ids.numel())
+
+    @property
+    def num_masked(self) -> int:
+        """Positions with a label (0 before masking)."""
+        return 0 if self.labels is None else int((self.labels != IGNORE_INDEX).sum())
+
+    def lengths(self) -> list[int]:
+        return torch.diff(self.cu_seqlens).tolist()
+
+    def model_inputs(self, device: str | torch.device) -> dict[str, Any]:
+        """The keyword arguments of the model's packed forward, on `device`."""
+        inputs = {
+            "input_ids": self.input_ids.to(device, non_blocking=True),
+            "cu_seqlens": self.cu_seqlens.to(device, non_blocking=True),
+            "max_seqlen": self.max_seqlen,
+        }
+        if self.labels is not None:
+            inputs["labels"] = self.labels.to(device, non_blocking=True)
+        return inputs
 
 
 class PackableDocument(Protocol):
@@ -87,13 +143,12 @@ class Packer:
 
     def next_batch(
         self, documents: Iterator[PackableDocument], num_rows: int, seq_len: int
-    ) -> dict[str, Any] | None:
+    ) -> PackedBatch | None:
         """The next `num_rows` rows of `seq_len` tokens, drawing documents from `documents` as needed.
 
-        Returns a dict: `input_ids` (N,) int64, `cu_seqlens` (S+1,) int32, `max_seqlen` (int),
-        `num_rows`, `seq_len`, `tokens_per_language` / `tokens_per_source` (real tokens, bos/eos
-        included), `segment_languages` (S,). N == num_rows * seq_len unless `documents` ran out (then
-        the last row is short); None if it ran out before the first token.
+        The batch holds N == num_rows * seq_len tokens unless `documents` ran out (then the last row
+        is short); None if it ran out before the first token. Its per-language and per-source counts
+        are real tokens, bos/eos included.
         """
         if num_rows < 1 or seq_len < 1:
             raise ValueError(f"num_rows and seq_len must be >= 1, got {num_rows}, {seq_len}")
@@ -139,16 +194,16 @@ class Packer:
         self.stats.pieces += len(lengths)
         cu = np.zeros(len(lengths) + 1, dtype=np.int32)
         np.cumsum(lengths, out=cu[1:])
-        return {
-            "input_ids": torch.from_numpy(np.concatenate(pieces)),  # (N,)
-            "cu_seqlens": torch.from_numpy(cu),  # (S+1,)
-            "max_seqlen": int(max(lengths)),
-            "num_rows": rows,
-            "seq_len": seq_len,
-            "tokens_per_language": per_lang,
-            "tokens_per_source": per_source,
-            "segment_languages": langs,
-        }
+        return PackedBatch(
+            input_ids=torch.from_numpy(np.concatenate(pieces)),  # (N,)
+            cu_seqlens=torch.from_numpy(cu),  # (S+1,)
+            max_seqlen=int(max(lengths)),
+            num_rows=rows,
+            seq_len=seq_len,
+            segment_languages=langs,
+            tokens_per_language=per_lang,
+            tokens_per_source=per_source,
+        )
 
     def log_efficiency(self) -> None:
         s = self.stats

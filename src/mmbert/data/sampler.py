@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import logging
 import math
-import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
+from mmbert.languages import counts_code, iso3, resolve_languages
 from mmbert.recipe import Phase, RecipeError, SourceSpec
+from mmbert.seeds import stable_hash
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class SourceMixture:
 class Mixture:
     """A phase's resolved target: token shares per (source, language)."""
 
-    phase: str
+    phase_name: str
     sources: list[SourceMixture]
 
     def token_shares(self) -> dict[tuple[str, str], float]:
@@ -92,8 +93,6 @@ class Mixture:
 
 def _matches(rule_key: str, lang: str) -> bool:
     """A multiplier/fixed-share key names a language by its key (`eng_Latn`) or ISO 639-3 code (`eng`)."""
-    from mmbert.languages import counts_code, iso3
-
     return rule_key == lang or rule_key in (iso3(lang), counts_code(lang))
 
 
@@ -144,8 +143,6 @@ def phase_mixture(phase: Phase, counts: Counts, index: int | None = None) -> Mix
     Errors (RecipeError, key `phases[i].sources[j]...`) name the phase and the source: a source absent
     from the data, a source with no data for its languages, a language set that matches nothing.
     """
-    from mmbert.languages import resolve_languages
-
     prefix = f"phases[{index}]" if index is not None else f"phase {phase.name!r}"
     all_langs = sorted({lang for per in counts.values() for lang, n in per.items() if n > 0})
     try:
@@ -230,10 +227,6 @@ class SampledDocument:
     tokens: np.ndarray
 
 
-def _stable_hash(text: str) -> int:
-    return zlib.crc32(text.encode("utf-8"))
-
-
 @dataclass
 class _Cell:
     source: str
@@ -279,7 +272,7 @@ class DataSampler:
                 n_tokens = self.store.num_tokens(src.name, lang)
                 if n_docs == 0:
                     raise ValueError(
-                        f"phase {mixture.phase!r}: source {src.name!r} has no documents for {lang}"
+                        f"phase {mixture.phase_name!r}: source {src.name!r} has no documents for {lang}"
                     )
                 if n_docs < self.world_size:
                     logger.warning(
@@ -302,7 +295,7 @@ class DataSampler:
         self._cum[-1] = 1.0
         self.doc_probs = dict(zip(cells, (w / w.sum()).tolist(), strict=True))
         self.target_shares = dict(zip(cells, targets, strict=True))
-        if previous is None or previous.phase != mixture.phase:
+        if previous is None or previous.phase_name != mixture.phase_name:
             # Realized shares are per phase; re-entering the same phase (a resume) keeps them.
             self.realized_docs = {k: 0 for k in cells}
             self.realized_tokens = {k: 0 for k in cells}
@@ -311,7 +304,7 @@ class DataSampler:
     def _permutation(self, cell: _Cell, epoch: int) -> np.ndarray:
         if cell.perm_epoch != epoch:
             # Same on every rank (no rank in the seed): ranks split one permutation per epoch.
-            seq = [self.seed, _stable_hash(cell.source), _stable_hash(cell.lang), epoch]
+            seq = [self.seed, stable_hash(cell.source), stable_hash(cell.lang), epoch]
             cell.perm = np.random.default_rng(seq).permutation(cell.num_docs)
             cell.perm_epoch = epoch
         assert cell.perm is not None
@@ -360,7 +353,9 @@ class DataSampler:
         langs = ", ".join(
             f"{k} {100 * shares['language'].get(k, 0):.1f}%/{100 * lang_targets[k]:.1f}%" for k in largest
         )
-        logger.info("sampler %s: sources %s | languages (realized/target) %s", self.mixture.phase, src, langs)
+        logger.info(
+            "sampler %s: sources %s | languages (realized/target) %s", self.mixture.phase_name, src, langs
+        )
 
     # -- state ----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -368,7 +363,7 @@ class DataSampler:
             "seed": self.seed,
             "rank": self.rank,
             "world_size": self.world_size,
-            "phase": self.mixture.phase,
+            "phase_name": self.mixture.phase_name,
             "rng": self._rng.bit_generator.state,
             "drawn": {f"{s}\t{lang}": c.drawn for (s, lang), c in self._cells.items()},
             "realized_docs": {f"{s}\t{lang}": n for (s, lang), n in self.realized_docs.items()},
@@ -383,9 +378,9 @@ class DataSampler:
             raise ValueError(
                 f"sampler state is for (seed, rank, world_size) {theirs}, this sampler is {mine}"
             )
-        if state["phase"] != self.mixture.phase:
+        if state["phase_name"] != self.mixture.phase_name:
             raise ValueError(
-                f"sampler state is for phase {state['phase']!r}, this sampler is in {self.mixture.phase!r}"
+                f"sampler state is for phase {state['phase_name']!r}, this sampler is in {self.mixture.phase_name!r}"
             )
         self._rng.bit_generator.state = state["rng"]
         for joined, drawn in state["drawn"].items():

@@ -1,0 +1,106 @@
+"""Run a recipe's phases (and its decay variants) in one resumable, optionally distributed run.
+
+    mmbert train RECIPE --out DIR [--variant NAME] [--init-from HFDIR] [--dry-run] [key=value ...]
+    torchrun --nproc_per_node N -m mmbert.cli train RECIPE --out DIR [--strategy ddp|fsdp]
+
+Rerunning the same command resumes from the newest complete checkpoint. `--init-from` starts from a
+released or exported HF model (and its tokenizer) instead of a random init.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mmbert import distributed as dist
+from mmbert.data.loader import open_data
+from mmbert.data.sampler import store_counts
+from mmbert.plan import format_plan, plan_recipe
+from mmbert.recipe import Recipe, RecipeError, format_tokens, load_recipe
+from mmbert.runs import run_recipe
+from mmbert.schedule import Schedule
+from mmbert.train import TrainOptions
+
+INTERMIXED = True  # dotted overrides may come before and after the options
+INTERRUPTED = "the last complete checkpoint is kept: rerun the same command to resume"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", type=Path, help="recipe YAML file")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value recipe overrides (phases.0.tokens=1M)")
+    p.add_argument("--out", type=Path, help="run directory (rerun the same command to resume)")
+    p.add_argument("--variant", help="run only this decay variant (in OUT/variants/NAME)")
+    p.add_argument("--init-from", type=Path, help="start from this HF-format model + tokenizer directory")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved recipe and the plan, then exit")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    p.add_argument("--strategy", choices=dist.STRATEGIES, default="ddp", help="under torchrun")
+    p.add_argument(
+        "--micro-batch-tokens",
+        type=int,
+        default=TrainOptions.micro_batch_tokens,
+        help="max tokens per forward/backward (gradient accumulation above it)",
+    )
+    p.add_argument(
+        "--max-nonfinite-steps",
+        type=int,
+        default=TrainOptions.max_nonfinite_steps,
+        help="stop after more consecutive non-finite losses than this",
+    )
+    p.add_argument("--peak-flops", type=float, help="device peak FLOP/s for the MFU estimate")
+    p.add_argument("--gradient-checkpointing", action="store_true", help="recompute layers in backward")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard event files")
+
+
+def run(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe, args.overrides)
+    if args.variant is not None and args.variant not in recipe.variant_names():
+        declared = ", ".join(recipe.variant_names()) or "none"
+        raise RecipeError("variant", f"no variant {args.variant!r} (declared: {declared})", str(args.recipe))
+    if args.dry_run:
+        print(describe(recipe, args.variant))
+        return 0
+    if args.out is None:
+        raise RecipeError("--out", "a run directory is required (rerun the same command to resume)")
+    env = dist.init_distributed(args.device)
+    options = TrainOptions(
+        strategy=args.strategy,
+        micro_batch_tokens=args.micro_batch_tokens,
+        max_nonfinite_steps=args.max_nonfinite_steps,
+        peak_flops=args.peak_flops,
+        progress=not args.no_progress,
+        tensorboard=not args.no_tensorboard,
+        gradient_checkpointing=args.gradient_checkpointing,
+    )
+    try:
+        runs = run_recipe(recipe, args.out, env, options, variant=args.variant, init_from=args.init_from)
+    finally:
+        dist.shutdown()
+    if env.is_main:
+        for run_dir in runs:
+            exports = sorted(p.name for p in (run_dir / "export").glob("[!.]*"))
+            print(f"{run_dir}: metrics.jsonl, checkpoints/, exports: {', '.join(exports)}")
+    return 0
+
+
+def describe(recipe: Recipe, variant: str | None) -> str:
+    """The resolved recipe, each phase's budget and steps, and the data plan when the data is prepared."""
+    resolved = recipe.with_variant(variant)
+    schedule = Schedule(resolved)
+    lines = [resolved.to_yaml(), "# plan"]
+    for i, phase in enumerate(resolved.phases):
+        start = schedule.starts[i]
+        lines.append(
+            f"# {phase.name}: tokens {format_tokens(phase.tokens)} from {format_tokens(start)}, "
+            f"~{schedule.steps_in_phase(i)} steps, languages {phase.languages}, tau {phase.tau}, "
+            f"mask {phase.mask_rate}, seq_len {phase.seq_len}, "
+            f"lr {schedule.lr(start + 1, i):.2e} -> {schedule.lr(schedule.phase_end(i), i):.2e}"
+        )
+    if recipe.variant_names():
+        lines.append(f"# decay variants: {', '.join(recipe.variant_names())} (each in OUT/variants/<name>/)")
+    try:
+        counts = store_counts(open_data(recipe.data))
+        lines += ["", format_plan(plan_recipe(recipe, counts, variant), top=10)]
+    except (OSError, RuntimeError, KeyError, ValueError) as err:
+        lines.append(f"# data plan unavailable: {err}")
+    return "\n".join(lines)

@@ -1,0 +1,77 @@
+"""The run directories of a recipe: the shared phases, then each decay variant from their last checkpoint.
+
+mmBERT's decay variants (Decay-Eng / Decay-Cont / Decay-All) start from the same end-of-mid-training
+checkpoint. When a recipe's last phase declares `variants`, the phases before it run once in `OUT`
+(ending in the pre-decay checkpoint `OUT/checkpoints/step-*-end-<phase>.pt`) and each variant runs in
+`OUT/variants/<name>/` from that checkpoint. One variant can be run alone (`--variant NAME`), so several
+machines can each run one once the shared checkpoint exists. Every run directory has its exports in
+`export/<phase>/` (`mmbert.train.export_dir`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from mmbert import checkpoint as ckpt
+from mmbert.distributed import DistEnv
+from mmbert.recipe import Recipe, RecipeError
+from mmbert.train import Trainer, TrainOptions
+
+logger = logging.getLogger(__name__)
+
+
+def variant_dir(out: Path, variant: str) -> Path:
+    """Where decay variant `variant` of the run in `out` trains."""
+    return Path(out) / "variants" / variant
+
+
+def shared_recipe(recipe: Recipe) -> Recipe | None:
+    """The recipe of the phases before the variant phase (None when the variants start from scratch)."""
+    if len(recipe.phases) < 2:
+        return None
+    return dataclasses.replace(recipe, phases=recipe.phases[:-1], variant=None)
+
+
+def run_recipe(
+    recipe: Recipe,
+    out: Path,
+    env: DistEnv,
+    options: TrainOptions,
+    *,
+    variant: str | None = None,
+    init_from: Path | None = None,
+) -> list[Path]:
+    """Train the recipe (and its decay variants, or only `variant`) into `out`; returns the run dirs trained."""
+    variants = recipe.variant_names()
+    if variant is not None and variant not in variants:
+        raise RecipeError(
+            "variant",
+            f"the recipe declares no variant {variant!r} (declared: {', '.join(variants) or 'none'})",
+        )
+    if not variants:
+        Trainer(recipe, out, env, options, init_from=init_from).run()
+        return [out]
+    shared = shared_recipe(recipe)
+    start_from = None
+    runs = []
+    if shared is not None:
+        pre_decay = shared.phases[-1].name
+        start_from = ckpt.phase_end_checkpoint(out, pre_decay)
+        if start_from is None:
+            logger.info("training the phases shared by the decay variants in %s", out)
+            Trainer(shared, out, env, options, init_from=init_from).run()
+            runs.append(out)
+            start_from = ckpt.phase_end_checkpoint(out, pre_decay)
+            if start_from is None:
+                raise RuntimeError(
+                    f"{out}: no checkpoint at the end of phase {pre_decay!r} after training it"
+                )
+    for name in [variant] if variant else variants:
+        run_dir = variant_dir(out, name)
+        logger.info("decay variant %s in %s", name, run_dir)
+        init = init_from if start_from is None else None
+        Trainer(recipe.with_variant(name), run_dir, env, options, init_from=init, start_from=start_from).run()
+        runs.append(run_dir)
+    return runs
