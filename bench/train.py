@@ -36,11 +36,11 @@ import torch
 from mmbert.config import MmBertConfig
 from mmbert.data.masking import mask_tokens
 from mmbert.data.packing import Packer
+from mmbert.flops import measure_matmul_flops, train_flops
 from mmbert.io import atomic_write_text
 from mmbert.model import MmBertForMaskedLM
-from mmbert.recipe import TrainSpec
-from mmbert.flops import measure_matmul_flops, train_flops
 from mmbert.optim import build_optimizer
+from mmbert.recipe import TrainSpec
 
 # shape -> (vocab, seq_len, tokens per optimizer step, micro-batch tokens, timed steps)
 SHAPES = {
