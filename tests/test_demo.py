@@ -82,7 +82,8 @@ def test_rerun_skips_finished_steps_and_redoes_missing_ones(quick_demo, capsys):
 
 
 def test_other_settings_in_the_same_directory_are_refused(quick_demo, capsys):
-    assert cli.main(["demo", "--out", str(quick_demo), "--quick", "--scale", "0.5", "--recipe", str(RECIPE)]) == 2
+    argv = ["demo", "--out", str(quick_demo), "--quick", "--scale", "0.5", "--recipe", str(RECIPE)]
+    assert cli.main(argv) == 2
     assert "started with other settings (scale" in capsys.readouterr().err
 
 

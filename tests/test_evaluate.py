@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmbert.data.corpus import HELDOUT_ARTICLES, load_udhr
 from mmbert import cli
+from mmbert.data.corpus import HELDOUT_ARTICLES, load_udhr
 from mmbert.evaluate import (
     build_eval_set,
     evaluate_model,

@@ -62,7 +62,9 @@ def test_language_id_learns_and_reloads_in_transformers(export, tmp_path):
     dev = _write_csv(tmp_path / "dev.csv", _paragraphs("heldout", 4))
     out = tmp_path / "out"
     argv = ["--model", str(export), "--train", str(train), "--dev", str(dev), "--out", str(out)]
-    assert cli.main(["finetune", *argv, *FAST, "--max-steps", "12", "--eval-every", "6", "--patience", "5"]) == 0
+    assert (
+        cli.main(["finetune", *argv, *FAST, "--max-steps", "12", "--eval-every", "6", "--patience", "5"]) == 0
+    )
 
     summary = json.loads((out / "finetune.json").read_text())
     losses = summary["train_losses"]
@@ -128,7 +130,10 @@ def test_early_stopping_stops_without_improvement(export, tmp_path):
     argv = ["--model", str(export), "--train", str(train), "--out", str(out), *FAST]
     # lr 0: the dev metric cannot improve, so patience 1 stops at the first evaluation.
     assert (
-        cli.main(["finetune", *argv, "--lr", "0", "--eval-every", "1", "--patience", "1", "--max-steps", "50"]) == 0
+        cli.main(
+            ["finetune", *argv, "--lr", "0", "--eval-every", "1", "--patience", "1", "--max-steps", "50"]
+        )
+        == 0
     )
     summary = json.loads((out / "finetune.json").read_text())
     assert summary["steps"] == 1 and summary["best_step"] == 0

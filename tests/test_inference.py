@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmbert.data.corpus import load_udhr
 from mmbert import cli
+from mmbert.data.corpus import load_udhr
 from mmbert.inference import (
     embed,
     encode_masked,
@@ -188,7 +188,10 @@ def test_read_texts_errors_name_the_line(tmp_path):
 def test_fill_mask_cli_json(ours, tmp_path, capsys):
     f = tmp_path / "more.txt"
     f.write_text(masked_texts(2)[1] + "\n")
-    assert cli.main(["fill-mask", str(ours), masked_texts(1)[0], "--file", str(f), "--top-k", "2", "--json"]) == 0
+    assert (
+        cli.main(["fill-mask", str(ours), masked_texts(1)[0], "--file", str(f), "--top-k", "2", "--json"])
+        == 0
+    )
     results = json.loads(capsys.readouterr().out)
     assert len(results) == 2
     assert all(len(preds) == 2 for r in results for preds in r["predictions"])

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from mmbert import cli
 from mmbert.data.packing import Packer
 from mmbert.data.sampler import DataSampler, phase_mixture, store_counts
-from mmbert import cli
 from mmbert.plan import format_plan, plan_recipe, released_data_counts
 from mmbert.recipe import Recipe, load_recipe
 from tests.test_sampler import FakeStore  # the in-memory TokenStore stand-in
@@ -103,7 +103,10 @@ def test_cli_on_data_json_and_errors(
     assert cli.main(["plan", str(recipe_path), "--data", str(data), "--max-epochs", "3"]) == 0
     assert "REPEATED" in capsys.readouterr().out
     assert (
-        cli.main(["plan", str(recipe_path), "--data", str(data), "--json", "--variant", "eng", "phases.0.tau=0.5"]) == 0
+        cli.main(
+            ["plan", str(recipe_path), "--data", str(data), "--json", "--variant", "eng", "phases.0.tau=0.5"]
+        )
+        == 0
     )
     plan = json.loads(capsys.readouterr().out)
     assert plan["variant"] == "eng" and plan["phases"][0]["tau"] == 0.5

@@ -353,8 +353,8 @@ def test_cli(tmp_path, tokdir, capsys):
     assert cli.main(["prepare", *args, "--skip-bad", "--workers", "2"]) == 0
     out = capsys.readouterr().out
     assert "prepared corpus: 9 documents" in out and "skipped 1 bad records: invalid UTF-8 1" in out
-    missing = ["--source", str(tmp_path / "missing"), "--tokenizer", str(tokdir), "--out", str(tmp_path / "d")]
-    assert cli.main(["prepare", *missing]) == 2
+    missing = ["--source", str(tmp_path / "missing"), "--tokenizer", str(tokdir)]
+    assert cli.main(["prepare", *missing, "--out", str(tmp_path / "d")]) == 2
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "badtok").mkdir()
     (tmp_path / "badtok" / "tokenizer.json").write_text("{}")

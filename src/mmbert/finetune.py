@@ -401,6 +401,14 @@ class FinetuneOptions:
     device: str | None = None  # default: cuda when available
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.metric is not None and self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {', '.join(sorted(METRICS))}, got {self.metric!r}")
+        if self.classifier_pooling not in (None, "mean", "cls"):
+            raise ValueError(f"classifier_pooling must be mean or cls, got {self.classifier_pooling!r}")
+
 
 @dataclass
 class FinetuneResult:

@@ -84,14 +84,10 @@ def released_data_counts(recipe: Recipe, variants: list[str | None]) -> dict[str
             if src.name == name
             for rule in (*src.multipliers, *src.fixed_shares)
             for lang in keys
-            if rule in (lang, _language_of(lang))
+            if rule in (lang, counts_code(lang))
         }
         counts[name] = {lang: available[lang] for lang in keys if lang not in claimed or lang in named}
     return counts
-
-
-def _language_of(key: str) -> str:
-    return counts_code(key)
 
 
 def compare_with_released(mixture: Mixture, column: str, earlier: set[str]) -> dict[str, Any]:
@@ -100,7 +96,7 @@ def compare_with_released(mixture: Mixture, column: str, earlier: set[str]) -> d
     total = sum(released.values())
     planned: dict[str, float] = {}
     for key, share in mixture.language_shares().items():
-        lang = _language_of(key)
+        lang = counts_code(key)
         planned[lang] = planned.get(lang, 0.0) + share
     fit_langs = sorted(
         lang
@@ -164,7 +160,7 @@ def plan_recipe(
                     }
                 )
         lang_shares = mix.language_shares()
-        english = sum(s for k, s in lang_shares.items() if _language_of(k) == "eng")
+        english = sum(s for k, s in lang_shares.items() if counts_code(k) == "eng")
         entry: dict[str, Any] = {
             "index": index,
             "name": phase.name,
@@ -184,7 +180,7 @@ def plan_recipe(
         if released and len(phases) == 3:
             column = RELEASED_TAUS[index][0] if index < 2 else RELEASED_DECAY_COLUMN.get(variant, "decay-all")
             entry["released"] = compare_with_released(mix, column, earlier)
-        earlier |= {_language_of(k) for k in mix.languages}
+        earlier |= {counts_code(k) for k in mix.languages}
         out_phases.append(entry)
     return {
         "recipe": recipe.name,
