@@ -105,7 +105,7 @@ def run_command(name: str, argv: list[str]) -> int:
     """Parse `argv` for command `name`, run it, and turn expected failures into one line."""
     module = importlib.import_module(COMMANDS[name][0])
     parser = build_parser(name, module)
-    # Intermixed (train): `RECIPE key=value --out DIR key=value` keeps every override; it cannot
+    # Intermixed (train, plan): `RECIPE key=value --out DIR key=value` keeps every override; it cannot
     # parse sub-commands (tokenizer train|info), hence per command.
     args = (
         parser.parse_intermixed_args(argv)
