@@ -8,8 +8,8 @@ for training, held-out articles for evaluation); `--dataset` takes any `text`/`l
 dataset instead. Two backends with the same data:
 - `transformers` (default): `AutoModelForSequenceClassification` on the export (mean pooling, as
   mmBERT's config says) trained by transformers' `Trainer`;
-- `mmbert`: this project's `mmbert finetune` (unpadded model, early stopping on dev), fed the same
-  rows as JSON Lines files written under OUT/data.
+- `mmbert`: this project's fine-tuning (`mmbert.finetune.finetune`, what `mmbert finetune` runs:
+  unpadded model, early stopping on dev), fed the same rows as JSON Lines files written under OUT/data.
 Either way OUT/final loads with `AutoModelForSequenceClassification`.
 """
 
@@ -29,6 +29,9 @@ from common import (
     udhr_language_id,
     write_metrics,
 )
+
+from mmbert.finetune import FinetuneOptions, finetune
+from mmbert.io import atomic_write_text
 
 
 def train_with_trainer(args, train, dev, labels: list[str]) -> dict:
@@ -88,30 +91,31 @@ def train_with_trainer(args, train, dev, labels: list[str]) -> dict:
 
 
 def train_with_mmbert(args, train, dev) -> dict:
-    from mmbert import finetune
-    from mmbert.io import atomic_write_text
-
     data = Path(args.out) / "data"
     for name, rows in (("train", train), ("dev", dev)):
         text = "".join(
             json.dumps({"text": r["text"], "label": str(r["label"])}, ensure_ascii=False) + "\n" for r in rows
         )
         atomic_write_text(data / f"{name}.jsonl", text)
-    final = Path(args.out) / "final"
-    argv = [
-        "--model", args.model, "--train", str(data / "train.jsonl"), "--dev", str(data / "dev.jsonl"),
-        "--out", str(final), "--max-steps", str(args.max_steps), "--batch-size", str(args.batch_size),
-        "--lr", str(args.lr), "--max-length", str(args.max_seq_length), "--seed", str(args.seed),
-        "--eval-every", str(max(1, args.max_steps // 2)),
-    ]  # fmt: skip
-    if finetune.main(argv) != 0:
-        raise SystemExit("mmbert finetune failed")
-    summary = json.loads((final / "finetune.json").read_text())
+    result = finetune(
+        FinetuneOptions(
+            model=args.model,
+            train=str(data / "train.jsonl"),
+            dev=str(data / "dev.jsonl"),
+            out=str(Path(args.out) / "final"),
+            max_steps=args.max_steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            max_length=args.max_seq_length,
+            seed=args.seed,
+            eval_every=max(1, args.max_steps // 2),
+        )
+    )
     pick = ("accuracy", "f1_macro")
     return {
-        "losses": summary["train_losses"],
-        "eval_before": {k: summary["history"][0][k] for k in pick},
-        "eval_after": {k: summary["best"][k] for k in pick},
+        "losses": result.train_losses,
+        "eval_before": {k: result.before[k] for k in pick},
+        "eval_after": {k: result.best[k] for k in pick},
     }
 
 

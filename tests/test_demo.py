@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from mmbert.demo import STATE_FILE, Demo, Settings, main, masked_example, recipe_overrides
+from mmbert import cli
+from mmbert.demo import Demo, Settings, masked_example, recipe_overrides
+from mmbert.demo_layout import STATE_FILE
 from mmbert.recipe import load_recipe
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml"
@@ -18,7 +20,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "demo"
-    assert main(["--out", str(out), "--quick", "--recipe", str(RECIPE)]) == 0
+    assert cli.main(["demo", "--out", str(out), "--quick", "--recipe", str(RECIPE)]) == 0
     return out
 
 
@@ -70,8 +72,8 @@ def test_rerun_skips_finished_steps_and_redoes_missing_ones(quick_demo, capsys):
     (quick_demo / STATE_FILE).write_text(json.dumps(state))
     (quick_demo / "report.md").unlink()
     capsys.readouterr()
-    assert main(["--out", str(quick_demo), "--quick", "--recipe", str(RECIPE)]) == 0
-    printed = capsys.readouterr().out
+    assert cli.main(["demo", "--out", str(quick_demo), "--quick", "--recipe", str(RECIPE)]) == 0
+    printed = capsys.readouterr().err  # the steps are logged
     assert printed.count("skipped") == len(state["steps"])
     assert (quick_demo / "report.md").is_file()
     after = json.loads((quick_demo / STATE_FILE).read_text())
@@ -80,7 +82,8 @@ def test_rerun_skips_finished_steps_and_redoes_missing_ones(quick_demo, capsys):
 
 
 def test_other_settings_in_the_same_directory_are_refused(quick_demo, capsys):
-    assert main(["--out", str(quick_demo), "--quick", "--scale", "0.5", "--recipe", str(RECIPE)]) == 2
+    argv = ["demo", "--out", str(quick_demo), "--quick", "--scale", "0.5", "--recipe", str(RECIPE)]
+    assert cli.main(argv) == 2
     assert "started with other settings (scale" in capsys.readouterr().err
 
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mmbert import cli
 from mmbert.data.corpus import HELDOUT_ARTICLES, load_udhr
 from mmbert.evaluate import (
     build_eval_set,
     evaluate_model,
-    main,
     masked_inputs,
     recipe_groups,
     released_groups,
@@ -163,12 +163,12 @@ def test_cli_writes_json_and_markdown_for_a_transformers_export(model_dir, tmp_p
     recipe.write_text(json.dumps(tiny_recipe().to_dict()))
     out = tmp_path / "eval"
     argv = [str(model), "--languages", "eng", "deu", "fao", "--recipe", str(recipe), "--out", str(out)]
-    assert main(argv) == 0
+    assert cli.main(["evaluate", *argv]) == 0
     table = capsys.readouterr().out
     assert "| pre | 2 |" in table and "| decay | 1 |" in table
     result = json.loads((out / "eval.json").read_text())
     assert set(result["languages"]) == {"eng_Latn", "deu_Latn", "fao_Latn"}
     assert result["groups"]["decay"]["languages"] == 1
     assert (out / "eval.md").read_text().startswith("### ")
-    assert main([str(model), "--languages", "zzz"]) == 2
+    assert cli.main(["evaluate", str(model), "--languages", "zzz"]) == 2
     assert "languages not in the data: zzz" in capsys.readouterr().err

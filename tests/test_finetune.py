@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from mmbert import finetune
+from mmbert import cli, finetune
 from mmbert.data.corpus import HELDOUT_ARTICLES, load_udhr
 from tests._tiny import TINY_LANGS, make_tiny_export
 
@@ -62,7 +62,9 @@ def test_language_id_learns_and_reloads_in_transformers(export, tmp_path):
     dev = _write_csv(tmp_path / "dev.csv", _paragraphs("heldout", 4))
     out = tmp_path / "out"
     argv = ["--model", str(export), "--train", str(train), "--dev", str(dev), "--out", str(out)]
-    assert finetune.main([*argv, *FAST, "--max-steps", "12", "--eval-every", "6", "--patience", "5"]) == 0
+    assert (
+        cli.main(["finetune", *argv, *FAST, "--max-steps", "12", "--eval-every", "6", "--patience", "5"]) == 0
+    )
 
     summary = json.loads((out / "finetune.json").read_text())
     losses = summary["train_losses"]
@@ -105,7 +107,7 @@ def test_regression_with_text_pairs_from_jsonl(export, tmp_path):
         "--text-pair-column",
         "text_pair",
     ]
-    assert finetune.main([*argv, *FAST, "--max-steps", "6", "--dev-fraction", "0.25"]) == 0
+    assert cli.main(["finetune", *argv, *FAST, "--max-steps", "6", "--dev-fraction", "0.25"]) == 0
     summary = json.loads((out / "finetune.json").read_text())
     assert summary["task"] == "regression" and summary["metric"] == "pearson"
     assert set(summary["best"]) >= {"mse", "pearson", "loss"}
@@ -128,7 +130,10 @@ def test_early_stopping_stops_without_improvement(export, tmp_path):
     argv = ["--model", str(export), "--train", str(train), "--out", str(out), *FAST]
     # lr 0: the dev metric cannot improve, so patience 1 stops at the first evaluation.
     assert (
-        finetune.main([*argv, "--lr", "0", "--eval-every", "1", "--patience", "1", "--max-steps", "50"]) == 0
+        cli.main(
+            ["finetune", *argv, "--lr", "0", "--eval-every", "1", "--patience", "1", "--max-steps", "50"]
+        )
+        == 0
     )
     summary = json.loads((out / "finetune.json").read_text())
     assert summary["steps"] == 1 and summary["best_step"] == 0
@@ -177,8 +182,8 @@ def test_integer_labels_keep_their_ids_and_strings_sort():
 )
 def test_bad_data_is_reported_with_file_line_and_column(tmp_path, capsys, rows, extra, message):
     train = _write_jsonl(tmp_path / "train.jsonl", rows)
-    rc = finetune.main(
-        ["--model", str(tmp_path), "--train", str(train), "--out", str(tmp_path / "o"), *extra]
+    rc = cli.main(
+        ["finetune", "--model", str(tmp_path), "--train", str(train), "--out", str(tmp_path / "o"), *extra]
     )
     err = capsys.readouterr().err
     assert rc == 2 and str(train) in err and message in err
@@ -188,15 +193,15 @@ def test_dev_label_unseen_in_training_and_missing_file(tmp_path, capsys):
     train = _write_csv(tmp_path / "train.csv", [{"text": "a", "label": "x"}, {"text": "b", "label": "y"}])
     dev = _write_csv(tmp_path / "dev.csv", [{"text": "a", "label": "x"}, {"text": "b", "label": "z"}])
     argv = ["--model", str(tmp_path), "--train", str(train), "--dev", str(dev), "--out", str(tmp_path / "o")]
-    assert finetune.main(argv) == 2
+    assert cli.main(["finetune", *argv]) == 2
     assert (
         f"{dev}:3: column 'label': label 'z' does not occur in the training split" in capsys.readouterr().err
     )
-    assert finetune.main([*argv[:3], str(tmp_path / "nope.csv"), *argv[4:]]) == 2
+    assert cli.main(["finetune", *argv[:3], str(tmp_path / "nope.csv"), *argv[4:]]) == 2
     assert "nope.csv: no such file" in capsys.readouterr().err
     # Good data, but a model that is neither a directory nor reachable (tests run offline).
     good = ["--train", str(train), "--dev", str(train), "--out", str(tmp_path / "o")]
-    assert finetune.main(["--model", "no-such-org/no-such-model", *good]) == 2
+    assert cli.main(["finetune", "--model", "no-such-org/no-such-model", *good]) == 2
     assert "--model no-such-org/no-such-model: not a directory" in capsys.readouterr().err
 
 
@@ -204,7 +209,7 @@ def test_empty_csv_split_names_the_file(tmp_path, capsys):
     train = _write_csv(tmp_path / "train.csv", [{"text": "a", "label": "x"}, {"text": "b", "label": "y"}])
     dev = _write_csv(tmp_path / "dev.csv", [])
     argv = ["--model", str(tmp_path), "--train", str(train), "--dev", str(dev), "--out", str(tmp_path / "o")]
-    assert finetune.main(argv) == 2
+    assert cli.main(["finetune", *argv]) == 2
     assert f"{dev}: the split is empty" in capsys.readouterr().err
 
 
@@ -214,8 +219,8 @@ def test_dataset_directory_gives_train_and_validation_splits(tmp_path):
     data.mkdir()
     _write_csv(data / "train.csv", _paragraphs("train", 3))
     _write_csv(data / "validation.csv", _paragraphs("heldout", 2))
-    args = finetune.build_parser().parse_args(["--model", "m", "--train", str(data), "--out", "o"])
-    train, dev, test, note = finetune.load_splits(args)
+    options = finetune.FinetuneOptions(model="m", train=str(data), out="o")
+    train, dev, test, note = finetune.load_splits(options)
     assert (len(train), len(dev), test) == (12, 8, None)
     assert "validation" in note and train[0].where == f"{data}[train][0]"
     with pytest.raises(finetune.DataError, match="cannot load split 'nope'"):

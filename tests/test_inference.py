@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from mmbert import cli
 from mmbert.data.corpus import load_udhr
 from mmbert.inference import (
     embed,
-    embed_main,
     encode_masked,
     fill_mask,
-    fill_mask_main,
     length_batches,
     load,
     read_texts,
@@ -161,11 +160,10 @@ def test_embed_cli_writes_npy_and_parquet(ours, tmp_path):
     txt.write_text("\n".join(TEXTS[:4]) + "\n", encoding="utf-8")
     jsonl = tmp_path / "texts.jsonl"
     jsonl.write_text("".join(json.dumps({"text": t, "id": i}) + "\n" for i, t in enumerate(TEXTS[:4])))
-    assert (
-        embed_main([str(ours), "--input", str(txt), "--out", str(tmp_path / "v.npy"), "--no-progress"]) == 0
-    )
+    npy_args = [str(ours), "--input", str(txt), "--out", str(tmp_path / "v.npy"), "--no-progress"]
+    assert cli.main(["embed", *npy_args]) == 0
     out = tmp_path / "v.parquet"
-    assert embed_main([str(ours), "--input", str(jsonl), "--out", str(out), "--batch-size", "2"]) == 0
+    assert cli.main(["embed", str(ours), "--input", str(jsonl), "--out", str(out), "--batch-size", "2"]) == 0
     npy = np.load(tmp_path / "v.npy")
     table = pq.read_table(out)
     assert table.column("text").to_pylist() == TEXTS[:4]
@@ -190,9 +188,12 @@ def test_read_texts_errors_name_the_line(tmp_path):
 def test_fill_mask_cli_json(ours, tmp_path, capsys):
     f = tmp_path / "more.txt"
     f.write_text(masked_texts(2)[1] + "\n")
-    assert fill_mask_main([str(ours), masked_texts(1)[0], "--file", str(f), "--top-k", "2", "--json"]) == 0
+    assert (
+        cli.main(["fill-mask", str(ours), masked_texts(1)[0], "--file", str(f), "--top-k", "2", "--json"])
+        == 0
+    )
     results = json.loads(capsys.readouterr().out)
     assert len(results) == 2
     assert all(len(preds) == 2 for r in results for preds in r["predictions"])
-    assert fill_mask_main([str(tmp_path / "missing"), "a <mask>"]) == 2
+    assert cli.main(["fill-mask", str(tmp_path / "missing"), "a <mask>"]) == 2
     assert "no config.json" in capsys.readouterr().err

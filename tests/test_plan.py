@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from mmbert import cli
 from mmbert.data.packing import Packer
 from mmbert.data.sampler import DataSampler, phase_mixture, store_counts
-from mmbert.plan import format_plan, main, plan_recipe, released_data_counts
+from mmbert.plan import format_plan, plan_recipe, released_data_counts
 from mmbert.recipe import Recipe, load_recipe
 from tests.test_sampler import FakeStore  # the in-memory TokenStore stand-in
 
@@ -93,22 +94,25 @@ def test_sampler_and_packer_on_a_store() -> None:
 def test_cli_on_data_json_and_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mmbert.data.shards
+    import mmbert.plan
 
-    monkeypatch.setattr(mmbert.data.shards, "TokenStore", lambda path: FakeStore(CELLS))
+    monkeypatch.setattr(mmbert.plan, "TokenStore", lambda path: FakeStore(CELLS))
     data = tmp_path / "data"
     recipe_path = tmp_path / "r.yaml"
     recipe_path.write_text(Recipe.from_dict(RECIPE).to_yaml())
-    assert main([str(recipe_path), "--data", str(data), "--max-epochs", "3"]) == 0
+    assert cli.main(["plan", str(recipe_path), "--data", str(data), "--max-epochs", "3"]) == 0
     assert "REPEATED" in capsys.readouterr().out
     assert (
-        main([str(recipe_path), "--data", str(data), "--json", "--variant", "eng", "phases.0.tau=0.5"]) == 0
+        cli.main(
+            ["plan", str(recipe_path), "--data", str(data), "--json", "--variant", "eng", "phases.0.tau=0.5"]
+        )
+        == 0
     )
     plan = json.loads(capsys.readouterr().out)
     assert plan["variant"] == "eng" and plan["phases"][0]["tau"] == 0.5
-    assert main([str(recipe_path), "--data", str(data), "--variant", "nope"]) == 2
+    assert cli.main(["plan", str(recipe_path), "--data", str(data), "--variant", "nope"]) == 2
     assert "nope" in capsys.readouterr().err
-    assert main([str(recipe_path), "--data", str(data), "phases.0.sources.0.name=books"]) == 2
+    assert cli.main(["plan", str(recipe_path), "--data", str(data), "phases.0.sources.0.name=books"]) == 2
     assert "phases[0].sources[0].name" in capsys.readouterr().err
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmbert.data.prepare import PrepareError, load_tokenizer_info, main, prepare
+from mmbert import cli
+from mmbert.data.prepare import PrepareError, load_tokenizer_info, prepare
 from mmbert.data.shards import TokenStore
 from mmbert.data.sources import BadInputError, LocalFilesSource, open_source
 
@@ -346,23 +347,17 @@ def test_cli(tmp_path, tokdir, capsys):
         str(tmp_path / "data"),
         "--no-progress",
     ]
-    assert main(args) == 1
+    assert cli.main(["prepare", *args]) == 2
     err = capsys.readouterr().err
     assert f"{bad}:4: invalid UTF-8" in err and "--skip-bad" in err
-    assert main([*args, "--skip-bad", "--workers", "2"]) == 0
+    assert cli.main(["prepare", *args, "--skip-bad", "--workers", "2"]) == 0
     out = capsys.readouterr().out
     assert "prepared corpus: 9 documents" in out and "skipped 1 bad records: invalid UTF-8 1" in out
-    assert (
-        main(
-            ["--source", str(tmp_path / "missing"), "--tokenizer", str(tokdir), "--out", str(tmp_path / "d")]
-        )
-        == 1
-    )
+    missing = ["--source", str(tmp_path / "missing"), "--tokenizer", str(tokdir)]
+    assert cli.main(["prepare", *missing, "--out", str(tmp_path / "d")]) == 2
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "badtok").mkdir()
     (tmp_path / "badtok" / "tokenizer.json").write_text("{}")
-    assert (
-        main(["--source", str(root), "--tokenizer", str(tmp_path / "badtok"), "--out", str(tmp_path / "d")])
-        == 1
-    )
+    badtok = ["--source", str(root), "--tokenizer", str(tmp_path / "badtok"), "--out", str(tmp_path / "d")]
+    assert cli.main(["prepare", *badtok]) == 2
     assert "badtok/tokenizer.json: not a tokenizer" in capsys.readouterr().err

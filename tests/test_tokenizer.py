@@ -10,6 +10,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from mmbert import cli
 from mmbert import tokenizer as T
 from mmbert.data import corpus
 
@@ -204,19 +205,15 @@ def test_cli_train_and_info(tmp_path, capsys):
     assert sorted(texts) == ["fra_Latn", "und_Zzzz"] and len(texts["fra_Latn"]) == 25
     out = tmp_path / "tok"
     args = ["train", "--out", str(out), "--vocab-size", "400", "--quiet", "--lang-field", "lang", "--input"]
-    assert T.main([*args, str(data / "mixed.jsonl")]) == 0
+    assert cli.main(["tokenizer", *args, str(data / "mixed.jsonl")]) == 0
     printed = capsys.readouterr().out
     assert "2 languages" in printed and "0 unknown tokens" in printed and "round trip exact" in printed
-    assert (
-        T.main(
-            ["train", "--out", str(out), "--vocab-size", "400", "--quiet", "--input", str(data / "fra_Latn")]
-        )
-        == 0
-    )
+    args = ["train", "--out", str(out), "--vocab-size", "400", "--quiet", "--input", str(data / "fra_Latn")]
+    assert cli.main(["tokenizer", *args]) == 0
     assert "1 languages" in capsys.readouterr().out
     auto = AutoTokenizer.from_pretrained(out)
     assert len(auto) == 400 and auto.mask_token_id == 4
-    assert T.main(["info", str(out)]) == 0
+    assert cli.main(["tokenizer", "info", str(out)]) == 0
     assert "special ids match mmBERT's layout" in capsys.readouterr().out
 
 
@@ -224,11 +221,11 @@ def test_cli_bad_input(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{"text": broken\n', encoding="utf-8")
     args = ["train", "--out", str(tmp_path / "o"), "--vocab-size", "400", "--lang", "eng_Latn", "--input"]
-    assert T.main([*args, str(bad)]) == 2
+    assert cli.main(["tokenizer", *args, str(bad)]) == 2
     assert f"{bad}:2: broken JSON line" in capsys.readouterr().err
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("caf\xe9\n".encode("latin-1"))
-    assert T.main([*args, str(latin1)]) == 2
+    assert cli.main(["tokenizer", *args, str(latin1)]) == 2
     assert "invalid UTF-8" in capsys.readouterr().err
-    assert T.main([*args, str(tmp_path / "missing.txt")]) == 2
+    assert cli.main(["tokenizer", *args, str(tmp_path / "missing.txt")]) == 2
     assert "missing.txt" in capsys.readouterr().err

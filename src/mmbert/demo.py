@@ -2,18 +2,20 @@
 
     mmbert demo [--out runs/demo] [--scale F | --quick]
 
-Nothing is downloaded. The steps, each calling the module that owns it:
+Nothing is downloaded. The steps, each a call of the function that the matching command runs:
 
 1. `tokenizer`: train a BPE tokenizer with mmBERT's special ids on the bundled UDHR + code
-   (`mmbert tokenizer train`), and `prepare`: tokenize the corpus into shards (`mmbert prepare`);
+   (`mmbert.tokenizer.train_and_save`), and `prepare`: tokenize the corpus into shards
+   (`mmbert.data.prepare.prepare`);
 2. `train`: the tiny recipe (`recipes/tiny.yaml`) through its three phases, 30% → 15% → 5% masking,
    tau 0.7 → 0.5 → 0.3, growing language sets, longer context and a new RoPE theta, then its three
-   decay variants from the end-of-mid-training checkpoint (`mmbert train`);
-3. `merge`: TIES-merge the three decay variants against that checkpoint (`mmbert merge`);
+   decay variants from the end-of-mid-training checkpoint (`mmbert.train.run_recipe`);
+3. `merge`: TIES-merge the three decay variants against that checkpoint (`mmbert.merge.merge_dirs`);
 4. `evaluate`: held-out MLM accuracy and retrieval per language for the pre-decay model, each
-   variant and the merge, languages grouped by the phase that introduced them (`mmbert evaluate`);
+   variant and the merge, languages grouped by the phase that introduced them (`mmbert.evaluate`);
 5. `export` the merge to `OUT/model` (HF format + tokenizer), show fill-mask predictions in several
-   languages (`mmbert fill-mask`), and write `OUT/report.md`, `OUT/metrics.json` and `OUT/plots/`.
+   languages (`mmbert.inference.fill_mask`), and write `OUT/report.md`, `OUT/metrics.json` and
+   `OUT/plots/` (`mmbert.report`). `mmbert.demo_layout` says where each step writes.
 
 Rerunning the same command continues where it stopped: the trainer and `prepare` resume inside their
 steps, and a finished step is recorded in `OUT/demo_state.json` (written atomically after the step's
@@ -24,44 +26,42 @@ evaluated) that the test suite runs end to end.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
-import os
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mmbert.io import atomic_write_text, fsync_dir
+from mmbert.data.corpus import load_udhr
+from mmbert.data.prepare import prepare
+from mmbert.data.sources import open_source
+from mmbert.demo_layout import (
+    FILL_MASK_ARTICLE,
+    FILL_MASK_LANGUAGES,
+    HIGHLIGHT,
+    QUICK_SCALE,
+    Layout,
+    eval_stem,
+)
+from mmbert.distributed import init_distributed
+from mmbert.errors import MmbertError
+from mmbert.evaluate import ENGLISH, build_eval_set, evaluate_model, recipe_groups, write_result
+from mmbert.inference import fill_mask, load
+from mmbert.io import atomic_dir, atomic_write_text, remove_stale_temps
+from mmbert.merge import merge_dirs
+from mmbert.recipe import Recipe, load_recipe
+from mmbert.report import write_demo_report
+from mmbert.tokenizer import train_and_save
+from mmbert.train import TrainOptions, run_recipe
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "demo_state.json"
-QUICK_SCALE = 0.02  # of recipes/tiny.yaml's tokens, with the tiny model: the smoke test
-# Held-out sentences for fill-mask: UDHR article 5 in languages of every group (English and French
-# pre-training, Swahili mid-training in the tiny recipe, Faroese and Tigrinya decay-only: the paper's
-# examples).
-FILL_MASK_LANGUAGES = (
-    "eng_Latn",
-    "fra_Latn",
-    "deu_Latn",
-    "spa_Latn",
-    "rus_Cyrl",
-    "swh_Latn",
-    "fao_Latn",
-    "tir_Ethi",
-)
-FILL_MASK_ARTICLE = 5
-# Languages whose shares the sampling plot names.
-HIGHLIGHT = ("eng_Latn", "fra_Latn", "cmn_Hans", "swh_Latn", "fao_Latn", "tir_Ethi", "code")
 
-
-class DemoError(RuntimeError):
-    pass
+class DemoError(MmbertError, RuntimeError):
+    """A demo that cannot go on as asked (other settings in the same directory, no recipe)."""
 
 
 @dataclasses.dataclass
@@ -84,12 +84,13 @@ class Settings:
     eval_per_group: int | None = 24
 
     @classmethod
-    def for_args(cls, args: argparse.Namespace) -> Settings:
-        recipe = str(find_recipe(args.recipe))
-        if args.quick:
+    def create(cls, recipe: Path | None = None, scale: float | None = None, quick: bool = False) -> Settings:
+        """The full demo (every token budget times `scale`, default 1), or the quick smoke test."""
+        path = str(find_recipe(recipe))
+        if quick:
             return cls(
-                recipe=recipe,
-                scale=args.scale or QUICK_SCALE,
+                recipe=path,
+                scale=scale or QUICK_SCALE,
                 quick=True,
                 model_preset="tiny",
                 batch_tokens=1024,
@@ -100,7 +101,7 @@ class Settings:
                 eval_max_length=48,
                 eval_per_group=4,
             )
-        return cls(recipe=recipe, scale=args.scale or 1.0)
+        return cls(recipe=path, scale=scale or 1.0)
 
 
 def find_recipe(path: Path | None) -> Path:
@@ -122,12 +123,13 @@ class Demo:
 
     def __init__(self, out: Path, settings: Settings, workers: int) -> None:
         self.out = out
+        self.layout = Layout(out)
         self.settings = settings
         self.workers = workers
         self.t0 = time.perf_counter()
         out.mkdir(parents=True, exist_ok=True)
-        self.state_path = out / STATE_FILE
-        state = json.loads(self.state_path.read_text()) if self.state_path.exists() else None
+        path = self.layout.state
+        state = json.loads(path.read_text()) if path.exists() else None
         wanted = dataclasses.asdict(settings)
         if state is not None and state["settings"] != wanted:
             changed = sorted(k for k in wanted if state["settings"].get(k) != wanted[k])
@@ -137,50 +139,36 @@ class Demo:
                 "or use another --out"
             )
         self.state = state or {"settings": wanted, "steps": {}}
-        self.tokenizer = out / "tokenizer"
-        self.data = out / "data"
-        self.run = out / "run"
-        self.merged = out / "merged"
-        self.model = out / "model"
-        self.eval_dir = out / "eval"
-        self.plots = out / "plots"
-        self.recipe_path = out / "recipe.yaml"
 
     def _save_state(self) -> None:
-        atomic_write_text(self.state_path, json.dumps(self.state, indent=1) + "\n")
+        atomic_write_text(self.layout.state, json.dumps(self.state, indent=1) + "\n")
 
     def step(self, name: str, title: str, fn: Callable[[], Any]) -> None:
         """Run `fn` unless the state says `name` is finished; record it (with its time) when it is."""
         done = self.state["steps"].get(name)
         if done is not None:
-            print(f"== {title}: done ({done['seconds']:.0f}s, skipped)", flush=True)
+            logger.info("== %s: done (%.0fs, skipped)", title, done["seconds"])
             return
-        print(f"== {title} [{self._elapsed()}]", flush=True)
+        logger.info("== %s [%s]", title, self._elapsed())
         start = time.perf_counter()
         fn()
         self.state["steps"][name] = {"seconds": time.perf_counter() - start}
         self._save_state()
-        print(f"== {title}: finished in {time.perf_counter() - start:.0f}s [{self._elapsed()}]", flush=True)
+        logger.info("== %s: finished in %.0fs [%s]", title, time.perf_counter() - start, self._elapsed())
 
     def _elapsed(self) -> str:
         s = int(time.perf_counter() - self.t0)
         return f"{s // 60}:{s % 60:02d} elapsed"
 
 
-def _call(main: Callable[[list[str]], int], argv: list[str], what: str) -> None:
-    rc = main(argv)
-    if rc != 0:
-        raise DemoError(f"{what} failed (exit status {rc}): {' '.join(argv)}")
-
-
 # ---------------------------------------------------------------------------------------------- recipe
-def recipe_overrides(recipe: Any, demo: Demo) -> list[str]:
+def recipe_overrides(recipe: Recipe, demo: Demo) -> list[str]:
     """Overrides that point the recipe at the demo's tokenizer and data, and scale its token budgets.
 
     The checkpoint interval is not scaled: it is about how much work a kill may lose, not the recipe.
     """
     s = demo.settings
-    out = [f"tokenizer={demo.tokenizer}", f"data=[{demo.data}]"]
+    out = [f"tokenizer={demo.layout.tokenizer}", f"data=[{demo.layout.data}]"]
     if s.model_preset:
         out.append(f"model.preset={s.model_preset}")
     if s.batch_tokens:
@@ -210,10 +198,8 @@ def recipe_overrides(recipe: Any, demo: Demo) -> list[str]:
     return out
 
 
-def resolved_recipe(demo: Demo) -> Any:
-    """The recipe the demo trains (written to OUT/recipe.yaml, which `mmbert train` then reads)."""
-    from mmbert.recipe import load_recipe
-
+def resolved_recipe(demo: Demo) -> Recipe:
+    """The recipe the demo trains (written to OUT/recipe.yaml, which the training step then reads)."""
     base = load_recipe(demo.settings.recipe)
     recipe = load_recipe(demo.settings.recipe, recipe_overrides(base, demo))
     if len(recipe.phases) < 2 or len(recipe.variant_names()) < 2:
@@ -225,69 +211,47 @@ def resolved_recipe(demo: Demo) -> Any:
 
 # ---------------------------------------------------------------------------------------------- steps
 def step_tokenizer(demo: Demo) -> None:
-    from mmbert import tokenizer
-
     s = demo.settings
-    argv = ["train", "--out", str(demo.tokenizer), "--vocab-size", str(s.tokenizer_vocab),
-            "--model", s.tokenizer_model, "--quiet"]  # fmt: skip
-    if s.tokenizer_max_chars:
-        argv += ["--max-chars", str(s.tokenizer_max_chars)]
-    _call(tokenizer.main, argv, "tokenizer training")
+    report = train_and_save(
+        demo.layout.tokenizer,
+        vocab_size=s.tokenizer_vocab,
+        model=s.tokenizer_model,  # type: ignore[arg-type]
+        max_chars=s.tokenizer_max_chars or None,
+        progress=False,
+    )
+    bad = report.roundtrip_failures
+    if report.unknown_tokens or bad:
+        raise DemoError(
+            f"the tokenizer in {report.out} fails its check on {report.check_set}: "
+            f"{report.unknown_tokens} unknown tokens, round trip failed for {', '.join(bad) or 'no language'}"
+        )
+    logger.info("   vocab %d, %.3f tokens/char on %s, trained in %.1fs",
+                report.vocab_size, report.tokens_per_char, report.check_set, report.seconds)  # fmt: skip
 
 
 def step_prepare(demo: Demo) -> None:
-    from mmbert.data import prepare
-
-    for source in ("bundled", "bundled:code"):
-        argv = ["--source", source, "--tokenizer", str(demo.tokenizer), "--out", str(demo.data),
-                "--workers", str(demo.workers)]  # fmt: skip
-        _call(prepare.main, argv, f"prepare {source}")
+    for spec in ("bundled", "bundled:code"):
+        result = prepare(open_source(spec), demo.layout.tokenizer, demo.layout.data, workers=demo.workers)
+        logger.info("   %s: %s documents, %s tokens in %d languages",
+                    result.name, f"{result.docs:,}", f"{result.tokens:,}", len(result.langs))  # fmt: skip
 
 
 def step_train(demo: Demo) -> None:
-    from mmbert import train
-
-    _call(train.main, [str(demo.recipe_path), "--out", str(demo.run), "--device", "cpu"], "training")
-
-
-def pre_decay_export(demo: Demo, recipe: Any) -> Path:
-    return demo.run / "export" / recipe.phases[-2].name
+    recipe = load_recipe(demo.layout.recipe)
+    run_recipe(recipe, demo.layout.run, init_distributed("cpu"), TrainOptions())
 
 
-def variant_export(demo: Demo, recipe: Any, variant: str) -> Path:
-    return demo.run / "variants" / variant / "export" / recipe.phases[-1].name
-
-
-def step_merge(demo: Demo, recipe: Any) -> None:
-    from mmbert import merge
-
-    models = [str(variant_export(demo, recipe, v)) for v in recipe.variant_names()]
+def step_merge(demo: Demo, recipe: Recipe) -> None:
+    layout = demo.layout
+    models = [layout.variant_export(recipe, v) for v in recipe.variant_names()]
     # mmBERT's density is not published; 0.5 trims half of each variant's task vector (TIES's usual setting).
-    argv = ["--method", "ties", "--base", str(pre_decay_export(demo, recipe)), "--models", *models,
-            "--density", "0.5", "--out", str(demo.merged), "--overwrite"]  # fmt: skip
-    _call(merge.main, argv, "TIES merge")
+    merge_dirs("ties", layout.pre_decay_export(recipe), models, layout.merged, density=0.5, overwrite=True)
 
 
-def model_dirs(demo: Demo, recipe: Any) -> dict[str, Path]:
-    """The evaluated models, by display name: pre-decay checkpoint, each decay variant, the merge."""
-    out = {f"pre-decay ({recipe.phases[-2].name})": pre_decay_export(demo, recipe)}
-    for v in recipe.variant_names():
-        out[f"decay-{v}"] = variant_export(demo, recipe, v)
-    out["merge (TIES)"] = demo.merged
-    return out
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in name).strip("-").replace("--", "-")
-
-
-def eval_languages(recipe: Any, per_group: int | None) -> list[str] | None:
+def eval_languages(recipe: Recipe, per_group: int | None) -> list[str] | None:
     """English plus `per_group` languages of each group (the named ones first), or all (None)."""
     if per_group is None:
         return None
-    from mmbert.data.corpus import load_udhr
-    from mmbert.evaluate import ENGLISH, recipe_groups
-
     langs = sorted({d.lang for d in load_udhr()})
     groups, order = recipe_groups(recipe, langs)
     chosen = {ENGLISH}
@@ -298,15 +262,12 @@ def eval_languages(recipe: Any, per_group: int | None) -> list[str] | None:
     return sorted(chosen)
 
 
-def step_evaluate(demo: Demo, recipe: Any) -> None:
-    from mmbert.evaluate import build_eval_set, evaluate_model, recipe_groups, write_result
-    from mmbert.inference import load
-
+def step_evaluate(demo: Demo, recipe: Recipe) -> None:
+    layout = demo.layout
     eval_set = groups = order = None
-    for name, path in model_dirs(demo, recipe).items():
-        stem = _slug(name)
-        if (demo.eval_dir / f"{stem}.json").exists():
-            print(f"   {name}: already evaluated", flush=True)
+    for name, path in layout.model_dirs(recipe).items():
+        if layout.eval_result(name).exists():
+            logger.info("   %s: already evaluated", name)
             continue
         model, tok = load(path, "cpu")
         if eval_set is None:
@@ -320,27 +281,22 @@ def step_evaluate(demo: Demo, recipe: Any) -> None:
             "grouping": "phase of the tiny recipe that introduced the language",
             **result,
         }
-        write_result(result, demo.eval_dir, stem)
+        write_result(result, layout.eval_dir, eval_stem(name))
         g = result["groups"]
-        print(f"   {name}: " + ", ".join(
+        logger.info("   %s: %s (%.0fs)", name, ", ".join(
             f"{k} MLM {100 * v['mlm_accuracy']:.1f}% / retrieval {100 * (v['retrieval'] or 0):.1f}%" for k, v in g.items()
-        ) + f" ({result['seconds']:.0f}s)", flush=True)  # fmt: skip
+        ), result["seconds"])  # fmt: skip
 
 
 def step_export(demo: Demo) -> None:
-    """Copy the merge (with its tokenizer files) to OUT/model through a temporary directory."""
-    from mmbert.inference import load
-
-    if not (demo.merged / "tokenizer.json").exists() and not (demo.merged / "tokenizer_config.json").exists():
-        raise DemoError(f"{demo.merged} has no tokenizer files")
-    tmp = demo.out / ".model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(demo.merged, tmp)
-    if demo.model.exists():
-        shutil.rmtree(demo.model)
-    os.replace(tmp, demo.model)
-    fsync_dir(demo.out)
-    load(demo.model, "cpu")  # the export loads on its own (model + tokenizer)
+    """Copy the merge (with its tokenizer files) to OUT/model, swapped in whole."""
+    layout = demo.layout
+    if not any((layout.merged / name).exists() for name in ("tokenizer.json", "tokenizer_config.json")):
+        raise DemoError(f"{layout.merged} has no tokenizer files")
+    remove_stale_temps(demo.out, layout.model.name)
+    with atomic_dir(layout.model) as tmp:
+        shutil.copytree(layout.merged, tmp, dirs_exist_ok=True)
+    load(layout.model, "cpu")  # the export loads on its own (model + tokenizer)
 
 
 def masked_example(tokenizer: Any, sentence: str) -> tuple[str, str] | None:
@@ -357,9 +313,6 @@ def masked_example(tokenizer: Any, sentence: str) -> tuple[str, str] | None:
 
 def fill_mask_examples(model_dir: Path, top_k: int = 3) -> list[dict[str, Any]]:
     """Fill-mask on the first sentence of a held-out article in several languages."""
-    from mmbert.data.corpus import load_udhr
-    from mmbert.inference import fill_mask, load
-
     model, tok = load(model_dir, "cpu")
     examples = []
     by_lang = {d.lang: d for d in reversed(load_udhr())}  # the first declaration of each language
@@ -383,31 +336,32 @@ def fill_mask_examples(model_dir: Path, top_k: int = 3) -> list[dict[str, Any]]:
 
 
 def step_fill_mask(demo: Demo) -> None:
-    examples = fill_mask_examples(demo.model)
-    atomic_write_text(demo.out / "fill_mask.json", json.dumps(examples, indent=1, ensure_ascii=False) + "\n")
+    examples = fill_mask_examples(demo.layout.model)
+    text = json.dumps(examples, indent=1, ensure_ascii=False) + "\n"
+    atomic_write_text(demo.layout.fill_mask, text)
     for ex in examples:
         preds = "  ".join(f"{p['token']!r} {p['score']:.2f}" for p in ex["predictions"])
-        print(f"   [{ex['lang']}] {ex['text']}\n      answer {ex['answer']!r}; predicted {preds}", flush=True)
+        logger.info("   [%s] %s\n      answer %r; predicted %s", ex["lang"], ex["text"], ex["answer"], preds)
 
 
-def step_report(demo: Demo, recipe: Any) -> None:
-    from mmbert.report import write_demo_report
+# ---------------------------------------------------------------------------------------------- run
+@dataclasses.dataclass
+class DemoResult:
+    report: Path
+    model: Path  # the final model (HF format with its tokenizer)
+    seconds: float  # of all the steps, over every run that made them
 
-    write_demo_report(demo, recipe)
 
-
-# ---------------------------------------------------------------------------------------------- main
-def run_demo(out: Path, settings: Settings, workers: int = 2) -> Path:
-    """Run (or continue) the demo in `out`; returns the report's path."""
+def run_demo(out: Path, settings: Settings, workers: int = 2) -> DemoResult:
+    """Run (or continue) the demo in `out`."""
     demo = Demo(out, settings, workers)
+    layout = demo.layout
     recipe = resolved_recipe(demo)
-    recipe.save(demo.recipe_path)
-    print(
-        f"mmbert demo in {out}: recipe {settings.recipe} (x{settings.scale:g} tokens, "
-        f"{recipe.total_tokens - recipe.phases[-1].tokens + len(recipe.variant_names()) * recipe.phases[-1].tokens:,} "
-        f"tokens to train), variants {', '.join(recipe.variant_names())}",
-        flush=True,
-    )
+    recipe.save(layout.recipe)
+    last = recipe.phases[-1].tokens
+    to_train = recipe.total_tokens - last + len(recipe.variant_names()) * last
+    logger.info("mmbert demo in %s: recipe %s (x%s tokens, %s tokens to train), variants %s",
+                out, settings.recipe, f"{settings.scale:g}", f"{to_train:,}", ", ".join(recipe.variant_names()))  # fmt: skip
     demo.step("tokenizer", "1/7 train the tokenizer (mmbert tokenizer train)", lambda: step_tokenizer(demo))
     demo.step(
         "prepare", "2/7 tokenize the bundled corpus into shards (mmbert prepare)", lambda: step_prepare(demo)
@@ -419,35 +373,10 @@ def run_demo(out: Path, settings: Settings, workers: int = 2) -> Path:
     )
     demo.step("merge", "4/7 TIES-merge the decay variants (mmbert merge)", lambda: step_merge(demo, recipe))
     demo.step("evaluate", "5/7 evaluate each model (mmbert evaluate)", lambda: step_evaluate(demo, recipe))
-    demo.step("export", f"6/7 export the merged model to {demo.model}", lambda: step_export(demo))
+    demo.step("export", f"6/7 export the merged model to {layout.model}", lambda: step_export(demo))
     demo.step(
         "fill_mask", "6/7 fill-mask in several languages (mmbert fill-mask)", lambda: step_fill_mask(demo)
     )
-    demo.step("report", "7/7 report and plots", lambda: step_report(demo, recipe))
+    demo.step("report", "7/7 report and plots", lambda: write_demo_report(layout, recipe, demo.state))
     total = sum(s["seconds"] for s in demo.state["steps"].values())
-    print(f"done: {out / 'report.md'} ({total / 60:.1f} min of steps in all); the model is in {demo.model}")
-    return out / "report.md"
-
-
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="mmbert demo", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="demo directory (rerun to continue)")
-    p.add_argument("--recipe", type=Path, help="default: recipes/tiny.yaml")
-    p.add_argument("--scale", type=float, help="multiply every token budget of the recipe (default 1)")
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke-test size: the tiny model, 2%% of the tokens, fewer languages evaluated",
-    )
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="tokenizer processes")
-    args = p.parse_args(argv)
-    if args.scale is not None and args.scale <= 0:
-        p.error("--scale must be > 0")
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    try:
-        run_demo(args.out, Settings.for_args(args), args.workers)
-    except DemoError as e:
-        print(f"mmbert demo: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return DemoResult(report=layout.report, model=layout.model, seconds=total)

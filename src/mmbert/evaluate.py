@@ -23,11 +23,9 @@ Any HF-format ModernBERT directory with its tokenizer works, the released mmBERT
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
-import sys
 import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -43,6 +41,7 @@ from mmbert.data.corpus import HELDOUT_ARTICLES, Declaration, load_udhr
 from mmbert.data.masking import IGNORE_INDEX, mask_tokens
 from mmbert.inference import DEFAULT_BATCH_TOKENS, embed_ids, length_batches, load, pack, tokenize
 from mmbert.io import atomic_write_text
+from mmbert.languages import in_language_set, resolve_languages
 from mmbert.model import MmBertForMaskedLM
 
 logger = logging.getLogger(__name__)
@@ -62,8 +61,6 @@ NOT_IN_MMBERT = "not in mmBERT"
 # ---------------------------------------------------------------------------------------------- groups
 def _resolve(spec: str | list[str], available: list[str]) -> set[str]:
     """The available keys a language spec selects; items the corpus does not have are ignored."""
-    from mmbert.languages import resolve_languages
-
     items = spec.split(",") if isinstance(spec, str) else spec
     out: set[str] = set()
     for item in items:
@@ -104,8 +101,6 @@ def recipe_groups(recipe: Any, langs: Iterable[str]) -> tuple[dict[str, str], li
 
 def released_groups(langs: Iterable[str]) -> tuple[dict[str, str], list[str]]:
     """language -> the mmBERT phase that introduced it, by the released sets (else `not in mmBERT`)."""
-    from mmbert.languages import in_language_set
-
     groups = {}
     for lang in langs:
         groups[lang] = next((g for g, s in RELEASED_GROUPS if in_language_set(lang, s)), NOT_IN_MMBERT)
@@ -174,8 +169,6 @@ def build_eval_set(
 
     `articles` restricts the held-out articles used (a faster, noisier evaluation).
     """
-    from mmbert.languages import resolve_languages
-
     articles = sorted(HELDOUT_ARTICLES if articles is None else set(articles))
     if not articles or not set(articles) <= HELDOUT_ARTICLES:
         raise ValueError(
@@ -441,61 +434,3 @@ def write_result(result: Mapping[str, Any], out: str | Path, stem: str = "eval")
     title = f"{result.get('model', '')} ({result.get('grouping', '')})"
     atomic_write_text(md_path, markdown_table(result, title) + "\n")
     return json_path, md_path
-
-
-def main(argv: list[str]) -> int:
-    """`mmbert evaluate MODEL [--recipe R] [--languages SPEC] [--out DIR] [--json]`."""
-    p = argparse.ArgumentParser(prog="mmbert evaluate", description=__doc__.split("\n\n")[0])
-    p.add_argument("model", type=Path, help="HF-format model directory with tokenizer files")
-    p.add_argument(
-        "--recipe", type=Path, help="group languages by the phase of this recipe that introduced them"
-    )
-    p.add_argument(
-        "--languages",
-        nargs="+",
-        help="languages to evaluate: keys, ISO 639-3 codes or a set (mmbert-60); default: all bundled",
-    )
-    p.add_argument("--out", type=Path, help="write DIR/eval.json and DIR/eval.md")
-    p.add_argument("--json", action="store_true", help="print the JSON result instead of the table")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--max-length", type=int, default=512, help="tokens per article/paragraph")
-    p.add_argument("--seed", type=int, default=0, help="masking seed")
-    p.add_argument(
-        "--articles",
-        nargs="+",
-        type=int,
-        help=f"a subset of the held-out articles {sorted(HELDOUT_ARTICLES)}",
-    )
-    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    p.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS, help="tokens per forward pass")
-    args = p.parse_args(argv)
-    try:
-        recipe = None
-        if args.recipe is not None:
-            from mmbert.recipe import load_recipe
-
-            recipe = load_recipe(args.recipe)
-        languages = args.languages[0] if args.languages and len(args.languages) == 1 else args.languages
-        result = evaluate_dir(
-            args.model,
-            recipe,
-            languages,
-            args.max_length,
-            args.seed,
-            args.device,
-            args.batch_tokens,
-            args.articles,
-            progress=not args.no_progress,
-        )
-    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
-        print(f"mmbert evaluate: error: {e}", file=sys.stderr)
-        return 2
-    if args.out is not None:
-        paths = write_result(result, args.out)
-        print(f"wrote {paths[0]} and {paths[1]}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(result, indent=1, ensure_ascii=False))
-    else:
-        print(markdown_table(result, f"{args.model} ({result['grouping']})"))
-    print(f"{result['seconds']:.1f}s", file=sys.stderr)
-    return 0

@@ -20,20 +20,24 @@ and `finetune.json` (arguments, evaluation history, best and test metrics).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import csv
 import json
 import logging
 import math
 import random
-import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
+
+from mmbert.errors import MmbertError
+from mmbert.io import atomic_write_text
+from mmbert.model import MmBertForSequenceClassification
+from mmbert.tokenizer import load_tokenizer, save_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,7 @@ METRICS = {
 }
 
 
-class DataError(ValueError):
+class DataError(MmbertError, ValueError):
     """Bad input data; the message names the file, line and column."""
 
 
@@ -367,121 +371,113 @@ def resolve_model(name: str) -> str:
         raise DataError(f"--model {name}: not a directory, and not downloadable from the Hub: {e}") from e
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mmbert finetune", description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--model",
-        required=True,
-        help="HF-format mmBERT: a local directory (an export) or a Hub name such as jhu-clsp/mmBERT-small",
-    )
-    p.add_argument("--tokenizer", default=None, help="tokenizer directory (default: --model)")
-    p.add_argument(
-        "--train",
-        required=True,
-        help="training data: a .csv/.tsv/.jsonl/.json file, or a dataset directory or HF dataset name "
-        "(NAME or NAME:SPLIT)",
-    )
-    p.add_argument(
-        "--dev",
-        default=None,
-        help="dev data, same forms as --train (default: the dataset's validation/dev/test split, "
-        "else --dev-fraction of train)",
-    )
-    p.add_argument("--test", default=None, help="optional test data, evaluated with the best checkpoint")
-    p.add_argument("--out", required=True, help="output directory (HF model + tokenizer + finetune.json)")
-    p.add_argument("--text-column", default="text")
-    p.add_argument("--text-pair-column", default=None, help="second text of a pair (e.g. text_pair)")
-    p.add_argument("--label-column", default="label")
-    p.add_argument("--task", choices=TASKS, default="auto")
-    p.add_argument(
-        "--metric",
-        choices=sorted(METRICS),
-        default=None,
-        help="early-stopping metric (default: accuracy for classification, pearson for regression)",
-    )
-    p.add_argument("--epochs", type=float, default=3.0)
-    p.add_argument(
-        "--max-steps", type=int, default=None, help="stop after this many steps (overrides --epochs)"
-    )
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--warmup-ratio", type=float, default=0.1)
-    p.add_argument("--max-length", type=int, default=512, help="tokens per example (longer is truncated)")
-    p.add_argument(
-        "--eval-every", type=int, default=None, help="evaluate every N steps (default: each epoch)"
-    )
-    p.add_argument("--patience", type=int, default=3, help="stop after N evaluations without improvement")
-    p.add_argument("--dev-fraction", type=float, default=0.1)
-    p.add_argument(
-        "--classifier-pooling",
-        choices=["mean", "cls"],
-        default=None,
-        help="override the model's classifier_pooling",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
+@dataclass
+class FinetuneOptions:
+    """What `finetune` trains on and how (the `mmbert finetune` options, one field each)."""
+
+    model: str  # HF-format directory (an export) or a Hub name such as jhu-clsp/mmBERT-small
+    train: str  # a .csv/.tsv/.jsonl/.json file, a dataset directory or an HF dataset name (NAME[:SPLIT])
+    out: str  # output directory: HF model + tokenizer + finetune.json
+    tokenizer: str | None = None  # default: the model's
+    dev: str | None = None  # default: the dataset's validation/dev/test split, else dev_fraction of train
+    test: str | None = None  # evaluated with the best checkpoint
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    task: str = "auto"  # one of TASKS
+    metric: str | None = None  # early stopping; default accuracy (classification) or pearson (regression)
+    epochs: float = 3.0
+    max_steps: int | None = None  # overrides epochs
+    batch_size: int = 16
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_length: int = 512  # tokens per example (longer is truncated)
+    eval_every: int | None = None  # steps; default once per epoch
+    patience: int = 3  # evaluations without improvement before stopping
+    dev_fraction: float = 0.1
+    classifier_pooling: str | None = None  # mean or cls: overrides the model's
+    seed: int = 0
+    device: str | None = None  # default: cuda when available
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.metric is not None and self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {', '.join(sorted(METRICS))}, got {self.metric!r}")
+        if self.classifier_pooling not in (None, "mean", "cls"):
+            raise ValueError(f"classifier_pooling must be mean or cls, got {self.classifier_pooling!r}")
 
 
-def load_splits(args: argparse.Namespace) -> tuple[list[Example], list[Example], list[Example] | None, str]:
+@dataclass
+class FinetuneResult:
+    """What `finetune` did; `out/finetune.json` holds the same and the options."""
+
+    out: Path
+    task: str
+    metric: str
+    labels: dict[int, str]
+    steps: int
+    seconds: float
+    best_step: int
+    history: list[dict[str, Any]]  # dev metrics per evaluation, step 0 = before training
+    train_losses: list[float]
+    test: dict[str, float] | None = None  # test metrics of the best checkpoint
+
+    @property
+    def before(self) -> dict[str, Any]:
+        return self.history[0]
+
+    @property
+    def best(self) -> dict[str, Any]:
+        return next(h for h in self.history if h["step"] == self.best_step)
+
+
+def load_splits(options: FinetuneOptions) -> tuple[list[Example], list[Example], list[Example] | None, str]:
     """Train, dev and (optional) test examples, and a note on where dev came from."""
-    cols = (args.text_column, args.label_column, args.text_pair_column)
-    train_name, train_records = read_records(args.train, "train")
+    cols = (options.text_column, options.label_column, options.text_pair_column)
+    train_name, train_records = read_records(options.train, "train")
     train = to_examples(train_name, train_records, *cols)
-    note = f"dev: {args.dev}"
-    if args.dev is not None:
-        dev_name, dev_records = read_records(args.dev, "validation")
+    note = f"dev: {options.dev}"
+    if options.dev is not None:
+        dev_name, dev_records = read_records(options.dev, "validation")
         dev = to_examples(dev_name, dev_records, *cols)
     else:
         dev_split = None
-        if not Path(args.train).is_file() and ":" not in args.train:
-            dev_split = next((s for s in ("validation", "dev", "test") if s in hf_splits(args.train)), None)
+        if not Path(options.train).is_file() and ":" not in options.train:
+            dev_split = next(
+                (s for s in ("validation", "dev", "test") if s in hf_splits(options.train)), None
+            )
         if dev_split is not None:
-            dev_name, dev_records = read_records(f"{args.train}:{dev_split}")
+            dev_name, dev_records = read_records(f"{options.train}:{dev_split}")
             dev = to_examples(dev_name, dev_records, *cols)
             note = f"dev: {dev_name}"
         else:
             if len(train) < 2:
                 raise DataError(f"{train_name}: need at least two rows to hold out a dev split")
-            rng = random.Random(args.seed)
+            rng = random.Random(options.seed)
             shuffled = train[:]
             rng.shuffle(shuffled)
-            n_dev = max(1, int(len(train) * args.dev_fraction))
+            n_dev = max(1, int(len(train) * options.dev_fraction))
             dev, train = shuffled[:n_dev], shuffled[n_dev:]
-            note = f"dev: {n_dev} rows held out of {train_name} (--dev-fraction {args.dev_fraction})"
+            note = f"dev: {n_dev} rows held out of {train_name} (--dev-fraction {options.dev_fraction})"
     test = None
-    if args.test is not None:
-        test_name, test_records = read_records(args.test, "test")
+    if options.test is not None:
+        test_name, test_records = read_records(options.test, "test")
         test = to_examples(test_name, test_records, *cols)
     return train, dev, test, note
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args)
-    except DataError as e:
-        print(f"mmbert finetune: {e}", file=sys.stderr)
-        return 2
+def finetune(options: FinetuneOptions) -> FinetuneResult:
+    """Fine-tune `options.model` on `options.train` (module docstring) and save the best checkpoint."""
+    random.seed(options.seed)
+    torch.manual_seed(options.seed)
+    device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
-
-def run(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
-    from mmbert import MmBertForSequenceClassification
-    from mmbert.io import atomic_write_text
-    from mmbert.tokenizer import load_tokenizer, save_tokenizer
-
-    random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-    train, dev, test, dev_note = load_splits(args)
-    task = infer_task(train) if args.task == "auto" else args.task
-    metric = args.metric or ("accuracy" if task == "classification" else "pearson")
+    train, dev, test, dev_note = load_splits(options)
+    task = infer_task(train) if options.task == "auto" else options.task
+    metric = options.metric or ("accuracy" if task == "classification" else "pearson")
     if METRICS[metric][0] != task:
         raise DataError(f"--metric {metric} is a {METRICS[metric][0]} metric, but the task is {task}")
     higher_better = METRICS[metric][1]
@@ -489,19 +485,19 @@ def run(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     label2id = None
     if task == "classification":
-        id2label = label_space(train, args.train, args.label_column)
+        id2label = label_space(train, options.train, options.label_column)
         label2id = {v: k for k, v in id2label.items()}
         overrides.update(id2label=id2label, problem_type="single_label_classification")
     else:
         overrides.update(num_labels=1, id2label={0: "score"}, problem_type="regression")
-    if args.classifier_pooling:
-        overrides["classifier_pooling"] = args.classifier_pooling
+    if options.classifier_pooling:
+        overrides["classifier_pooling"] = options.classifier_pooling
     splits = {"train": train, "dev": dev} | ({"test": test} if test is not None else {})
-    labels = {k: encode_labels(v, task, label2id, args.label_column) for k, v in splits.items()}
+    labels = {k: encode_labels(v, task, label2id, options.label_column) for k, v in splits.items()}
 
-    model_dir = resolve_model(args.model)
-    tokenizer = load_tokenizer(args.tokenizer or model_dir)
-    encoded = {k: Encoded(tokenize(tokenizer, v, args.max_length), labels[k]) for k, v in splits.items()}
+    model_dir = resolve_model(options.model)
+    tokenizer = load_tokenizer(options.tokenizer or model_dir)
+    encoded = {k: Encoded(tokenize(tokenizer, v, options.max_length), labels[k]) for k, v in splits.items()}
     model = MmBertForSequenceClassification.from_pretrained(model_dir, device=device, **overrides)
     model.train()
     log.info(
@@ -514,25 +510,25 @@ def run(args: argparse.Namespace) -> int:
         metric,
     )
 
-    steps_per_epoch = math.ceil(len(train) / args.batch_size)
-    total = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
-    eval_every = args.eval_every or steps_per_epoch
-    warmup = int(args.warmup_ratio * total)
-    opt = _optimizer(model, args.lr, args.weight_decay)
-    rng = random.Random(args.seed)
+    steps_per_epoch = math.ceil(len(train) / options.batch_size)
+    total = options.max_steps or max(1, math.ceil(options.epochs * steps_per_epoch))
+    eval_every = options.eval_every or steps_per_epoch
+    warmup = int(options.warmup_ratio * total)
+    opt = _optimizer(model, options.lr, options.weight_decay)
+    rng = random.Random(options.seed)
 
     history: list[dict[str, Any]] = []
-    before = evaluate(model, encoded["dev"], task, args.batch_size, device)
+    before = evaluate(model, encoded["dev"], task, options.batch_size, device)
     history.append({"step": 0, **before})
     best_value, best_step, best_state = before[metric], 0, copy.deepcopy(model.state_dict())
     bad_evals, step, losses = 0, 0, []
-    bar = tqdm(total=total, desc="finetune", unit="step", disable=args.no_progress)
+    bar = tqdm(total=total, desc="finetune", unit="step", disable=not options.progress)
     t0 = time.perf_counter()
     stop = False
     while not stop:
-        for idx in batches(len(train), args.batch_size, rng):
+        for idx in batches(len(train), options.batch_size, rng):
             for g in opt.param_groups:
-                g["lr"] = args.lr * _lr_factor(step, warmup, total)
+                g["lr"] = options.lr * _lr_factor(step, warmup, total)
             batch = packed_batch([encoded["train"].ids[i] for i in idx], device)
             y = torch.tensor([encoded["train"].labels[i] for i in idx], device=device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -545,7 +541,7 @@ def run(args: argparse.Namespace) -> int:
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             if step % eval_every == 0 or step == total:
-                m = evaluate(model, encoded["dev"], task, args.batch_size, device)
+                m = evaluate(model, encoded["dev"], task, options.batch_size, device)
                 history.append(
                     {"step": step, "train_loss": sum(losses[-eval_every:]) / len(losses[-eval_every:]), **m}
                 )
@@ -564,7 +560,7 @@ def run(args: argparse.Namespace) -> int:
                     best_state = copy.deepcopy(model.state_dict())
                 else:
                     bad_evals += 1
-                    if bad_evals >= args.patience:
+                    if bad_evals >= options.patience:
                         log.info("early stop: no dev %s improvement in %d evaluations", metric, bad_evals)
                         stop = True
             if stop or step >= total:
@@ -572,7 +568,7 @@ def run(args: argparse.Namespace) -> int:
                 break
     bar.close()
     model.load_state_dict(best_state)
-    out = Path(args.out)
+    out = Path(options.out)
     model.save_pretrained(out)
     save_tokenizer(tokenizer, out)
     summary: dict[str, Any] = {
@@ -585,16 +581,20 @@ def run(args: argparse.Namespace) -> int:
         "best": next(h for h in history if h["step"] == best_step),
         "history": history,
         "train_losses": losses,
-        "args": vars(args),
+        "args": asdict(options),
     }
     if test is not None:
-        summary["test"] = evaluate(model, encoded["test"], task, args.batch_size, device)
+        summary["test"] = evaluate(model, encoded["test"], task, options.batch_size, device)
     atomic_write_text(out / "finetune.json", json.dumps(summary, indent=2) + "\n")
-    best = summary["best"]
-    print(
-        f"finetune: {step} steps, best dev {metric} {best[metric]:.4f} at step {best_step} "
-        f"(before training {before[metric]:.4f})"
-        + (f", test {metric} {summary['test'][metric]:.4f}" if test is not None else "")
-        + f"; wrote {out}"
+    return FinetuneResult(
+        out=out,
+        task=task,
+        metric=metric,
+        labels=model.config.id2label,
+        steps=step,
+        seconds=summary["seconds"],
+        best_step=best_step,
+        history=history,
+        train_losses=losses,
+        test=summary.get("test"),
     )
-    return 0

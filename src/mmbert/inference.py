@@ -17,12 +17,10 @@ mask computes).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ import torch
 
 from mmbert.io import atomic_open
 from mmbert.model import MmBertForMaskedLM, MmBertModel, pool_packed
+from mmbert.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +43,6 @@ def default_device() -> torch.device:
 
 def load(model_dir: str | Path, device: str | torch.device | None = None) -> tuple[MmBertForMaskedLM, Any]:
     """An HF-format masked-LM directory -> (model in eval mode on `device`, its tokenizer)."""
-    from mmbert.tokenizer import load_tokenizer
-
     path = Path(model_dir)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
@@ -180,6 +177,18 @@ def fill_mask(
     return results
 
 
+def fill_mask_dir(
+    model_dir: str | Path,
+    texts: Sequence[str],
+    top_k: int = 5,
+    device: str | None = None,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+) -> list[FillMaskResult]:
+    """`fill_mask` with the model and tokenizer of an HF-format directory."""
+    model, tokenizer = load(model_dir, device)
+    return fill_mask(model, tokenizer, texts, top_k=top_k, batch_tokens=batch_tokens)
+
+
 # ---------------------------------------------------------------------------------------------- embed
 @torch.inference_mode()
 def embed_ids(
@@ -230,6 +239,29 @@ def embed(
 ) -> np.ndarray:
     """Mean-pooled embeddings of `texts`: (len(texts), hidden) float32, in the order given."""
     return embed_ids(model, tokenize(tokenizer, texts, max_length), batch_size=batch_size, progress=progress)
+
+
+def embed_file(
+    model_dir: str | Path,
+    input_path: str | Path,
+    out: str | Path,
+    text_field: str = "text",
+    batch_size: int = 64,
+    max_length: int = 512,
+    device: str | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Embed the texts of a file (`read_texts`) with an HF-format directory's model; write them to
+    `out` (`write_embeddings`) and return them."""
+    if Path(out).suffix not in (".npy", ".parquet"):
+        raise ValueError(f"{out}: output must end in .npy or .parquet")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    texts = read_texts(input_path, text_field)
+    model, tokenizer = load(model_dir, device)
+    vectors = embed(model, tokenizer, texts, batch_size, max_length, progress=progress)
+    write_embeddings(out, vectors, texts)
+    return vectors
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -286,72 +318,3 @@ def write_embeddings(path: str | Path, vectors: np.ndarray, texts: Sequence[str]
     else:
         raise ValueError(f"{path}: output must end in .npy or .parquet")
     return path
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-def _iter_fill_lines(results: list[FillMaskResult]) -> Iterator[str]:
-    for r in results:
-        yield r.text
-        for j, preds in enumerate(r.predictions):
-            label = f"  <mask> {j + 1}:" if len(r.predictions) > 1 else "  "
-            yield label + "  ".join(f"{p.token!r} {p.score:.3f}" for p in preds)
-        yield f"  -> {r.sequence}"
-
-
-def fill_mask_main(argv: list[str]) -> int:
-    """`mmbert fill-mask MODEL TEXT... [--file F] [--top-k K] [--json]`."""
-    p = argparse.ArgumentParser(prog="mmbert fill-mask", description="top predictions for <mask> tokens")
-    p.add_argument("model", type=Path, help="HF-format model directory with tokenizer files")
-    p.add_argument("texts", nargs="*", help="texts containing the tokenizer's mask token (<mask>)")
-    p.add_argument("--file", type=Path, help="more texts: .txt (one per line) or .jsonl (a text field)")
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--json", action="store_true", help="print JSON (one list of results) instead of text")
-    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    p.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS, help="tokens per forward pass")
-    args = p.parse_args(argv)
-    try:
-        texts = list(args.texts) + (read_texts(args.file) if args.file else [])
-        if not texts:
-            raise ValueError("give texts on the command line or with --file")
-        model, tokenizer = load(args.model, args.device)
-        results = fill_mask(model, tokenizer, texts, top_k=args.top_k, batch_tokens=args.batch_tokens)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
-        print(f"mmbert fill-mask: error: {e}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps([asdict(r) for r in results], ensure_ascii=False, indent=1))
-    else:
-        print("\n".join(_iter_fill_lines(results)))
-    return 0
-
-
-def embed_main(argv: list[str]) -> int:
-    """`mmbert embed MODEL --input FILE --out FILE`."""
-    p = argparse.ArgumentParser(prog="mmbert embed", description="mean-pooled embeddings of a file of texts")
-    p.add_argument("model", type=Path, help="HF-format model directory with tokenizer files")
-    p.add_argument("--input", required=True, type=Path, help=".txt (one text per line) or .jsonl")
-    p.add_argument("--text-field", default="text", help="the .jsonl field holding the text")
-    p.add_argument(
-        "--out", required=True, type=Path, help=".npy (float32 matrix) or .parquet (text, embedding)"
-    )
-    p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (at most)")
-    p.add_argument("--max-length", type=int, default=512, help="tokens per text, <bos>/<eos> included")
-    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    try:
-        if args.out.suffix not in (".npy", ".parquet"):
-            raise ValueError(f"{args.out}: output must end in .npy or .parquet")
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-        texts = read_texts(args.input, args.text_field)
-        model, tokenizer = load(args.model, args.device)
-        vectors = embed(
-            model, tokenizer, texts, args.batch_size, args.max_length, progress=not args.no_progress
-        )
-        write_embeddings(args.out, vectors, texts)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
-        print(f"mmbert embed: error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out}: {vectors.shape[0]} x {vectors.shape[1]} float32 (mean-pooled)")
-    return 0

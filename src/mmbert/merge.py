@@ -46,7 +46,6 @@ too; read with `torch.load(weights_only=True)`, memory-mapped where possible but
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -55,7 +54,6 @@ import math
 import os
 import shutil
 import struct
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -65,6 +63,8 @@ from typing import BinaryIO
 
 import torch
 
+from mmbert import __version__
+from mmbert.errors import MmbertError
 from mmbert.io import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ _ST_DTYPES: dict[str, torch.dtype] = {
 _ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
 
 
-class MergeError(ValueError):
+class MergeError(MmbertError, ValueError):
     """Inputs that cannot be merged; the message names the file, key or argument."""
 
 
@@ -858,8 +858,6 @@ def _merge_record(
     tokenizer: Path | None,
     params: int,
 ) -> dict:
-    from mmbert import __version__
-
     record: dict = {
         "method": plan.method,
         "base": str(base.resolve()) if base is not None else None,
@@ -895,62 +893,3 @@ def _readme(record: dict) -> str:
             lines.append(f"- {key}: {record[key]}")
     lines += ["", "Full record: `merge_config.json`.", ""]
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------------------------
-# Command line.
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="mmbert merge",
-        description="Merge Hugging Face ModernBERT checkpoints: TIES (task vectors against --base), "
-        "linear (weighted average) or ema (exponentially weighted average of checkpoints of one run).",
-    )
-    p.add_argument("--method", choices=METHODS, required=True)
-    p.add_argument("--base", help="base model directory (ties only): task vectors are taken against it")
-    p.add_argument(
-        "--models", nargs="+", required=True, metavar="DIR", help="models to merge (ema: oldest first)"
-    )
-    p.add_argument(
-        "--weights", nargs="+", type=float, metavar="W", help="one weight per model (default: equal)"
-    )
-    p.add_argument(
-        "--density", type=float, help="ties: fraction of each task vector kept, in (0, 1] (default 1)"
-    )
-    ema = p.add_mutually_exclusive_group()
-    ema.add_argument(
-        "--decay", type=float, help="ema: beta in [0, 1); weight of a checkpoint t steps old is beta^t"
-    )
-    ema.add_argument(
-        "--half-life", type=float, help="ema: half-life in checkpoints (beta = 0.5 ** (1 / half_life))"
-    )
-    p.add_argument("--out", required=True, help="output directory (written atomically)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    return p
-
-
-def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        out = merge_dirs(
-            args.method,
-            args.base,
-            args.models,
-            args.out,
-            weights=args.weights,
-            density=args.density,
-            decay=args.decay,
-            half_life=args.half_life,
-            overwrite=args.overwrite,
-        )
-    except MergeError as e:
-        print(f"mmbert merge: error: {e}", file=sys.stderr)
-        return 2
-    record = json.loads((out / "merge_config.json").read_text())
-    print(
-        f"{args.method} merge of {len(args.models)} models ({record['parameters'] / 1e6:.1f}M params) -> {out}"
-    )
-    return 0

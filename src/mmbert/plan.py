@@ -22,16 +22,16 @@ and the released per-language shares (slope 1 and correlation 1 would be a perfe
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mmbert.data.sampler import Counts, Mixture, recipe_mixtures
+from mmbert.data.sampler import Counts, Mixture, recipe_mixtures, store_counts
+from mmbert.data.shards import TokenStore
+from mmbert.languages import counts_code, released_counts, resolve_languages
 from mmbert.recipe import Recipe, RecipeError, load_recipe
 
 # Temperatures of mmBERT's phases, for inverting the released counts into available data.
@@ -43,8 +43,6 @@ _SEPARATE = ("eng", "code")  # languages mmBERT drew from their own sources, not
 
 def released_availability() -> dict[str, float]:
     """Relative data available per language (ISO 639-3 / `code`), estimated from the released counts."""
-    from mmbert.languages import released_counts
-
     counts = released_counts()
     log_n: dict[str, float] = {}
     for column, tau in RELEASED_TAUS:
@@ -61,8 +59,6 @@ def released_availability() -> dict[str, float]:
 
 def released_data_counts(recipe: Recipe, variants: list[str | None]) -> dict[str, dict[str, float]]:
     """Synthetic per-source counts over the released languages for the sources of `recipe`."""
-    from mmbert.languages import resolve_languages
-
     available = released_availability()
     keys = sorted(available)
     explicit: dict[str, list[str]] = {}
@@ -88,27 +84,19 @@ def released_data_counts(recipe: Recipe, variants: list[str | None]) -> dict[str
             if src.name == name
             for rule in (*src.multipliers, *src.fixed_shares)
             for lang in keys
-            if rule in (lang, _language_of(lang))
+            if rule in (lang, counts_code(lang))
         }
         counts[name] = {lang: available[lang] for lang in keys if lang not in claimed or lang in named}
     return counts
 
 
-def _language_of(key: str) -> str:
-    from mmbert.languages import counts_code
-
-    return counts_code(key)
-
-
 def compare_with_released(mixture: Mixture, column: str, earlier: set[str]) -> dict[str, Any]:
     """How a planned phase (on released-count data) matches a released column."""
-    from mmbert.languages import released_counts
-
     released = {k: v for k, v in released_counts()[column].items() if v > 0}
     total = sum(released.values())
     planned: dict[str, float] = {}
     for key, share in mixture.language_shares().items():
-        lang = _language_of(key)
+        lang = counts_code(key)
         planned[lang] = planned.get(lang, 0.0) + share
     fit_langs = sorted(
         lang
@@ -172,7 +160,7 @@ def plan_recipe(
                     }
                 )
         lang_shares = mix.language_shares()
-        english = sum(s for k, s in lang_shares.items() if _language_of(k) == "eng")
+        english = sum(s for k, s in lang_shares.items() if counts_code(k) == "eng")
         entry: dict[str, Any] = {
             "index": index,
             "name": phase.name,
@@ -192,7 +180,7 @@ def plan_recipe(
         if released and len(phases) == 3:
             column = RELEASED_TAUS[index][0] if index < 2 else RELEASED_DECAY_COLUMN.get(variant, "decay-all")
             entry["released"] = compare_with_released(mix, column, earlier)
-        earlier |= {_language_of(k) for k in mix.languages}
+        earlier |= {counts_code(k) for k in mix.languages}
         out_phases.append(entry)
     return {
         "recipe": recipe.name,
@@ -272,50 +260,38 @@ def format_plan(plan: Mapping[str, Any], top: int = 15) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="mmbert plan", description="Show each phase's source x language sampling budget."
-    )
-    parser.add_argument("recipe", help="recipe YAML file")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument(
-        "--data", action="append", help="a prepared data directory, repeatable (default: the recipe's `data`)"
-    )
-    source.add_argument(
-        "--released-counts", action="store_true", help="use mmBERT's released per-language token counts"
-    )
-    parser.add_argument("--variant", help="a decay variant of the recipe (default: the phases as written)")
-    parser.add_argument(
-        "--max-epochs", type=float, default=10.0, help="flag cells repeated more (default 10)"
-    )
-    parser.add_argument("--top", type=int, default=15, help="cells shown per phase (0 = all; flagged always)")
-    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
-    parser.add_argument("overrides", nargs="*", help="dotted recipe overrides, e.g. phases.0.tokens=1M")
-    args = parser.parse_intermixed_args(argv)  # overrides may come after the options
-    try:
-        recipe = load_recipe(args.recipe, args.overrides)
-        if args.variant is not None and args.variant not in recipe.variant_names():
-            raise RecipeError(
-                "variant", f"{args.variant!r} is not one of {recipe.variant_names() or 'none'}", args.recipe
-            )
-        if args.released_counts:
-            counts: Counts = released_data_counts(recipe, [args.variant])
-        else:
-            from mmbert.data.sampler import store_counts
-            from mmbert.data.shards import TokenStore
+def data_counts(dirs: Sequence[str | Path]) -> Counts:
+    """Per source and language token counts of prepared data directories, summed over them."""
+    counts: Counts = {}
+    for d in dirs:
+        for src, per in store_counts(TokenStore(d)).items():
+            merged = counts.setdefault(src, {})  # type: ignore[union-attr]
+            for lang, n in per.items():
+                merged[lang] = merged.get(lang, 0) + n  # type: ignore[index]
+    return counts
 
-            dirs = args.data or recipe.data
-            if not dirs:
-                raise RecipeError("data", "no data: pass --data DIR or --released-counts", args.recipe)
-            counts = {}
-            for d in dirs:
-                for src, per in store_counts(TokenStore(d)).items():
-                    merged = counts.setdefault(src, {})  # type: ignore[union-attr]
-                    for lang, n in per.items():
-                        merged[lang] = merged.get(lang, 0) + n  # type: ignore[index]
-        plan = plan_recipe(recipe, counts, args.variant, args.max_epochs, released=args.released_counts)
-    except (RecipeError, ValueError, OSError) as err:
-        print(f"mmbert plan: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(plan, indent=1) if args.json else format_plan(plan, args.top))
-    return 0
+
+def plan_file(
+    recipe_path: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    data: Sequence[str | Path] | None = None,
+    released: bool = False,
+    variant: str | None = None,
+    max_epochs: float = 10.0,
+) -> dict[str, Any]:
+    """`plan_recipe` for a recipe file (with dotted overrides), on prepared data (`data`, default the
+    recipe's `data`) or on mmBERT's released counts (`released`)."""
+    recipe = load_recipe(recipe_path, tuple(overrides))
+    if variant is not None and variant not in recipe.variant_names():
+        raise RecipeError(
+            "variant", f"{variant!r} is not one of {recipe.variant_names() or 'none'}", str(recipe_path)
+        )
+    if released:
+        counts: Counts = released_data_counts(recipe, [variant])
+    else:
+        dirs = data or recipe.data
+        if not dirs:
+            raise RecipeError("data", "no data: pass --data DIR or --released-counts", str(recipe_path))
+        counts = data_counts(dirs)
+    return plan_recipe(recipe, counts, variant, max_epochs, released=released)

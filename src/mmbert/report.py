@@ -24,13 +24,19 @@ from typing import Any
 
 import numpy as np
 
+from mmbert.data.sampler import phase_mixture, store_counts
+from mmbert.data.shards import TokenStore
+from mmbert.demo_layout import FILL_MASK_ARTICLE, HIGHLIGHT, QUICK_SCALE, Layout
+from mmbert.evaluate import recipe_groups, variant_languages
 from mmbert.io import atomic_open, atomic_write_text
+from mmbert.recipe import Recipe
 
 # One color per run / model, stable across plots.
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
 
 
 def _pyplot():
+    # matplotlib is imported when a plot is drawn: it takes a second or more, and only the report draws.
     import matplotlib
 
     matplotlib.use("Agg")
@@ -360,11 +366,8 @@ def _run_summary(records: list[dict]) -> dict[str, Any]:
     return out
 
 
-def sampling_shares(data_dir: Path, recipe: Any) -> dict[str, dict[str, float]]:
+def sampling_shares(data_dir: Path, recipe: Recipe) -> dict[str, dict[str, float]]:
     """Target language shares of each phase before the decay and of each decay variant, from the data."""
-    from mmbert.data.sampler import phase_mixture, store_counts
-    from mmbert.data.shards import TokenStore
-
     counts = store_counts(TokenStore(data_dir))
     out = {}
     for i, phase in enumerate(recipe.phases[:-1]):
@@ -377,29 +380,26 @@ def sampling_shares(data_dir: Path, recipe: Any) -> dict[str, dict[str, float]]:
     return out
 
 
-def write_demo_report(demo: Any, recipe: Any) -> Path:
-    """`metrics.json`, the plots and `report.md` of a demo directory (`mmbert.demo.Demo`)."""
-    from mmbert.demo import FILL_MASK_ARTICLE, HIGHLIGHT, _slug, model_dirs
-    from mmbert.evaluate import recipe_groups, variant_languages
-
-    demo.plots.mkdir(parents=True, exist_ok=True)
+def write_demo_report(layout: Layout, recipe: Recipe, state: Mapping[str, Any]) -> Path:
+    """`metrics.json`, the plots and `report.md` of a demo directory, whose `state` (`demo_state.json`)
+    holds the settings and the finished steps."""
+    layout.plots.mkdir(parents=True, exist_ok=True)
     last = recipe.phases[-1]
-    runs = {
-        " + ".join(p.name for p in recipe.phases[:-1]) + " (shared)": read_metrics(demo.run / "metrics.jsonl")
-    }
+    shared = " + ".join(p.name for p in recipe.phases[:-1]) + " (shared)"
+    runs = {shared: read_metrics(layout.run / "metrics.jsonl")}
     for v in recipe.variant_names():
-        runs[f"{last.name}-{v}"] = read_metrics(demo.run / "variants" / v / "metrics.jsonl")
+        runs[f"{last.name}-{v}"] = read_metrics(layout.run / "variants" / v / "metrics.jsonl")
     bounds = list(zip([p.name for p in recipe.phases], recipe.phase_starts(), strict=True))
     plots = {
-        "loss": plot_loss(runs, bounds, demo.plots / "loss.png"),
-        "schedule": plot_schedule(runs, bounds, demo.plots / "schedule.png"),
+        "loss": plot_loss(runs, bounds, layout.plots / "loss.png"),
+        "schedule": plot_schedule(runs, bounds, layout.plots / "schedule.png"),
     }
-    shares = sampling_shares(demo.data, recipe)
-    plots["sampling"] = plot_sampling(shares, demo.plots / "sampling.png", HIGHLIGHT)
+    shares = sampling_shares(layout.data, recipe)
+    plots["sampling"] = plot_sampling(shares, layout.plots / "sampling.png", HIGHLIGHT)
 
     evals = {}
-    for name in model_dirs(demo, recipe):
-        path = demo.eval_dir / f"{_slug(name)}.json"
+    for name in layout.model_dirs(recipe):
+        path = layout.eval_result(name)
         if path.exists():
             evals[name] = json.loads(path.read_text())
     final_name = list(evals)[-1]
@@ -407,9 +407,9 @@ def write_demo_report(demo: Any, recipe: Any) -> Path:
     _, order = recipe_groups(recipe, langs)
     order = [g for g in order if any(g in r["groups"] for r in evals.values())]
     plots["accuracy_by_language"] = plot_accuracy_by_language(
-        evals[final_name], order, final_name, demo.plots / "accuracy_by_language.png"
+        evals[final_name], order, final_name, layout.plots / "accuracy_by_language.png"
     )
-    plots["models_by_group"] = plot_models_by_group(evals, order, demo.plots / "models_by_group.png")
+    plots["models_by_group"] = plot_models_by_group(evals, order, layout.plots / "models_by_group.png")
 
     decay_group = last.name
     decay_langs = {lang for lang, s in evals[final_name]["languages"].items() if s["group"] == decay_group}
@@ -430,19 +430,15 @@ def write_demo_report(demo: Any, recipe: Any) -> Path:
         if lang in decay_langs
     }
     if experiment["models"]:
-        plots["decay_experiment"] = plot_decay_experiment(experiment, demo.plots / "decay_experiment.png")
+        plots["decay_experiment"] = plot_decay_experiment(experiment, layout.plots / "decay_experiment.png")
 
-    fill = (
-        json.loads((demo.out / "fill_mask.json").read_text())
-        if (demo.out / "fill_mask.json").exists()
-        else []
-    )
+    fill = json.loads(layout.fill_mask.read_text()) if layout.fill_mask.exists() else []
     merge_record = {}
-    if (demo.merged / "merge_config.json").exists():
-        merge_record = json.loads((demo.merged / "merge_config.json").read_text())
+    if (layout.merged / "merge_config.json").exists():
+        merge_record = json.loads((layout.merged / "merge_config.json").read_text())
     metrics = {
-        "settings": demo.state["settings"],
-        "step_seconds": {k: v["seconds"] for k, v in demo.state["steps"].items()},
+        "settings": state["settings"],
+        "step_seconds": {k: v["seconds"] for k, v in state["steps"].items()},
         "recipe": {
             "phases": [
                 {
@@ -470,32 +466,29 @@ def write_demo_report(demo: Any, recipe: Any) -> Path:
         "decay_experiment": experiment,
         "fill_mask": fill,
         "merge": {k: merge_record.get(k) for k in ("method", "density", "weights") if k in merge_record},
-        "plots": {k: str(v.relative_to(demo.out)) for k, v in plots.items()},
+        "plots": {k: str(v.relative_to(layout.out)) for k, v in plots.items()},
     }
-    atomic_write_text(demo.out / "metrics.json", json.dumps(metrics, indent=1, ensure_ascii=False) + "\n")
-    text = render_report(metrics, evals, order, demo, recipe, FILL_MASK_ARTICLE)
-    atomic_write_text(demo.out / "report.md", text)
-    return demo.out / "report.md"
+    atomic_write_text(layout.metrics, json.dumps(metrics, indent=1, ensure_ascii=False) + "\n")
+    atomic_write_text(layout.report, render_report(metrics, evals, order, layout, recipe, FILL_MASK_ARTICLE))
+    return layout.report
 
 
 def render_report(
     metrics: Mapping[str, Any],
     evals: Mapping[str, Any],
     order: Sequence[str],
-    demo: Any,
-    recipe: Any,
+    layout: Layout,
+    recipe: Recipe,
     article: int,
 ) -> str:
     s = metrics["settings"]
     exp = metrics["decay_experiment"]
     es = next(iter(evals.values()))["settings"]
-    from mmbert.demo import QUICK_SCALE
-
     default_scale = QUICK_SCALE if s.get("quick") else 1.0
     opts = (" --quick" if s.get("quick") else "") + (
         f" --scale {s['scale']:g}" if s["scale"] != default_scale else ""
     )
-    command = f"mmbert demo --out {demo.out}{opts}"
+    command = f"mmbert demo --out {layout.out}{opts}"
     total = sum(metrics["step_seconds"].values())
     L = [
         "# mmbert demo report",
@@ -551,7 +544,7 @@ def render_report(
         "",
         *per_language_lines(exp.get("per_language", {})),
         f"Retrieval chance level: {pct(chance)}%. Reproduce: `{command}`, or for one model "
-        f"`mmbert evaluate {demo.model} --recipe {demo.recipe_path}`.",
+        f"`mmbert evaluate {layout.model} --recipe {layout.recipe}`.",
         "",
     ]
     if "decay_experiment" in metrics["plots"]:
@@ -559,7 +552,7 @@ def render_report(
     if metrics["fill_mask"]:
         L += ["## Fill-mask with the final model", "",
               f"First sentence of held-out article {article}, one word-initial token masked "
-              f"(`mmbert fill-mask {demo.model} \"...<mask>...\"`):", "",
+              f"(`mmbert fill-mask {layout.model} \"...<mask>...\"`):", "",
               "| language | masked text | answer | top predictions |", "|---|---|---|---|"]  # fmt: skip
         for ex in metrics["fill_mask"]:
             preds = ", ".join(f"`{p['token']}` {p['score']:.2f}" for p in ex["predictions"])
@@ -568,9 +561,9 @@ def render_report(
         L.append("")
     merge = metrics.get("merge") or {}
     L += ["## Files", "",
-          f"- `{demo.model}`: the final model (TIES merge{', density ' + str(merge['density']) if merge.get('density') else ''}"
+          f"- `{layout.model}`: the final model (TIES merge{', density ' + str(merge['density']) if merge.get('density') else ''}"
           " of the decay variants), HF format with its tokenizer",
-          f"- `{demo.run}`: the training run (`metrics.jsonl`, checkpoints, per-phase exports; variants in `variants/`)",
-          f"- `{demo.eval_dir}`: one JSON + Markdown evaluation per model; `metrics.json`: everything in this report",
+          f"- `{layout.run}`: the training run (`metrics.jsonl`, checkpoints, per-phase exports; variants in `variants/`)",
+          f"- `{layout.eval_dir}`: one JSON + Markdown evaluation per model; `metrics.json`: everything in this report",
           ""]  # fmt: skip
     return "\n".join(L)

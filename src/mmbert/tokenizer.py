@@ -24,7 +24,6 @@ beyond `character_coverage` of the sample are left to byte fallback instead of t
 
 from __future__ import annotations
 
-import argparse
 import collections
 import hashlib
 import json
@@ -33,15 +32,18 @@ import math
 import os
 import random
 import shutil
-import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from mmbert.data.corpus import iter_code_documents, iter_documents
+from mmbert.data.sources import LocalFilesSource, lang_from_path
 
 logger = logging.getLogger(__name__)
 
@@ -343,8 +345,6 @@ def bundled_texts(
     `articles` keeps only those article numbers; `code_chars` caps the code source (files cut in
     order) so that small test tokenizers are not dominated by it.
     """
-    from mmbert.data.corpus import iter_code_documents, iter_documents
-
     wanted = None if articles is None else set(articles)
     texts: dict[str, list[str]] = collections.defaultdict(list)
     for doc in iter_documents(split):  # type: ignore[arg-type]
@@ -398,8 +398,6 @@ def read_text_files(
     The language is `lang_field` of each record, else `lang`, else a `lang_Script` directory in the
     path (FineWeb2's layout), else `und_Zzzz`.
     """
-    from mmbert.data.sources import LocalFilesSource, lang_from_path
-
     texts: dict[str, list[str]] = collections.defaultdict(list)
     for path in paths:
         for f in LocalFilesSource(path).files():
@@ -433,90 +431,108 @@ def evaluate_coverage(
     return report
 
 
-def _train_cli(args: argparse.Namespace) -> int:
-    if args.input == ["bundled"]:
+@dataclass
+class TrainingReport:
+    """What `train_and_save` trained and wrote, and how the tokenizer covers a check set."""
+
+    out: Path
+    source: str  # what the training text was
+    languages: int  # in the training text
+    chars: int  # of the training text (before sampling)
+    vocab_size: int  # of the trained tokenizer
+    seconds: float  # training time
+    check_set: str  # what `coverage` was measured on
+    coverage: dict[str, dict]  # `evaluate_coverage` of the check set
+
+    @property
+    def unknown_tokens(self) -> int:
+        return sum(r["unk"] for r in self.coverage.values())
+
+    @property
+    def roundtrip_failures(self) -> list[str]:
+        """The check-set languages where some text does not decode back to itself."""
+        return [lang for lang, r in self.coverage.items() if not r["roundtrip"]]
+
+    @property
+    def tokens_per_char(self) -> float:
+        chars = sum(r["chars"] for r in self.coverage.values())
+        return sum(r["tokens"] for r in self.coverage.values()) / max(chars, 1)
+
+
+def train_and_save(
+    out: str | Path,
+    inputs: Sequence[str | Path] | None = None,
+    *,
+    vocab_size: int = 32_000,
+    model: Model = "bpe",
+    tau: float = 0.3,
+    seed: int = 0,
+    max_chars: int | None = None,
+    text_field: str = "text",
+    lang_field: str | None = None,
+    lang: str | None = None,
+    progress: bool = True,
+) -> TrainingReport:
+    """Train a tokenizer on `inputs` (files or directories, `read_text_files`; None: the bundled
+    corpus), save it to `out`, and measure it: on the held-out UDHR articles for the bundled corpus,
+    else on the first 20 documents of each language."""
+    if inputs is None:
         texts = bundled_texts("train")
         source = "bundled corpus (UDHR train articles + code)"
     else:
-        texts = read_text_files(args.input, args.text_field, args.lang_field, args.lang)
-        source = f"{len(args.input)} file(s)"
+        texts = read_text_files(inputs, text_field, lang_field, lang)
+        source = f"{len(inputs)} file(s)"
     n_chars = sum(len(t) for ts in texts.values() for t in ts)
-    print(f"training {args.model} tokenizer, vocab {args.vocab_size}, tau {args.tau}, on {source}: "
-          f"{len(texts)} languages, {n_chars:,} characters", flush=True)  # fmt: skip
+    logger.info("training %s tokenizer, vocab %d, tau %s, on %s: %d languages, %s characters",
+                model, vocab_size, tau, source, len(texts), f"{n_chars:,}")  # fmt: skip
     t0 = time.perf_counter()
     tok = train_tokenizer(
-        texts,
-        args.vocab_size,
-        model=args.model,
-        tau=args.tau,
-        seed=args.seed,
-        max_chars=args.max_chars,
-        show_progress=not args.quiet,
+        texts, vocab_size, model=model, tau=tau, seed=seed, max_chars=max_chars, show_progress=progress
     )
-    elapsed = time.perf_counter() - t0
-    save_tokenizer(tok, args.out)
-    check = {lang: ts[:20] for lang, ts in texts.items()}
-    if args.input == ["bundled"]:
-        check = bundled_texts("heldout", code_chars=0)
-    report = evaluate_coverage(tok, check)
-    fert = sorted(report.items(), key=lambda kv: kv[1]["tokens_per_char"])
-    unk = sum(r["unk"] for r in report.values())
-    bad = [lang for lang, r in report.items() if not r["roundtrip"]]
-    chars = sum(r["chars"] for r in report.values())
-    tokens = sum(r["tokens"] for r in report.values())
-    print(f"trained in {elapsed:.1f}s; vocab {len(tok)}; wrote {args.out}")
-    what = "held-out UDHR articles" if args.input == ["bundled"] else "the first 20 documents per language"
-    print(f"on {what} of {len(report)} languages: {tokens / chars:.3f} tokens/char, {unk} unknown tokens, "
-          f"round trip {'exact' if not bad else 'FAILED for ' + ', '.join(bad[:10])}")  # fmt: skip
-    for label, items in (("fewest", fert[:3]), ("most", fert[-3:])):
-        print(f"  {label} tokens/char: " + ", ".join(f"{k} {r['tokens_per_char']:.2f}" for k, r in items))
-    return 1 if unk or bad else 0
+    seconds = time.perf_counter() - t0
+    save_tokenizer(tok, out)
+    if inputs is None:
+        check, check_set = bundled_texts("heldout", code_chars=0), "held-out UDHR articles"
+    else:
+        check = {key: ts[:20] for key, ts in texts.items()}
+        check_set = "the first 20 documents per language"
+    return TrainingReport(
+        out=Path(out),
+        source=source,
+        languages=len(texts),
+        chars=n_chars,
+        vocab_size=len(tok),
+        seconds=seconds,
+        check_set=check_set,
+        coverage=evaluate_coverage(tok, check),
+    )
 
 
-def _info_cli(args: argparse.Namespace) -> int:
-    tok = load_tokenizer(args.tokenizer)
-    print(
-        f"{args.tokenizer}: {type(tok).__name__}, {len(tok)} tokens, model_max_length {tok.model_max_length}"
-    )
-    for name in SPECIAL_IDS:
-        print(
-            f"  {name:<5} {getattr(tok, f'{name}_token', None)!r:<10} id {getattr(tok, f'{name}_token_id', None)}"
-        )
-    problems = special_token_mismatches(tok)
-    print(
-        "special ids match mmBERT's layout" if not problems else "differs from mmBERT: " + "; ".join(problems)
-    )
-    print(f"fingerprint {fingerprint(tok)}")
-    return 0
+@dataclass
+class TokenizerSummary:
+    """A tokenizer's size, special tokens (against mmBERT's layout) and fingerprint."""
+
+    name: str
+    class_name: str
+    size: int
+    model_max_length: int
+    special: dict[str, tuple[str | None, int | None]]  # role (pad, eos, ...) -> (token, id)
+    mismatches: list[str]  # `special_token_mismatches`
+    fingerprint: str
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`mmbert tokenizer train|info`."""
-    ap = argparse.ArgumentParser(prog="mmbert tokenizer", description="train or inspect a tokenizer")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    tr = sub.add_parser("train", help="train a multilingual Unigram/BPE tokenizer with mmBERT's special ids")
-    tr.add_argument("--out", required=True, type=Path, help="directory to write (AutoTokenizer loads it)")
-    tr.add_argument("--vocab-size", type=int, default=32_000)
-    tr.add_argument("--model", choices=["unigram", "bpe"], default="bpe", help="bpe (as Gemma 2) or unigram")
-    tr.add_argument("--tau", type=float, default=0.3, help="language sampling exponent: p ∝ chars ** tau")
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--max-chars", type=int, default=None, help="cap on the sampled training characters")
-    tr.add_argument(
-        "--input",
-        nargs="+",
-        default=["bundled"],
-        help="'bundled' (default), or files/directories of .jsonl[.gz], .parquet, .txt (one document each)",
+def summarize_tokenizer(path_or_name: str | Path) -> TokenizerSummary:
+    """Load a tokenizer (`load_tokenizer`) and describe it."""
+    tok = load_tokenizer(path_or_name)
+    return TokenizerSummary(
+        name=str(path_or_name),
+        class_name=type(tok).__name__,
+        size=len(tok),
+        model_max_length=tok.model_max_length,
+        special={
+            name: (getattr(tok, f"{name}_token", None), getattr(tok, f"{name}_token_id", None))
+            for name in SPECIAL_IDS
+        },
+        mismatches=special_token_mismatches(tok),
+        fingerprint=fingerprint(tok),
     )
-    tr.add_argument("--text-field", default="text", help="text field of .jsonl/.parquet records")
-    tr.add_argument("--lang-field", default=None, help="language field of records (else --lang or the path)")
-    tr.add_argument("--lang", default=None, help="language of every input (overrides the path)")
-    tr.add_argument("--quiet", action="store_true", help="no progress bars")
-    info = sub.add_parser("info", help="show a tokenizer's size and special ids")
-    info.add_argument("tokenizer", help="tokenizer directory or locally cached Hub name")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        return _train_cli(args) if args.cmd == "train" else _info_cli(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
-        print(f"mmbert tokenizer: error: {e}", file=sys.stderr)
-        return 2

@@ -21,6 +21,7 @@ import os
 import sys
 import traceback
 from types import ModuleType
+from typing import TextIO
 
 from mmbert import __version__
 from mmbert.errors import MmbertError
@@ -61,10 +62,27 @@ class _Formatter(logging.Formatter):
         return text
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to `sys.stderr` as it is when a record comes, not as it was at set-up (like logging's
+    last-resort handler): a later redirection, or a test's capture that has since been closed, must
+    neither lose the records nor make each one an error."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def setup_logging() -> None:
     """The one logging set-up: INFO on the main process (rank 0 under torchrun), WARNING elsewhere."""
     rank = int(os.environ.get("RANK", "0") or 0)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(_Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -87,7 +105,7 @@ def run_command(name: str, argv: list[str]) -> int:
     """Parse `argv` for command `name`, run it, and turn expected failures into one line."""
     module = importlib.import_module(COMMANDS[name][0])
     parser = build_parser(name, module)
-    # Intermixed (train): `RECIPE key=value --out DIR key=value` keeps every override; it cannot
+    # Intermixed (train, plan): `RECIPE key=value --out DIR key=value` keeps every override; it cannot
     # parse sub-commands (tokenizer train|info), hence per command.
     args = (
         parser.parse_intermixed_args(argv)

@@ -30,7 +30,6 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import hashlib
 import json
@@ -39,7 +38,6 @@ import multiprocessing as mp
 import os
 import re
 import shutil
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -57,8 +55,8 @@ from mmbert.data.sources import (
     Source,
     TokenizedDocument,
     Unit,
-    open_source,
 )
+from mmbert.errors import MmbertError
 from mmbert.io import atomic_open
 
 logger = logging.getLogger(__name__)
@@ -73,7 +71,7 @@ DEFAULT_SPECIAL_TOKENS = {"pad": "<pad>", "eos": "<eos>", "bos": "<bos>", "unk":
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-class PrepareError(RuntimeError):
+class PrepareError(MmbertError, RuntimeError):
     """A run that cannot go ahead as asked (mismatched tokenizer or source, a DATA dir in use)."""
 
 
@@ -653,93 +651,3 @@ def _drain(queue: Any, update: Callable[[int, int], None]) -> None:
         except queue_mod.Empty:
             return
         update(docs, tokens)
-
-
-# --------------------------------------------------------------------------------------------------
-# CLI
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="mmbert prepare",
-        description="Tokenize documents into per-language token shards plus DATA/manifest.json. "
-        "Resumable: rerun the same command after an interruption to finish the rest.",
-    )
-    p.add_argument(
-        "--source", required=True, help="bundled[:heldout|:code], a PATH of files, hf:NAME or mds:PATH"
-    )
-    p.add_argument("--name", help="the source's name in the manifest (default: from the source)")
-    p.add_argument(
-        "--tokenizer", required=True, help="tokenizer directory (with tokenizer.json) or cached HF name"
-    )
-    p.add_argument("--out", required=True, help="prepared data directory (DATA)")
-    p.add_argument("--text-field", default="text", help="JSON/parquet/dataset field holding the text")
-    p.add_argument(
-        "--lang-field", help="field holding the language (lang_Script or ISO 639-3); default: path"
-    )
-    p.add_argument("--id-field", default="id", help="field holding a document id (optional in the data)")
-    p.add_argument("--lang", help="one language key for every document of the source (e.g. fra_Latn)")
-    p.add_argument("--hf-split", default="train", help="Hugging Face dataset split")
-    p.add_argument("--hf-config", help="Hugging Face dataset configuration name")
-    p.add_argument("--streaming", action="store_true", help="stream the Hugging Face dataset")
-    p.add_argument("--mds-column", default="input_ids", help="MDS column holding the token ids")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="tokenizer processes")
-    p.add_argument("--skip-bad", action="store_true", help="skip (and count) bad records instead of stopping")
-    p.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS, help="tokens per shard file")
-    p.add_argument("--overwrite", action="store_true", help="prepare the source again from scratch")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        source = open_source(
-            args.source,
-            text_field=args.text_field,
-            lang_field=args.lang_field,
-            id_field=args.id_field,
-            lang=args.lang,
-            hf_config=args.hf_config,
-            hf_split=args.hf_split,
-            streaming=args.streaming,
-            mds_column=args.mds_column,
-        )
-        result = prepare(
-            source,
-            args.tokenizer,
-            args.out,
-            name=args.name,
-            workers=args.workers,
-            skip_bad=args.skip_bad,
-            shard_tokens=args.shard_tokens,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-        )
-    except KeyboardInterrupt:
-        print(
-            "mmbert prepare: interrupted; finished units are kept: rerun the same command to resume",
-            file=sys.stderr,
-        )
-        return 130
-    except (BadInputError, PrepareError, FileNotFoundError, ValueError) as e:
-        hint = "" if not isinstance(e, BadInputError) else " (--skip-bad skips bad records; a rerun resumes)"
-        print(f"mmbert prepare: error: {e}{hint}", file=sys.stderr)
-        return 1
-    rate = result.tokens_this_run / max(result.seconds, 1e-9)
-    work = "nothing left to do" if result.units_resumed == result.units_total else f"{rate:,.0f} tok/s"
-    print(
-        f"prepared {result.name}: {result.docs:,} documents, {result.tokens:,} tokens in "
-        f"{len(result.langs)} languages ({result.units_total} units, {result.units_resumed} resumed) "
-        f"-> {result.manifest_path} in {result.seconds:.1f} s ({work})"
-    )
-    skipped = result.skipped["counts"]
-    if skipped:
-        print(
-            f"skipped {sum(skipped.values()):,} bad records: "
-            + ", ".join(f"{k} {v}" for k, v in skipped.items())
-        )
-        for example in result.skipped["examples"]:
-            print(f"  {example}")
-    return 0

@@ -1,0 +1,71 @@
+"""`mmbert evaluate`: per-language masked-LM accuracy and cross-lingual retrieval on the held-out UDHR.
+
+    mmbert evaluate MODEL [--recipe RECIPE] [--languages SPEC] [--out DIR] [--json]
+
+`mmbert.evaluate.evaluate_dir` measures (its module docstring says how); this prints the per-group
+table (or the JSON result) and writes DIR/eval.json and DIR/eval.md with `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mmbert.data.corpus import HELDOUT_ARTICLES
+from mmbert.evaluate import evaluate_dir, markdown_table, write_result
+from mmbert.inference import DEFAULT_BATCH_TOKENS
+from mmbert.recipe import load_recipe
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    p = parser
+    p.add_argument("model", type=Path, help="HF-format model directory with tokenizer files")
+    p.add_argument(
+        "--recipe", type=Path, help="group languages by the phase of this recipe that introduced them"
+    )
+    p.add_argument(
+        "--languages",
+        nargs="+",
+        help="languages to evaluate: keys, ISO 639-3 codes or a set (mmbert-60); default: all bundled",
+    )
+    p.add_argument("--out", type=Path, help="write DIR/eval.json and DIR/eval.md")
+    p.add_argument("--json", action="store_true", help="print the JSON result instead of the table")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--max-length", type=int, default=512, help="tokens per article/paragraph")
+    p.add_argument("--seed", type=int, default=0, help="masking seed")
+    p.add_argument(
+        "--articles",
+        nargs="+",
+        type=int,
+        help=f"a subset of the held-out articles {sorted(HELDOUT_ARTICLES)}",
+    )
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    p.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS, help="tokens per forward pass")
+
+
+def run(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe) if args.recipe is not None else None
+    # one argument is a spec ("mmbert-60", "fra,deu"), several are a list of languages
+    languages = args.languages[0] if args.languages and len(args.languages) == 1 else args.languages
+    result = evaluate_dir(
+        args.model,
+        recipe,
+        languages,
+        args.max_length,
+        args.seed,
+        args.device,
+        args.batch_tokens,
+        args.articles,
+        progress=not args.no_progress,
+    )
+    if args.out is not None:
+        paths = write_result(result, args.out)
+        print(f"wrote {paths[0]} and {paths[1]}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result, indent=1, ensure_ascii=False))
+    else:
+        print(markdown_table(result, f"{args.model} ({result['grouping']})"))
+    print(f"{result['seconds']:.1f}s", file=sys.stderr)
+    return 0

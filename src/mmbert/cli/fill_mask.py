@@ -1,0 +1,49 @@
+"""Top predictions for <mask> tokens.
+
+    mmbert fill-mask MODEL "The capital of France is <mask>." ["..."] [--file F] [--top-k K] [--json]
+
+`mmbert.inference.fill_mask_dir` predicts; this prints each text, its predictions per `<mask>` and
+the text filled with the best ones (or the results as JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+from mmbert.inference import DEFAULT_BATCH_TOKENS, FillMaskResult, fill_mask_dir, read_texts
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    p = parser
+    p.add_argument("model", type=Path, help="HF-format model directory with tokenizer files")
+    p.add_argument("texts", nargs="*", help="texts containing the tokenizer's mask token (<mask>)")
+    p.add_argument("--file", type=Path, help="more texts: .txt (one per line) or .jsonl (a text field)")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print JSON (one list of results) instead of text")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    p.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS, help="tokens per forward pass")
+
+
+def run(args: argparse.Namespace) -> int:
+    texts = list(args.texts) + (read_texts(args.file) if args.file else [])
+    if not texts:
+        raise ValueError("give texts on the command line or with --file")
+    results = fill_mask_dir(args.model, texts, args.top_k, args.device, args.batch_tokens)
+    if args.json:
+        print(json.dumps([asdict(r) for r in results], ensure_ascii=False, indent=1))
+    else:
+        print("\n".join(_lines(results)))
+    return 0
+
+
+def _lines(results: list[FillMaskResult]) -> Iterator[str]:
+    for r in results:
+        yield r.text
+        for j, preds in enumerate(r.predictions):
+            label = f"  <mask> {j + 1}:" if len(r.predictions) > 1 else "  "
+            yield label + "  ".join(f"{p.token!r} {p.score:.3f}" for p in preds)
+        yield f"  -> {r.sequence}"

@@ -1,0 +1,92 @@
+"""Tokenize documents into per-language token shards plus DATA/manifest.json.
+Resumable: rerun the same command after an interruption to finish the rest.
+
+`mmbert.data.prepare.prepare` does the work; the source string is read by
+`mmbert.data.sources.open_source`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from mmbert.data.prepare import DEFAULT_SHARD_TOKENS, PrepareError, PrepareResult, prepare
+from mmbert.data.sources import BadInputError, open_source
+
+INTERRUPTED = "finished units are kept: rerun the same command to resume"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    p = parser
+    p.add_argument(
+        "--source", required=True, help="bundled[:heldout|:code], a PATH of files, hf:NAME or mds:PATH"
+    )
+    p.add_argument("--name", help="the source's name in the manifest (default: from the source)")
+    p.add_argument(
+        "--tokenizer", required=True, help="tokenizer directory (with tokenizer.json) or cached HF name"
+    )
+    p.add_argument("--out", required=True, help="prepared data directory (DATA)")
+    p.add_argument("--text-field", default="text", help="JSON/parquet/dataset field holding the text")
+    p.add_argument(
+        "--lang-field", help="field holding the language (lang_Script or ISO 639-3); default: path"
+    )
+    p.add_argument("--id-field", default="id", help="field holding a document id (optional in the data)")
+    p.add_argument("--lang", help="one language key for every document of the source (e.g. fra_Latn)")
+    p.add_argument("--hf-split", default="train", help="Hugging Face dataset split")
+    p.add_argument("--hf-config", help="Hugging Face dataset configuration name")
+    p.add_argument("--streaming", action="store_true", help="stream the Hugging Face dataset")
+    p.add_argument("--mds-column", default="input_ids", help="MDS column holding the token ids")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="tokenizer processes")
+    p.add_argument("--skip-bad", action="store_true", help="skip (and count) bad records instead of stopping")
+    p.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS, help="tokens per shard file")
+    p.add_argument("--overwrite", action="store_true", help="prepare the source again from scratch")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        source = open_source(
+            args.source,
+            text_field=args.text_field,
+            lang_field=args.lang_field,
+            id_field=args.id_field,
+            lang=args.lang,
+            hf_config=args.hf_config,
+            hf_split=args.hf_split,
+            streaming=args.streaming,
+            mds_column=args.mds_column,
+        )
+        result = prepare(
+            source,
+            args.tokenizer,
+            args.out,
+            name=args.name,
+            workers=args.workers,
+            skip_bad=args.skip_bad,
+            shard_tokens=args.shard_tokens,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+    except BadInputError as err:
+        # The options that get past a bad record belong to the command, not to the data's message.
+        raise PrepareError(f"{err} (--skip-bad skips bad records; a rerun resumes)") from err
+    print("\n".join(_summary(result)))
+    return 0
+
+
+def _summary(result: PrepareResult) -> list[str]:
+    rate = result.tokens_this_run / max(result.seconds, 1e-9)
+    work = "nothing left to do" if result.units_resumed == result.units_total else f"{rate:,.0f} tok/s"
+    lines = [
+        f"prepared {result.name}: {result.docs:,} documents, {result.tokens:,} tokens in "
+        f"{len(result.langs)} languages ({result.units_total} units, {result.units_resumed} resumed) "
+        f"-> {result.manifest_path} in {result.seconds:.1f} s ({work})"
+    ]
+    skipped = result.skipped["counts"]
+    if skipped:
+        lines.append(
+            f"skipped {sum(skipped.values()):,} bad records: "
+            + ", ".join(f"{k} {v}" for k, v in skipped.items())
+        )
+        lines += [f"  {example}" for example in result.skipped["examples"]]
+    return lines

@@ -1,0 +1,96 @@
+"""Train or inspect a tokenizer.
+
+`mmbert tokenizer train` trains a multilingual Unigram/BPE tokenizer with mmBERT's special ids on the
+bundled corpus or on files (`mmbert.tokenizer.train_and_save`) and prints how it covers a check set;
+it exits with 1 when that check finds unknown tokens or a text that does not decode back to itself.
+`mmbert tokenizer info` shows a tokenizer's size, special ids and fingerprint.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mmbert.tokenizer import TrainingReport, summarize_tokenizer, train_and_save
+
+BUNDLED = "bundled"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    tr = sub.add_parser("train", help="train a multilingual Unigram/BPE tokenizer with mmBERT's special ids")
+    tr.add_argument("--out", required=True, type=Path, help="directory to write (AutoTokenizer loads it)")
+    tr.add_argument("--vocab-size", type=int, default=32_000)
+    tr.add_argument("--model", choices=["unigram", "bpe"], default="bpe", help="bpe (as Gemma 2) or unigram")
+    tr.add_argument("--tau", type=float, default=0.3, help="language sampling exponent: p ∝ chars ** tau")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--max-chars", type=int, default=None, help="cap on the sampled training characters")
+    tr.add_argument(
+        "--input",
+        nargs="+",
+        default=[BUNDLED],
+        help="'bundled' (default), or files/directories of .jsonl[.gz], .parquet, .txt (one document each)",
+    )
+    tr.add_argument("--text-field", default="text", help="text field of .jsonl/.parquet records")
+    tr.add_argument("--lang-field", default=None, help="language field of records (else --lang or the path)")
+    tr.add_argument("--lang", default=None, help="language of every input (overrides the path)")
+    tr.add_argument("--quiet", action="store_true", help="no progress bars")
+    info = sub.add_parser("info", help="show a tokenizer's size and special ids")
+    info.add_argument("tokenizer", help="tokenizer directory or locally cached Hub name")
+    for sub_parser in (tr, info):
+        # `--debug` after the sub-command too; SUPPRESS keeps the value given before it.
+        sub_parser.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error"
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    return _train(args) if args.cmd == "train" else _info(args)
+
+
+def _train(args: argparse.Namespace) -> int:
+    report = train_and_save(
+        args.out,
+        None if args.input == [BUNDLED] else args.input,
+        vocab_size=args.vocab_size,
+        model=args.model,
+        tau=args.tau,
+        seed=args.seed,
+        max_chars=args.max_chars,
+        text_field=args.text_field,
+        lang_field=args.lang_field,
+        lang=args.lang,
+        progress=not args.quiet,
+    )
+    print("\n".join(_report_lines(report)))
+    return 1 if report.unknown_tokens or report.roundtrip_failures else 0
+
+
+def _report_lines(report: TrainingReport) -> list[str]:
+    bad = report.roundtrip_failures
+    fert = sorted(report.coverage.items(), key=lambda kv: kv[1]["tokens_per_char"])
+    lines = [
+        f"trained in {report.seconds:.1f}s; vocab {report.vocab_size}; wrote {report.out}",
+        f"on {report.check_set} of {len(report.coverage)} languages: {report.tokens_per_char:.3f} tokens/char, "
+        f"{report.unknown_tokens} unknown tokens, "
+        f"round trip {'exact' if not bad else 'FAILED for ' + ', '.join(bad[:10])}",
+    ]
+    for label, items in (("fewest", fert[:3]), ("most", fert[-3:])):
+        lines.append(
+            f"  {label} tokens/char: " + ", ".join(f"{k} {r['tokens_per_char']:.2f}" for k, r in items)
+        )
+    return lines
+
+
+def _info(args: argparse.Namespace) -> int:
+    s = summarize_tokenizer(args.tokenizer)
+    print(f"{s.name}: {s.class_name}, {s.size} tokens, model_max_length {s.model_max_length}")
+    for name, (token, id_) in s.special.items():
+        print(f"  {name:<5} {token!r:<10} id {id_}")
+    print(
+        "special ids match mmBERT's layout"
+        if not s.mismatches
+        else "differs from mmBERT: " + "; ".join(s.mismatches)
+    )
+    print(f"fingerprint {s.fingerprint}")
+    return 0
