@@ -9,7 +9,7 @@ Nothing is downloaded. The steps, each a call of the function that the matching 
    (`mmbert.data.prepare.prepare`);
 2. `train`: the tiny recipe (`recipes/tiny.yaml`) through its three phases, 30% → 15% → 5% masking,
    tau 0.7 → 0.5 → 0.3, growing language sets, longer context and a new RoPE theta, then its three
-   decay variants from the end-of-mid-training checkpoint (`mmbert.train.run_recipe`);
+   decay variants from the end-of-mid-training checkpoint (`mmbert.runs.run_recipe`);
 3. `merge`: TIES-merge the three decay variants against that checkpoint (`mmbert.merge.merge_dirs`);
 4. `evaluate`: held-out MLM accuracy and retrieval per language for the pre-decay model, each
    variant and the merge, languages grouped by the phase that introduced them (`mmbert.evaluate`);
@@ -54,8 +54,9 @@ from mmbert.io import atomic_dir, atomic_write_text, remove_stale_temps
 from mmbert.merge import merge_dirs
 from mmbert.recipe import Recipe, load_recipe
 from mmbert.report import write_demo_report
+from mmbert.runs import run_recipe
 from mmbert.tokenizer import train_and_save
-from mmbert.train import TrainOptions, run_recipe
+from mmbert.train import TrainOptions
 
 logger = logging.getLogger(__name__)
 

@@ -30,6 +30,7 @@ from mmbert.demo_layout import FILL_MASK_ARTICLE, HIGHLIGHT, QUICK_SCALE, Layout
 from mmbert.evaluate import recipe_groups, variant_languages
 from mmbert.io import atomic_open, atomic_write_text
 from mmbert.recipe import Recipe
+from mmbert.runs import variant_dir
 
 # One color per run / model, stable across plots.
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
@@ -388,7 +389,7 @@ def write_demo_report(layout: Layout, recipe: Recipe, state: Mapping[str, Any]) 
     shared = " + ".join(p.name for p in recipe.phases[:-1]) + " (shared)"
     runs = {shared: read_metrics(layout.run / "metrics.jsonl")}
     for v in recipe.variant_names():
-        runs[f"{last.name}-{v}"] = read_metrics(layout.run / "variants" / v / "metrics.jsonl")
+        runs[f"{last.name}-{v}"] = read_metrics(variant_dir(layout.run, v) / "metrics.jsonl")
     bounds = list(zip([p.name for p in recipe.phases], recipe.phase_starts(), strict=True))
     plots = {
         "loss": plot_loss(runs, bounds, layout.plots / "loss.png"),
