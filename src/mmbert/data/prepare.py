@@ -53,7 +53,6 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
-from transformers import AutoTokenizer
 
 from mmbert.data.documents import Document, TokenizedDocument
 from mmbert.data.manifest import MANIFEST, language_entries, new_manifest, read_manifest, write_manifest
@@ -114,6 +113,9 @@ def load_tokenizer_info(spec: str | os.PathLike) -> TokenizerInfo:
                 for name in SPECIAL_TOKENS:
                     names[name] = names.get(name) or _token_str(config.get(f"{name}_token"))
     else:
+        # Only a cached Hub name needs transformers, which imports torch: 5 s that a directory does not pay.
+        from transformers import AutoTokenizer
+
         try:
             hf = AutoTokenizer.from_pretrained(str(spec), local_files_only=True)
         except (OSError, ValueError) as e:
