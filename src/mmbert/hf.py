@@ -2,9 +2,10 @@
 
 A model directory is transformers' format: `config.json` (see `MmBertConfig.to_hf_dict`) plus weights in
 `model.safetensors` (or sharded with `model.safetensors.index.json`) or `pytorch_model.bin` (read with
-`weights_only=True`, never plain pickle); the files themselves are `mmbert.weights`'. Our parameter names are transformers' names, so loading is a
-check of keys and shapes, not a rename table; the only renames are for ModernBERT's training code
-(`bert.encoder.layers.N.*`, as in the released Composer `.pt` checkpoints) and for headless checkpoints.
+`weights_only=True`, never plain pickle), found, read and written by `mmbert.weights`. Our parameter
+names are transformers' names, so loading is a check of keys and shapes, not a rename table; the only
+renames are for ModernBERT's training code (`bert.encoder.layers.N.*`, as in the released Composer
+`.pt` checkpoints) and for headless checkpoints.
 """
 
 from __future__ import annotations

@@ -35,8 +35,8 @@ has, merged once, and written as `model.embeddings.tok_embeddings.weight` only, 
 
 Config and tokenizer come from the reference input: the base for TIES, the first model for linear,
 the newest checkpoint for EMA (its tokenizer files, or if it has none the first input's that has).
-Every input that has a tokenizer must have the same one (`tokenizer.json` without its padding and
-truncation settings, else the sentencepiece/vocab files). An input without tokenizer files is
+Every input that has a tokenizer must have the same one (`tokenizer.json` by
+`mmbert.tokenizer.fingerprint_sha256`, else the sentencepiece/vocab files). An input without tokenizer files is
 accepted with a warning, because training exports are often written without one; the
 embedding-shape check still guarantees the vocabulary size, not the vocabulary.
 
