@@ -46,23 +46,14 @@ def raise_error(err: BadInputError) -> None:
     raise err
 
 
-def _line_of(data: bytes, offset: int) -> int:
-    return data[:offset].count(b"\n") + 1
-
-
-def _decode(data: bytes, path: Path) -> str:
-    """UTF-8 text of a whole file; invalid bytes raise with their line."""
+def read_text(path: Path) -> str:
+    """A whole text file (one document)."""
+    data = path.read_bytes()
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise BadInputError(
-            "invalid UTF-8", str(path), _line_of(data, e.start), f"byte offset {e.start}"
-        ) from None
-
-
-def read_text(path: Path) -> str:
-    """A whole text file (one document)."""
-    return _decode(path.read_bytes(), path)
+        line = data[: e.start].count(b"\n") + 1
+        raise BadInputError("invalid UTF-8", str(path), line, f"byte offset {e.start}") from None
 
 
 def _decoded(f: IO[bytes], path: Path, on_error: OnError) -> Iterator[tuple[int, str]]:
