@@ -44,7 +44,8 @@ def generate(work: Path) -> None:
     import torch
     from transformers import ModernBertConfig, ModernBertForMaskedLM
 
-    from mmbert.merge import EMBEDDING_KEY, SafetensorsWriter, TensorInfo
+    from mmbert.merge import EMBEDDING_KEY
+    from mmbert.weights import SafetensorsWriter, TensorInfo
 
     config = ModernBertConfig(
         vocab_size=256_000,

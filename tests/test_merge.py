@@ -16,14 +16,13 @@ from mmbert.merge import (
     DECODER_KEY,
     EMBEDDING_KEY,
     MergeError,
-    SafetensorsWriter,
-    TensorInfo,
     ema_weights,
     merge_dirs,
     merge_ema,
     merge_linear,
     merge_ties,
 )
+from mmbert.weights import SafetensorsWriter, TensorInfo
 from tests._tiny import make_tiny_export
 
 # ----------------------------------------------------------------------------------------------

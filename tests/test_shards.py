@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mmbert.data.prepare import prepare
-from mmbert.data.shards import ShardError, TokenStore
+from mmbert.data.shards import ShardError, TokenStore, UnionStore, open_data
 from mmbert.data.sources import LocalFilesSource
 from tests.test_prepare import WORDS, expected_docs, make_texts, make_tokenizer, write_corpus
 
@@ -132,3 +132,25 @@ def test_bad_manifest(prepared, tmp_path):
     (data / "manifest.json").write_text("{")
     with pytest.raises(ShardError, match="corrupt manifest"):
         TokenStore(data)
+
+
+def test_open_data_reads_several_directories_as_one(prepared, tmp_path):
+    data, _ = _copy(prepared, tmp_path)
+    assert isinstance(open_data([data]), TokenStore)
+    # a second directory whose one source has another name (its shard paths are unchanged)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "web").symlink_to(data / "web")
+    manifest = json.loads((data / "manifest.json").read_text())
+    manifest["sources"] = {"web2": manifest["sources"]["web"]}
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    union = open_data([data, other])
+    assert isinstance(union, UnionStore)
+    assert union.sources() == ["mixed", "web", "web2"] and union.languages() == sorted(WORDS)
+    assert union.languages("web2") == sorted(WORDS)
+    store = TokenStore(data)
+    assert union.num_docs("web2", "ell_Grek") == store.num_docs("web", "ell_Grek")
+    assert union.num_tokens("mixed", "deu_Latn") == store.num_tokens("mixed", "deu_Latn")
+    assert union.doc("web2", "fra_Latn", 7).tolist() == store.doc("web", "fra_Latn", 7).tolist()
+    with pytest.raises(ShardError, match="source 'mixed' is in both"):
+        open_data([data, prepared[0]])

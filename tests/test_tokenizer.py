@@ -3,16 +3,19 @@ unseen scripts (byte fallback), language-balanced sampling, HF save/load, the CL
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 
 import pytest
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from mmbert import cli
 from mmbert import tokenizer as T
 from mmbert.data import corpus
+from mmbert.data.prepare import load_tokenizer_info
+from mmbert.merge import tokenizer_identity
 
 # Scripts absent from the bundled corpus (cuneiform, runic, Gothic, Braille, emoji), control characters,
 # odd whitespace, and strings that look like byte tokens or SentencePiece's space marker.
@@ -171,6 +174,43 @@ def test_load_foreign_layout_warns(tmp_path, caplog):
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "unk token '[UNK]' has id 1, mmBERT uses 3" in messages and "mask token None" in messages
     assert T.fingerprint(tok) != T.fingerprint(T.train_bundled(1000))
+
+
+def test_fingerprint_is_what_decides_the_ids(bpe, tmp_path):
+    """One identity per tokenizer, the same in `tokenizer info`, the manifest and `merge`: Gemma 2's
+    tokenizer as shipped (`<mask>` not special, `<bos>` only added) is the one adapted to mmBERT's
+    layout, and so is a re-saved file; a changed vocabulary entry is another tokenizer."""
+    text = bpe.backend_tokenizer.to_str()  # mmBERT's layout: <mask> special, <bos> text <eos>
+    state = json.loads(text)
+    for token in state["added_tokens"]:
+        token["special"] = token["content"] != "<mask>"
+    shipped = Tokenizer.from_str(json.dumps(state))
+    shipped.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A $B:1", special_tokens=[("<bos>", 2)]
+    )
+    assert shipped.encode("a b").ids[-1] != 1 and bpe("a b")["input_ids"][-1] == 1
+    assert T.fingerprint(shipped) == T.fingerprint(bpe) == T.fingerprint(text)
+    resaved = json.dumps(json.loads(text), indent=4, sort_keys=True, ensure_ascii=True)
+    assert resaved != text and T.fingerprint(resaved) == T.fingerprint(bpe)
+    padded = Tokenizer.from_str(text)
+    padded.enable_padding(pad_id=0, pad_token="<pad>", length=64)
+    padded.enable_truncation(32)
+    assert T.fingerprint(padded) == T.fingerprint(bpe)
+
+    changed = copy.deepcopy(json.loads(text))
+    vocab = changed["model"]["vocab"]
+    first, second = sorted(vocab, key=vocab.get)[300:302]
+    vocab[first], vocab[second] = vocab[second], vocab[first]
+    assert T.fingerprint(json.dumps(changed)) != T.fingerprint(bpe)
+
+    for name, tok in (("shipped", shipped), ("adapted", bpe.backend_tokenizer)):
+        (tmp_path / name).mkdir()
+        tok.save(str(tmp_path / name / "tokenizer.json"))
+    for name in ("shipped", "adapted"):
+        identity = load_tokenizer_info(tmp_path / name).identity
+        assert identity["sha256"] == T.fingerprint_sha256(bpe)
+        assert identity["fingerprint"] == T.fingerprint(bpe)
+        assert tokenizer_identity(tmp_path / name) == ("tokenizer.json", T.fingerprint_sha256(bpe))
 
 
 def test_load_missing(tmp_path):

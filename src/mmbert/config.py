@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmbert.io import atomic_write_text
+from mmbert.tokens import BOS_ID, EOS_ID, MASK_ID, PAD_ID
+
 # Backends of `mmbert.attention`; "auto" picks the fastest that works on the device at build time.
 ATTN_BACKENDS = ("auto", "reference", "sdpa", "flex", "flash")
 ACTIVATIONS = ("gelu", "gelu_pytorch_tanh", "gelu_new", "silu", "relu")
@@ -49,12 +52,12 @@ class MmBertConfig:
     initializer_range: float = 0.02
     initializer_cutoff_factor: float = 2.0
     # mmBERT / Gemma 2 token layout.
-    pad_token_id: int = 0
-    eos_token_id: int = 1
-    bos_token_id: int = 2
-    cls_token_id: int = 2
-    sep_token_id: int = 1
-    mask_token_id: int = 4
+    pad_token_id: int = PAD_ID
+    eos_token_id: int = EOS_ID
+    bos_token_id: int = BOS_ID
+    cls_token_id: int = BOS_ID
+    sep_token_id: int = EOS_ID
+    mask_token_id: int = MASK_ID
     # Sequence classification.
     classifier_pooling: str = "mean"
     num_labels: int = 2
@@ -210,21 +213,25 @@ class MmBertConfig:
             raise ValueError(f"{source}: {e}") from e
 
     def save(self, directory: str | Path, architecture: str = "ModernBertForMaskedLM") -> None:
-        from mmbert.io import atomic_write_text
-
         text = json.dumps(self.to_hf_dict(architecture), indent=2, sort_keys=True) + "\n"
         atomic_write_text(Path(directory) / "config.json", text)
 
     @classmethod
     def load(cls, directory: str | Path, **overrides: Any) -> MmBertConfig:
-        path = Path(directory) / "config.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no config.json (is {directory} an HF model directory?)")
-        try:
-            d = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
-        return cls.from_hf_dict(d, source=str(path), **overrides)
+        return cls.from_hf_dict(
+            read_hf_config(directory), source=str(Path(directory) / "config.json"), **overrides
+        )
+
+
+def read_hf_config(directory: str | Path) -> dict[str, Any]:
+    """The `config.json` of an HF model directory as it is (no checks of its fields)."""
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no config.json (is {directory} an HF model directory?)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
 
 
 # Fields shared one to one with transformers' ModernBertConfig.

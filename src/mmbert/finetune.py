@@ -21,7 +21,6 @@ and `finetune.json` (arguments, evaluation history, best and test metrics).
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import logging
 import math
@@ -34,6 +33,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from mmbert.data.records import BadInputError, iter_csv, iter_jsonl, read_json
 from mmbert.errors import MmbertError
 from mmbert.io import atomic_write_text
 from mmbert.model import MmBertForSequenceClassification
@@ -67,35 +67,28 @@ class Example:
 def _read_file(path: Path) -> list[tuple[str, dict]]:
     """(where, record) pairs from a CSV / TSV / JSONL / JSON file; `where` is `path:line`."""
     suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-            # DictReader's line_num is the physical line where the record ended (1 = the header).
-            return [(f"{path}:{reader.line_num}", row) for row in reader]
-    if suffix in (".jsonl", ".ndjson"):
-        records = []
-        with open(path, encoding="utf-8") as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{i}: invalid JSON: {e.msg}") from e
+    try:
+        if suffix in (".csv", ".tsv"):
+            rows = iter_csv(path, delimiter="\t" if suffix == ".tsv" else ",")
+            return [(f"{path}:{line}", row) for line, row in rows]
+        if suffix in (".jsonl", ".ndjson"):
+            out = []
+            for line, obj in iter_jsonl(path):
                 if not isinstance(obj, dict):
-                    raise DataError(f"{path}:{i}: expected a JSON object per line, got {type(obj).__name__}")
-                records.append((f"{path}:{i}", obj))
-        return records
-    if suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from e
-        if isinstance(data, dict) and "data" in data:
-            data = data["data"]
-        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-            raise DataError(f"{path}: expected a list of objects (or {{'data': [...]}})")
-        return [(f"{path}[{i}]", r) for i, r in enumerate(data)]
+                    raise DataError(
+                        f"{path}:{line}: expected a JSON object per line, got {type(obj).__name__}"
+                    )
+                out.append((f"{path}:{line}", obj))
+            return out
+        if suffix == ".json":
+            data = read_json(path)
+            if isinstance(data, dict) and "data" in data:
+                data = data["data"]
+            if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+                raise DataError(f"{path}: expected a list of objects (or {{'data': [...]}})")
+            return [(f"{path}[{i}]", r) for i, r in enumerate(data)]
+    except BadInputError as e:
+        raise DataError(str(e)) from None
     raise DataError(f"{path}: unsupported file type {suffix!r} (use .csv, .tsv, .jsonl or .json)")
 
 

@@ -2,71 +2,41 @@
 
 A model directory is transformers' format: `config.json` (see `MmBertConfig.to_hf_dict`) plus weights in
 `model.safetensors` (or sharded with `model.safetensors.index.json`) or `pytorch_model.bin` (read with
-`weights_only=True`, never plain pickle). Our parameter names are transformers' names, so loading is a
-check of keys and shapes, not a rename table; the only renames are for ModernBERT's training code
-(`bert.encoder.layers.N.*`, as in the released Composer `.pt` checkpoints) and for headless checkpoints.
+`weights_only=True`, never plain pickle), found, read and written by `mmbert.weights`. Our parameter
+names are transformers' names, so loading is a check of keys and shapes, not a rename table; the only
+renames are for ModernBERT's training code (`bert.encoder.layers.N.*`, as in the released Composer
+`.pt` checkpoints) and for headless checkpoints.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mmbert.io import fsync_dir
+from mmbert.config import MmBertConfig
+from mmbert.io import atomic_open
+from mmbert.weights import SAFETENSORS, find_weights, load_bin, load_safetensors, write_safetensors
 
 log = logging.getLogger(__name__)
-
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
 
 
 # ---------------------------------------------------------------------------------------------- reading
 def read_weights(directory: str | Path) -> dict[str, torch.Tensor]:
     """All tensors of an HF model directory, whatever the file layout."""
-    directory = Path(directory)
-    for name in WEIGHT_FILES:
-        path = directory / name
-        if not path.is_file():
-            continue
-        if name.endswith(".index.json"):
-            try:
-                weight_map = json.loads(path.read_text())["weight_map"]
-            except (json.JSONDecodeError, KeyError) as e:
-                raise ValueError(f"{path}: not a valid shard index ({e})") from e
-            out: dict[str, torch.Tensor] = {}
-            for shard in sorted(set(weight_map.values())):
-                out.update(_read_file(directory / shard))
-            return out
-        return _read_file(path)
-    raise FileNotFoundError(f"{directory}: no weights found (looked for {', '.join(WEIGHT_FILES)})")
+    out: dict[str, torch.Tensor] = {}
+    for path in find_weights(directory).files:
+        out.update(_read_file(path))
+    return out
 
 
 def _read_file(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: weight file is missing")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as e:  # safetensors raises its own error types
-            raise ValueError(f"{path}: cannot read safetensors file ({e})") from e
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: cannot read with torch.load(weights_only=True) ({e})") from e
-    return extract_state_dict(sd, str(path))
+        return load_safetensors(path)
+    return extract_state_dict(load_bin(path), str(path))
 
 
 def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
@@ -188,8 +158,6 @@ class HFCheckpointMixin:
         **overrides: Any,
     ):
         """Load an HF ModernBERT directory (ours, transformers', or the released mmBERT)."""
-        from mmbert.config import MmBertConfig
-
         directory = Path(directory)
         config = MmBertConfig.load(directory, **overrides)
         sd = read_weights(directory)
@@ -208,25 +176,13 @@ class HFCheckpointMixin:
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write `config.json` + `model.safetensors`, each atomically; transformers loads the directory."""
-        from safetensors.torch import save_file
-
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         sd = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         if getattr(self, "decoder", None) is not None and self.config.tie_word_embeddings:
             sd.pop(
                 "decoder.weight"
             )  # tied to model.embeddings.tok_embeddings.weight; transformers re-ties it
-        fd, tmp = tempfile.mkstemp(prefix=".model.", suffix=".safetensors.tmp", dir=directory)
-        os.close(fd)
-        try:
-            save_file(sd, tmp, metadata={"format": "pt"})
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, directory / "model.safetensors")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        fsync_dir(directory)
+        with atomic_open(directory / SAFETENSORS) as f:
+            write_safetensors(f, sd, metadata={"format": "pt"})
         self.config.save(directory, architecture=self.hf_architecture)
         return directory

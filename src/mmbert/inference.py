@@ -17,7 +17,6 @@ mask computes).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmbert.data.records import BadInputError, iter_jsonl, iter_lines
 from mmbert.io import atomic_open
 from mmbert.model import MmBertForMaskedLM, MmBertModel, pool_packed
 from mmbert.tokenizer import load_tokenizer
@@ -270,33 +270,25 @@ def read_texts(path: str | Path, text_field: str = "text") -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    jsonl = path.suffix == ".jsonl"
-    if not jsonl and path.suffix != ".txt":
+    if path.suffix not in (".txt", ".jsonl"):
         raise ValueError(f"{path}: expected a .txt (one text per line) or .jsonl file")
     texts = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not valid UTF-8 ({e})") from e
-    for lineno, line in enumerate(lines, start=1):
-        if jsonl:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from e
+    if path.suffix == ".jsonl":
+        for lineno, record in iter_jsonl(path):
             if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-                raise ValueError(f"{path}:{lineno}: expected an object with a string {text_field!r} field")
+                raise BadInputError(
+                    f"expected an object with a string {text_field!r} field", str(path), lineno
+                )
             texts.append(record[text_field])
-        else:
+    else:
+        for lineno, line in iter_lines(path):
             if not line.strip():
-                raise ValueError(
-                    f"{path}:{lineno}: empty line (one text per line; row i of the output is line i)"
+                raise BadInputError(
+                    "empty line (one text per line; row i of the output is line i)", str(path), lineno
                 )
             texts.append(line)
     if not texts:
-        raise ValueError(f"{path}: no texts")
+        raise BadInputError("no texts", str(path))
     return texts
 
 

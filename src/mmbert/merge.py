@@ -35,13 +35,14 @@ has, merged once, and written as `model.embeddings.tok_embeddings.weight` only, 
 
 Config and tokenizer come from the reference input: the base for TIES, the first model for linear,
 the newest checkpoint for EMA (its tokenizer files, or if it has none the first input's that has).
-Every input that has a tokenizer must have the same one (`tokenizer.json` without its padding and
-truncation settings, else the sentencepiece/vocab files). An input without tokenizer files is
+Every input that has a tokenizer must have the same one (`tokenizer.json` by
+`mmbert.tokenizer.fingerprint_sha256`, else the sentencepiece/vocab files). An input without tokenizer files is
 accepted with a warning, because training exports are often written without one; the
 embedding-shape check still guarantees the vocabulary size, not the vocabulary.
 
 Inputs: `model.safetensors`, sharded `model.safetensors.index.json`, or `pytorch_model.bin` (sharded
-too; read with `torch.load(weights_only=True)`, memory-mapped where possible but not streamed).
+too; read with `torch.load(weights_only=True)`, memory-mapped where possible but not streamed). The
+files are found and parsed by `mmbert.weights`; the positioned reads are here.
 """
 
 from __future__ import annotations
@@ -51,10 +52,7 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shutil
-import struct
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -64,8 +62,19 @@ from typing import BinaryIO
 import torch
 
 from mmbert import __version__
+from mmbert.config import read_hf_config
 from mmbert.errors import MmbertError
-from mmbert.io import fsync_dir
+from mmbert.io import atomic_dir
+from mmbert.tokenizer import fingerprint_sha256
+from mmbert.weights import (
+    SAFETENSORS,
+    SAFETENSORS_DTYPES,
+    SafetensorsWriter,
+    TensorInfo,
+    find_weights,
+    load_bin,
+    read_safetensors_header,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,42 +96,16 @@ TOKENIZER_FILES = TOKENIZER_IDENTITY_FILES + (
     "chat_template.jinja",
 )
 
-_ST_DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "F8_E4M3": torch.float8_e4m3fn,
-    "F8_E5M2": torch.float8_e5m2,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-_ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
-
 
 class MergeError(MmbertError, ValueError):
     """Inputs that cannot be merged; the message names the file, key or argument."""
 
 
 # ----------------------------------------------------------------------------------------------
-# Tensor sources: one interface over in-memory dicts, safetensors files and pytorch_model.bin.
+# Tensor readers: one interface over in-memory dicts, safetensors files and pytorch_model.bin.
 
 
-@dataclass(frozen=True)
-class TensorInfo:
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-
-class Source:
+class TensorReader:
     """Read access to one checkpoint's tensors as flat element ranges (row-major order)."""
 
     name: str
@@ -138,7 +121,7 @@ class Source:
         """Release open files."""
 
 
-class DictSource(Source):
+class DictReader(TensorReader):
     def __init__(self, tensors: Mapping[str, torch.Tensor], name: str = "<tensors>") -> None:
         self.name = name
         self._tensors = dict(tensors)
@@ -157,21 +140,7 @@ class _StEntry:
     offset: int  # absolute byte offset of the tensor's data in the file
 
 
-def _read_safetensors_header(path: Path) -> tuple[dict, int]:
-    """The JSON header of a safetensors file and the byte offset where its data starts."""
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) != 8:
-            raise MergeError(f"{path}: not a safetensors file (shorter than 8 bytes)")
-        (n,) = struct.unpack("<Q", raw)
-        try:
-            header = json.loads(f.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise MergeError(f"{path}: unreadable safetensors header ({e})") from e
-    return header, 8 + n
-
-
-class SafetensorsSource(Source):
+class SafetensorsReader(TensorReader):
     """One or several (sharded) safetensors files, read with positioned reads (no memory map)."""
 
     def __init__(
@@ -181,15 +150,15 @@ class SafetensorsSource(Source):
         self._entries: dict[str, _StEntry] = {}
         self._handles: dict[Path, BinaryIO] = {}
         for path in files:
-            header, data_start = _read_safetensors_header(path)
+            header, data_start = read_safetensors_header(path)
             for key, meta in header.items():
                 if key == "__metadata__":
                     continue
                 if key_to_file is not None and key_to_file.get(key) != path:
                     continue
-                if meta["dtype"] not in _ST_DTYPES:
+                if meta["dtype"] not in SAFETENSORS_DTYPES:
                     raise MergeError(f"{path}: tensor {key!r} has unsupported dtype {meta['dtype']}")
-                info = TensorInfo(tuple(meta["shape"]), _ST_DTYPES[meta["dtype"]])
+                info = TensorInfo(tuple(meta["shape"]), SAFETENSORS_DTYPES[meta["dtype"]])
                 self._entries[key] = _StEntry(path, info, data_start + meta["data_offsets"][0])
         if key_to_file is not None:
             missing = sorted(set(key_to_file) - set(self._entries))
@@ -221,10 +190,10 @@ class SafetensorsSource(Source):
         self._handles.clear()
 
 
-class AliasSource(Source):
-    """A source whose keys are renamed (`decoder.weight` -> embedding) and/or dropped."""
+class AliasReader(TensorReader):
+    """A reader whose keys are renamed (`decoder.weight` -> embedding) and/or dropped."""
 
-    def __init__(self, inner: Source, rename: Mapping[str, str], drop: set[str]) -> None:
+    def __init__(self, inner: TensorReader, rename: Mapping[str, str], drop: set[str]) -> None:
         self.name = inner.name
         self._inner = inner
         self._to_inner = {rename.get(k, k): k for k in inner.infos() if k not in drop}
@@ -240,88 +209,57 @@ class AliasSource(Source):
         self._inner.close()
 
 
-def _load_config(directory: Path) -> dict:
-    path = directory / "config.json"
-    if not path.is_file():
-        raise MergeError(f"{directory}: no config.json (expected a Hugging Face model directory)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise MergeError(f"{path}: invalid JSON ({e})") from e
+def _raw_reader(directory: Path) -> TensorReader:
+    weights = find_weights(directory)
+    if weights.format == "safetensors":
+        return SafetensorsReader(weights.files, str(directory), weights.key_to_file)
+    tensors: dict[str, torch.Tensor] = {}
+    for path in weights.files:
+        # .bin files cannot be read by range: load them whole (memory-mapped where the zip
+        # format allows it, so untouched tensors stay on disk).
+        tensors.update(load_bin(path, mmap=True))
+    return DictReader(tensors, name=str(directory))
 
 
-def _weight_map(index_path: Path) -> dict[str, Path]:
-    try:
-        weight_map = json.loads(index_path.read_text())["weight_map"]
-    except (json.JSONDecodeError, KeyError) as e:
-        raise MergeError(f"{index_path}: not a checkpoint index (need a 'weight_map'): {e}") from e
-    return {k: index_path.parent / v for k, v in weight_map.items()}
-
-
-def _raw_source(directory: Path) -> Source:
-    st, st_index = directory / "model.safetensors", directory / "model.safetensors.index.json"
-    pt, pt_index = directory / "pytorch_model.bin", directory / "pytorch_model.bin.index.json"
-    if st.is_file():
-        return SafetensorsSource([st], name=str(directory))
-    if st_index.is_file():
-        key_to_file = _weight_map(st_index)
-        return SafetensorsSource(sorted(set(key_to_file.values())), str(directory), key_to_file)
-    if pt.is_file() or pt_index.is_file():
-        files = sorted(set(_weight_map(pt_index).values())) if pt_index.is_file() else [pt]
-        tensors: dict[str, torch.Tensor] = {}
-        for path in files:
-            # .bin files cannot be read by range: load them whole (memory-mapped where the zip
-            # format allows it, so untouched tensors stay on disk).
-            try:
-                tensors.update(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
-            except RuntimeError:
-                try:  # legacy (non-zip) format: cannot be memory-mapped
-                    tensors.update(torch.load(path, map_location="cpu", weights_only=True))
-                except Exception as e:
-                    raise MergeError(f"{path}: cannot read as a PyTorch state dict ({e})") from e
-        return DictSource(tensors, name=str(directory))
-    raise MergeError(
-        f"{directory}: no weights found (looked for model.safetensors, model.safetensors.index.json, "
-        "pytorch_model.bin, pytorch_model.bin.index.json)"
-    )
-
-
-def open_checkpoint(directory: str | Path) -> Source:
-    """An HF model directory as a Source, with the tied decoder folded into the embedding key."""
+def open_checkpoint(directory: str | Path) -> TensorReader:
+    """An HF model directory as a TensorReader, with the tied decoder folded into the embedding key."""
     directory = Path(directory)
-    config = _load_config(directory)
-    raw = _raw_source(directory)
+    try:
+        config = read_hf_config(directory)
+        raw = _raw_reader(directory)
+    except (OSError, ValueError) as e:  # a missing or unreadable file (`WeightsError` is a ValueError)
+        raise MergeError(str(e)) from e
     keys = set(raw.infos())
     tied = config.get("tie_word_embeddings", True)
     if tied and DECODER_KEY in keys:
         # transformers writes only the embedding; an input that wrote both (or only the decoder)
         # holds one matrix under two names: keep one, named as transformers names it.
         if EMBEDDING_KEY in keys:
-            return AliasSource(raw, rename={}, drop={DECODER_KEY})
-        return AliasSource(raw, rename={DECODER_KEY: EMBEDDING_KEY}, drop=set())
+            return AliasReader(raw, rename={}, drop={DECODER_KEY})
+        return AliasReader(raw, rename={DECODER_KEY: EMBEDDING_KEY}, drop=set())
     return raw
 
 
 # ----------------------------------------------------------------------------------------------
 # Merge arithmetic. Every method works on flat chunks so that in-memory and streamed merges share
-# one code path: the dict-level API below wraps its tensors in DictSources and runs the same code.
+# one code path: the dict-level API below wraps its tensors in DictReaders and runs the same code.
 
 
 @dataclass
 class _Trim:
-    """Which entries of one task vector survive TIES trimming: |d| > tau, plus the first `quota`
-    entries (in row-major order) with |d| == tau. Consumed chunk by chunk: `quota` counts down."""
+    """Which entries of one task vector survive TIES trimming: |d| > threshold, plus the first `quota`
+    entries (in row-major order) with |d| == threshold. Consumed chunk by chunk: `quota` counts down."""
 
-    tau: float
+    threshold: float
     quota: int
 
     @classmethod
     def keep_all(cls) -> _Trim:
-        return cls(tau=-1.0, quota=0)  # every magnitude is > -1
+        return cls(threshold=-1.0, quota=0)  # every magnitude is > -1
 
     @classmethod
     def keep_none(cls) -> _Trim:
-        return cls(tau=math.inf, quota=0)  # nothing is > inf, and no tied entry is kept
+        return cls(threshold=math.inf, quota=0)  # nothing is > inf, and no tied entry is kept
 
     @classmethod
     def find(cls, magnitude_chunks: Callable[[], Iterator[torch.Tensor]], numel: int, k: int) -> _Trim:
@@ -347,13 +285,13 @@ class _Trim:
             bits = m.view(torch.int32)
             low += torch.bincount(bits[(bits >> 16) == hi] & 0xFFFF, minlength=1 << 16)
         lo, above_in_bucket = _bucket_of_kth_largest(low, k - above)
-        tau = torch.tensor([(hi << 16) | lo], dtype=torch.int32).view(torch.float32).item()
-        return cls(tau=tau, quota=k - above - above_in_bucket)
+        threshold = torch.tensor([(hi << 16) | lo], dtype=torch.int32).view(torch.float32).item()
+        return cls(threshold=threshold, quota=k - above - above_in_bucket)
 
     def mask(self, magnitudes: torch.Tensor) -> torch.Tensor:
-        keep = magnitudes > self.tau
+        keep = magnitudes > self.threshold
         if self.quota > 0:
-            tied = torch.nonzero(magnitudes == self.tau).flatten()[: self.quota]
+            tied = torch.nonzero(magnitudes == self.threshold).flatten()[: self.quota]
             keep[tied] = True
             self.quota -= tied.numel()
         return keep
@@ -406,7 +344,7 @@ class MergePlan:
 
 
 def _merge_tensor(
-    key: str, info: TensorInfo, base: Source | None, models: Sequence[Source], plan: MergePlan
+    key: str, info: TensorInfo, base: TensorReader | None, models: Sequence[TensorReader], plan: MergePlan
 ) -> Iterator[torch.Tensor]:
     """Yield the merged tensor `key` as consecutive flat chunks in dtype `info.dtype`."""
     numel, chunk = info.numel, plan.chunk_elements
@@ -430,7 +368,7 @@ def _merge_tensor(
                 trims.append(_Trim.keep_all() if k > 0 else _Trim.keep_none())
                 continue
 
-            def magnitudes(m: Source = m) -> Iterator[torch.Tensor]:
+            def magnitudes(m: TensorReader = m) -> Iterator[torch.Tensor]:
                 for start, stop in _chunks(numel, chunk):
                     yield (m.read(key, start, stop).float() - base.read(key, start, stop).float()).abs_()
 
@@ -449,7 +387,7 @@ def _merge_tensor(
         yield acc.to(info.dtype)
 
 
-def _check_compatible(reference: Source, others: Sequence[Source]) -> dict[str, TensorInfo]:
+def _check_compatible(reference: TensorReader, others: Sequence[TensorReader]) -> dict[str, TensorInfo]:
     """Same key set and shapes everywhere; returns the reference's infos (output dtypes)."""
     ref = reference.infos()
     for other in others:
@@ -475,8 +413,8 @@ def _check_compatible(reference: Source, others: Sequence[Source]) -> dict[str, 
     return ref
 
 
-def _merge_sources(
-    reference: Source, base: Source | None, models: Sequence[Source], plan: MergePlan
+def _merge_readers(
+    reference: TensorReader, base: TensorReader | None, models: Sequence[TensorReader], plan: MergePlan
 ) -> Iterator[tuple[str, TensorInfo, Iterator[torch.Tensor]]]:
     others = [s for s in ([base] if base is not None else []) + list(models) if s is not reference]
     infos = _check_compatible(reference, others)
@@ -578,14 +516,14 @@ def _plan(
 def _merge_dicts(
     base: Mapping[str, torch.Tensor] | None, models: Sequence[Mapping[str, torch.Tensor]], plan: MergePlan
 ):
-    model_sources = [DictSource(m, name=f"models[{i}]") for i, m in enumerate(models)]
-    base_source = DictSource(base, name="base") if base is not None else None
-    reference = base_source if base_source is not None else model_sources[0]
+    model_readers = [DictReader(m, name=f"models[{i}]") for i, m in enumerate(models)]
+    base_reader = DictReader(base, name="base") if base is not None else None
+    reference = base_reader if base_reader is not None else model_readers[0]
     return {
         key: torch.cat(list(chunks)).reshape(info.shape)
         if info.numel
         else torch.empty(info.shape, dtype=info.dtype)
-        for key, info, chunks in _merge_sources(reference, base_source, model_sources, plan)
+        for key, info, chunks in _merge_readers(reference, base_reader, model_readers, plan)
     }
 
 
@@ -632,25 +570,20 @@ def merge_ema(
 def tokenizer_identity(directory: str | Path) -> tuple[str, str] | None:
     """(file, digest) identifying a directory's tokenizer, or None when it has no tokenizer files.
 
-    `tokenizer.json` is compared without its `padding`/`truncation` settings, which are runtime
-    options that tokenizers save along with the vocabulary but that do not change token ids.
+    `tokenizer.json` is identified by `mmbert.tokenizer.fingerprint_sha256` (what decides the token
+    ids, not padding, truncation or post-processing); a sentencepiece model by its bytes.
     """
     directory = Path(directory)
     for name in TOKENIZER_IDENTITY_FILES:
         path = directory / name
         if not path.is_file():
             continue
-        if name == "tokenizer.json":
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise MergeError(f"{path}: invalid JSON ({e})") from e
-            data.pop("padding", None)
-            data.pop("truncation", None)
-            payload = json.dumps(data, sort_keys=True, ensure_ascii=False).encode("utf-8")
-        else:
-            payload = path.read_bytes()
-        return name, hashlib.sha256(payload).hexdigest()
+        if name != "tokenizer.json":
+            return name, hashlib.sha256(path.read_bytes()).hexdigest()
+        try:
+            return name, fingerprint_sha256(path.read_text(encoding="utf-8"))
+        except Exception as e:  # tokenizers raises a plain Exception for a bad file
+            raise MergeError(f"{path}: not a tokenizer ({e})") from e
     if (directory / "vocab.txt").is_file() or (directory / "vocab.json").is_file():
         digest = hashlib.sha256()
         for name in ("vocab.txt", "vocab.json", "merges.txt"):
@@ -678,76 +611,6 @@ def _check_tokenizers(directories: Sequence[Path]) -> Path | None:
                 "models with different vocabularies cannot be merged"
             )
     return first[0] if first is not None else None
-
-
-class SafetensorsWriter:
-    """Write a safetensors file whose tensors arrive as flat chunks, without holding them.
-
-    The header (names, dtypes, shapes, offsets) is known before any data, so it is written first and
-    each chunk is appended as it is produced. The layout is the safetensors format: an 8-byte
-    little-endian header length, the JSON header padded with spaces to 8 bytes, then the data.
-    """
-
-    def __init__(
-        self, f: BinaryIO, entries: Sequence[tuple[str, TensorInfo]], metadata: Mapping[str, str]
-    ) -> None:
-        header: dict[str, object] = {"__metadata__": dict(metadata)}
-        offset = 0
-        self._expected: list[tuple[str, int]] = []
-        for key, info in entries:
-            if info.dtype not in _ST_NAMES:
-                raise MergeError(f"cannot write tensor {key!r} of dtype {info.dtype} to safetensors")
-            nbytes = info.numel * info.dtype.itemsize
-            header[key] = {
-                "dtype": _ST_NAMES[info.dtype],
-                "shape": list(info.shape),
-                "data_offsets": [offset, offset + nbytes],
-            }
-            self._expected.append((key, nbytes))
-            offset += nbytes
-        raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-        raw += b" " * (-len(raw) % 8)
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        self._f = f
-        self._index = 0
-        self._written = 0
-
-    def write(self, key: str, chunk: torch.Tensor) -> None:
-        expected_key, nbytes = self._expected[self._index]
-        assert key == expected_key, (
-            f"tensors must be written in header order: got {key}, expected {expected_key}"
-        )
-        # Reinterpret as bytes (bf16 has no numpy dtype); x86/ARM are little-endian like the format.
-        data = chunk.contiguous().view(torch.uint8).numpy()
-        self._f.write(data)
-        self._written += data.nbytes
-        if self._written == nbytes:
-            self._index += 1
-            self._written = 0
-
-    def close(self) -> None:
-        if self._index != len(self._expected):
-            raise RuntimeError(f"safetensors writer closed after {self._index}/{len(self._expected)} tensors")
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _publish_dir(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Rename the finished temporary directory into place (replacing `out` if allowed)."""
-    old = None
-    if out.exists():
-        if not overwrite:
-            raise MergeError(f"{out} already exists; pass --overwrite to replace it")
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-        os.rename(out, old / out.name)
-    os.rename(tmp, out)
-    fsync_dir(out.parent)
-    if old is not None:
-        shutil.rmtree(old)
 
 
 def merge_dirs(
@@ -791,27 +654,25 @@ def merge_dirs(
     tokenizer_dir = _check_tokenizers([reference_dir] + [d for d in all_dirs if d != reference_dir])
 
     with contextlib.ExitStack() as stack:
-        opened: dict[Path, Source] = {}
+        opened: dict[Path, TensorReader] = {}
         for d in all_dirs:
             if d not in opened:
                 opened[d] = open_checkpoint(d)
                 stack.callback(opened[d].close)
-        base_src = opened[base_dir] if base_dir is not None else None
-        model_srcs = [opened[d] for d in model_dirs]
+        base_reader = opened[base_dir] if base_dir is not None else None
+        model_readers = [opened[d] for d in model_dirs]
         reference = opened[reference_dir]
-        tensors = list(_merge_sources(reference, base_src, model_srcs, plan))
+        tensors = list(_merge_readers(reference, base_reader, model_readers, plan))
         total_params = sum(info.numel for _, info, _ in tensors)
 
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-        try:
+        with atomic_dir(out) as tmp:
             shutil.copyfile(reference_dir / "config.json", tmp / "config.json")
             if tokenizer_dir is not None:
                 for name in TOKENIZER_FILES:
                     if (tokenizer_dir / name).is_file():
                         shutil.copyfile(tokenizer_dir / name, tmp / name)
             record = _merge_record(plan, base_dir, model_dirs, reference_dir, tokenizer_dir, total_params)
-            with open(tmp / "model.safetensors", "wb") as f:
+            with open(tmp / SAFETENSORS, "wb") as f:
                 writer = SafetensorsWriter(
                     f, [(k, i) for k, i, _ in tensors], {"format": "pt", "mmbert_merge": method}
                 )
@@ -832,13 +693,8 @@ def merge_dirs(
                 writer.close()
             (tmp / "merge_config.json").write_text(json.dumps(record, indent=2) + "\n")
             (tmp / "README.md").write_text(_readme(record))
-            for path in tmp.iterdir():
-                _fsync_file(path)
-            fsync_dir(tmp)
-            _publish_dir(tmp, out, overwrite)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            if out.exists() and not overwrite:  # appeared while merging: leave it alone
+                raise MergeError(f"{out} already exists; pass --overwrite to replace it")
     log.info(
         "wrote %s (%s, %d tensors, %.1fM params) in %.1fs",
         out,

@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import random
 import shutil
 import tempfile
@@ -37,20 +36,22 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from mmbert.data.corpus import iter_code_documents, iter_documents
 from mmbert.data.sources import LocalFilesSource, lang_from_path
+from mmbert.io import atomic_write_bytes
+from mmbert.tokens import BOS, BOS_ID, EOS, EOS_ID, MASK, PAD, SPECIAL_IDS, SPECIAL_TOKENS, UNK, UNK_ID
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
 
 logger = logging.getLogger(__name__)
 
-PAD, EOS, BOS, UNK, MASK = "<pad>", "<eos>", "<bos>", "<unk>", "<mask>"
-# mmBERT's (Gemma 2's) layout: token -> id.
-SPECIAL_TOKENS: dict[str, int] = {PAD: 0, EOS: 1, BOS: 2, UNK: 3, MASK: 4}
-SPECIAL_IDS = {"pad": 0, "eos": 1, "bos": 2, "unk": 3, "mask": 4}
+_SPECIALS = list(SPECIAL_TOKENS.values())  # the special tokens in id order (ids 0..4)
 BYTE_TOKENS = [f"<0x{b:02X}>" for b in range(256)]
 _BYTE_TOKEN_CHARS = "<>x0123456789ABCDEF"
 _NEVER = -1e6  # Unigram score of the byte tokens (see _finalize)
@@ -75,7 +76,7 @@ def _post_processor() -> processors.PostProcessor:
     return processors.TemplateProcessing(
         single=f"{BOS} $A {EOS}",
         pair=f"{BOS} $A {EOS} $B:1 {EOS}:1",
-        special_tokens=[(BOS, SPECIAL_TOKENS[BOS]), (EOS, SPECIAL_TOKENS[EOS])],
+        special_tokens=[(BOS, BOS_ID), (EOS, EOS_ID)],
     )
 
 
@@ -155,7 +156,7 @@ def train_tokenizer(
     """
     if model not in ("unigram", "bpe"):
         raise ValueError(f"model must be 'unigram' or 'bpe', got {model!r}")
-    n_reserved = len(SPECIAL_TOKENS) + len(BYTE_TOKENS)
+    n_reserved = len(_SPECIALS) + len(BYTE_TOKENS)
     if vocab_size < n_reserved + 64:
         raise ValueError(f"vocab_size {vocab_size} too small: {n_reserved} ids are special/byte tokens")
     if isinstance(texts_by_lang, Mapping):
@@ -167,14 +168,13 @@ def train_tokenizer(
     n_pieces = vocab_size - n_reserved
     # Leave at least half of the learned vocabulary to multi-character pieces.
     alphabet = _alphabet(sample, character_coverage, max(n_pieces // 2, 1))
-    specials = list(SPECIAL_TOKENS)
 
     tok = Tokenizer(models.Unigram() if model == "unigram" else models.BPE(unk_token=UNK, byte_fallback=True))
     tok.pre_tokenizer = _pre_tokenizer()
     if model == "unigram":
         trainer: trainers.Trainer = trainers.UnigramTrainer(
-            vocab_size=n_pieces + len(specials),
-            special_tokens=specials,
+            vocab_size=n_pieces + len(_SPECIALS),
+            special_tokens=_SPECIALS,
             unk_token=UNK,
             show_progress=show_progress,
             max_piece_length=16,
@@ -184,8 +184,8 @@ def train_tokenizer(
         )
     else:
         trainer = trainers.BpeTrainer(
-            vocab_size=n_pieces + len(specials),
-            special_tokens=specials,
+            vocab_size=n_pieces + len(_SPECIALS),
+            special_tokens=_SPECIALS,
             show_progress=show_progress,
         )
     t0 = time.perf_counter()
@@ -197,7 +197,7 @@ def train_tokenizer(
 def _finalize(trained: Tokenizer, model: Model) -> PreTrainedTokenizerFast:
     """Rebuild the trained model with ids 0..4 special, 5..260 bytes, then the pieces; wrap it for HF."""
     state = json.loads(trained.to_str())["model"]
-    head = list(SPECIAL_TOKENS) + BYTE_TOKENS
+    head = _SPECIALS + BYTE_TOKENS
     reserved = set(head)
     if model == "unigram":
         pieces = [(p, s) for p, s in state["vocab"] if p not in reserved]
@@ -210,8 +210,8 @@ def _finalize(trained: Tokenizer, model: Model) -> PreTrainedTokenizerFast:
         # make room by dropping the lowest-scoring multi-character pieces (the trainer sorts by score)
         drop = set([i for i in range(len(pieces) - 1, -1, -1) if len(pieces[i][0]) > 1][: len(missing)])
         pieces = [p for i, p in enumerate(pieces) if i not in drop] + missing
-        vocab = [(t, 0.0) for t in SPECIAL_TOKENS] + [(b, _NEVER) for b in BYTE_TOKENS] + pieces
-        new = Tokenizer(models.Unigram(vocab, unk_id=SPECIAL_TOKENS[UNK], byte_fallback=True))
+        vocab = [(t, 0.0) for t in _SPECIALS] + [(b, _NEVER) for b in BYTE_TOKENS] + pieces
+        new = Tokenizer(models.Unigram(vocab, unk_id=UNK_ID, byte_fallback=True))
     else:
         learned = sorted((i, p) for p, i in state["vocab"].items() if p not in reserved)
         vocab_map = {t: i for i, t in enumerate(head)}
@@ -222,12 +222,17 @@ def _finalize(trained: Tokenizer, model: Model) -> PreTrainedTokenizerFast:
     new.pre_tokenizer = _pre_tokenizer()
     new.decoder = _decoder()
     new.post_processor = _post_processor()
-    new.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    new.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in _SPECIALS])
     return wrap(new)
 
 
 def wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
     """A `tokenizers.Tokenizer` with mmBERT's layout as a transformers tokenizer."""
+    # transformers (it imports torch) is imported where a transformers tokenizer is made, not at the
+    # top: `mmbert prepare` imports this module for `fingerprint_sha256` alone, and with transformers
+    # at the top its start-up went from 0.4 s to 6 s (measured here).
+    from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         pad_token=PAD,
@@ -269,29 +274,29 @@ def copy_tokenizer_files(tokenizer_dir: str | Path, out: str | Path) -> None:
 
 
 def save_tokenizer(tok: PreTrainedTokenizerBase, out: str | Path) -> Path:
-    """`save_pretrained` into `out`, each file replaced atomically (written in a temp dir, then renamed).
+    """`save_pretrained` into `out`, each file replaced atomically; other files in `out` (a model) stay.
 
     The result loads with `transformers.AutoTokenizer.from_pretrained(out)` (transformers 4.x and 5.x).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tokenizer.", dir=out))
-    try:
+    with tempfile.TemporaryDirectory() as tmp:
         tok.save_pretrained(tmp)
-        config = tmp / "tokenizer_config.json"
-        if config.exists():
-            # transformers 5 writes its new class name, which 4.x cannot load; the old name loads in both
-            cfg = json.loads(config.read_text(encoding="utf-8"))
-            if cfg.get("tokenizer_class") == "TokenizersBackend":
-                cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
-                config.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        for f in sorted(tmp.iterdir()):
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(f, out / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for f in sorted(Path(tmp).iterdir()):
+            data = f.read_bytes()
+            if f.name == "tokenizer_config.json":
+                data = _loadable_by_transformers_4(data)
+            atomic_write_bytes(out / f.name, data)
     return out
+
+
+def _loadable_by_transformers_4(config: bytes) -> bytes:
+    """transformers 5 writes its new class name, which 4.x cannot load; the old name loads in both."""
+    cfg = json.loads(config)
+    if cfg.get("tokenizer_class") != "TokenizersBackend":
+        return config
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    return (json.dumps(cfg, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def special_token_mismatches(tok: PreTrainedTokenizerBase) -> list[str]:
@@ -311,6 +316,8 @@ def load_tokenizer(path_or_name: str | Path) -> PreTrainedTokenizerBase:
     A different layout (e.g. a tokenizer without a mask token) works where the code takes the ids from
     the tokenizer, but a recipe written for mmBERT's ids will not match it, hence the warning.
     """
+    from transformers import AutoTokenizer  # not at the top: see `wrap`
+
     path = Path(path_or_name)
     local = path.is_dir()
     if not local and path.exists():
@@ -327,14 +334,45 @@ def load_tokenizer(path_or_name: str | Path) -> PreTrainedTokenizerBase:
     return tok
 
 
-def fingerprint(tok: PreTrainedTokenizerBase) -> str:
-    """A short hash of the tokenizer's behaviour (its tokenizer.json), to tie prepared data to it."""
-    backend = getattr(tok, "backend_tokenizer", None)
-    if backend is not None:
-        blob = backend.to_str()
-    else:
-        blob = json.dumps(sorted(tok.get_vocab().items()), ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+# What an added token's entry says about matching it in text. Its `special` flag is left out: it only
+# decides what decoding may skip, and a tokenizer whose `<mask>` was re-marked special gives the same ids.
+_ADDED_TOKEN_KEYS = ("id", "content", "single_word", "lstrip", "rstrip", "normalized")
+
+
+def fingerprint_sha256(tok: Tokenizer | PreTrainedTokenizerBase | str) -> str:
+    """The project's one identity of a tokenizer: a SHA-256 (hex) of what decides the token ids of a text.
+
+    That is the model (vocabulary, merges or scores), the normalizer, the pre-tokenizer and the added
+    tokens (matched in the text before the model sees it), as `tokenizers` serializes them, so a file
+    re-saved with other formatting is the same tokenizer. Padding, truncation, the post-processor (the
+    `<bos>`/`<eos>` around a sequence) and the decoder are left out: prepared data holds ids without
+    special tokens, and adapting a shipped tokenizer to mmBERT's layout changes only those. `tok` is a
+    `tokenizers.Tokenizer`, the text of a tokenizer.json, or a transformers tokenizer (its backend; a
+    slow one is identified by its vocabulary).
+    """
+    if isinstance(tok, str):
+        tok = Tokenizer.from_str(tok)
+    if not isinstance(tok, Tokenizer):
+        backend = getattr(tok, "backend_tokenizer", None)
+        if backend is None:
+            blob = json.dumps(sorted(tok.get_vocab().items()), ensure_ascii=False)
+            return hashlib.sha256(blob.encode()).hexdigest()
+        tok = backend
+    state = json.loads(tok.to_str())
+    added = [{k: t[k] for k in _ADDED_TOKEN_KEYS} for t in state.get("added_tokens") or []]
+    identity = {
+        "model": state["model"],
+        "normalizer": state.get("normalizer"),
+        "pre_tokenizer": state.get("pre_tokenizer"),
+        "added_tokens": sorted(added, key=lambda t: t["id"]),
+    }
+    blob = json.dumps(identity, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def fingerprint(tok: Tokenizer | PreTrainedTokenizerBase | str) -> str:
+    """`fingerprint_sha256` in short (its first 16 hex digits), as `tokenizer info` and the manifest show it."""
+    return fingerprint_sha256(tok)[:16]
 
 
 def bundled_texts(

@@ -38,7 +38,8 @@ from tqdm import tqdm
 from mmbert import checkpoint as ckpt
 from mmbert import distributed as dist
 from mmbert.config import MmBertConfig
-from mmbert.data.loader import BatchLoader, open_data
+from mmbert.data.loader import BatchLoader
+from mmbert.data.shards import open_data
 from mmbert.errors import MmbertError
 from mmbert.flops import default_peak_flops, train_flops
 from mmbert.io import atomic_dir

@@ -13,8 +13,8 @@ import argparse
 from pathlib import Path
 
 from mmbert import distributed as dist
-from mmbert.data.loader import open_data
 from mmbert.data.sampler import store_counts
+from mmbert.data.shards import open_data
 from mmbert.plan import format_plan, plan_recipe
 from mmbert.recipe import Recipe, RecipeError, format_tokens, load_recipe
 from mmbert.runs import run_recipe

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Literal
 
-from mmbert.data.sources import Document
+from mmbert.data.documents import Document
 
 # Articles 5, 10, ..., 30: spread over the text, the same in every declaration, never trained on.
 HELDOUT_ARTICLES: frozenset[int] = frozenset({5, 10, 15, 20, 25, 30})

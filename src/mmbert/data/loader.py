@@ -25,8 +25,7 @@ import torch
 from mmbert.data.masking import mask_tokens
 from mmbert.data.packing import PackedBatch, Packer
 from mmbert.data.sampler import DataSampler, DocumentStore, recipe_mixtures, store_counts
-from mmbert.data.shards import TokenStore
-from mmbert.recipe import Phase, RecipeError
+from mmbert.recipe import Phase
 from mmbert.seeds import derive_seed
 
 
@@ -104,41 +103,3 @@ class BatchLoader:
         self.sampler.set_phase(current)
         self.packer.load_state_dict(state["packer"])
         self.mask_generator.set_state(state["mask_rng"])
-
-
-class _UnionStore:
-    """Several prepared data directories read as one (a source name may appear in only one of them)."""
-
-    def __init__(self, stores: list[TokenStore]) -> None:
-        self._by_source: dict[str, TokenStore] = {}
-        for store in stores:
-            for source in store.sources():
-                if source in self._by_source:
-                    raise RecipeError(
-                        "data",
-                        f"source {source!r} is in both {self._by_source[source].root} and {store.root}",
-                    )
-                self._by_source[source] = store
-
-    def sources(self) -> list[str]:
-        return sorted(self._by_source)
-
-    def languages(self, source: str | None = None) -> list[str]:
-        if source is None:
-            return sorted({lang for s in self._by_source for lang in self._by_source[s].languages(s)})
-        return self._by_source[source].languages(source)
-
-    def num_tokens(self, source: str, lang: str) -> int:
-        return self._by_source[source].num_tokens(source, lang)
-
-    def num_docs(self, source: str, lang: str) -> int:
-        return self._by_source[source].num_docs(source, lang)
-
-    def doc(self, source: str, lang: str, i: int) -> Any:
-        return self._by_source[source].doc(source, lang, i)
-
-
-def open_data(paths: list[str]) -> DocumentStore:
-    """The recipe's prepared data directories as one store."""
-    stores = [TokenStore(p) for p in paths]
-    return stores[0] if len(stores) == 1 else _UnionStore(stores)

@@ -7,6 +7,7 @@ Layout of DATA (read back by `mmbert.data.shards.TokenStore`):
     DATA/manifest.json                   sources x languages: docs, tokens, shards (relative paths) and
                                          each shard's document range [first, end) for that language;
                                          the tokenizer's identity; each source's fingerprint
+                                         (the format: `mmbert.data.manifest`)
     DATA/<source>/<unit>.<k>.tokens.npy  uint32 token ids of the documents, no special tokens,
                                          documents grouped by language
     DATA/<source>/<unit>.<k>.offsets.npy int64 document boundaries (docs + 1 entries, from 0)
@@ -23,19 +24,20 @@ Why it is built this way:
   made writing 25x slower than tokenizing.
 - The manifest is written (atomically) only when every unit of the source is finished, and it is a
   merge: several sources (`--name`) can be prepared into one DATA directory.
-- The tokenizer's identity (vocab size, special ids, hash of tokenizer.json) and the source's
-  fingerprint are checked on every run: resuming with different ones would mix incompatible shards,
-  so it is an error unless `--overwrite` starts that source (or, for a new tokenizer, DATA) afresh.
+- The tokenizer's identity (vocab size, special ids, `mmbert.tokenizer.fingerprint_sha256`) and the
+  source's fingerprint are checked on every run: resuming with different ones would mix incompatible
+  shards, so it is an error unless `--overwrite` starts that source (or, for a new tokenizer, DATA)
+  afresh.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import multiprocessing as mp
 import os
+import queue as queue_mod
 import re
 import shutil
 import time
@@ -47,27 +49,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tokenizers import Tokenizer
+from tqdm import tqdm
 
-from mmbert.data.sources import (
-    BadInputError,
-    Document,
-    SkipReport,
-    Source,
-    TokenizedDocument,
-    Unit,
-)
+from mmbert.data.documents import Document, TokenizedDocument
+from mmbert.data.manifest import MANIFEST, language_entries, new_manifest, read_manifest, write_manifest
+from mmbert.data.records import BadInputError
+from mmbert.data.sources import DocumentSource, SkipReport, Unit
 from mmbert.errors import MmbertError
-from mmbert.io import atomic_open
+from mmbert.io import atomic_open, atomic_write_text, remove_stale_temps
+from mmbert.tokenizer import fingerprint_sha256
+from mmbert.tokens import SPECIAL_TOKENS
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
 DEFAULT_SHARD_TOKENS = 1 << 25  # 32M tokens = 128 MiB of uint32 per shard file (and in memory)
 BATCH_DOCS = 256  # documents per encode_batch call: amortizes the Python <-> Rust crossing
-SPECIAL_NAMES = ("pad", "eos", "bos", "unk", "mask")
-# mmBERT's (Gemma 2's) special tokens, used when a tokenizer directory does not name its own.
-DEFAULT_SPECIAL_TOKENS = {"pad": "<pad>", "eos": "<eos>", "bos": "<bos>", "unk": "<unk>", "mask": "<mask>"}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -75,24 +72,8 @@ class PrepareError(MmbertError, RuntimeError):
     """A run that cannot go ahead as asked (mismatched tokenizer or source, a DATA dir in use)."""
 
 
-# --------------------------------------------------------------------------------------------------
-# Atomic files
-
-
-def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Write `path` through `write(file)`: a temporary name in the same directory, fsync, rename."""
-    with atomic_open(path, "wb") as f:
-        write(f)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()))
-
-
-def _remove_temporaries(root: Path) -> None:
-    """Temporary files of a killed run (`mmbert.io.atomic_open` names): never referenced, safe to delete."""
-    for tmp in root.rglob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+def _write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -113,8 +94,6 @@ def _token_str(value: Any) -> str | None:
 
 def load_tokenizer_info(spec: str | os.PathLike) -> TokenizerInfo:
     """Read a tokenizer directory (one with tokenizer.json) or a locally cached HF tokenizer name."""
-    from tokenizers import Tokenizer
-
     path = Path(spec)
     names: dict[str, str | None] = {}
     if (path / "tokenizer.json").is_file():
@@ -129,9 +108,10 @@ def load_tokenizer_info(spec: str | os.PathLike) -> TokenizerInfo:
                     config = json.loads((path / fname).read_text(encoding="utf-8"))
                 except (UnicodeDecodeError, json.JSONDecodeError) as e:
                     raise PrepareError(f"{path / fname}: not valid JSON: {e}") from None
-                for name in SPECIAL_NAMES:
+                for name in SPECIAL_TOKENS:
                     names[name] = names.get(name) or _token_str(config.get(f"{name}_token"))
     else:
+        # Only a cached Hub name needs transformers, which imports torch: 5 s that a directory does not pay.
         from transformers import AutoTokenizer
 
         try:
@@ -141,15 +121,14 @@ def load_tokenizer_info(spec: str | os.PathLike) -> TokenizerInfo:
         if not getattr(hf, "is_fast", False):
             raise PrepareError(f"tokenizer {spec} has no fast (tokenizer.json) form")
         text = hf.backend_tokenizer.to_str()
-        names = {name: getattr(hf, f"{name}_token", None) for name in SPECIAL_NAMES}
+        names = {name: getattr(hf, f"{name}_token", None) for name in SPECIAL_TOKENS}
     tok = Tokenizer.from_str(text)
-    # Hash the tokenizer as `tokenizers` serializes it, not the file's bytes: a re-saved file with other
-    # formatting is the same tokenizer, and the first 16 hex digits equal `mmbert.tokenizer.fingerprint`.
-    digest = hashlib.sha256(tok.to_str().encode()).hexdigest()
+    # What determines the token ids, not the file's bytes (`mmbert.tokenizer.fingerprint_sha256`): a
+    # re-saved file, or other special flags and post-processing, is the same tokenizer to the shards.
+    digest = fingerprint_sha256(tok)
     special = {}
-    for name in SPECIAL_NAMES:
-        token = names.get(name) or DEFAULT_SPECIAL_TOKENS[name]
-        special[name] = tok.token_to_id(token)
+    for name, default in SPECIAL_TOKENS.items():  # mmBERT's tokens where the directory names none
+        special[name] = tok.token_to_id(names.get(name) or default)
     identity = {
         "path": str(spec),
         "vocab_size": tok.get_vocab_size(with_added_tokens=True),
@@ -171,7 +150,7 @@ def _same_tokenizer(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 @dataclass
 class _Job:
-    source: Source
+    source: DocumentSource
     source_name: str
     unit: Unit
     source_dir: str
@@ -196,8 +175,6 @@ def _init_worker(tokenizer_json: str, queue: Any) -> None:
     """Per-process setup: one tokenizer thread per process (the processes are the parallelism)."""
     global _tokenizer, _progress
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    from tokenizers import Tokenizer
-
     _tokenizer = Tokenizer.from_str(tokenizer_json)
     if queue is not None:
         _progress = lambda docs, tokens: queue.put((docs, tokens))  # noqa: E731
@@ -235,8 +212,10 @@ class _UnitWriter:
             span[1] = i + 1
         rel = f"{self.source_dir.name}/{self.uid}.{len(self.shards):04d}"
         # Offsets first: a tokens file under its real name always has its offsets beside it.
-        atomic_write(self.source_dir.parent / f"{rel}.offsets.npy", lambda f: np.save(f, offsets))
-        atomic_write(self.source_dir.parent / f"{rel}.tokens.npy", lambda f: np.save(f, tokens))
+        with atomic_open(self.source_dir.parent / f"{rel}.offsets.npy") as f:
+            np.save(f, offsets)
+        with atomic_open(self.source_dir.parent / f"{rel}.tokens.npy") as f:
+            np.save(f, tokens)
         self.shards.append(
             {
                 "path": f"{rel}.tokens.npy",
@@ -333,7 +312,7 @@ def _run_unit(job: _Job) -> dict[str, Any]:
         "no_tokens": no_tokens,
         "skipped": (report or SkipReport()).to_dict(),
     }
-    atomic_write_json(source_dir / "_units" / f"{uid}.json", record)
+    _write_json(source_dir / "_units" / f"{uid}.json", record)
     return record
 
 
@@ -384,19 +363,6 @@ def _locked(data: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def read_manifest(data: Path) -> dict[str, Any] | None:
-    path = data / MANIFEST
-    if not path.exists():
-        return None
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PrepareError(f"{path}: not a valid manifest: {e}") from None
-    if manifest.get("version") != MANIFEST_VERSION:
-        raise PrepareError(f"{path}: manifest version {manifest.get('version')}, expected {MANIFEST_VERSION}")
-    return manifest
-
-
 def _check_tokenizer(
     data: Path, manifest: dict[str, Any] | None, tok: TokenizerInfo, overwrite: bool
 ) -> dict | None:
@@ -434,7 +400,7 @@ def _check_source(
             # Until this run finishes, the manifest must not list shards that no longer exist.
             del manifest["sources"][name]
             manifest.get("source_info", {}).pop(name, None)
-            atomic_write_json(data / MANIFEST, manifest)
+            write_manifest(data, manifest)
         return
     if old is None:
         if source_dir.exists() and any(source_dir.iterdir()):
@@ -452,7 +418,7 @@ def _check_source(
 
 
 def prepare(
-    source: Source,
+    source: DocumentSource,
     tokenizer: str | os.PathLike,
     out: str | os.PathLike,
     *,
@@ -484,8 +450,8 @@ def prepare(
         _check_source(data, name, state, manifest, overwrite)
         source_dir = data / name
         source_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(source_dir / "_source.json", state)
-        _remove_temporaries(source_dir)
+        _write_json(source_dir / "_source.json", state)
+        remove_stale_temps(source_dir, recursive=True)  # of a killed run: never referenced
 
         units = source.units()
         records: dict[str, dict[str, Any]] = {}
@@ -509,23 +475,16 @@ def prepare(
         total = sum(known) if all(d is not None for d in known) else None  # type: ignore[misc]
         done_docs, done_tokens = _run_jobs(jobs, tok.json, workers, records, total, progress, name)
 
-        manifest = read_manifest(data) or {"version": MANIFEST_VERSION, "sources": {}, "source_info": {}}
+        manifest = read_manifest(data) or new_manifest()
         manifest["tokenizer"] = tok.identity
-        langs: dict[str, dict[str, Any]] = {}
         skipped = SkipReport()
         no_tokens = 0
-        for unit in units:  # unit order, so shard lists do not depend on which worker finished first
-            record = records[unit.uid]
-            skipped.merge(record["skipped"])
-            no_tokens += record["no_tokens"]
-            for shard in record["shards"]:
-                for lang, (a, b, n_tokens) in shard["langs"].items():
-                    agg = langs.setdefault(lang, {"docs": 0, "tokens": 0, "shards": [], "ranges": []})
-                    agg["docs"] += b - a
-                    agg["tokens"] += n_tokens
-                    agg["shards"].append(shard["path"])
-                    agg["ranges"].append([a, b])
-        manifest["sources"][name] = dict(sorted(langs.items()))
+        for unit in units:
+            skipped.merge(records[unit.uid]["skipped"])
+            no_tokens += records[unit.uid]["no_tokens"]
+        # In unit order, so that shard lists do not depend on which worker finished first.
+        langs = language_entries(shard for unit in units for shard in records[unit.uid]["shards"])
+        manifest["sources"][name] = langs
         manifest.setdefault("source_info", {})[name] = {
             **state,
             "units": len(units),
@@ -533,7 +492,7 @@ def prepare(
             "no_tokens": no_tokens,
             "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        atomic_write_json(data / MANIFEST, manifest)
+        manifest_path = write_manifest(data, manifest)
     return PrepareResult(
         name=name,
         langs={k: {"docs": v["docs"], "tokens": v["tokens"]} for k, v in langs.items()},
@@ -543,7 +502,7 @@ def prepare(
         seconds=time.perf_counter() - start,
         tokens_this_run=done_tokens,
         docs_this_run=done_docs,
-        manifest_path=data / MANIFEST,
+        manifest_path=manifest_path,
     )
 
 
@@ -557,8 +516,6 @@ def _run_jobs(
     name: str,
 ) -> tuple[int, int]:
     """Run the units (in this process for one worker, else in a process pool) with a progress bar."""
-    from tqdm import tqdm
-
     counts = [0, 0]  # documents, tokens
     # The bar counts documents when the source knows how many there are (for the ETA), else units.
     by_units = total is None
@@ -643,8 +600,6 @@ def _restore_env(name: str, value: str | None) -> None:
 
 
 def _drain(queue: Any, update: Callable[[int, int], None]) -> None:
-    import queue as queue_mod
-
     while True:
         try:
             docs, tokens = queue.get_nowait()

@@ -6,22 +6,25 @@ language) table of cumulative document counts maps a document number to its shar
 A shard holds the documents of several languages grouped by language; the manifest gives, for each
 language, its shards and the document range [first, end) it owns in each.
 A shard that is missing, unreadable or inconsistent with the manifest raises `ShardError` naming the file.
+The manifest's format is `mmbert.data.manifest`'s. `open_data` reads several data directories as one.
 """
 
 from __future__ import annotations
 
 import bisect
-import json
 import os
+from collections.abc import Sequence
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-MANIFEST = "manifest.json"
+from mmbert.data.manifest import MANIFEST, ManifestError, read_manifest
+from mmbert.errors import MmbertError
 
 
-class ShardError(RuntimeError):
+class ShardError(MmbertError, RuntimeError):
     """A prepared shard (or the manifest) is missing or corrupt; the message names the file."""
 
 
@@ -71,36 +74,21 @@ class TokenStore:
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
-        path = self.root / MANIFEST
-        if not path.exists():
-            raise ShardError(f"{path}: no manifest (run `mmbert prepare --out {self.root}` first)")
         try:
-            self.manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ShardError(f"{path}: corrupt manifest: {e}") from None
-        sources = self.manifest.get("sources")
-        if not isinstance(sources, dict):
-            raise ShardError(f"{path}: manifest has no 'sources' table")
-        self._cum: dict[tuple[str, str], list[int]] = {}
-        for source, langs in sources.items():
-            for lang, entry in langs.items():
-                self._cum[(source, lang)] = self._cumulative(source, lang, entry)
-        self._shards: dict[str, _Shard] = {}
-
-    def _cumulative(self, source: str, lang: str, entry: dict[str, Any]) -> list[int]:
-        """Documents before each of a language's shards, plus the total: [0, n0, n0 + n1, ...]."""
-        shards, ranges = entry.get("shards"), entry.get("ranges")
-        if not isinstance(shards, list) or not isinstance(ranges, list) or len(shards) != len(ranges):
-            raise ShardError(f"{self.root / MANIFEST}: {source}/{lang}: shards and ranges do not match")
-        cum = [0]
-        for a, b in ranges:
-            cum.append(cum[-1] + (b - a))
-        if cum[-1] != entry.get("docs"):
+            manifest = read_manifest(self.root)
+        except ManifestError as e:
+            raise ShardError(str(e)) from None
+        if manifest is None:
             raise ShardError(
-                f"{self.root / MANIFEST}: {source}/{lang} lists {entry.get('docs')} documents, "
-                f"its shard ranges hold {cum[-1]}"
+                f"{self.root / MANIFEST}: no manifest (run `mmbert prepare --out {self.root}` first)"
             )
-        return cum
+        self.manifest: dict[str, Any] = manifest
+        # Documents before each of a language's shards, plus the total: [0, n0, n0 + n1, ...].
+        self._cum: dict[tuple[str, str], list[int]] = {}
+        for source, langs in manifest["sources"].items():
+            for lang, entry in langs.items():
+                self._cum[(source, lang)] = list(accumulate((b - a for a, b in entry["ranges"]), initial=0))
+        self._shards: dict[str, _Shard] = {}
 
     # -- the manifest's tables ----------------------------------------------------------------------
 
@@ -178,3 +166,40 @@ class TokenStore:
                     f"{self.root / MANIFEST}: {source}/{lang} lists {self.num_tokens(source, lang)} tokens, "
                     f"its shards hold {int(lengths.sum())}"
                 )
+
+
+class UnionStore:
+    """Several prepared data directories read as one (a source name may appear in only one of them)."""
+
+    def __init__(self, stores: Sequence[TokenStore]) -> None:
+        self._by_source: dict[str, TokenStore] = {}
+        for store in stores:
+            for source in store.sources():
+                if source in self._by_source:
+                    raise ShardError(
+                        f"source {source!r} is in both {self._by_source[source].root} and {store.root}"
+                    )
+                self._by_source[source] = store
+
+    def sources(self) -> list[str]:
+        return sorted(self._by_source)
+
+    def languages(self, source: str | None = None) -> list[str]:
+        if source is None:
+            return sorted({lang for s in self._by_source for lang in self._by_source[s].languages(s)})
+        return self._by_source[source].languages(source)
+
+    def num_tokens(self, source: str, lang: str) -> int:
+        return self._by_source[source].num_tokens(source, lang)
+
+    def num_docs(self, source: str, lang: str) -> int:
+        return self._by_source[source].num_docs(source, lang)
+
+    def doc(self, source: str, lang: str, i: int) -> np.ndarray:
+        return self._by_source[source].doc(source, lang, i)
+
+
+def open_data(paths: Sequence[str | os.PathLike]) -> TokenStore | UnionStore:
+    """Prepared data directories (a recipe's `data`) as one store."""
+    stores = [TokenStore(p) for p in paths]
+    return stores[0] if len(stores) == 1 else UnionStore(stores)

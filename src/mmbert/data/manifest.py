@@ -1,0 +1,94 @@
+"""The manifest of a prepared data directory, `DATA/manifest.json`: its format, read, checked and written here.
+
+`mmbert prepare` writes it (a merge: several sources can be prepared into one DATA) and
+`mmbert.data.shards.TokenStore` reads it. Version 1:
+
+    {"version": 1,
+     "tokenizer": {"path", "vocab_size", "special_ids", "sha256", "fingerprint"},
+     "sources": {SOURCE: {LANG: {"docs": int, "tokens": int,
+                                 "shards": [path of a .tokens.npy relative to DATA, ...],
+                                 "ranges": [[first, end), the documents LANG owns in that shard, ...]}}},
+     "source_info": {SOURCE: {"spec", "kind", "fingerprint", "tokenizer_sha256", "units", "skipped",
+                              "no_tokens", "prepared_at"}}}
+
+`tokenizer` says what the token ids mean (`mmbert.tokenizer.fingerprint_sha256` is `sha256`, its first
+16 hex digits `fingerprint`); a shard holds the documents of several languages, each a contiguous
+range, so a language's entry lists its shards and its range in each.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from mmbert.errors import MmbertError
+from mmbert.io import atomic_write_text
+
+MANIFEST = "manifest.json"
+VERSION = 1
+
+
+class ManifestError(MmbertError, ValueError):
+    """A manifest that cannot be read or does not agree with itself; the message names the file."""
+
+
+def new_manifest() -> dict[str, Any]:
+    """An empty manifest (no tokenizer yet, no sources)."""
+    return {"version": VERSION, "sources": {}, "source_info": {}}
+
+
+def read_manifest(data: str | Path) -> dict[str, Any] | None:
+    """`data`'s manifest, checked (`ManifestError` when corrupt); None when there is none yet."""
+    path = Path(data) / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ManifestError(f"{path}: corrupt manifest: {e}") from None
+    if not isinstance(manifest, dict) or manifest.get("version") != VERSION:
+        version = manifest.get("version") if isinstance(manifest, dict) else None
+        raise ManifestError(f"{path}: manifest version {version}, expected {VERSION}")
+    sources = manifest.get("sources")
+    if not isinstance(sources, dict):
+        raise ManifestError(f"{path}: manifest has no 'sources' table")
+    for source, langs in sources.items():
+        for lang, entry in langs.items():
+            _check_entry(path, f"{source}/{lang}", entry)
+    return manifest
+
+
+def _check_entry(path: Path, name: str, entry: dict[str, Any]) -> None:
+    shards, ranges = entry.get("shards"), entry.get("ranges")
+    if not isinstance(shards, list) or not isinstance(ranges, list) or len(shards) != len(ranges):
+        raise ManifestError(f"{path}: {name}: shards and ranges do not match")
+    docs = sum(b - a for a, b in ranges)
+    if docs != entry.get("docs"):
+        raise ManifestError(
+            f"{path}: {name} lists {entry.get('docs')} documents, its shard ranges hold {docs}"
+        )
+
+
+def write_manifest(data: str | Path, manifest: dict[str, Any]) -> Path:
+    """Write `data`'s manifest atomically; returns its path."""
+    path = Path(data) / MANIFEST
+    atomic_write_text(path, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def language_entries(shards: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """One source's per-language entries from its shards, in order, sorted by language.
+
+    A shard is `{"path": ..., "langs": {lang: [first, end, tokens]}}`, as `mmbert prepare` records it.
+    """
+    langs: dict[str, dict[str, Any]] = {}
+    for shard in shards:
+        for lang, (a, b, n_tokens) in shard["langs"].items():
+            entry = langs.setdefault(lang, {"docs": 0, "tokens": 0, "shards": [], "ranges": []})
+            entry["docs"] += b - a
+            entry["tokens"] += n_tokens
+            entry["shards"].append(shard["path"])
+            entry["ranges"].append([a, b])
+    return dict(sorted(langs.items()))

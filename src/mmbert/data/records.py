@@ -1,0 +1,145 @@
+"""Records from a user's files, one reader per format, every failure naming the file and line.
+
+Everything that reads a file a user hands over goes through here: the local-files document source
+(`.jsonl`, `.jsonl.gz`, `.parquet`, `.txt`; also behind `mmbert tokenizer train --input`), the texts of
+`mmbert embed` and `fill-mask` (`.txt` one text per line, `.jsonl`) and fine-tuning data (`.csv`,
+`.tsv`, `.jsonl`, `.json`). A reader yields `(line, record)` with 1-based line numbers (row numbers for
+parquet) and checks only the format; what a record must hold (a text field, a label) is the caller's
+to check, with the same `BadInputError` and the same line.
+
+A bad line (invalid UTF-8, broken JSON) goes to `on_error`, which raises by default; `mmbert prepare
+--skip-bad` passes one that counts it, and reading goes on with the next line. A file that cannot be
+read at all ends the iteration after its error.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from mmbert.errors import MmbertError
+
+
+class BadInputError(MmbertError, ValueError):
+    """A record that cannot be used, with the file (or dataset) and line (or row) it came from."""
+
+    def __init__(self, reason: str, file: str, line: int | None = None, detail: str = "") -> None:
+        self.reason, self.file, self.line, self.detail = reason, file, line, detail
+        where = f"{file}:{line}" if line is not None else file
+        super().__init__(f"{where}: {reason}" + (f": {detail}" if detail else ""))
+
+    def __reduce__(self) -> tuple:
+        # Raised in worker processes: pickle the constructor arguments, not the formatted message.
+        return (BadInputError, (self.reason, self.file, self.line, self.detail))
+
+
+OnError = Callable[[BadInputError], None]
+
+
+def raise_error(err: BadInputError) -> None:
+    """The default `on_error`: stop at the first bad line."""
+    raise err
+
+
+def read_text(path: Path) -> str:
+    """A whole text file (one document)."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise BadInputError("invalid UTF-8", str(path), line, f"byte offset {e.start}") from None
+
+
+def _decoded(f: IO[bytes], path: Path, on_error: OnError) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line of a binary file; a line that is not UTF-8 goes to `on_error`."""
+    for lineno, raw in enumerate(f, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            on_error(BadInputError("invalid UTF-8", str(path), lineno, f"column {e.start + 1}"))
+            continue
+        yield lineno, line
+
+
+def iter_lines(path: Path, on_error: OnError = raise_error) -> Iterator[tuple[int, str]]:
+    """Every line of a text file, blank ones included, without its line ending (`\\n` or `\\r\\n`)."""
+    with open(path, "rb") as f:
+        for lineno, line in _decoded(f, path, on_error):
+            yield lineno, line.removesuffix("\n").removesuffix("\r")
+
+
+def iter_jsonl(path: Path, on_error: OnError = raise_error) -> Iterator[tuple[int, Any]]:
+    """The parsed value of every non-blank line of a JSON Lines file (gzip-compressed when `.gz`)."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            for lineno, line in _decoded(f, path, on_error):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as e:
+                    on_error(BadInputError("broken JSON line", str(path), lineno, e.msg))
+                    continue
+                yield lineno, value
+    except (OSError, EOFError) as e:  # a truncated or corrupt .gz
+        on_error(BadInputError("unreadable file", str(path), None, str(e)))
+
+
+def read_json(path: Path) -> Any:
+    """The value of a whole JSON file."""
+    text = read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BadInputError("invalid JSON", str(path), e.lineno, e.msg) from None
+
+
+def iter_csv(path: Path, delimiter: str = ",") -> Iterator[tuple[int, dict[str, Any]]]:
+    """The rows of a CSV (or, with `delimiter="\\t"`, TSV) file with a header line, as dicts.
+
+    The line of a row is the physical line where it ends (1 is the header), so a quoted field that
+    spans lines is reported where it closes.
+    """
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
+    try:
+        for row in reader:
+            yield reader.line_num, row
+    except csv.Error as e:
+        raise BadInputError("broken CSV", str(path), reader.line_num, str(e)) from None
+
+
+def iter_parquet(
+    path: Path,
+    columns: Sequence[str],
+    required: Mapping[str, str] | None = None,
+    on_error: OnError = raise_error,
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The rows of a parquet file (numbered from 1) as dicts of those of `columns` that it has.
+
+    `required` maps a column the file must have to the reason given when it lacks it: one error for
+    the file, not one per row.
+    """
+    import pyarrow.parquet as pq  # heavy, and only parquet input needs it
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises several types for a bad file
+        on_error(BadInputError("unreadable parquet file", str(path), None, str(e)))
+        return
+    names = pf.schema_arrow.names
+    for column, reason in (required or {}).items():
+        if column not in names:
+            on_error(BadInputError(reason, str(path), None, f"no column {column!r} (has {names})"))
+            return
+    row = 0
+    for batch in pf.iter_batches(batch_size=4096, columns=[c for c in columns if c in names]):
+        for record in batch.to_pylist():
+            row += 1
+            yield row, record
