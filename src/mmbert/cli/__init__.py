@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import logging
 import os
+import re
 import sys
 import traceback
+from collections.abc import Callable
 from types import ModuleType
-from typing import TextIO
+from typing import Any, TextIO, TypeVar
 
 from mmbert import __version__
 from mmbert.errors import MmbertError
@@ -41,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("mmbert.cli.demo", "the end-to-end demo on the bundled corpus"),
 }
 DEBUG_ENV = "MMBERT_DEBUG"
+T = TypeVar("T")
 
 
 def _usage() -> str:
@@ -91,6 +95,53 @@ def setup_logging() -> None:
     handler._mmbert = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+
+
+def _device(value: str) -> str:
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a device (cpu, cuda or cuda:N)")
+    return value
+
+
+# Options several commands share, declared once: name -> (flags, argparse keywords). The destination is
+# the library's parameter name (`--no-progress` stores `progress=False`), so `call` can forward it.
+SHARED_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "device": (
+        ("--device",),
+        {"type": _device, "help": "cpu, cuda, cuda:1 ... (default: cuda when available)"},
+    ),
+    "progress": (
+        ("--no-progress",),
+        {"dest": "progress", "action": "store_false", "help": "no progress bars"},
+    ),
+    "batch_tokens": (
+        ("--batch-tokens",),
+        {"type": int, "default": 16_384, "help": "tokens per forward pass"},
+    ),
+    "overwrite": (("--overwrite",), {"action": "store_true", "help": "replace the output if it exists"}),
+    "json": (("--json",), {"action": "store_true", "help": "print JSON instead of text"}),
+    "text_field": (("--text-field",), {"default": "text", "help": "the JSON/parquet field holding the text"}),
+    "lang_field": (("--lang-field",), {"help": "field holding the language (lang_Script or ISO 639-3)"}),
+    "lang": (("--lang",), {"help": "one language key for every document (e.g. fra_Latn)"}),
+}
+
+
+def add_shared(parser: argparse.ArgumentParser, *names: str, **changes: dict[str, Any]) -> None:
+    """Declare shared options (`changes[name]` overrides some of its keywords, e.g. the help)."""
+    for name in names:
+        flags, keywords = SHARED_OPTIONS[name]
+        parser.add_argument(*flags, **{**keywords, **changes.get(name, {})})
+
+
+def call(fn: Callable[..., T], args: argparse.Namespace, *positional: Any, **given: Any) -> T:
+    """`fn(*positional, ...)` with each further parameter taken from the parsed option of that name.
+
+    The options are declared under the library's parameter names, so a command forwards them without
+    restating each one; `given` supplies (or replaces) the rest.
+    """
+    names = list(inspect.signature(fn).parameters)[len(positional) :]
+    kwargs = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    return fn(*positional, **{**kwargs, **given})
 
 
 def build_parser(name: str, module: ModuleType) -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mmbert.cli import add_shared, call
 from mmbert.inference import embed_file
 
 
@@ -17,26 +18,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = parser
     p.add_argument("model", type=Path, help="HF-format model directory with tokenizer files")
     p.add_argument("--input", required=True, type=Path, help=".txt (one text per line) or .jsonl")
-    p.add_argument("--text-field", default="text", help="the .jsonl field holding the text")
+    add_shared(p, "text_field")
     p.add_argument(
         "--out", required=True, type=Path, help=".npy (float32 matrix) or .parquet (text, embedding)"
     )
     p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (at most)")
     p.add_argument("--max-length", type=int, default=512, help="tokens per text, <bos>/<eos> included")
-    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    p.add_argument("--no-progress", action="store_true")
+    add_shared(p, "device", "progress")
 
 
 def run(args: argparse.Namespace) -> int:
-    vectors = embed_file(
-        args.model,
-        args.input,
-        args.out,
-        text_field=args.text_field,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        device=args.device,
-        progress=not args.no_progress,
-    )
+    vectors = call(embed_file, args, args.model, args.input, args.out)
     print(f"wrote {args.out}: {vectors.shape[0]} x {vectors.shape[1]} float32 (mean-pooled)")
     return 0

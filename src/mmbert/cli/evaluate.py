@@ -13,9 +13,9 @@ import json
 import sys
 from pathlib import Path
 
+from mmbert.cli import add_shared, call
 from mmbert.data.corpus import HELDOUT_ARTICLES
 from mmbert.evaluate import evaluate_dir, markdown_table, write_result
-from mmbert.inference import DEFAULT_BATCH_TOKENS
 from mmbert.recipe import load_recipe
 
 
@@ -31,8 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="languages to evaluate: keys, ISO 639-3 codes or a set (mmbert-60); default: all bundled",
     )
     p.add_argument("--out", type=Path, help="write DIR/eval.json and DIR/eval.md")
-    p.add_argument("--json", action="store_true", help="print the JSON result instead of the table")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_shared(p, "json", "progress")
     p.add_argument("--max-length", type=int, default=512, help="tokens per article/paragraph")
     p.add_argument("--seed", type=int, default=0, help="masking seed")
     p.add_argument(
@@ -41,25 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help=f"a subset of the held-out articles {sorted(HELDOUT_ARTICLES)}",
     )
-    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    p.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS, help="tokens per forward pass")
+    add_shared(p, "device", "batch_tokens")
 
 
 def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe) if args.recipe is not None else None
     # one argument is a spec ("mmbert-60", "fra,deu"), several are a list of languages
     languages = args.languages[0] if args.languages and len(args.languages) == 1 else args.languages
-    result = evaluate_dir(
-        args.model,
-        recipe,
-        languages,
-        args.max_length,
-        args.seed,
-        args.device,
-        args.batch_tokens,
-        args.articles,
-        progress=not args.no_progress,
-    )
+    result = call(evaluate_dir, args, args.model, recipe, languages)
     if args.out is not None:
         paths = write_result(result, args.out)
         print(f"wrote {paths[0]} and {paths[1]}", file=sys.stderr)

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from mmbert.inference import DEFAULT_BATCH_TOKENS, FillMaskResult, fill_mask_dir, read_texts
+from mmbert.cli import add_shared, call
+from mmbert.inference import FillMaskResult, fill_mask_dir, read_texts
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,16 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("texts", nargs="*", help="texts containing the tokenizer's mask token (<mask>)")
     p.add_argument("--file", type=Path, help="more texts: .txt (one per line) or .jsonl (a text field)")
     p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--json", action="store_true", help="print JSON (one list of results) instead of text")
-    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    p.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS, help="tokens per forward pass")
+    add_shared(p, "json", "device", "batch_tokens")
 
 
 def run(args: argparse.Namespace) -> int:
     texts = list(args.texts) + (read_texts(args.file) if args.file else [])
     if not texts:
         raise ValueError("give texts on the command line or with --file")
-    results = fill_mask_dir(args.model, texts, args.top_k, args.device, args.batch_tokens)
+    results = call(fill_mask_dir, args, args.model, texts)
     if args.json:
         print(json.dumps([asdict(r) for r in results], ensure_ascii=False, indent=1))
     else:

@@ -8,8 +8,8 @@ The options are `mmbert.finetune.FinetuneOptions`, one each; `mmbert.finetune.fi
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
+from mmbert.cli import add_shared, call
 from mmbert.finetune import METRICS, TASKS, FinetuneOptions, finetune
 
 
@@ -66,18 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override the model's classifier_pooling",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _options(args: argparse.Namespace) -> FinetuneOptions:
-    """Every field but `progress` has the option of the same name."""
-    names = [f.name for f in dataclasses.fields(FinetuneOptions) if f.name != "progress"]
-    return FinetuneOptions(**{name: getattr(args, name) for name in names}, progress=not args.no_progress)
+    add_shared(p, "device", "progress")
 
 
 def run(args: argparse.Namespace) -> int:
-    result = finetune(_options(args))
+    result = finetune(call(FinetuneOptions, args))
     metric, best = result.metric, result.best
     print(
         f"finetune: {result.steps} steps, best dev {metric} {best[metric]:.4f} at step {result.best_step} "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from mmbert.cli import add_shared, call
 from mmbert.merge import METHODS, merge_dirs
 
 
@@ -33,21 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--half-life", type=float, help="ema: half-life in checkpoints (beta = 0.5 ** (1 / half_life))"
     )
     p.add_argument("--out", required=True, help="output directory (written atomically)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    add_shared(p, "overwrite")
 
 
 def run(args: argparse.Namespace) -> int:
-    out = merge_dirs(
-        args.method,
-        args.base,
-        args.models,
-        args.out,
-        weights=args.weights,
-        density=args.density,
-        decay=args.decay,
-        half_life=args.half_life,
-        overwrite=args.overwrite,
-    )
+    out = call(merge_dirs, args)
     record = json.loads((out / "merge_config.json").read_text())
     print(
         f"{args.method} merge of {len(args.models)} models ({record['parameters'] / 1e6:.1f}M params) -> {out}"

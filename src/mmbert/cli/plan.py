@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from mmbert.cli import add_shared, call
 from mmbert.plan import format_plan, plan_file
 
 INTERMIXED = True  # dotted overrides may come after the options
@@ -20,25 +21,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data", action="append", help="a prepared data directory, repeatable (default: the recipe's `data`)"
     )
     source.add_argument(
-        "--released-counts", action="store_true", help="use mmBERT's released per-language token counts"
+        "--released-counts",
+        dest="released",
+        action="store_true",
+        help="use mmBERT's released per-language token counts",
     )
     parser.add_argument("--variant", help="a decay variant of the recipe (default: the phases as written)")
     parser.add_argument(
         "--max-epochs", type=float, default=10.0, help="flag cells repeated more (default 10)"
     )
     parser.add_argument("--top", type=int, default=15, help="cells shown per phase (0 = all; flagged always)")
-    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    add_shared(parser, "json")
     parser.add_argument("overrides", nargs="*", help="dotted recipe overrides, e.g. phases.0.tokens=1M")
 
 
 def run(args: argparse.Namespace) -> int:
-    plan = plan_file(
-        args.recipe,
-        args.overrides,
-        data=args.data,
-        released=args.released_counts,
-        variant=args.variant,
-        max_epochs=args.max_epochs,
-    )
+    plan = call(plan_file, args, args.recipe, args.overrides)
     print(json.dumps(plan, indent=1) if args.json else format_plan(plan, args.top))
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from mmbert.cli import add_shared, call
 from mmbert.data.prepare import DEFAULT_SHARD_TOKENS, PrepareError, PrepareResult, prepare
 from mmbert.data.sources import BadInputError, open_source
 
@@ -26,12 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tokenizer", required=True, help="tokenizer directory (with tokenizer.json) or cached HF name"
     )
     p.add_argument("--out", required=True, help="prepared data directory (DATA)")
-    p.add_argument("--text-field", default="text", help="JSON/parquet/dataset field holding the text")
-    p.add_argument(
-        "--lang-field", help="field holding the language (lang_Script or ISO 639-3); default: path"
+    add_shared(
+        p,
+        "text_field",
+        "lang_field",
+        "lang",
+        lang_field={"help": "field holding the language; default: path"},
     )
     p.add_argument("--id-field", default="id", help="field holding a document id (optional in the data)")
-    p.add_argument("--lang", help="one language key for every document of the source (e.g. fra_Latn)")
     p.add_argument("--hf-split", default="train", help="Hugging Face dataset split")
     p.add_argument("--hf-config", help="Hugging Face dataset configuration name")
     p.add_argument("--streaming", action="store_true", help="stream the Hugging Face dataset")
@@ -39,34 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="tokenizer processes")
     p.add_argument("--skip-bad", action="store_true", help="skip (and count) bad records instead of stopping")
     p.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS, help="tokens per shard file")
-    p.add_argument("--overwrite", action="store_true", help="prepare the source again from scratch")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_shared(p, "overwrite", "progress", overwrite={"help": "prepare the source again from scratch"})
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        source = open_source(
-            args.source,
-            text_field=args.text_field,
-            lang_field=args.lang_field,
-            id_field=args.id_field,
-            lang=args.lang,
-            hf_config=args.hf_config,
-            hf_split=args.hf_split,
-            streaming=args.streaming,
-            mds_column=args.mds_column,
-        )
-        result = prepare(
-            source,
-            args.tokenizer,
-            args.out,
-            name=args.name,
-            workers=args.workers,
-            skip_bad=args.skip_bad,
-            shard_tokens=args.shard_tokens,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-        )
+        result = call(prepare, args, call(open_source, args, args.source))
     except BadInputError as err:
         # The options that get past a bad record belong to the command, not to the data's message.
         raise PrepareError(f"{err} (--skip-bad skips bad records; a rerun resumes)") from err

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mmbert.cli import add_shared, call
 from mmbert.tokenizer import TrainingReport, summarize_tokenizer, train_and_save
 
 BUNDLED = "bundled"
@@ -31,10 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[BUNDLED],
         help="'bundled' (default), or files/directories of .jsonl[.gz], .parquet, .txt (one document each)",
     )
-    tr.add_argument("--text-field", default="text", help="text field of .jsonl/.parquet records")
-    tr.add_argument("--lang-field", default=None, help="language field of records (else --lang or the path)")
-    tr.add_argument("--lang", default=None, help="language of every input (overrides the path)")
-    tr.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_shared(tr, "text_field", "lang_field", "lang")
+    tr.add_argument("--quiet", dest="progress", action="store_false", help="no progress bars")
     info = sub.add_parser("info", help="show a tokenizer's size and special ids")
     info.add_argument("tokenizer", help="tokenizer directory or locally cached Hub name")
     for sub_parser in (tr, info):
@@ -49,19 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    report = train_and_save(
-        args.out,
-        None if args.input == [BUNDLED] else args.input,
-        vocab_size=args.vocab_size,
-        model=args.model,
-        tau=args.tau,
-        seed=args.seed,
-        max_chars=args.max_chars,
-        text_field=args.text_field,
-        lang_field=args.lang_field,
-        lang=args.lang,
-        progress=not args.quiet,
-    )
+    report = call(train_and_save, args, args.out, None if args.input == [BUNDLED] else args.input)
     print("\n".join(_report_lines(report)))
     return 1 if report.unknown_tokens or report.roundtrip_failures else 0
 

@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from mmbert import distributed as dist
+from mmbert.cli import add_shared, call
 from mmbert.data.sampler import store_counts
 from mmbert.data.shards import open_data
 from mmbert.plan import format_plan, plan_recipe
@@ -48,8 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--peak-flops", type=float, help="device peak FLOP/s for the MFU estimate")
     p.add_argument("--gradient-checkpointing", action="store_true", help="recompute layers in backward")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard event files")
+    add_shared(p, "progress")
+    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", help="no TensorBoard events")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,17 +64,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None:
         raise RecipeError("--out", "a run directory is required (rerun the same command to resume)")
     env = dist.init_distributed(args.device)
-    options = TrainOptions(
-        strategy=args.strategy,
-        micro_batch_tokens=args.micro_batch_tokens,
-        max_nonfinite_steps=args.max_nonfinite_steps,
-        peak_flops=args.peak_flops,
-        progress=not args.no_progress,
-        tensorboard=not args.no_tensorboard,
-        gradient_checkpointing=args.gradient_checkpointing,
-    )
     try:
-        runs = run_recipe(recipe, args.out, env, options, variant=args.variant, init_from=args.init_from)
+        runs = call(run_recipe, args, recipe, args.out, env, call(TrainOptions, args))
     finally:
         dist.shutdown()
     if env.is_main:
