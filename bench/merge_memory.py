@@ -44,24 +44,11 @@ def generate(work: Path) -> None:
     import torch
     from transformers import ModernBertConfig, ModernBertForMaskedLM
 
+    from mmbert.config import MmBertConfig
     from mmbert.merge import EMBEDDING_KEY
     from mmbert.weights import SafetensorsWriter, TensorInfo
 
-    config = ModernBertConfig(
-        vocab_size=256_000,
-        hidden_size=768,
-        intermediate_size=1152,
-        num_hidden_layers=22,
-        num_attention_heads=12,
-        global_attn_every_n_layers=3,
-        local_attention=128,
-        max_position_embeddings=8192,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=2,
-        cls_token_id=2,
-        sep_token_id=1,
-    )
+    config = ModernBertConfig(**MmBertConfig.preset("mmbert-base").to_hf_dict())
     # Meta device: shapes only, no 60-second random init.
     with torch.device("meta"):
         model = ModernBertForMaskedLM(config)

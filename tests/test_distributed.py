@@ -18,6 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from mmbert import checkpoint as ckpt
+from mmbert import distributed, train
+from mmbert.recipe import load_recipe
+from tests.conftest import read_metrics
+
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = ["phases.0.tokens=384", "phases.0.warmup_tokens=64", "phases.1.tokens=256", "phases.2.tokens=128"]
 
@@ -45,9 +50,6 @@ def _record(trainer, record_dir: Path, rank: int) -> None:
 
 
 def worker(recipe_path: str, out: str, record_dir: str, strategy: str) -> None:
-    from mmbert import distributed, train
-    from mmbert.recipe import load_recipe
-
     env = distributed.init_distributed("cpu")
     assert env.world_size == 2
     recipe = load_recipe(recipe_path, OVERRIDES)
@@ -69,29 +71,13 @@ def _torchrun(recipe: Path, out: Path, record_dir: Path, strategy: str) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """As in the workers (OMP_NUM_THREADS=1): the tiny model gains nothing from a second thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def recipe(tmp_path_factory):
-    from tests.test_train import build_inputs, write_recipe
-
-    root = tmp_path_factory.mktemp("dist_inputs")
-    tok, data = build_inputs(root)
-    return write_recipe(root / "recipe.yaml", tok, data, variants=False)
+# As in the workers (OMP_NUM_THREADS=1).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_ranks_draw_disjoint_data_and_match_one_process(strategy, recipe, tmp_path, monkeypatch):
-    from mmbert import distributed, train
-    from mmbert.recipe import load_recipe
-    from tests.test_train import read_metrics
+def test_two_ranks_draw_disjoint_data_and_match_one_process(strategy, train_inputs, tmp_path, monkeypatch):
+    recipe, _ = train_inputs
 
     records = tmp_path / "records"
     _torchrun(recipe, tmp_path / "ddp", records, strategy)
@@ -118,12 +104,9 @@ def test_two_ranks_draw_disjoint_data_and_match_one_process(strategy, recipe, tm
     for a, b in zip(single, ddp, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
     # Only rank 0 writes: one metrics file, the checkpoints hold both ranks' data-stream states.
-    from mmbert import checkpoint as ckpt
-
     state = ckpt.load_checkpoint(ckpt.latest(tmp_path / "ddp"))
     assert state["world_size"] == 2 and [r["data"]["sampler"]["rank"] for r in state["ranks"]] == [0, 1]
 
 
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "worker":
-    sys.path[:0] = [str(ROOT), str(ROOT / "src")]
-    worker(*sys.argv[2:6])
+    worker(*sys.argv[2:6])  # under torchrun, with PYTHONPATH set by `_torchrun`

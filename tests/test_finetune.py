@@ -12,7 +12,7 @@ import torch
 
 from mmbert import cli, finetune
 from mmbert.data.corpus import HELDOUT_ARTICLES, load_udhr
-from tests._tiny import TINY_LANGS, make_tiny_export
+from tests.conftest import TINY_LANGS, make_tiny_export
 
 
 @pytest.fixture(scope="module")

@@ -15,28 +15,12 @@ from transformers import (
     ModernBertForMaskedLM,
 )
 
-from mmbert import MmBertConfig, MmBertForMaskedLM, MmBertForSequenceClassification, MmBertModel
+from mmbert import MmBertForMaskedLM, MmBertForSequenceClassification, MmBertModel
 from mmbert.hf import convert_state_dict, read_weights
-from tests.conftest import ragged_batch
+from tests.conftest import TINY, ragged_batch
 
-# Different global/local thetas and a window (16) shorter than the longest sequence (45).
-HF_KW = dict(
-    vocab_size=1024,
-    hidden_size=64,
-    intermediate_size=96,
-    num_hidden_layers=5,
-    num_attention_heads=4,
-    max_position_embeddings=512,
-    local_attention=16,
-    global_attn_every_n_layers=3,
-    global_rope_theta=160_000.0,
-    local_rope_theta=10_000.0,
-    pad_token_id=0,
-    eos_token_id=1,
-    bos_token_id=2,
-    cls_token_id=2,
-    sep_token_id=1,
-)
+# The tiny preset: different global/local thetas and a window (16) shorter than the longest sequence (45).
+HF_KW = TINY.to_hf_dict()
 
 
 def hf_model(seed: int = 0, attn: str = "eager") -> ModernBertForMaskedLM:
@@ -71,7 +55,7 @@ def test_hf_to_ours_parity(tmp_path, attn):
 
 def test_ours_to_hf_parity_without_key_warnings(tmp_path):
     torch.manual_seed(1)
-    cfg = MmBertConfig(**{k: v for k, v in HF_KW.items()})
+    cfg = TINY
     ours = MmBertForMaskedLM(cfg).eval()
     with torch.no_grad():
         for name, p in ours.named_parameters():
@@ -96,7 +80,7 @@ def test_ours_to_hf_parity_without_key_warnings(tmp_path):
 
 def test_old_config_form_and_pytorch_bin(tmp_path):
     ref = hf_model(seed=2)
-    cfg = {k: v for k, v in HF_KW.items()}
+    cfg = {k: v for k, v in HF_KW.items() if k not in ("layer_types", "rope_parameters")}
     cfg.update(model_type="modernbert", architectures=["ModernBertForMaskedLM"])
     (tmp_path / "config.json").write_text(json.dumps(cfg))  # no layer_types / rope_parameters
     torch.save(ref.state_dict(), tmp_path / "pytorch_model.bin")
@@ -120,7 +104,7 @@ def test_flexbert_composer_names(tmp_path):
         flex["model." + k] = v
     assert set(convert_state_dict(flex)) == set(ref.state_dict())
     torch.save({"state": {"model": flex}}, tmp_path / "ep0-ba100-rank0.pt")
-    ours = MmBertForMaskedLM(MmBertConfig(**HF_KW)).eval()
+    ours = MmBertForMaskedLM(TINY).eval()
     from mmbert.hf import read_flexbert_checkpoint
 
     ours.load_hf_state_dict(read_flexbert_checkpoint(tmp_path / "ep0-ba100-rank0.pt"))
@@ -133,7 +117,7 @@ def test_flexbert_composer_names(tmp_path):
 def test_load_errors_name_the_key(tmp_path):
     ref = hf_model()
     sd = ref.state_dict()
-    ours = MmBertForMaskedLM(MmBertConfig(**HF_KW))
+    ours = MmBertForMaskedLM(TINY)
     bad = dict(sd)
     bad["model.layers.1.attn.Wqkv.weight"] = torch.zeros(3, 3)
     with pytest.raises(ValueError, match=r"model\.layers\.1\.attn\.Wqkv\.weight has shape \(3, 3\)"):
@@ -152,7 +136,7 @@ def test_load_errors_name_the_key(tmp_path):
 
 def test_encoder_and_classifier_exports_load_in_transformers(tmp_path):
     torch.manual_seed(5)
-    cfg = MmBertConfig(**HF_KW, num_labels=3, id2label={0: "a", 1: "b", 2: "c"}, classifier_pooling="mean")
+    cfg = TINY.replace(num_labels=3, id2label={0: "a", 1: "b", 2: "c"}, classifier_pooling="mean")
     clf = MmBertForSequenceClassification(cfg).eval()
     clf.save_pretrained(tmp_path / "clf")
     ref, info = AutoModelForSequenceClassification.from_pretrained(tmp_path / "clf", output_loading_info=True)
@@ -172,7 +156,7 @@ def test_encoder_and_classifier_exports_load_in_transformers(tmp_path):
             back(ids, attention_mask=mask).logits, clf(ids, attention_mask=mask).logits
         )
 
-    enc = MmBertModel(MmBertConfig(**HF_KW)).eval()
+    enc = MmBertModel(TINY).eval()
     enc.save_pretrained(tmp_path / "enc")
     ref_enc = AutoModel.from_pretrained(tmp_path / "enc").eval()
     with torch.no_grad():

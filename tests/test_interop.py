@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests._tiny import make_tiny_export, udhr_texts
+from tests.conftest import TINY, make_tiny_export, udhr_texts
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
 
@@ -150,7 +150,8 @@ def test_sentence_transformer_mean_pooling(export, hidden_reference, tmp_path):
     from sentence_transformers import SentenceTransformer, models
 
     st = SentenceTransformer(
-        modules=[models.Transformer(str(export)), models.Pooling(32, pooling_mode="mean")], device="cpu"
+        modules=[models.Transformer(str(export)), models.Pooling(TINY.hidden_size, pooling_mode="mean")],
+        device="cpu",
     )
     emb = st.encode(TEXTS, convert_to_tensor=True, batch_size=len(TEXTS))
     batch, hidden = hidden_reference
@@ -224,7 +225,13 @@ def test_multi_vector_encoder_colbert(export, hidden_reference, tmp_path):
     mve = MultiVectorEncoder(
         modules=[
             Transformer(str(export)),
-            Dense(32, 16, bias=False, activation_function=None, module_input_name="token_embeddings"),
+            Dense(
+                TINY.hidden_size,
+                16,
+                bias=False,
+                activation_function=None,
+                module_input_name="token_embeddings",
+            ),
             MultiVectorMask(),
             Normalize(module_input_name="token_embeddings"),
         ],

@@ -23,7 +23,7 @@ from mmbert.merge import (
     merge_ties,
 )
 from mmbert.weights import SafetensorsWriter, TensorInfo
-from tests._tiny import make_tiny_export
+from tests.conftest import TINY, make_tiny_export
 
 # ----------------------------------------------------------------------------------------------
 # Arithmetic on hand-written tensors.
@@ -318,7 +318,7 @@ def test_directory_errors_name_the_problem(exports, tmp_path):
     save_file(state, wrong_shape / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(
         MergeError,
-        match=rf"shape mismatch for 'head.norm.weight': \[32\] in {base} vs \[5\] in {wrong_shape}",
+        match=rf"shape mismatch for 'head.norm.weight': \[{TINY.hidden_size}\] in {base} vs \[5\] in {wrong_shape}",
     ):
         merge_dirs("ties", base, [eng, wrong_shape], tmp_path / "out")
 

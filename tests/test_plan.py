@@ -12,7 +12,7 @@ from mmbert.data.packing import Packer
 from mmbert.data.sampler import DataSampler, phase_mixture, store_counts
 from mmbert.plan import format_plan, plan_recipe, released_data_counts
 from mmbert.recipe import Recipe, load_recipe
-from tests.test_sampler import FakeStore  # the in-memory TokenStore stand-in
+from tests.conftest import FakeStore
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 

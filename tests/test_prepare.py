@@ -18,75 +18,13 @@ from mmbert import cli
 from mmbert.data.prepare import PrepareError, load_tokenizer_info, prepare
 from mmbert.data.shards import TokenStore
 from mmbert.data.sources import BadInputError, LocalFilesSource, open_source
-
-SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
-WORDS = {
-    "fra_Latn": "le la les un une et est dans pour avec maison chat".split(),
-    "deu_Latn": "der die das und ist mit haus katze nicht ein".split(),
-    "ell_Grek": "και το της η ο σε για σπίτι γάτα".split(),
-}
-
-
-def make_tokenizer(out: Path, texts: list[str], vocab_size: int = 300) -> Path:
-    """A tiny byte-level BPE tokenizer with mmBERT's special ids (pad 0, eos 1, bos 2, unk 3, mask 4)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer)
-    tok.post_processor = processors.TemplateProcessing(
-        single="<bos> $A <eos>", special_tokens=[("<bos>", 2), ("<eos>", 1)]
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    tok.save(str(out / "tokenizer.json"))
-    names = dict(
-        zip(["pad_token", "eos_token", "bos_token", "unk_token", "mask_token"], SPECIALS, strict=True)
-    )
-    (out / "tokenizer_config.json").write_text(json.dumps(names))
-    return out
-
-
-def make_texts(lang: str, n: int, seed: int = 0, words: int = 12) -> list[str]:
-    rng = np.random.default_rng(seed)
-    vocab = WORDS[lang]
-    return [" ".join(rng.choice(vocab, rng.integers(1, words + 1))) for _ in range(n)]
-
-
-def write_corpus(root: Path, files_per_lang: int = 2, docs_per_file: int = 20, seed: int = 0) -> Path:
-    """FineWeb2 layout: root/<lang>/train/NNN.jsonl."""
-    for li, lang in enumerate(WORDS):
-        for k in range(files_per_lang):
-            d = root / lang / "train"
-            d.mkdir(parents=True, exist_ok=True)
-            texts = make_texts(lang, docs_per_file, seed=seed + 100 * li + k)
-            (d / f"{k:03d}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    return root
+from tests.conftest import WORDS, expected_docs, make_texts, make_tokenizer, write_corpus, write_mds
 
 
 @pytest.fixture(scope="module")
 def tokdir(tmp_path_factory) -> Path:
     texts = [t for lang in WORDS for t in make_texts(lang, 50, seed=7)]
     return make_tokenizer(tmp_path_factory.mktemp("tok"), texts)
-
-
-def expected_docs(root: Path, tokdir: Path) -> dict[str, list[list[int]]]:
-    """What prepare must produce: each file's texts (in file order) tokenized without special tokens."""
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(tokdir / "tokenizer.json"))
-    out: dict[str, list[list[int]]] = {}
-    src = LocalFilesSource(root)
-    for unit in src.units():
-        for doc in src.read(unit, "x"):
-            out.setdefault(doc.lang, []).append(tok.encode(doc.text, add_special_tokens=False).ids)
-    return out
 
 
 def store_docs(store: TokenStore, source: str) -> dict[str, list[list[int]]]:
@@ -295,7 +233,6 @@ def test_hf_source(tmp_path, tokdir):
 
 
 def test_mds_source_strips_specials_and_checks_ids(tmp_path, tokdir):
-    from tests.test_sources import write_mds
 
     rng = np.random.default_rng(0)
     bodies = [rng.integers(5, 300, rng.integers(1, 30)).astype(np.uint32) for _ in range(12)]

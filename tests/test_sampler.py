@@ -10,31 +10,7 @@ import pytest
 from mmbert.data.sampler import DataSampler, phase_mixture, temperature_probs
 from mmbert.languages import released_counts
 from mmbert.recipe import Phase, RecipeError
-
-
-class FakeStore:
-    """A TokenStore stand-in: (source, lang) -> documents of given lengths (token values = doc index)."""
-
-    def __init__(self, cells: dict[tuple[str, str], list[int]]) -> None:
-        self.cells = cells
-
-    def sources(self) -> list[str]:
-        return sorted({s for s, _ in self.cells})
-
-    def languages(self, source: str | None = None) -> list[str]:
-        return sorted({lang for s, lang in self.cells if source in (None, s)})
-
-    def num_tokens(self, source: str, lang: str) -> int:
-        return sum(self.cells[(source, lang)])
-
-    def num_docs(self, source: str, lang: str) -> int:
-        return len(self.cells[(source, lang)])
-
-    def doc(self, source: str, lang: str, i: int) -> np.ndarray:
-        return np.full(self.cells[(source, lang)][i], i, dtype=np.uint32)
-
-    def counts(self) -> dict[str, dict[str, int]]:
-        return {s: {lang: self.num_tokens(s, lang) for lang in self.languages(s)} for s in self.sources()}
+from tests.conftest import FakeStore
 
 
 def phase(**kw) -> Phase:

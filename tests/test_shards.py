@@ -11,7 +11,7 @@ import pytest
 from mmbert.data.prepare import prepare
 from mmbert.data.shards import ShardError, TokenStore, UnionStore, open_data
 from mmbert.data.sources import LocalFilesSource
-from tests.test_prepare import WORDS, expected_docs, make_texts, make_tokenizer, write_corpus
+from tests.conftest import WORDS, expected_docs, make_texts, make_tokenizer, write_corpus
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """`mmbert train` on a tiny model and tiny prepared data: resume after SIGKILL, phases, variants, exports.
 
-The data is four fake languages tokenized by `mmbert prepare` with a tiny BPE tokenizer, built once per
-module; every run is a few dozen optimizer steps of the `tiny` preset on CPU.
+The data is four fake languages tokenized by `mmbert prepare` with a tiny BPE tokenizer (`train_inputs`,
+built once per session); every run is a few dozen optimizer steps of the `tiny` preset on CPU.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -26,116 +25,12 @@ from mmbert.flops import doc_attention_pairs
 from mmbert.metrics import MetricsLog
 from mmbert.optim import build_optimizer
 from mmbert.recipe import load_recipe
+from tests.conftest import read_metrics
 
-RECIPE = """\
-name: test
-seed: 0
-model: {{preset: tiny}}
-tokenizer: {tok}
-data: [{data}]
-train: {{lr: 3e-3, batch_tokens: 128, batch_warmup_start_tokens: 64, batch_warmup_tokens: 300,
-         checkpoint_every_tokens: 250, keep_last: 2}}
-phases:
-  - {{name: pre, tokens: 900, languages: [aaa_Latn, bbb_Latn], tau: 0.7, mask_rate: 0.3, seq_len: 32,
-      warmup_tokens: 200}}
-  - {{name: mid, tokens: 500, languages: [aaa_Latn, bbb_Latn, ccc_Cyrl], tau: 0.5, mask_rate: 0.15,
-      seq_len: 64, global_rope_theta: 160000, local_rope_theta: 160000}}
-  - name: decay
-    tokens: 300
-    languages: all
-    tau: 0.3
-    mask_rate: 0.05
-    seq_len: 64
-    global_rope_theta: 160000
-    local_rope_theta: 160000
-    decay: one_minus_sqrt
-{variants}"""
-VARIANTS = """\
-    variants:
-      eng: {languages: [aaa_Latn]}
-      all: {languages: all}
-"""
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # One thread, as in-process (`one_thread`).
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-
-
-LANGUAGES = {
-    "aaa_Latn": "abcdefghij",
-    "bbb_Latn": "klmnopqrst",
-    "ccc_Cyrl": "абвгдежзик",
-    "ddd_Grek": "αβγδεζηθικ",
-}
-
-
-def fake_documents(n_docs: int = 30, seed: int = 0) -> list[tuple[str, str]]:
-    """(language, text) pairs: each fake language has its own alphabet and a 40-word lexicon."""
-    rng = random.Random(seed)
-    docs = []
-    for lang, alphabet in LANGUAGES.items():
-        lexicon = ["".join(rng.choice(alphabet) for _ in range(rng.randint(2, 6))) for _ in range(40)]
-        docs += [(lang, " ".join(rng.choices(lexicon, k=rng.randint(5, 60))) + ".") for _ in range(n_docs)]
-    return docs
-
-
-def train_tokenizer(texts: list[str], out: Path, vocab_size: int = 300) -> None:
-    """A BPE tokenizer with the mmBERT special ids (pad 0, eos 1, bos 2, unk 3, mask 4)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer, tok.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials))
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>",
-        mask_token="<mask>",
-    )  # fmt: skip
-    fast.save_pretrained(out)
-
-
-def build_inputs(root: Path) -> tuple[Path, Path]:
-    """A tokenizer and a prepared data directory (source `web`, 4 languages x 30 documents)."""
-    from mmbert.data.prepare import prepare
-    from mmbert.data.sources import open_source
-
-    root.mkdir(parents=True, exist_ok=True)
-    docs = fake_documents()
-    train_tokenizer([text for _, text in docs], root / "tok")
-    path = root / "docs.jsonl"
-    with open(path, "w", encoding="utf-8") as f:
-        for i, (lang, text) in enumerate(docs):
-            f.write(json.dumps({"text": text, "lang": lang, "id": str(i)}, ensure_ascii=False) + "\n")
-    prepare(
-        open_source(str(path), lang_field="lang"), root / "tok", root / "data", name="web", progress=False
-    )
-    return root / "tok", root / "data"
-
-
-def write_recipe(path: Path, tok: Path, data: Path, variants: bool = True) -> Path:
-    path.write_text(RECIPE.format(tok=tok, data=data, variants=VARIANTS if variants else ""))
-    return path
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny model gains nothing from a second thread, and spinning threads cost on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train_inputs")
-    tok, data = build_inputs(root)
-    return write_recipe(root / "recipe.yaml", tok, data, variants=False), write_recipe(
-        root / "variants.yaml", tok, data
-    )
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def run_main(*args) -> int:
@@ -166,8 +61,8 @@ def _kill_after(recipe: Path, out: Path, lines: int, extra_delay: float) -> None
 KEYS = ("step", "tokens", "phase", "loss", "lr", "mask_rate", "seq_len", "batch_tokens", "masked_tokens")
 
 
-def test_sigkill_and_rerun_gives_identical_losses(inputs, tmp_path):
-    recipe, _ = inputs
+def test_sigkill_and_rerun_gives_identical_losses(train_inputs, tmp_path):
+    recipe, _ = train_inputs
     # Reference: never interrupted (in this process, on one thread like the subprocesses).
     assert run_main(recipe, "--out", tmp_path / "ref") == 0
     reference = [{k: r[k] for k in KEYS} for r in read_metrics(tmp_path / "ref")]
@@ -189,8 +84,8 @@ def test_sigkill_and_rerun_gives_identical_losses(inputs, tmp_path):
         assert a == (out / "export" / phase / "model.safetensors").read_bytes()
 
 
-def test_phases_switch_in_place_and_export(inputs, tmp_path):
-    recipe_path, _ = inputs
+def test_phases_switch_in_place_and_export(train_inputs, tmp_path):
+    recipe_path, _ = train_inputs
     recipe = load_recipe(recipe_path)
     env = distributed.init_distributed("cpu")
     trainer = train.Trainer(recipe, tmp_path, env, train.TrainOptions(progress=False, tensorboard=False))
@@ -237,8 +132,8 @@ def test_phases_switch_in_place_and_export(inputs, tmp_path):
     assert len(read_metrics(tmp_path)) == len(records)
 
 
-def test_decay_variants_share_the_pre_decay_checkpoint(inputs, tmp_path):
-    _, recipe = inputs
+def test_decay_variants_share_the_pre_decay_checkpoint(train_inputs, tmp_path):
+    _, recipe = train_inputs
     assert run_main(recipe, "--out", tmp_path, "--variant", "eng") == 0
     shared = read_metrics(tmp_path)
     assert {r["phase"] for r in shared} == {"pre", "mid"}
@@ -260,10 +155,10 @@ def test_decay_variants_share_the_pre_decay_checkpoint(inputs, tmp_path):
     assert run_main(recipe, "--out", tmp_path, "--variant", "nope") == 2
 
 
-def test_nonfinite_losses_are_skipped_then_stop_the_run(inputs, tmp_path, monkeypatch):
+def test_nonfinite_losses_are_skipped_then_stop_the_run(train_inputs, tmp_path, monkeypatch):
     from mmbert.model import MmBertForMaskedLM
 
-    recipe, _ = inputs
+    recipe, _ = train_inputs
     forward = MmBertForMaskedLM.forward
     calls = {"n": 0}
 
@@ -285,10 +180,10 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(inputs, tmp_path, monkey
     assert all(torch.isfinite(t).all() for t in latest["model"].values())
 
 
-def test_init_from_hf_export(inputs, tmp_path):
+def test_init_from_hf_export(train_inputs, tmp_path):
     from mmbert.model import MmBertForMaskedLM
 
-    recipe_path, _ = inputs
+    recipe_path, _ = train_inputs
     recipe = load_recipe(
         recipe_path,
         ["phases.0.tokens=128", "phases.0.warmup_tokens=0", "phases.1.tokens=64", "phases.2.tokens=64"],
@@ -342,8 +237,8 @@ def test_attention_pairs_match_brute_force():
         assert doc_attention_pairs(lengths, None) == sum(n * n for n in lengths)
 
 
-def test_dry_run_prints_recipe_and_plan(inputs, capsys):
-    _, recipe = inputs
+def test_dry_run_prints_recipe_and_plan(train_inputs, capsys):
+    _, recipe = train_inputs
     assert cli_main(["train", str(recipe), "--dry-run", "phases.0.tau=0.6"]) == 0
     out = capsys.readouterr().out
     assert "tau: 0.6" in out and "# pre:" in out and "decay variants: eng, all" in out
