@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 AttentionFn = Callable[..., torch.Tensor]
 
@@ -196,8 +197,6 @@ def sdpa_attention(
 # ---------------------------------------------------------------------------------------------- flex
 @functools.cache
 def _compiled_flex():
-    from torch.nn.attention.flex_attention import flex_attention
-
     return torch.compile(flex_attention, dynamic=True)
 
 
@@ -210,8 +209,6 @@ def flex_attention_varlen(
     scale: float,
     dropout_p: float = 0.0,
 ) -> torch.Tensor:
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-
     if dropout_p:
         raise ValueError("attn_backend='flex' does not support attention dropout; use 'sdpa'")
     if not q.is_cuda and torch.is_grad_enabled() and q.requires_grad:
@@ -260,7 +257,7 @@ def flash_attention(
     scale: float,
     dropout_p: float = 0.0,
 ) -> torch.Tensor:
-    from flash_attn import flash_attn_varlen_func
+    from flash_attn import flash_attn_varlen_func  # optional: the `flash` extra, CUDA only
 
     if not q.is_cuda or q.dtype not in (torch.float16, torch.bfloat16):
         raise RuntimeError(

@@ -27,7 +27,6 @@ import json
 import logging
 import math
 import time
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,13 +35,17 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from mmbert.data.corpus import HELDOUT_ARTICLES, Declaration, load_udhr
-from mmbert.data.masking import IGNORE_INDEX, mask_tokens
-from mmbert.inference import DEFAULT_BATCH_TOKENS, embed_ids, length_batches, load, pack, tokenize
+from mmbert.data.masking import mask_tokens
+from mmbert.data.packing import PackedBatch
+from mmbert.inference import DEFAULT_BATCH_TOKENS, embed_ids, length_batches, load, tokenize
 from mmbert.io import atomic_write_text
 from mmbert.languages import in_language_set, resolve_languages
 from mmbert.model import MmBertForMaskedLM
+from mmbert.seeds import derive_seed
+from mmbert.tokens import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
@@ -220,10 +223,6 @@ def build_eval_set(
 
 
 # ---------------------------------------------------------------------------------------------- scores
-def _seed(seed: int, key: str) -> int:
-    return (seed * 1_000_003 + zlib.crc32(key.encode())) % (2**63)
-
-
 def masked_inputs(
     eval_set: EvalSet, vocab_size: int, special_ids: Sequence[int], mask_id: int, seed: int, rate: float
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -231,7 +230,7 @@ def masked_inputs(
     gens: dict[str, torch.Generator] = {}
     out = []
     for key, ids in eval_set.mlm:
-        gen = gens.setdefault(key, torch.Generator().manual_seed(_seed(seed, key)))
+        gen = gens.setdefault(key, torch.Generator().manual_seed(derive_seed(seed, key)))
         out.append(mask_tokens(torch.tensor(ids), rate, gen, vocab_size, special_ids, mask_id))
     return out
 
@@ -245,23 +244,21 @@ def mlm_scores(
     progress: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Per declaration: summed loss, correct predictions and number of masked tokens."""
-    from tqdm import tqdm
-
     model.eval()
     device = next(model.parameters()).device
     sums = {k: {"loss": 0.0, "correct": 0, "masked": 0} for k in eval_set.declarations}
     batches = length_batches([len(ids) for ids, _ in masked], batch_tokens)
     for batch in tqdm(batches, desc="MLM", unit="batch", disable=not progress, dynamic_ncols=True):
-        flat, cu, max_len = pack([masked[i][0].tolist() for i in batch], device)
+        packed = PackedBatch.from_sequences([masked[i][0].tolist() for i in batch], device)
         labels = torch.cat([masked[i][1] for i in batch]).to(device)  # (N,)
         keep = labels != IGNORE_INDEX
         if not bool(keep.any()):
             continue
-        logits = model(input_ids=flat, cu_seqlens=cu, max_seqlen=max_len, prediction_mask=keep).logits
+        logits = model(**packed.model_inputs(device), prediction_mask=keep).logits
         target = labels[keep]  # (M,)
         loss = F.cross_entropy(logits.float(), target, reduction="none")
         correct = logits.argmax(-1) == target
-        lengths = torch.diff(cu).long()
+        lengths = torch.diff(packed.cu_seqlens).long()
         seq = torch.repeat_interleave(torch.arange(len(batch), device=device), lengths)[keep]  # (M,)
         loss_per = torch.zeros(len(batch), dtype=torch.float64, device=device).index_add_(
             0, seq, loss.double()

@@ -31,8 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import snapshot_download
 from tqdm.auto import tqdm
 
+from mmbert.data.packing import PackedBatch
 from mmbert.data.records import BadInputError, iter_csv, iter_jsonl, read_json
 from mmbert.errors import MmbertError
 from mmbert.io import atomic_write_text
@@ -94,7 +96,7 @@ def _read_file(path: Path) -> list[tuple[str, dict]]:
 
 def _read_hf(name: str, split: str) -> list[tuple[str, dict]]:
     try:
-        import datasets
+        import datasets  # optional (the `hf` extra): only HF dataset names need it
     except ImportError as e:  # pragma: no cover - datasets is in the hf/dev extras
         raise DataError(f"{name}: not a file, and loading HF datasets needs `pip install datasets`") from e
     try:
@@ -108,7 +110,7 @@ def _read_hf(name: str, split: str) -> list[tuple[str, dict]]:
 
 def hf_splits(name: str) -> list[str]:
     """The split names of an HF dataset (for picking a dev split)."""
-    import datasets
+    import datasets  # optional (the `hf` extra): only HF dataset names need it
 
     return list(datasets.get_dataset_split_names(name))
 
@@ -271,15 +273,6 @@ def tokenize(tokenizer, examples: list[Example], max_length: int) -> list[list[i
     return enc["input_ids"]
 
 
-def packed_batch(ids: list[list[int]], device: torch.device) -> dict[str, Any]:
-    """Sequences -> flat ids (N,), int32 cu_seqlens (S+1,) and max_seqlen: no padding at all."""
-    lengths = torch.tensor([len(x) for x in ids])
-    cu = torch.zeros(len(ids) + 1, dtype=torch.int32)
-    cu[1:] = torch.cumsum(lengths, 0)
-    flat = torch.tensor([t for x in ids for t in x], dtype=torch.long)
-    return {"input_ids": flat.to(device), "cu_seqlens": cu.to(device), "max_seqlen": int(lengths.max())}
-
-
 def batches(n: int, batch_size: int, rng: random.Random | None):
     order = list(range(n))
     if rng is not None:
@@ -323,7 +316,9 @@ def evaluate(model, data: Encoded, task: str, batch_size: int, device: torch.dev
     loss_sum = 0.0
     for idx in batches(len(data.ids), batch_size, None):
         labels = torch.tensor([data.labels[i] for i in idx], device=device)
-        out = model(**packed_batch([data.ids[i] for i in idx], device), labels=labels)
+        out = model(
+            **PackedBatch.from_sequences([data.ids[i] for i in idx]).model_inputs(device), labels=labels
+        )
         loss_sum += float(out.loss) * len(idx)
         logits = out.logits.float()
         preds += logits[:, 0].tolist() if task == "regression" else logits.argmax(-1).tolist()
@@ -356,8 +351,6 @@ def resolve_model(name: str) -> str:
     """A local model directory as is; a Hub name (e.g. jhu-clsp/mmBERT-small) downloaded or from the cache."""
     if Path(name).is_dir():
         return name
-    from huggingface_hub import snapshot_download
-
     try:
         return snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
     except Exception as e:  # noqa: BLE001 - offline, unknown repo, gated repo, ...
@@ -522,7 +515,7 @@ def finetune(options: FinetuneOptions) -> FinetuneResult:
         for idx in batches(len(train), options.batch_size, rng):
             for g in opt.param_groups:
                 g["lr"] = options.lr * _lr_factor(step, warmup, total)
-            batch = packed_batch([encoded["train"].ids[i] for i in idx], device)
+            batch = PackedBatch.from_sequences([encoded["train"].ids[i] for i in idx]).model_inputs(device)
             y = torch.tensor([encoded["train"].labels[i] for i in idx], device=device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 loss = model(**batch, labels=y).loss

@@ -24,8 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
+from tqdm import tqdm
 
+from mmbert.data.packing import PackedBatch
 from mmbert.data.records import BadInputError, iter_jsonl, iter_lines
 from mmbert.io import atomic_open
 from mmbert.model import MmBertForMaskedLM, MmBertModel, pool_packed
@@ -76,14 +80,6 @@ def length_batches(
     if current:
         batches.append(current)
     return batches
-
-
-def pack(sequences: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Token id lists -> (flat ids (N,), int32 cu_seqlens (S+1,), max_seqlen): the model's packed input."""
-    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.int32)
-    cu = torch.nn.functional.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))
-    flat = torch.tensor([t for s in sequences for t in s], dtype=torch.long)
-    return flat.to(device), cu.to(device), int(lengths.max())
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -154,9 +150,9 @@ def fill_mask(
     model.eval()
     per_text: list[list[list[Prediction]]] = [[] for _ in texts]
     for batch in length_batches([len(e) for e in encoded], batch_tokens):
-        flat, cu, max_len = pack([encoded[i] for i in batch], device)
-        where = flat == mask_id
-        logits = model(input_ids=flat, cu_seqlens=cu, max_seqlen=max_len, prediction_mask=where).logits
+        packed = PackedBatch.from_sequences([encoded[i] for i in batch], device)
+        where = packed.input_ids == mask_id
+        logits = model(**packed.model_inputs(device), prediction_mask=where).logits
         probs, ids = logits.float().softmax(-1).topk(k, dim=-1)  # (M, k): masks in stream order
         probs, ids = probs.cpu().tolist(), ids.cpu().tolist()
         m = 0
@@ -206,12 +202,10 @@ def embed_ids(
     batches = length_batches([len(s) for s in sequences], batch_tokens, batch_size)
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(sequences), desc="embed", unit="text", dynamic_ncols=True)
     for batch in batches:
-        flat, cu, max_len = pack([sequences[i] for i in batch], device)
-        enc = encoder(input_ids=flat, cu_seqlens=cu, max_seqlen=max_len)  # last_hidden_state (N, H)
+        packed = PackedBatch.from_sequences([sequences[i] for i in batch], device)
+        enc = encoder(**packed.model_inputs(device))  # last_hidden_state (N, H)
         pooled = pool_packed(enc.last_hidden_state, enc.batch, "mean")  # (S, H)
         out[batch] = pooled.float().cpu().numpy()
         if bar is not None:
@@ -299,9 +293,6 @@ def write_embeddings(path: str | Path, vectors: np.ndarray, texts: Sequence[str]
         with atomic_open(path, "wb") as f:
             np.save(f, vectors)
     elif path.suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         dim = vectors.shape[1]
         column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
         table = pa.table({"text": pa.array(list(texts), pa.string()), "embedding": column})
