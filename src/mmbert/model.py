@@ -26,6 +26,7 @@ from torch.utils.checkpoint import checkpoint
 from mmbert.attention import VarlenBatch, get_backend
 from mmbert.config import MmBertConfig
 from mmbert.hf import HFCheckpointMixin
+from mmbert.tokens import IGNORE_INDEX
 
 _ACT = {
     "gelu": lambda x: F.gelu(x),
@@ -295,7 +296,7 @@ class MmBertForMaskedLM(MmBertPreTrainedModel):
     ) -> MaskedLMOutput:
         """Logits for every real token, or only where they are needed.
 
-        With `labels` (same shape as `input_ids`, -100 = ignore) the head and the decoder run only on the
+        With `labels` (same shape as `input_ids`, IGNORE_INDEX = -100 = ignore) the head and the decoder run only on the
         M labelled positions (sparse prediction): `logits` is (M, V) and `loss` their mean cross-entropy.
         With a boolean `prediction_mask` (same shape as `input_ids`) they run only where it is true
         (fill-mask: a 256k-vocabulary decoder costs more than the whole small encoder).
@@ -309,7 +310,7 @@ class MmBertForMaskedLM(MmBertPreTrainedModel):
                     f"labels/prediction_mask shape {tuple(select.shape)} != input_ids {tuple(input_ids.shape)}"
                 )
             flat = select.reshape(-1) if indices is None else select.reshape(-1)[indices]
-            keep = flat != -100 if labels is not None else flat.bool()
+            keep = flat != IGNORE_INDEX if labels is not None else flat.bool()
             logits = self.decoder(self.head(hidden[keep]))  # (M, V)
             loss = None
             if labels is not None:
