@@ -29,13 +29,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
+import re
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mmbert.data.corpus import load_udhr
+from mmbert.data.packing import PackedBatch
 from mmbert.data.prepare import prepare
 from mmbert.data.sources import open_source
 from mmbert.demo_layout import (
@@ -49,7 +54,7 @@ from mmbert.demo_layout import (
 from mmbert.distributed import init_distributed
 from mmbert.errors import MmbertError
 from mmbert.evaluate import ENGLISH, build_eval_set, evaluate_model, recipe_groups, write_result
-from mmbert.inference import fill_mask, load
+from mmbert.inference import load
 from mmbert.io import atomic_dir, atomic_write_text, remove_stale_temps
 from mmbert.merge import merge_dirs
 from mmbert.recipe import Recipe, load_recipe
@@ -300,37 +305,92 @@ def step_export(demo: Demo) -> None:
     load(layout.model, "cpu")  # the export loads on its own (model + tokenizer)
 
 
-def masked_example(tokenizer: Any, sentence: str) -> tuple[str, str] | None:
-    """The sentence with its longest word-initial token masked (nearest the middle on ties), and that token."""
-    ids = tokenizer(sentence, add_special_tokens=False)["input_ids"]
-    pieces = [tokenizer.decode([i]) for i in ids]
-    candidates = [j for j, p in enumerate(pieces) if p.startswith(" ") and p.strip()]
+@dataclasses.dataclass
+class MaskedWord:
+    """A sentence with one whole word masked: its token ids (no specials) and the masked span."""
+
+    ids: list[int]
+    start: int  # first masked token
+    length: int  # tokens of the word (all masked)
+    word: str  # the answer
+    text: str  # the sentence with one `<mask>` per masked token, for display
+
+
+def masked_word(tokenizer: Any, sentence: str, min_letters: int = 4) -> MaskedWord | None:
+    """Mask every token of one word: of the words of `min_letters`+ letters (not the first), the one with
+    the fewest tokens, then the longest, then nearest the middle. None when no word fits."""
+    enc = tokenizer(sentence, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
+    candidates = []
+    for k, m in enumerate(re.finditer(r"\w+", sentence)):
+        a, b = m.span()
+        if k == 0 or not m.group().isalpha() or len(m.group()) < min_letters:
+            continue
+        span = [j for j, (s, e) in enumerate(offsets) if s < b and e > a]
+        # the word's tokens only: none reaches into a neighbour (a leading space is part of the word)
+        if not span or offsets[span[0]][0] < a - 1 or offsets[span[-1]][1] > b:
+            continue
+        mid = abs((a + b) / 2 - len(sentence) / 2)
+        candidates.append((len(span), -len(m.group()), mid, span[0], m.group()))
     if not candidates:
         return None
-    j = min(candidates, key=lambda j: (-len(pieces[j].strip()), abs(j - len(ids) / 2)))
-    text = tokenizer.decode(ids[:j]) + " " + tokenizer.mask_token + tokenizer.decode(ids[j + 1 :])
-    return text, pieces[j]
+    length, _, _, start, word = min(candidates)
+    mask = tokenizer.mask_token
+    text = tokenizer.decode(ids[:start]) + " " + mask * length + tokenizer.decode(ids[start + length :])
+    return MaskedWord(ids, start, length, word, text)
 
 
-def fill_mask_examples(model_dir: Path, top_k: int = 3) -> list[dict[str, Any]]:
-    """Fill-mask on the first sentence of a held-out article in several languages."""
+@torch.inference_mode()
+def fill_word(model: Any, tokenizer: Any, masked: MaskedWord, top_k: int = 5) -> list[tuple[str, float]]:
+    """The `top_k` fillings of the masked word, decoded left to right with a beam of `top_k`.
+
+    Each step fills the leftmost masked token of every beam (special tokens excluded) and keeps the
+    `top_k` best by the product of the step probabilities, so the score of a word is the chain
+    p(t1 | context) p(t2 | context, t1) ... ; returned as (word, probability), best first.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    mask, bos, eos = tokenizer.mask_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id
+    specials = torch.tensor(sorted({int(i) for i in tokenizer.all_special_ids} | {mask}), device=device)
+    before, after = masked.ids[: masked.start], masked.ids[masked.start + masked.length :]
+    beams: list[tuple[list[int], float]] = [([], 0.0)]
+    for step in range(masked.length):
+        rows = [[bos, *before, *filled, *[mask] * (masked.length - step), *after, eos] for filled, _ in beams]
+        packed = PackedBatch.from_sequences(rows, device)
+        where = torch.zeros_like(packed.input_ids, dtype=torch.bool)
+        where[packed.cu_seqlens[:-1] + 1 + masked.start + step] = True  # after <bos>
+        logits = model(**packed.model_inputs(device), prediction_mask=where).logits.float()  # (beams, V)
+        logits[:, specials] = -math.inf
+        logp, ids = logits.log_softmax(-1).topk(top_k, dim=-1)
+        grown = [
+            (filled + [int(t)], score + float(lp))
+            for (filled, score), row_lp, row_ids in zip(beams, logp, ids, strict=True)
+            for lp, t in zip(row_lp, row_ids, strict=True)
+        ]
+        beams = sorted(grown, key=lambda b: -b[1])[:top_k]
+    return [(tokenizer.decode(filled).strip(), math.exp(score)) for filled, score in beams]
+
+
+def fill_mask_examples(model_dir: Path, top_k: int = 5) -> list[dict[str, Any]]:
+    """Fill-mask of one whole word in the first sentence of a held-out article, in several languages."""
     model, tok = load(model_dir, "cpu")
     examples = []
     by_lang = {d.lang: d for d in reversed(load_udhr())}  # the first declaration of each language
     for lang in FILL_MASK_LANGUAGES:
         decl = by_lang.get(lang)
         article = decl.article(FILL_MASK_ARTICLE) if decl else None
-        made = masked_example(tok, article.text.split("\n")[0]) if article else None
+        made = masked_word(tok, article.text.split("\n")[0]) if article else None
         if made is None:
             continue
-        text, answer = made
-        result = fill_mask(model, tok, [text], top_k=top_k)[0]
+        predictions = fill_word(model, tok, made, top_k)
         examples.append(
             {
                 "lang": lang,
-                "text": text,
-                "answer": answer,
-                "predictions": [{"token": p.token, "score": p.score} for p in result.predictions[0]],
+                "text": made.text,
+                "answer": made.word,
+                "tokens": made.length,
+                "rank": next((i + 1 for i, (w, _) in enumerate(predictions) if w == made.word), None),
+                "predictions": [{"token": w, "score": p} for w, p in predictions],
             }
         )
     return examples
@@ -341,7 +401,7 @@ def step_fill_mask(demo: Demo) -> None:
     text = json.dumps(examples, indent=1, ensure_ascii=False) + "\n"
     atomic_write_text(demo.layout.fill_mask, text)
     for ex in examples:
-        preds = "  ".join(f"{p['token']!r} {p['score']:.2f}" for p in ex["predictions"])
+        preds = "  ".join(f"{p['token']!r} {p['score']:.3f}" for p in ex["predictions"])
         logger.info("   [%s] %s\n      answer %r; predicted %s", ex["lang"], ex["text"], ex["answer"], preds)
 
 

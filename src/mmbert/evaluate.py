@@ -8,16 +8,20 @@ never trained on), for every language in it:
 - Masked-LM: each held-out article (`<bos> text <eos>`, truncated to `--max-length`) is masked at a
   fixed 15% with BERT's 80/10/10 rule (`mmbert.data.masking`) from a generator seeded by the seed and
   the declaration's key, so every model sees the same masks whatever the language subset. Accuracy is
-  top-1 over the masked positions, loss their mean cross-entropy; a language pools its declarations.
+  top-1 over the masked positions, loss their mean cross-entropy; a language pools its documents
+  (one held-out article of one declaration each).
 - Retrieval (bitext mining, as in MTEB's bitext tasks): the articles are parallel, so each
   declaration's held-out units are matched against English's by cosine similarity of mean-pooled
   embeddings; accuracy@1 from the language to English and back. A unit is a paragraph when the
   article has as many paragraphs as the English one (almost always), else the whole article, so
-  there are about 9 candidates (chance about 11%).
+  there are about 9 candidates (chance about 11%). A language pools its units.
 
 Languages are grouped by the phase that introduced them: with `--recipe`, the first phase (or decay
 variant) whose language set holds them; without, mmBERT's released sets (pre-training = mmbert-60,
-mid-training = mmbert-110, decay-only = mmbert-1833). A group's scores are the mean over its languages.
+mid-training = mmbert-110, decay-only = mmbert-1833). A group's scores are the mean over its languages,
+with a 95% interval from a bootstrap over the held-out documents (resampled within each language, so
+the languages stay those evaluated; `mmbert.stats`). The result keeps every document's raw counts
+(`documents`), from which any other grouping, or a paired comparison of two models, is recomputed.
 Any HF-format ModernBERT directory with its tokenizer works, the released mmBERT included.
 """
 
@@ -27,7 +31,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +49,7 @@ from mmbert.io import atomic_write_text
 from mmbert.languages import in_language_set, resolve_languages
 from mmbert.model import MmBertForMaskedLM
 from mmbert.seeds import derive_seed
+from mmbert.stats import bootstrap_weights, percentile_interval
 from mmbert.tokens import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
@@ -133,8 +138,10 @@ class EvalSet:
     declarations: list[str]  # keys, sorted
     lang_of: dict[str, str]  # declaration key -> language
     mlm: list[tuple[str, list[int]]]  # (declaration key, ids of one held-out article)
+    mlm_articles: list[int] = field(default_factory=list)  # the article number of each `mlm` entry
     # retrieval: for each declaration, (row indices into `units` of its units, of the matching English units)
     pairs: dict[str, tuple[list[int], list[int]]] = field(default_factory=dict)
+    pair_articles: dict[str, list[int]] = field(default_factory=dict)  # the article of each of its units
     units: list[list[int]] = field(default_factory=list)  # token ids of every retrieval unit
     max_length: int = 512
     tokenizer_size: int = 0
@@ -188,8 +195,8 @@ def build_eval_set(
     english = next(d for d in load_udhr() if d.lang == ENGLISH)
     lang_of = {d.key: d.lang for d in decls}
 
-    mlm_texts = [(d.key, a.text) for d in decls for a in d.articles if a.number in articles]
-    mlm_ids = tokenize(tokenizer, [t for _, t in mlm_texts], max_length)
+    mlm_texts = [(d.key, a.number, a.text) for d in decls for a in d.articles if a.number in articles]
+    mlm_ids = tokenize(tokenizer, [t for _, _, t in mlm_texts], max_length)
 
     unit_index: dict[tuple[str, tuple[int, int]], int] = {}
     unit_texts: list[str] = []
@@ -200,21 +207,23 @@ def build_eval_set(
             unit_texts.append(text)
         return unit_index[owner, uid]
 
-    pairs = {}
+    pairs, pair_articles = {}, {}
     for d in decls:
         if d.lang == ENGLISH:
             continue
-        rows, en_rows = [], []
-        for uid, text, en_text in _units(d, english, articles):
-            rows.append(add(d.key, uid, text))
-            en_rows.append(add(ENGLISH, uid, en_text))
+        units = _units(d, english, articles)
+        rows = [add(d.key, uid, text) for uid, text, _ in units]
+        en_rows = [add(ENGLISH, uid, en_text) for uid, _, en_text in units]
         if len(rows) > 1:
             pairs[d.key] = (rows, en_rows)
+            pair_articles[d.key] = [number for (number, _), _, _ in units]
     return EvalSet(
         declarations=sorted(lang_of),
         lang_of=lang_of,
-        mlm=[(k, ids) for (k, _), ids in zip(mlm_texts, mlm_ids, strict=True)],
+        mlm=[(k, ids) for (k, _, _), ids in zip(mlm_texts, mlm_ids, strict=True)],
+        mlm_articles=[number for _, number, _ in mlm_texts],
         pairs=pairs,
+        pair_articles=pair_articles,
         units=tokenize(tokenizer, unit_texts, max_length),
         max_length=max_length,
         tokenizer_size=len(tokenizer),
@@ -242,11 +251,11 @@ def mlm_scores(
     masked: list[tuple[torch.Tensor, torch.Tensor]],
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
     progress: bool = False,
-) -> dict[str, dict[str, float]]:
-    """Per declaration: summed loss, correct predictions and number of masked tokens."""
+) -> np.ndarray:
+    """Per MLM sequence (in `eval_set.mlm`'s order): summed loss, correct predictions, masked tokens; (n, 3)."""
     model.eval()
     device = next(model.parameters()).device
-    sums = {k: {"loss": 0.0, "correct": 0, "masked": 0} for k in eval_set.declarations}
+    out = np.zeros((len(masked), 3), dtype=np.float64)
     batches = length_batches([len(ids) for ids, _ in masked], batch_tokens)
     for batch in tqdm(batches, desc="MLM", unit="batch", disable=not progress, dynamic_ncols=True):
         packed = PackedBatch.from_sequences([masked[i][0].tolist() for i in batch], device)
@@ -260,17 +269,12 @@ def mlm_scores(
         correct = logits.argmax(-1) == target
         lengths = torch.diff(packed.cu_seqlens).long()
         seq = torch.repeat_interleave(torch.arange(len(batch), device=device), lengths)[keep]  # (M,)
-        loss_per = torch.zeros(len(batch), dtype=torch.float64, device=device).index_add_(
-            0, seq, loss.double()
-        )
-        corr_per = torch.zeros(len(batch), dtype=torch.long, device=device).index_add_(0, seq, correct.long())
-        n_per = torch.bincount(seq, minlength=len(batch))
-        for j, i in enumerate(batch):
-            s = sums[eval_set.mlm[i][0]]
-            s["loss"] += float(loss_per[j])
-            s["correct"] += int(corr_per[j])
-            s["masked"] += int(n_per[j])
-    return sums
+        per = torch.zeros(len(batch), 3, dtype=torch.float64, device=device)
+        per[:, 0].index_add_(0, seq, loss.double())
+        per[:, 1].index_add_(0, seq, correct.double())
+        per[:, 2] = torch.bincount(seq, minlength=len(batch)).double()
+        out[batch] = per.cpu().numpy()
+    return out
 
 
 def retrieval_scores(
@@ -278,25 +282,189 @@ def retrieval_scores(
     eval_set: EvalSet,
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
     progress: bool = False,
-) -> dict[str, dict[str, float]]:
-    """Per declaration: accuracy@1 to English and from English, and the number of candidates."""
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per declaration, per unit: whether it retrieves its English twin (x2en), and is retrieved from it (en2x)."""
     vectors = embed_ids(model, eval_set.units, batch_tokens=batch_tokens, progress=progress)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     out = {}
     for key, (rows, en_rows) in eval_set.pairs.items():
         sim = vectors[rows] @ vectors[en_rows].T  # (n, n): language unit i vs English unit j
         truth = np.arange(len(rows))
-        out[key] = {
-            "x2en": float(np.mean(sim.argmax(1) == truth)),
-            "en2x": float(np.mean(sim.argmax(0) == truth)),
-            "candidates": len(rows),
+        out[key] = (sim.argmax(1) == truth, sim.argmax(0) == truth)
+    return out
+
+
+@dataclass
+class DocumentScores:
+    """The raw counts of every held-out document (one article of one declaration): all summaries sum these.
+
+    A language's MLM loss and accuracy pool its documents' masked tokens; its retrieval accuracy pools
+    its documents' units. Reweighting the documents (`weights` in `language_scores`) gives a bootstrap
+    sample.
+    """
+
+    declarations: list[str]
+    langs: list[str]
+    articles: list[int]
+    loss: np.ndarray  # (n,) summed cross-entropy over the masked tokens
+    correct: np.ndarray  # (n,) top-1 hits among them
+    masked: np.ndarray  # (n,) masked tokens
+    x2en: np.ndarray  # (n,) units that retrieve their English twin
+    en2x: np.ndarray  # (n,) units their English twin retrieves
+    units: np.ndarray  # (n,) retrieval units (0 for English, the pivot, or without aligned units)
+    chance: np.ndarray  # (n,) expected hits at random: the sum over its units of 1 / candidates
+
+    COLUMNS = ("loss", "correct", "masked", "x2en", "en2x", "units", "chance")
+
+    def __len__(self) -> int:
+        return len(self.langs)
+
+    def to_dict(self) -> dict[str, list]:
+        out: dict[str, list] = {
+            "declaration": self.declarations,
+            "lang": self.langs,
+            "article": self.articles,
         }
+        return {**out, **{c: getattr(self, c).tolist() for c in self.COLUMNS}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Sequence]) -> DocumentScores:
+        arrays = {c: np.asarray(data[c], dtype=np.float64) for c in cls.COLUMNS}
+        return cls(list(data["declaration"]), list(data["lang"]), [int(a) for a in data["article"]], **arrays)
+
+
+def document_scores(
+    eval_set: EvalSet, mlm: np.ndarray, retrieval: Mapping[str, tuple[np.ndarray, np.ndarray]]
+) -> DocumentScores:
+    """Gather `mlm_scores` and `retrieval_scores` per document."""
+    index = {
+        (key, a): i for i, ((key, _), a) in enumerate(zip(eval_set.mlm, eval_set.mlm_articles, strict=True))
+    }
+    n = len(index)
+    x2en, en2x, units, chance = (np.zeros(n) for _ in range(4))
+    for key, (hits_x2en, hits_en2x) in retrieval.items():
+        for article, a, b in zip(eval_set.pair_articles[key], hits_x2en, hits_en2x, strict=True):
+            i = index[key, article]
+            x2en[i] += a
+            en2x[i] += b
+            units[i] += 1
+            chance[i] += 1 / len(hits_x2en)
+    return DocumentScores(
+        declarations=[k for k, _ in eval_set.mlm],
+        langs=[eval_set.lang_of[k] for k, _ in eval_set.mlm],
+        articles=list(eval_set.mlm_articles),
+        loss=mlm[:, 0],
+        correct=mlm[:, 1],
+        masked=mlm[:, 2],
+        x2en=x2en,
+        en2x=en2x,
+        units=units,
+        chance=chance,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- summaries
+METRICS = ("mlm_loss", "mlm_accuracy", "retrieval_x2en", "retrieval_en2x", "retrieval")
+# The metrics whose interval the summaries give (the directions are their means).
+INTERVAL_METRICS = ("mlm_loss", "mlm_accuracy", "retrieval")
+N_BOOT = 1000
+
+
+def _nanmean(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Mean over `axis` ignoring NaNs; NaN (silently) where every value is NaN."""
+    finite = np.isfinite(x)
+    count = finite.sum(axis=axis)
+    total = np.where(finite, x, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def language_scores(
+    docs: DocumentScores, weights: np.ndarray | None = None
+) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The languages (sorted) and each metric per language: (L,) arrays, or (B, L) under `weights` (B, n).
+
+    NaN where a language has nothing to score (no masked token; no retrieval unit, e.g. English).
+    """
+    langs = sorted(set(docs.langs))
+    code = np.searchsorted(langs, docs.langs)
+    order = np.argsort(code, kind="stable")
+    starts = np.searchsorted(code[order], np.arange(len(langs)))
+    w = np.ones((1, len(docs))) if weights is None else np.asarray(weights, dtype=np.float64)
+
+    def sums(column: np.ndarray) -> np.ndarray:  # (B, L): per-language weighted sums
+        return np.add.reduceat(w[:, order] * column[order], starts, axis=1)
+
+    def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+    masked, units = sums(docs.masked), sums(docs.units)
+    x2en, en2x = ratio(sums(docs.x2en), units), ratio(sums(docs.en2x), units)
+    out = {
+        "mlm_loss": ratio(sums(docs.loss), masked),
+        "mlm_accuracy": ratio(sums(docs.correct), masked),
+        "retrieval_x2en": x2en,
+        "retrieval_en2x": en2x,
+        "retrieval": (x2en + en2x) / 2,
+        "retrieval_chance": ratio(sums(docs.chance), units),
+    }
+    if weights is None:
+        out = {k: v[0] for k, v in out.items()}
+    return langs, out
+
+
+def group_scores(
+    docs: DocumentScores,
+    groups: Mapping[str, str],
+    group_order: Sequence[str],
+    weights: np.ndarray | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Per group (in `group_order`, then `all`): its number of languages and each metric's mean over them.
+
+    The values are floats, or (B,) arrays under bootstrap `weights` (B, n); groups without a language
+    are left out.
+    """
+    langs, per = language_scores(docs, weights)
+    out: dict[str, dict[str, Any]] = {}
+    for group in [*group_order, "all"]:
+        cols = [i for i, lang in enumerate(langs) if group == "all" or groups.get(lang, UNSEEN) == group]
+        if cols:
+            out[group] = {"languages": len(cols), **{k: _nanmean(v[..., cols]) for k, v in per.items()}}
     return out
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
     vals = [v for v in values if v is not None and not math.isnan(v)]
     return float(np.mean(vals)) if vals else None
+
+
+def _number(x: Any) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def summarize(
+    docs: DocumentScores,
+    groups: Mapping[str, str],
+    group_order: Sequence[str],
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """Group means with 95% bootstrap intervals over the held-out documents (`ci`: metric -> [low, high])."""
+    point = group_scores(docs, groups, group_order)
+    weights = bootstrap_weights(docs.langs, n_boot, seed)
+    boot = group_scores(docs, groups, group_order, weights)
+    out = {}
+    for group, values in point.items():
+        row: dict[str, Any] = {"languages": values["languages"]}
+        row.update({k: _number(values[k]) for k in (*METRICS, "retrieval_chance")})
+        row["ci"] = {}
+        for k in INTERVAL_METRICS:
+            interval = percentile_interval(boot[group][k], values[k])
+            row["ci"][k] = [interval.low, interval.high]
+        out[group] = row
+    return out
 
 
 def evaluate_model(
@@ -309,8 +477,13 @@ def evaluate_model(
     mask_rate: float = MASK_RATE,
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
     progress: bool = False,
+    n_boot: int = N_BOOT,
 ) -> dict[str, Any]:
-    """MLM and retrieval scores per language and per group (the `eval.json` structure minus `model`)."""
+    """MLM and retrieval scores per language and per group, with the per-document counts (`documents`).
+
+    The group means come with 95% intervals from `n_boot` bootstrap resamples of the documents within
+    each language (seeded by `seed`).
+    """
     if eval_set.tokenizer_size != len(tokenizer):
         raise ValueError("the eval set was tokenized with a different tokenizer")
     t0 = time.perf_counter()
@@ -319,40 +492,24 @@ def evaluate_model(
         eval_set, model.config.vocab_size, specials, tokenizer.mask_token_id, seed, mask_rate
     )
     mlm = mlm_scores(model, eval_set, masked, batch_tokens, progress)
-    ret = retrieval_scores(model, eval_set, batch_tokens, progress)
+    docs = document_scores(eval_set, mlm, retrieval_scores(model, eval_set, batch_tokens, progress))
 
+    langs, per = language_scores(docs)
+    candidates: dict[str, list[int]] = {}
+    for key, (rows, _) in eval_set.pairs.items():
+        candidates.setdefault(eval_set.lang_of[key], []).append(len(rows))
     per_lang: dict[str, dict[str, Any]] = {}
-    for lang in eval_set.languages:
-        keys = [k for k in eval_set.declarations if eval_set.lang_of[k] == lang]
-        n = sum(mlm[k]["masked"] for k in keys)
-        r = [ret[k] for k in keys if k in ret]
+    for i, lang in enumerate(langs):
+        mine = [j for j, x in enumerate(docs.langs) if x == lang]
         per_lang[lang] = {
             "group": groups.get(lang, UNSEEN),
-            "declarations": len(keys),
-            "masked_tokens": n,
-            "mlm_accuracy": sum(mlm[k]["correct"] for k in keys) / n if n else None,
-            "mlm_loss": sum(mlm[k]["loss"] for k in keys) / n if n else None,
-            "retrieval_x2en": _mean(x["x2en"] for x in r),
-            "retrieval_en2x": _mean(x["en2x"] for x in r),
-            "retrieval_candidates": _mean(x["candidates"] for x in r),
-        }
-    summary = {}
-    for group in [*group_order, "all"]:
-        langs = [lang for lang, s in per_lang.items() if group == "all" or s["group"] == group]
-        if not langs:
-            continue
-        rows = [per_lang[lang] for lang in langs]
-        x2en, en2x = _mean(r["retrieval_x2en"] for r in rows), _mean(r["retrieval_en2x"] for r in rows)
-        summary[group] = {
-            "languages": len(langs),
-            "mlm_accuracy": _mean(r["mlm_accuracy"] for r in rows),
-            "mlm_loss": _mean(r["mlm_loss"] for r in rows),
-            "retrieval_x2en": x2en,
-            "retrieval_en2x": en2x,
-            "retrieval": _mean([x2en, en2x]) if x2en is not None else None,
-            "retrieval_chance": _mean(
-                1 / r["retrieval_candidates"] for r in rows if r["retrieval_candidates"]
-            ),
+            "declarations": len({docs.declarations[j] for j in mine}),
+            "masked_tokens": int(sum(docs.masked[j] for j in mine)),
+            **{
+                k: _number(per[k][i])
+                for k in ("mlm_accuracy", "mlm_loss", "retrieval_x2en", "retrieval_en2x")
+            },
+            "retrieval_candidates": _mean(candidates.get(lang, [])),
         }
     return {
         "settings": {
@@ -361,10 +518,17 @@ def evaluate_model(
             "max_length": eval_set.max_length,
             "heldout_articles": eval_set.articles,
             "declarations": len(eval_set.declarations),
-            "masked_tokens": sum(s["masked"] for s in mlm.values()),
+            "documents": len(docs),
+            "masked_tokens": int(docs.masked.sum()),
+            "bootstrap": {
+                "resamples": n_boot,
+                "over": "held-out documents within each language",
+                "level": 0.95,
+            },
         },
-        "groups": summary,
+        "groups": summarize(docs, groups, group_order, n_boot, seed),
         "languages": per_lang,
+        "documents": docs.to_dict(),
         "seconds": time.perf_counter() - t0,
     }
 
@@ -374,25 +538,43 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
+def _with_ci(value: float | None, ci: Sequence[float | None] | None, fmt: Callable[[float], str]) -> str:
+    if value is None:
+        return "-"
+    if not ci or ci[0] is None or ci[1] is None:
+        return fmt(value)
+    return f"{fmt(value)} [{fmt(ci[0])}, {fmt(ci[1])}]"
+
+
 def markdown_table(result: Mapping[str, Any], title: str | None = None) -> str:
-    """The per-group table of one evaluation (accuracies in %)."""
+    """The per-group table of one evaluation (accuracies in %, 95% bootstrap intervals in brackets)."""
     lines = [f"### {title}", ""] if title else []
     lines += [
-        "| group | languages | MLM acc % | MLM loss | retrieval x→en % | en→x % | chance % |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| group | languages | MLM acc % | MLM loss | retrieval % | x→en % | en→x % | chance % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
     for group, s in result["groups"].items():
-        loss = "-" if s["mlm_loss"] is None else f"{s['mlm_loss']:.3f}"
+        ci = s.get("ci", {})
         lines.append(
-            f"| {group} | {s['languages']} | {_pct(s['mlm_accuracy'])} | {loss} | {_pct(s['retrieval_x2en'])} "
+            f"| {group} | {s['languages']} | {_with_ci(s['mlm_accuracy'], ci.get('mlm_accuracy'), pct)} "
+            f"| {_with_ci(s['mlm_loss'], ci.get('mlm_loss'), lambda x: f'{x:.3f}')} "
+            f"| {_with_ci(s['retrieval'], ci.get('retrieval'), pct)} | {_pct(s['retrieval_x2en'])} "
             f"| {_pct(s['retrieval_en2x'])} | {_pct(s['retrieval_chance'])} |"
         )
     st = result["settings"]
+    boot = st.get("bootstrap", {})
     lines += [
         "",
         f"Held-out UDHR articles {st['heldout_articles']}, {st['declarations']} declarations, "
         f"{st['masked_tokens']:,} masked tokens at {st['mask_rate']:.0%} (seed {st['seed']}); "
-        "retrieval = accuracy@1 over the aligned held-out paragraphs; group scores are means over languages.",
+        "retrieval = accuracy@1 over the aligned held-out paragraphs, mean of both directions; group scores "
+        "are means over languages"
+        + (
+            f"; [95% interval: {boot['resamples']} bootstrap resamples of the {boot['over']}]."
+            if boot
+            else "."
+        ),
     ]
     return "\n".join(lines)
 

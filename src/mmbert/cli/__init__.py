@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("mmbert.cli.embed", "mean-pooled embeddings of a file of texts"),
     "finetune": ("mmbert.cli.finetune", "fine-tune sequence classification / regression"),
     "demo": ("mmbert.cli.demo", "the end-to-end demo on the bundled corpus"),
+    "ablate": ("mmbert.cli.ablate", "seeded ablations of the recipe's choices, with intervals"),
 }
 DEBUG_ENV = "MMBERT_DEBUG"
 T = TypeVar("T")
