@@ -7,10 +7,12 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from mmbert import cli
-from mmbert.demo import Demo, Settings, masked_example, recipe_overrides
+from mmbert.demo import Demo, MaskedWord, Settings, fill_word, masked_word, recipe_overrides
 from mmbert.demo_layout import STATE_FILE
+from mmbert.inference import load
 from mmbert.recipe import load_recipe
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml"
@@ -63,7 +65,11 @@ def test_quick_demo_writes_model_report_metrics_and_plots(quick_demo):
     for heading in ("## Training", "## Language sampling", "## Evaluation", "## The decay-phase experiment"):
         assert heading in report
     assert "mmbert demo --out" in report and "--quick" in report
-    assert metrics["fill_mask"] and all(len(ex["predictions"]) == 3 for ex in metrics["fill_mask"])
+    assert metrics["fill_mask"] and all(len(ex["predictions"]) == 5 for ex in metrics["fill_mask"])
+    # the evaluation comes with bootstrap intervals around each group mean
+    for group in merged.values():
+        low, high = group["ci"]["mlm_loss"]
+        assert low <= group["mlm_loss"] <= high
 
 
 def test_rerun_skips_finished_steps_and_redoes_missing_ones(quick_demo, capsys):
@@ -99,15 +105,46 @@ def test_scale_multiplies_every_token_budget(tmp_path):
     assert scaled.variant_names() == base.variant_names()
 
 
-def test_masked_example_masks_a_word_start(quick_demo):
-    from mmbert.tokenizer import load_tokenizer
+def test_masked_word_masks_every_token_of_one_word(quick_demo):
+    _, tok = load(quick_demo / "model", "cpu")
+    sentence = "Everyone has the right to freedom of peaceful assembly and association."
+    made = masked_word(tok, sentence)
+    assert made.length >= 1 and made.text.count("<mask>") == made.length
+    assert tok.decode(made.ids[made.start : made.start + made.length]).strip() == made.word
+    assert made.text.replace(" " + "<mask>" * made.length, " " + made.word) == sentence
+    assert made.word != "Everyone" and len(made.word) >= 4  # never the first word, never a short one
 
-    tok = load_tokenizer(quick_demo / "model")
-    text, answer = masked_example(
-        tok, "Everyone has the right to freedom of peaceful assembly and association."
-    )
-    assert text.count("<mask>") == 1 and answer.startswith(" ")
-    assert (
-        text.replace(" <mask>", answer)
-        == "Everyone has the right to freedom of peaceful assembly and association."
-    )
+
+def _probs(model, tok, ids):
+    """Next-token distribution at the first <mask> of `ids` (specials excluded), computed directly."""
+    seq = torch.tensor([[tok.bos_token_id, *ids, tok.eos_token_id]])
+    with torch.no_grad():
+        logits = model(input_ids=seq, attention_mask=torch.ones_like(seq)).logits[0]
+    row = logits[1 + ids.index(tok.mask_token_id)].clone()
+    row[sorted(set(tok.all_special_ids) | {tok.mask_token_id})] = -math.inf
+    return row.softmax(-1)
+
+
+def test_fill_word_scores_each_filling_by_the_chain_of_its_tokens(quick_demo):
+    model, tok = load(quick_demo / "model", "cpu")
+    ids = tok("Everyone has the right to freedom of peaceful assembly.", add_special_tokens=False)[
+        "input_ids"
+    ]
+    mask = tok.mask_token_id
+    # one token: the top 5 of the distribution at the mask
+    one = MaskedWord(ids, 3, 1, "", "")
+    p = _probs(model, tok, ids[:3] + [mask] + ids[4:])
+    top = p.topk(5)
+    got = fill_word(model, tok, one, top_k=5)
+    assert [w for w, _ in got] == [tok.decode([int(t)]).strip() for t in top.indices]
+    assert [s for _, s in got] == pytest.approx(top.values.tolist(), rel=1e-4)
+    # two tokens: the best of p(t1) p(t2 | t1) over the 5 best first tokens (the beam's reach)
+    two = MaskedWord(ids, 3, 2, "", "")
+    first = _probs(model, tok, ids[:3] + [mask, mask] + ids[5:])
+    best = 0.0
+    for t1 in first.topk(5).indices.tolist():
+        second = _probs(model, tok, ids[:3] + [t1, mask] + ids[5:])
+        best = max(best, float(first[t1] * second.max()))
+    got = fill_word(model, tok, two, top_k=5)
+    assert got[0][1] == pytest.approx(best, rel=1e-4)
+    assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,11 +13,14 @@ import torch.nn.functional as F
 from mmbert import cli
 from mmbert.data.corpus import HELDOUT_ARTICLES, load_udhr
 from mmbert.evaluate import (
+    DocumentScores,
     build_eval_set,
     evaluate_model,
+    group_scores,
     masked_inputs,
     recipe_groups,
     released_groups,
+    summarize,
     variant_languages,
 )
 from mmbert.inference import load
@@ -172,3 +176,28 @@ def test_cli_writes_json_and_markdown_for_a_transformers_export(model_dir, tmp_p
     assert (out / "eval.md").read_text().startswith("### ")
     assert cli.main(["evaluate", str(model), "--languages", "zzz"]) == 2
     assert "languages not in the data: zzz" in capsys.readouterr().err
+
+
+def test_group_means_and_intervals_come_from_the_document_counts(model_dir):
+    model, tok = load(model_dir, "cpu")
+    es = build_eval_set(tok, LANGS, max_length=64)
+    groups, order = released_groups(es.languages)
+    result = evaluate_model(model, tok, es, groups, order, n_boot=300)
+    docs = DocumentScores.from_dict(result["documents"])
+    assert len(docs) == len(es.mlm) == result["settings"]["documents"]
+    assert DocumentScores.from_dict(docs.to_dict()).to_dict() == result["documents"]
+    # a language pools its documents: the per-language numbers are sums over them
+    for lang, row in result["languages"].items():
+        mine = [i for i, x in enumerate(docs.langs) if x == lang]
+        assert row["masked_tokens"] == docs.masked[mine].sum()
+        assert row["mlm_loss"] == pytest.approx(docs.loss[mine].sum() / docs.masked[mine].sum())
+    # weights of one reproduce the point estimates; every interval holds its point
+    ones = group_scores(docs, groups, order, np.ones((1, len(docs))))
+    for group, row in result["groups"].items():
+        assert ones[group]["mlm_loss"][0] == pytest.approx(row["mlm_loss"])
+        for metric, (low, high) in row["ci"].items():
+            assert low <= row[metric] <= high, (group, metric)
+    # the bootstrap resamples documents inside each language: a language with one document has no spread
+    one_doc = DocumentScores.from_dict({k: v[:1] for k, v in result["documents"].items()})
+    point = summarize(one_doc, groups, order, n_boot=50)["all"]
+    assert point["ci"]["mlm_loss"] == [point["mlm_loss"], point["mlm_loss"]]

@@ -12,10 +12,12 @@ Nothing is downloaded. The steps, each a call of the function that the matching 
    decay variants from the end-of-mid-training checkpoint (`mmbert.runs.run_recipe`);
 3. `merge`: TIES-merge the three decay variants against that checkpoint (`mmbert.merge.merge_dirs`);
 4. `evaluate`: held-out MLM accuracy and retrieval per language for the pre-decay model, each
-   variant and the merge, languages grouped by the phase that introduced them (`mmbert.evaluate`);
-5. `export` the merge to `OUT/model` (HF format + tokenizer), show fill-mask predictions in several
-   languages (`mmbert.inference.fill_mask`), and write `OUT/report.md`, `OUT/metrics.json` and
-   `OUT/plots/` (`mmbert.report`). `mmbert.demo_layout` says where each step writes.
+   variant and the merge, languages grouped by the phase that introduced them, with bootstrap
+   intervals over the held-out documents (`mmbert.evaluate`);
+5. `export` the merge to `OUT/model` (HF format + tokenizer), fill in one masked whole word (all of
+   its tokens) in several languages with the top 5 of a beam over its tokens (`masked_word`,
+   `fill_word`), and write `OUT/report.md`, `OUT/metrics.json` and `OUT/plots/` (`mmbert.report`).
+   `mmbert.demo_layout` says where each step writes.
 
 Rerunning the same command continues where it stopped: the trainer and `prepare` resume inside their
 steps, and a finished step is recorded in `OUT/demo_state.json` (written atomically after the step's

@@ -290,6 +290,7 @@ def decay_experiment(
                 "retrieval_x2en": g["retrieval_x2en"],
                 "retrieval_en2x": g["retrieval_en2x"],
                 "retrieval": g["retrieval"],
+                "ci": g.get("ci", {}),
             }
         )
     first = next(iter(evals.values()))["groups"].get(group, {})
@@ -306,29 +307,37 @@ def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
-def models_table(evals: Mapping[str, Mapping[str, Any]], groups: Sequence[str]) -> str:
-    """One row per model, MLM accuracy and retrieval per group."""
-    head = "| model | " + " | ".join(f"{g}: MLM acc % / retrieval %" for g in groups) + " |"
-    lines = [head, "|---|" + "---:|" * len(groups)]
+def _ci(stats: Mapping[str, Any], key: str, percent: bool = True) -> str:
+    """`value [low, high]` from a group's summary (its 95% bootstrap interval, when it has one)."""
+    value, ci = stats.get(key), (stats.get("ci") or {}).get(key)
+    if value is None:
+        return "-"
+    show = (lambda x: f"{100 * x:.1f}") if percent else (lambda x: f"{x:.3f}")  # noqa: E731
+    if not ci or ci[0] is None or ci[1] is None:
+        return show(value)
+    return f"{show(value)} [{show(ci[0])}, {show(ci[1])}]"
+
+
+def models_table(evals: Mapping[str, Mapping[str, Any]], groups: Sequence[str], key: str) -> str:
+    """One row per model, one metric (`key`) per group with its 95% bootstrap interval."""
+    lines = ["| model | " + " | ".join(groups) + " |", "|---|" + "---:|" * len(groups)]
     for name, result in evals.items():
-        cells = []
-        for g in groups:
-            s = result["groups"].get(g)
-            cells.append("-" if s is None else f"{pct(s['mlm_accuracy'])} / {pct(s['retrieval'])}")
+        cells = [
+            _ci(result["groups"][g], key, key != "mlm_loss") if g in result["groups"] else "-" for g in groups
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def experiment_table(experiment: Mapping[str, Any]) -> str:
     lines = [
-        "| model | trained on these languages | MLM acc % | MLM loss | retrieval x→en % | en→x % |",
-        "|---|---|---:|---:|---:|---:|",
+        "| model | trained on these languages | MLM acc % | MLM loss | retrieval % |",
+        "|---|---|---:|---:|---:|",
     ]
     for r in experiment["models"]:
-        loss = "-" if r["mlm_loss"] is None else f"{r['mlm_loss']:.3f}"
         lines.append(
-            f"| {r['model']} | {'yes' if r['saw_languages'] else 'no'} | {pct(r['mlm_accuracy'])} | {loss} "
-            f"| {pct(r['retrieval_x2en'])} | {pct(r['retrieval_en2x'])} |"
+            f"| {r['model']} | {'yes' if r['saw_languages'] else 'no'} | {_ci(r, 'mlm_accuracy')} "
+            f"| {_ci(r, 'mlm_loss', False)} | {_ci(r, 'retrieval')} |"
         )
     return "\n".join(lines)
 
@@ -528,8 +537,13 @@ def render_report(
           f"Held-out UDHR articles {es['heldout_articles']} (never trained on) of {es['declarations']} declarations, "
           f"each text cut to {es['max_length']} tokens; languages grouped by the recipe phase that introduced them. "
           f"MLM accuracy at a fixed 15% masking (seed 0, {es['masked_tokens']:,} masked tokens); retrieval = "
-          "accuracy@1 of aligned held-out paragraphs to and from English (mean of both directions).",
-          "", models_table(evals, order), "", "![models by group](plots/models_by_group.png)", "",
+          "accuracy@1 of aligned held-out paragraphs to and from English (mean of both directions). In brackets: "
+          "the 95% interval of a bootstrap over the held-out documents (resampled within each language); one "
+          "training seed, so the variation between training runs is not in it (`mmbert ablate` measures that).",
+          "", "MLM accuracy, %:", "", models_table(evals, order, "mlm_accuracy"), "",
+          "MLM loss:", "", models_table(evals, order, "mlm_loss"), "",
+          "Retrieval accuracy@1, %:", "", models_table(evals, order, "retrieval"), "",
+          "![models by group](plots/models_by_group.png)", "",
           "![accuracy by language](plots/accuracy_by_language.png)", ""]  # fmt: skip
     chance = exp.get("retrieval_chance")
     L += [
@@ -552,13 +566,16 @@ def render_report(
         L += ["![decay experiment](plots/decay_experiment.png)", ""]
     if metrics["fill_mask"]:
         L += ["## Fill-mask with the final model", "",
-              f"First sentence of held-out article {article}, one word-initial token masked "
-              f"(`mmbert fill-mask {layout.model} \"...<mask>...\"`):", "",
-              "| language | masked text | answer | top predictions |", "|---|---|---|---|"]  # fmt: skip
+              f"First sentence of held-out article {article}: one whole word masked, all of its tokens (of the "
+              "words of 4+ letters, the one with the fewest tokens, then the longest); the top 5 fillings from a "
+              "beam over its tokens, left to right, each with the product of its tokens' probabilities:", "",
+              "| language | masked text | answer (tokens) | rank | top 5 |", "|---|---|---|---:|---|"]  # fmt: skip
         for ex in metrics["fill_mask"]:
-            preds = ", ".join(f"`{p['token']}` {p['score']:.2f}" for p in ex["predictions"])
+            preds = ", ".join(f"`{p['token']}` {p['score']:.3f}" for p in ex["predictions"])
             text = ex["text"].replace("|", "\\|")
-            L.append(f"| {ex['lang']} | {text} | `{ex['answer']}` | {preds} |")
+            L.append(
+                f"| {ex['lang']} | {text} | `{ex['answer']}` ({ex['tokens']}) | {ex['rank'] or '-'} | {preds} |"
+            )
         L.append("")
     merge = metrics.get("merge") or {}
     L += ["## Files", "",
