@@ -37,7 +37,7 @@ from mmbert import distributed as dist
 from mmbert.data.corpus import HELDOUT_ARTICLES, load_udhr
 from mmbert.data.prepare import prepare
 from mmbert.data.sources import open_source
-from mmbert.evaluate import build_eval_set, evaluate_model, recipe_groups
+from mmbert.evaluate import build_eval_set, evaluate_model, heldout_languages, recipe_groups
 from mmbert.io import atomic_open, atomic_write_text
 from mmbert.recipe import Recipe, load_recipe
 from mmbert.tokenizer import load_tokenizer, train_and_save
@@ -98,14 +98,16 @@ def tokens_per_char(tokenizer, langs: list[str]) -> float:
 class Curve:
     """One shape's trainer, evaluation set and measured points."""
 
-    def __init__(self, name: str, shape: dict, recipe: Recipe, run: Path, max_length: int) -> None:
+    def __init__(
+        self, name: str, shape: dict, recipe: Recipe, run: Path, max_length: int, max_languages: int | None
+    ) -> None:
         self.name, self.shape = name, shape
         options = TrainOptions(progress=False, tensorboard=False)
         self.trainer = Trainer(recipe, run, dist.init_distributed("cpu"), options)
         self.tokenizer = load_tokenizer(recipe.tokenizer)
-        langs = sorted({d.lang for d in load_udhr()})
+        langs = heldout_languages()
         groups, order = recipe_groups(recipe, langs)
-        phase_langs = [lang for lang in langs if groups[lang] == order[0]]
+        phase_langs = [lang for lang in langs if groups[lang] == order[0]][:max_languages]
         self.eval_set = build_eval_set(self.tokenizer, phase_langs, max_length)
         self.groups, self.order = recipe_groups(recipe, self.eval_set.languages)
         self.tpc = tokens_per_char(self.tokenizer, self.eval_set.languages)
@@ -133,7 +135,7 @@ class Curve:
             "heldout_loss_ci": g["ci"]["mlm_loss"],
             "heldout_accuracy": g["mlm_accuracy"],
             "nats_per_char": g["mlm_loss"] * self.tpc,
-            "train_loss_last10": float(np.mean(self.train_losses[-10:])),
+            "train_loss_last10": float(np.mean(self.train_losses[-10:])) if self.train_losses else None,
         }
         self.points.append(point)
         return point
@@ -191,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
     shapes = SMOKE if args.smoke else {k: SHAPES[k] for k in args.shapes}
     minutes = 0.05 if args.smoke else args.minutes
+    evals = 2 if args.smoke else args.evals
     budget = 60 * (args.budget_minutes or 0.8 * minutes)
     max_chars = 300_000 if args.smoke else 2_000_000
     curves = []
@@ -200,10 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         run = args.work / "runs" / name
         if run.exists():  # a fresh run every time: a resumed one would not be timed from its start
             shutil.rmtree(run)
-        curves.append(Curve(name, shape, recipe, run, max_length=64 if args.smoke else 128))
+        curves.append(Curve(name, shape, recipe, run, 64 if args.smoke else 128, 6 if args.smoke else None))
         print(f"{name}: {curves[-1].params:,} parameters, {curves[-1].tpc:.3f} tokens/char", flush=True)
     limit = 60 * minutes
-    marks = [limit * (k + 1) / args.evals for k in range(args.evals)]
+    marks = [limit * (k + 1) / evals for k in range(evals)]
     for c in curves:
         c.evaluate()  # at 0 tokens
     t0 = time.perf_counter()
@@ -212,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             if c.seconds >= limit:
                 continue
             c.step()
-            while len(c.points) <= args.evals and c.seconds >= marks[len(c.points) - 1]:
+            passed = sum(c.seconds >= m for m in marks)  # measurements due (after the one at 0 tokens)
+            if len(c.points) <= passed:
                 pt = c.evaluate()
                 print(f"{c.name}: {pt['seconds']:.0f}s, {pt['tokens']:,} tokens, held-out loss "
                       f"{pt['heldout_loss']:.3f} ({pt['nats_per_char']:.3f} nats/char)", flush=True)  # fmt: skip

@@ -44,7 +44,6 @@ import numpy as np
 from mmbert import checkpoint as ckpt
 from mmbert.ablate_report import write_report
 from mmbert.config import MmBertConfig
-from mmbert.data.corpus import load_udhr
 from mmbert.data.prepare import prepare
 from mmbert.data.sampler import store_counts
 from mmbert.data.shards import TokenStore
@@ -59,6 +58,7 @@ from mmbert.evaluate import (
     build_eval_set,
     evaluate_model,
     group_scores,
+    heldout_languages,
     language_scores,
     recipe_groups,
     write_result,
@@ -350,7 +350,7 @@ def eval_languages(recipe: Recipe, per_group: int | None) -> list[str] | None:
     """English plus `per_group` languages of each phase group (the paper's examples first), or all (None)."""
     if per_group is None:
         return None
-    langs = sorted({d.lang for d in load_udhr()})
+    langs = heldout_languages()
     groups, order = recipe_groups(recipe, langs)
     chosen = {ENGLISH}
     for g in order:

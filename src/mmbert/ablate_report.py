@@ -168,13 +168,17 @@ def decay_tables(exp: Mapping[str, Any], settings: Mapping[str, Any]) -> list[st
         block = g[metric]
         gain = block["gain"]
         resolved = "resolved (both intervals exclude 0)" if block["gain_resolved"] else "not resolved"
-        ret = "; ".join(
-            f"{m} keeps {_pct(r['mean'])} {_pct_ci(r['bootstrap_ci'])}" for m, r in block["retention"].items()
-        )
+        if block["gain_resolved"]:
+            ret = "Retention (merge − cont) / (all − cont), bootstrap interval: " + "; ".join(
+                f"{m} keeps {_pct(r['mean'])} {_pct_ci(r['bootstrap_ci'])}"
+                for m, r in block["retention"].items()
+            )
+        else:
+            ret = "No retention is stated: a share of an unresolved gain means nothing"
         lines.append(
             f"- {METRIC_NAMES[metric]}: decay-all's gain over decay-cont {fmt(metric, gain['mean'], True)} "
             f"{fmt_ci(metric, gain['ci'], True)} across seeds, {fmt_ci(metric, gain['bootstrap_ci'], True)} "
-            f"over documents: {resolved}. Retention (merge − cont) / (all − cont), bootstrap interval: {ret}."
+            f"over documents: {resolved}. {ret}."
         )
     lines += ["", "The paper's examples (its Figure 2: F1 of mmBERT-base on QA):", ""]
     lines += [
@@ -191,10 +195,14 @@ def decay_tables(exp: Mapping[str, Any], settings: Mapping[str, Any]) -> list[st
         lo, ac = entry["mlm_loss"], entry["mlm_accuracy"]
         v, a = lo["values"], ac["values"]
         ties = lo["retention"].get("ties", {})
+        kept = (
+            f"{_pct(ties.get('mean'))} {_pct_ci(ties.get('bootstrap_ci'))}"
+            if lo["gain_resolved"]
+            else "– (gain not resolved)"
+        )
         lines.append(
             f"| {name} | {paper} | {_value_cell('mlm_loss', v['decay-cont'])} → {_value_cell('mlm_loss', v['decay-all'])} "
-            f"| {_value_cell('mlm_loss', v['ties']) if 'ties' in v else '-'} "
-            f"| {_pct(ties.get('mean'))} {_pct_ci(ties.get('bootstrap_ci'))} "
+            f"| {_value_cell('mlm_loss', v['ties']) if 'ties' in v else '-'} | {kept} "
             f"| {fmt('mlm_accuracy', a['decay-cont']['mean'])} → {fmt('mlm_accuracy', a['decay-all']['mean'])} "
             f"| {fmt('mlm_accuracy', a['ties']['mean']) if 'ties' in a else '-'} |"
         )

@@ -55,7 +55,14 @@ from mmbert.demo_layout import (
 )
 from mmbert.distributed import init_distributed
 from mmbert.errors import MmbertError
-from mmbert.evaluate import ENGLISH, build_eval_set, evaluate_model, recipe_groups, write_result
+from mmbert.evaluate import (
+    ENGLISH,
+    build_eval_set,
+    evaluate_model,
+    heldout_languages,
+    recipe_groups,
+    write_result,
+)
 from mmbert.inference import load
 from mmbert.io import atomic_dir, atomic_write_text, remove_stale_temps
 from mmbert.merge import merge_dirs
@@ -260,7 +267,7 @@ def eval_languages(recipe: Recipe, per_group: int | None) -> list[str] | None:
     """English plus `per_group` languages of each group (the named ones first), or all (None)."""
     if per_group is None:
         return None
-    langs = sorted({d.lang for d in load_udhr()})
+    langs = heldout_languages()
     groups, order = recipe_groups(recipe, langs)
     chosen = {ENGLISH}
     for g in order:

@@ -152,6 +152,11 @@ class EvalSet:
         return sorted(set(self.lang_of.values()))
 
 
+def heldout_languages() -> list[str]:
+    """The languages of the bundled corpus that have held-out articles to evaluate (sorted)."""
+    return sorted({d.lang for d in load_udhr() if any(a.number in HELDOUT_ARTICLES for a in d.articles)})
+
+
 def _units(
     decl: Declaration, english: Declaration, articles: Iterable[int]
 ) -> list[tuple[tuple[int, int], str, str]]:
