@@ -48,17 +48,14 @@ from mmbert.data.prepare import prepare
 from mmbert.data.sampler import store_counts
 from mmbert.data.shards import TokenStore
 from mmbert.data.sources import open_source
-from mmbert.demo import find_recipe
-from mmbert.demo_layout import HIGHLIGHT
+from mmbert.demo import eval_languages, find_recipe, setting_overrides
 from mmbert.distributed import init_distributed
 from mmbert.errors import MmbertError
 from mmbert.evaluate import (
-    ENGLISH,
     DocumentScores,
     build_eval_set,
     evaluate_model,
     group_scores,
-    heldout_languages,
     language_scores,
     recipe_groups,
     write_result,
@@ -208,41 +205,11 @@ def base_recipe(settings: Settings, layout: Layout) -> Recipe:
             f"{settings.recipe}: the ablation needs phases before a decay phase with variants "
             f"{', '.join(VARIANTS)} (missing: {', '.join(missing) or 'none'})"
         )
-    out = [f"tokenizer={layout.tokenizer}", f"data=[{layout.data}]"]
-    if settings.model_preset:
-        out.append(f"model.preset={settings.model_preset}")
-    if settings.batch_tokens:
-        out.append(f"train.batch_tokens={settings.batch_tokens}")
-        start = recipe.train.batch_warmup_start_tokens
-        if start is not None and start > settings.batch_tokens:
-            out.append(f"train.batch_warmup_start_tokens={settings.batch_tokens}")
-    if settings.lr:
-        out.append(f"train.lr={settings.lr}")
-    out += scale_overrides(recipe, settings.scale)
-    return load_recipe(settings.recipe, out)
-
-
-def scale_overrides(recipe: Recipe, scale: float) -> list[str]:
-    """Overrides multiplying every token budget of `recipe` (phases, variants, batch warmup) by `scale`."""
-    if scale == 1.0:
-        return []
-
-    def scaled(n: int) -> int:
-        return max(1, round(n * scale))
-
-    out = []
-    for i, phase in enumerate(recipe.phases):
-        out.append(f"phases.{i}.tokens={scaled(phase.tokens)}")
-        for key in ("warmup_tokens", "decay_tokens"):
-            if getattr(phase, key):
-                out.append(f"phases.{i}.{key}={scaled(getattr(phase, key))}")
-        for name, variant in phase.variants.items():
-            for key in ("tokens", "warmup_tokens", "decay_tokens"):
-                if variant.get(key):
-                    out.append(f"phases.{i}.variants.{name}.{key}={scaled(int(variant[key]))}")
-    if recipe.train.batch_warmup_tokens:
-        out.append(f"train.batch_warmup_tokens={scaled(recipe.train.batch_warmup_tokens)}")
-    return out
+    s = settings
+    overrides = setting_overrides(
+        recipe, layout.tokenizer, layout.data, s.model_preset, s.batch_tokens, s.lr, s.scale
+    )
+    return load_recipe(settings.recipe, overrides)
 
 
 def arm_recipe(base: Recipe, arm: str, seed: int) -> Recipe:
@@ -344,19 +311,6 @@ def merge_paper(recipe: Recipe, run: Path, layout: Layout, seed: int) -> None:
             target = layout.merge_dir(seed, "ema-inputs") / f"step-{step:09d}"
             inputs.append(target if target.exists() else export_checkpoint(path, target))
         merge_dirs("ema", None, inputs, layout.merge_dir(seed, "ema"), half_life=EMA_HALF_LIFE)
-
-
-def eval_languages(recipe: Recipe, per_group: int | None) -> list[str] | None:
-    """English plus `per_group` languages of each phase group (the paper's examples first), or all (None)."""
-    if per_group is None:
-        return None
-    langs = heldout_languages()
-    groups, order = recipe_groups(recipe, langs)
-    chosen = {ENGLISH}
-    for g in order:
-        members = sorted((lang for lang in langs if groups[lang] == g), key=lambda k: (k not in HIGHLIGHT, k))
-        chosen.update(members[:per_group])
-    return sorted(chosen)
 
 
 @dataclasses.dataclass

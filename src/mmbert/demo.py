@@ -178,25 +178,41 @@ class Demo:
 
 # ---------------------------------------------------------------------------------------------- recipe
 def recipe_overrides(recipe: Recipe, demo: Demo) -> list[str]:
-    """Overrides that point the recipe at the demo's tokenizer and data, and scale its token budgets.
+    """Overrides that point the recipe at the demo's tokenizer and data, and scale its token budgets."""
+    s = demo.settings
+    return setting_overrides(
+        recipe, demo.layout.tokenizer, demo.layout.data, s.model_preset, s.batch_tokens, s.lr, s.scale
+    )
+
+
+def setting_overrides(
+    recipe: Recipe,
+    tokenizer: Path,
+    data: Path,
+    model_preset: str | None,
+    batch_tokens: int | None,
+    lr: float | None,
+    scale: float,
+) -> list[str]:
+    """Dotted overrides for a run of `recipe` on prepared `data`: model preset, batch, LR (None: the
+    recipe's), and every token budget times `scale` (`mmbert demo` and `mmbert ablate` share them).
 
     The checkpoint interval is not scaled: it is about how much work a kill may lose, not the recipe.
     """
-    s = demo.settings
-    out = [f"tokenizer={demo.layout.tokenizer}", f"data=[{demo.layout.data}]"]
-    if s.model_preset:
-        out.append(f"model.preset={s.model_preset}")
-    if s.batch_tokens:
-        out.append(f"train.batch_tokens={s.batch_tokens}")
+    out = [f"tokenizer={tokenizer}", f"data=[{data}]"]
+    if model_preset:
+        out.append(f"model.preset={model_preset}")
+    if batch_tokens:
+        out.append(f"train.batch_tokens={batch_tokens}")
         start = recipe.train.batch_warmup_start_tokens
-        if start is not None and start > s.batch_tokens:
-            out.append(f"train.batch_warmup_start_tokens={s.batch_tokens}")
-    if s.lr:
-        out.append(f"train.lr={s.lr}")
-    if s.scale != 1.0:
+        if start is not None and start > batch_tokens:
+            out.append(f"train.batch_warmup_start_tokens={batch_tokens}")
+    if lr:
+        out.append(f"train.lr={lr}")
+    if scale != 1.0:
 
         def scaled(n: int) -> int:
-            return max(1, round(n * s.scale))
+            return max(1, round(n * scale))
 
         for i, phase in enumerate(recipe.phases):
             out.append(f"phases.{i}.tokens={scaled(phase.tokens)}")
