@@ -369,7 +369,8 @@ def run_ablation(
             write_result({"model": str(path), "arm": arm, "seed": seed, "name": name, **result},
                          target.parent, target.stem)  # fmt: skip
         seconds = time.perf_counter() - start
-        state["seconds"][f"{arm}/seed-{seed}"] = seconds
+        key = f"{arm}/seed-{seed}"
+        state["seconds"][key] = state["seconds"].get(key, 0.0) + seconds  # over every call that worked on it
         atomic_write_text(layout.state, json.dumps(state, indent=1) + "\n")
         logger.info("[%d/%d] %s, seed %d: done in %.0fs", k + 1, len(jobs), arm, seed, seconds)
     analysis = analyze(layout, base, settings, arms)
@@ -725,6 +726,12 @@ def analyze(layout: Layout, recipe: Recipe, settings: Settings, arms: Sequence[s
 def command_line(layout: Layout, settings: Settings, arms: Sequence[str]) -> str:
     """The command that reproduces this ablation."""
     parts = ["mmbert ablate", f"--out {layout.out}"]
+    try:
+        default_recipe = str(find_recipe(None))
+    except MmbertError:  # no recipes/tiny.yaml here: name the recipe
+        default_recipe = None
+    if settings.recipe != default_recipe:
+        parts.append(f"--recipe {settings.recipe}")
     if settings.quick:
         parts.append("--quick")
     default = Settings.create(Path(settings.recipe), quick=settings.quick)
