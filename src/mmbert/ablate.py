@@ -139,9 +139,9 @@ class Settings:
         path = str(find_recipe(recipe))
         if quick:
             return cls(
-                recipe=path, seeds=seeds or 3, scale=scale or 0.01, quick=True, model_preset="tiny",
+                recipe=path, seeds=seeds or 3, scale=scale or 0.005, quick=True, model_preset="tiny",
                 batch_tokens=1024, lr=2e-3, tokenizer_vocab=1000, tokenizer_max_chars=400_000,
-                eval_max_length=48, eval_per_group=3, n_boot=200,
+                eval_max_length=48, eval_per_group=3, n_boot=100,
             )  # fmt: skip
         return cls(recipe=path, seeds=seeds or 3, scale=scale or cls.scale)
 

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_positive,
         help=f"multiply every token budget of the recipe (default {Settings.scale:g}: about 60 min on 2 cores)",
     )
-    p.add_argument("--quick", action="store_true", help="smoke-test size: the tiny model, 1%% of the tokens")
+    p.add_argument("--quick", action="store_true", help="smoke-test size: the tiny model, 0.5%% of the tokens")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="tokenizer processes")
     add_shared(p, "progress")
 
