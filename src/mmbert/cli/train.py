@@ -1,10 +1,12 @@
 """Run a recipe's phases (and its decay variants) in one resumable, optionally distributed run.
 
-    mmbert train RECIPE --out DIR [--variant NAME] [--init-from HFDIR] [--dry-run] [key=value ...]
+    mmbert train RECIPE --out DIR [--variant NAME] [--init-from HFDIR|CKPT.pt [--from-phase P]] [--dry-run] [key=value ...]
     torchrun --nproc_per_node N -m mmbert.cli train RECIPE --out DIR [--strategy ddp|fsdp]
 
 Rerunning the same command resumes from the newest complete checkpoint. `--init-from` starts from a
-released or exported HF model (and its tokenizer) instead of a random init.
+released or exported HF model (and its tokenizer) or a training checkpoint (Composer `.pt`, whose
+tokenizer is the recipe's) instead of a random init; `--from-phase` skips the phases before it (e.g.
+mmBERT's decay from its released end-of-mid-training checkpoint).
 """
 
 from __future__ import annotations
@@ -31,7 +33,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="dotted.key=value recipe overrides (phases.0.tokens=1M)")
     p.add_argument("--out", type=Path, help="run directory (rerun the same command to resume)")
     p.add_argument("--variant", help="run only this decay variant (in OUT/variants/NAME)")
-    p.add_argument("--init-from", type=Path, help="start from this HF-format model + tokenizer directory")
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        help="start from this HF model + tokenizer directory, or a training .pt checkpoint",
+    )
+    p.add_argument(
+        "--from-phase", help="start at this phase of the recipe (needs --init-from); skip the earlier"
+    )
     p.add_argument("--dry-run", action="store_true", help="print the resolved recipe and the plan, then exit")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     p.add_argument("--strategy", choices=dist.STRATEGIES, default="ddp", help="under torchrun")
