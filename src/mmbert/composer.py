@@ -51,8 +51,8 @@ DECODER = "decoder.weight"
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.")
 # Buffers some training code saves beside the weights; the model recomputes them.
 _RECOMPUTED = ("inv_freq", "cos_cached", "sin_cached", "position_ids")
-# Config fields the tensors decide (`infer_config`).
-SHAPE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers")
+# Config fields the tensors decide that a preset also fixes (its vocabulary size is only a default).
+SHAPE_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers")
 
 
 class CheckpointError(MmbertError, ValueError):

@@ -819,7 +819,7 @@ class TokenizerSummary:
     class_name: str  # what transformers loads it as
     size: int
     model_max_length: int
-    special: dict[str, tuple[str | None, int | None]]  # role (pad, eos, ...) -> (token, id), as loaded
+    special: dict[str, tuple[str | None, int | None]]  # role (pad, eos, ...) -> (token, id)
     problems: list[str]  # why it cannot take mmBERT's layout (`layout_problems`); empty when it can
     changes: list[LayoutChange] | None  # what `adapt_tokenizer` changes; None without a tokenizer.json
     fingerprint: str
@@ -835,15 +835,17 @@ def summarize_tokenizer(
         files: TokenizerFiles | None = read_tokenizer_files(path_or_name)
     except TokenizerLayoutError:  # a slow tokenizer only (transformers loaded it above)
         files = None
+    if files is not None:  # the tokens the files give each role (transformers may not name them all)
+        special = {role: (files.role_token(role), i) for role, i in files.special_ids().items()}
+    else:
+        special = {role: (getattr(tok, f"{role}_token", None), getattr(tok, f"{role}_token_id", None))
+                   for role in SPECIAL_IDS}  # fmt: skip
     return TokenizerSummary(
         name=str(path_or_name),
         class_name=type(tok).__name__,
         size=len(tok),
         model_max_length=tok.model_max_length,
-        special={
-            name: (getattr(tok, f"{name}_token", None), getattr(tok, f"{name}_token_id", None))
-            for name in SPECIAL_IDS
-        },
+        special=special,
         problems=layout_problems(files) if files is not None else special_token_mismatches(tok),
         changes=layout_changes(files, model_max_length) if files is not None else None,
         # Of the file, as prepared data and merges record it: transformers' class for a tokenizer may

@@ -67,8 +67,13 @@ def run(args: argparse.Namespace) -> int:
     if args.variant is not None and args.variant not in recipe.variant_names():
         declared = ", ".join(recipe.variant_names()) or "none"
         raise RecipeError("variant", f"no variant {args.variant!r} (declared: {declared})", str(args.recipe))
+    names = [p.name for p in recipe.phases]
+    if args.from_phase is not None and args.from_phase not in names:
+        raise RecipeError(
+            "--from-phase", f"no phase {args.from_phase!r} (phases: {', '.join(names)})", str(args.recipe)
+        )
     if args.dry_run:
-        print(describe(recipe, args.variant))
+        print(describe(recipe, args.variant, args.from_phase))
         return 0
     if args.out is None:
         raise RecipeError("--out", "a run directory is required (rerun the same command to resume)")
@@ -84,13 +89,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def describe(recipe: Recipe, variant: str | None) -> str:
+def describe(recipe: Recipe, variant: str | None, from_phase: str | None = None) -> str:
     """The resolved recipe, each phase's budget and steps, and the data plan when the data is prepared."""
     resolved = recipe.with_variant(variant)
     schedule = Schedule(resolved)
     lines = [resolved.to_yaml(), "# plan"]
+    first = [p.name for p in resolved.phases].index(from_phase) if from_phase else 0
     for i, phase in enumerate(resolved.phases):
         start = schedule.starts[i]
+        if i < first:
+            lines.append(
+                f"# {phase.name}: skipped (--from-phase {from_phase}), its {format_tokens(phase.tokens)} tokens"
+            )
+            continue
         lines.append(
             f"# {phase.name}: tokens {format_tokens(phase.tokens)} from {format_tokens(start)}, "
             f"~{schedule.steps_in_phase(i)} steps, languages {phase.languages}, tau {phase.tau}, "

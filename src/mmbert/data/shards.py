@@ -185,35 +185,46 @@ class TokenStore:
 
 
 class UnionStore:
-    """Several prepared data directories read as one (a source name may appear in only one of them)."""
+    """Several prepared data directories read as one.
+
+    A source may be spread over several directories as long as each of its languages is in one of them:
+    a language added to a released mixture (its own directory, prepared under the mixture's source
+    name) joins that source's sampling.
+    """
 
     def __init__(self, stores: Sequence[TokenStore]) -> None:
         self.stores = list(stores)
-        self._by_source: dict[str, TokenStore] = {}
+        self._by_cell: dict[tuple[str, str], TokenStore] = {}
         for store in stores:
             for source in store.sources():
-                if source in self._by_source:
-                    raise ShardError(
-                        f"source {source!r} is in both {self._by_source[source].root} and {store.root}"
-                    )
-                self._by_source[source] = store
+                for lang in store.languages(source):
+                    other = self._by_cell.get((source, lang))
+                    if other is not None:
+                        raise ShardError(f"{source}/{lang} is in both {other.root} and {store.root}")
+                    self._by_cell[(source, lang)] = store
 
     def sources(self) -> list[str]:
-        return sorted(self._by_source)
+        return sorted({source for source, _ in self._by_cell})
 
     def languages(self, source: str | None = None) -> list[str]:
-        if source is None:
-            return sorted({lang for s in self._by_source for lang in self._by_source[s].languages(s)})
-        return self._by_source[source].languages(source)
+        return sorted({lang for s, lang in self._by_cell if source in (None, s)})
+
+    def _store(self, source: str, lang: str) -> TokenStore:
+        try:
+            return self._by_cell[(source, lang)]
+        except KeyError:
+            raise KeyError(
+                f"no language {lang!r} in source {source!r} of {[s.root for s in self.stores]}"
+            ) from None
 
     def num_tokens(self, source: str, lang: str) -> int:
-        return self._by_source[source].num_tokens(source, lang)
+        return self._store(source, lang).num_tokens(source, lang)
 
     def num_docs(self, source: str, lang: str) -> int:
-        return self._by_source[source].num_docs(source, lang)
+        return self._store(source, lang).num_docs(source, lang)
 
     def doc(self, source: str, lang: str, i: int) -> np.ndarray:
-        return self._by_source[source].doc(source, lang, i)
+        return self._store(source, lang).doc(source, lang, i)
 
 
 def open_data(paths: Sequence[str | os.PathLike], vocab_size: int | None = None) -> TokenStore | UnionStore:
