@@ -145,6 +145,22 @@ def test_shapes_come_from_the_tensors(tmp_path, caplog):
     )
 
 
+def test_wrapped_names(tmp_path):
+    """transformers' names inside a wrapper's `model.`, DDP's `module.`, torch.compile's `_orig_mod.`."""
+    ref = hf_model(seed=5)
+    ids, mask = ragged_batch(vocab=1024, seed=6)
+    expected = real_logits(ref, ids, mask)
+    wrapped = {
+        "hf": {f"model.{k}": v for k, v in ref.state_dict().items()},
+        "ddp": {f"module.{k}": v for k, v in composer_names(ref.state_dict()).items()},
+        "compiled": {k.replace("model.bert.", "model._orig_mod.bert."): v for k, v in composer_names(ref.state_dict()).items()},
+    }  # fmt: skip
+    for name, model in wrapped.items():
+        torch.save({"state": {"model": model}}, tmp_path / f"{name}.pt")
+        loaded = load_checkpoint_model(tmp_path / f"{name}.pt")
+        torch.testing.assert_close(real_logits(loaded, ids, mask), expected, atol=1e-4, rtol=1e-4, msg=name)
+
+
 def test_not_a_modernbert_checkpoint(tmp_path, capsys):
     torch.save({"state": {"model": {"encoder.weight": torch.ones(2)}}}, tmp_path / "a.pt")
     assert cli.main(["convert", str(tmp_path / "a.pt"), "--out", str(tmp_path / "o")]) == 2

@@ -370,3 +370,8 @@ def test_tokenizer_without_the_special_ids_is_refused(
     assert cli.main(["tokenizer", "adapt", str(src), "--out", str(tmp_path / "out")]) == 2
     assert f"cannot take mmBERT's layout: {message}" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    # nor is any data prepared with it
+    (tmp_path / "docs.txt").write_text("some text")
+    args = ["--source", str(tmp_path / "docs.txt"), "--lang", "eng_Latn", "--out", str(tmp_path / "data")]
+    assert cli.main(["prepare", *args, "--tokenizer", str(src), "--no-progress"]) == 2
+    assert f"tokenizer {src} cannot take mmBERT's layout: {message}" in capsys.readouterr().err

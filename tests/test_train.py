@@ -30,7 +30,13 @@ from mmbert.model import MmBertForMaskedLM
 from mmbert.optim import build_optimizer
 from mmbert.recipe import load_recipe
 from mmbert.tokenizer import read_tokenizer_files
-from tests.conftest import fake_documents, make_tokenizer, read_metrics, write_composer_checkpoint
+from tests.conftest import (
+    fake_documents,
+    make_gemma_like_tokenizer,
+    make_tokenizer,
+    read_metrics,
+    write_composer_checkpoint,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -266,6 +272,13 @@ def test_data_and_tokenizer_must_agree(train_inputs, tmp_path, capsys):
         assert f"{manifest}: the data was prepared with tokenizer {recorded['path']}" in err
         assert f"fingerprint {recorded['fingerprint']}" in err and f"this run's tokenizer is {other}" in err
         assert not (tmp_path / "run").exists()
+    # a tokenizer whose special tokens sit at other ids
+    odd = make_gemma_like_tokenizer(tmp_path / "odd", [t for _, t in fake_documents()], 300,
+                                    specials=("<bos>", "<pad>", "<eos>", "<unk>", "<mask>"))  # fmt: skip
+    assert run_main(recipe_path, "--out", tmp_path / "run", f"tokenizer={odd}") == 2
+    assert (
+        f"tokenizer {odd}: pad token '<pad>' has id 1, mmBERT's layout needs id 0" in capsys.readouterr().err
+    )
     # a model whose vocabulary is smaller than its tokenizer
     small = tmp_path / "small"
     MmBertForMaskedLM(MmBertConfig.preset("tiny", vocab_size=100)).save_pretrained(small)

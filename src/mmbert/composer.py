@@ -13,7 +13,8 @@ Composer saves:
   every other object (Composer's own classes) with a warning; nothing in the file is executed. Only
   `state.model` is used (a plain state dict of tensors is accepted too).
 - Names: `mmbert.hf.convert_state_dict` maps ModernBERT's training names to transformers' (`_orig_mod.`,
-  which `torch.compile` inserts, is dropped). Entries that are not weights of `ModernBertForMaskedLM`
+  which `torch.compile` inserts, is dropped; so is a wrapper's `model.` around transformers' names, or
+  DDP's `module.`). Entries that are not weights of `ModernBertForMaskedLM`
   (recomputed buffers such as RoPE's `inv_freq`, anything unknown) are skipped with a warning.
 - Config: the shapes come from the tensors (vocabulary, hidden and intermediate sizes, layers, which
   biases exist, whether the decoder is tied); what tensors do not hold (attention heads, the global /
@@ -110,14 +111,31 @@ def read_composer_checkpoint(path: str | Path) -> ComposerCheckpoint:
             tensors[str(key).replace("_orig_mod.", "")] = value
         else:
             dropped.append(str(key))
-    tensors = convert_state_dict(tensors)
+    tensors = _to_hf_names(tensors)
     dropped += [k for k in tensors if k.rsplit(".", 1)[-1] in _RECOMPUTED]
     tensors = {k: v for k, v in tensors.items() if k not in dropped}
     if EMBEDDINGS not in tensors:
+        not_tensors = f" ({len(dropped)} entries are not tensors, e.g. {dropped[0]})" if dropped else ""
         raise CheckpointError(
             f"{path}: not a ModernBERT checkpoint: no token embeddings (bert.embeddings.tok_embeddings.weight)"
+            + not_tensors
         )
     return ComposerCheckpoint(path, tensors, sorted(set(skipped)), dropped)
+
+
+def _to_hf_names(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers' names, through the wrappers training code may add: Composer's `model.` around
+    ModernBERT's training names or around transformers' own model, and DDP's `module.`."""
+    converted = convert_state_dict(tensors)
+    for _ in range(2):
+        if EMBEDDINGS in converted:
+            break
+        roots = {k.split(".", 1)[0] for k in tensors}
+        if len(roots) != 1 or not roots <= {"model", "module"}:
+            break
+        tensors = {k.split(".", 1)[1]: v for k, v in tensors.items()}
+        converted = convert_state_dict(tensors)
+    return converted
 
 
 def _shapes(ckpt: ComposerCheckpoint) -> dict[str, Any]:

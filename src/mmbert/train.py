@@ -39,7 +39,7 @@ import math
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm import tqdm
@@ -49,7 +49,7 @@ from mmbert import distributed as dist
 from mmbert.composer import build_model, infer_config, is_checkpoint_file, read_composer_checkpoint
 from mmbert.config import MmBertConfig
 from mmbert.data.loader import BatchLoader
-from mmbert.data.shards import check_tokenizer, open_data
+from mmbert.data.shards import TokenStore, UnionStore, check_tokenizer, open_data
 from mmbert.errors import MmbertError
 from mmbert.flops import default_peak_flops, train_flops
 from mmbert.io import atomic_dir
@@ -65,6 +65,9 @@ from mmbert.tokenizer import (
     read_tokenizer_files,
     save_tokenizer,
 )
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +187,8 @@ class Trainer:
         """The model and its tokenizer: from the checkpoint, else `init_from`, else the recipe's."""
         if state is not None:
             return MmBertForMaskedLM(MmBertConfig(**state["model_config"])), Path(state["tokenizer_dir"])
+        if init_from is not None and not Path(init_from).exists():
+            raise FileNotFoundError(f"--init-from {init_from}: no such model directory or checkpoint file")
         if init_from is not None and is_checkpoint_file(init_from):
             # A training checkpoint: the shapes from its tensors, the rest from the recipe's model.
             tokenizer = self._recipe_tokenizer(f"{init_from} holds none")
@@ -200,7 +205,7 @@ class Trainer:
         config = self.recipe.model.build_config(vocab_size=read_tokenizer_files(tokenizer).vocab_size)
         return MmBertForMaskedLM(config), tokenizer
 
-    def _check_tokenizer(self, store: Any) -> Any:
+    def _check_tokenizer(self, store: TokenStore | UnionStore) -> PreTrainedTokenizerFast | None:
         """Stop unless the tokenizer has mmBERT's ids, fits the model and cut the data; on the main rank,
         return it with mmBERT's layout for the exports."""
         files = read_tokenizer_files(self.tokenizer_dir)

@@ -58,7 +58,7 @@ from mmbert.data.records import BadInputError
 from mmbert.data.sources import DocumentSource, SkipReport, Unit
 from mmbert.errors import MmbertError
 from mmbert.io import atomic_open, atomic_write_text, remove_stale_temps
-from mmbert.tokenizer import TokenizerLayoutError, read_tokenizer_files
+from mmbert.tokenizer import TokenizerLayoutError, layout_problems, read_tokenizer_files
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,9 @@ def load_tokenizer_info(spec: str | os.PathLike) -> TokenizerInfo:
         files = read_tokenizer_files(spec)
     except TokenizerLayoutError as e:
         raise PrepareError(str(e)) from None
+    problems = layout_problems(files)
+    if problems:  # every run reads the data with mmBERT's ids: refuse before tokenizing anything
+        raise PrepareError(f"tokenizer {spec} cannot take mmBERT's layout: " + "; ".join(problems))
     return TokenizerInfo(files.text, files.identity())
 
 
