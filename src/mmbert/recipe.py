@@ -364,6 +364,13 @@ class Recipe:
         phases = self.phases_for_variant(name)
         return dataclasses.replace(self, phases=phases, variant=name)
 
+    def phase_index(self, name: str, key: str = "phase") -> int:
+        """The index of the phase called `name`; a `RecipeError` at `key` lists the phases otherwise."""
+        names = [p.name for p in self.phases]
+        if name not in names:
+            raise RecipeError(key, f"the recipe has no phase {name!r} (phases: {', '.join(names)})")
+        return names.index(name)
+
     # -- totals ---------------------------------------------------------------------------------------
     @property
     def total_tokens(self) -> int:

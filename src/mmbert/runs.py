@@ -57,11 +57,7 @@ def run_recipe(
             f"the recipe declares no variant {variant!r} (declared: {', '.join(variants) or 'none'})",
         )
     if from_phase is not None:
-        names = [p.name for p in recipe.phases]
-        if from_phase not in names:
-            raise RecipeError(
-                "--from-phase", f"the recipe has no phase {from_phase!r} (phases: {', '.join(names)})"
-            )
+        recipe.phase_index(from_phase, "--from-phase")
         if init_from is None:
             raise RecipeError("--from-phase", "needs --init-from: the phases before it are skipped")
     if not variants:

@@ -4,7 +4,10 @@ mmBERT uses Gemma 2's tokenizer, whose special-token layout every recipe here as
 eos 1 `<eos>`, bos 2 `<bos>`, unk 3 `<unk>`, mask 4 `<mask>`; a sequence is `<bos> text <eos>` and a
 pair `<bos> A <eos> B <eos>`. `train_tokenizer` builds tokenizers with that layout, so a recipe runs
 unchanged on Gemma 2's tokenizer (which a user downloads and points to) or ours; `load_tokenizer`
-loads either and warns when a tokenizer's special ids differ from the layout.
+loads either and warns when a tokenizer's special ids differ from the layout. Gemma 2's tokenizer as
+Google ships it has the ids but not the rest of the layout (`<mask>` not special, no mask/cls/sep
+token named, `<bos> text` only): `layout_changes` lists what differs, `adapt_tokenizer` fixes it
+without changing a token id (the "layout" section below).
 
 Our tokenizers (Unigram or BPE, `tokenizers` library) are SentencePiece-like:
 - no normalization: text is tokenized as given, so `decode(encode(text)) == text` for every string
@@ -249,15 +252,6 @@ def wrap(
         clean_up_tokenization_spaces=False,
         model_input_names=["input_ids", "attention_mask"],  # ModernBERT takes no token_type_ids
     )
-
-
-def tokenizer_vocab_size(tokenizer_dir: str | Path) -> int:
-    """Ids of a tokenizer directory, added tokens included (`len(tokenizer)`), for a model's vocab_size."""
-    path = Path(tokenizer_dir) / "tokenizer.json"
-    if path.exists():
-        # The `tokenizers` file alone: no transformers tokenizer class to build in every training process.
-        return Tokenizer.from_file(str(path)).get_vocab_size(with_added_tokens=True)
-    return len(load_tokenizer(tokenizer_dir))
 
 
 def save_tokenizer(tok: PreTrainedTokenizerBase, out: str | Path) -> Path:

@@ -130,7 +130,7 @@ class Trainer:
 
         # The phase this run started at: a resumed run keeps the one its checkpoint records.
         self.first_phase = state["trainer"].get("first_phase") if state is not None else from_phase
-        first_index = self._phase_index(self.first_phase)
+        first_index = recipe.phase_index(self.first_phase, "--from-phase") if self.first_phase else 0
         torch.manual_seed(recipe.seed)  # identical init on every rank
         model, self.tokenizer_dir = self._build_model(state, init_from)
         self.config = model.config
@@ -165,16 +165,6 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             recipe.save(self.run_dir / "recipe.yaml")
             self.log = RunLog(self.run_dir, self.step, recipe.train.log_every_steps, options.tensorboard)
-
-    def _phase_index(self, name: str | None) -> int:
-        names = [p.name for p in self.recipe.phases]
-        if name is None:
-            return 0
-        if name not in names:
-            raise RecipeError(
-                "--from-phase", f"the recipe has no phase {name!r} (phases: {', '.join(names)})"
-            )
-        return names.index(name)
 
     def _recipe_tokenizer(self, why: str) -> Path:
         if not self.recipe.tokenizer:

@@ -7,9 +7,10 @@ holds each tensor; `pytorch_model.bin`; `pytorch_model.bin.index.json`. A `.bin`
 checkpoint (Composer `.pt`, `mmbert.composer`) also holds NumPy RNG states and objects of its own
 classes, which `weights_only` refuses outright: `load_pickled` rebuilds what it knows (tensors,
 containers, NumPy arrays) and stands a `SkippedObject` in for anything else, whose class is never
-imported and whose construction never runs. `mmbert.hf` loads whole state dicts through this module; `mmbert.merge` streams tensors out of
-the same files with positioned reads (from the offsets in `read_safetensors_header`) and writes its
-output with `SafetensorsWriter`, as `mmbert.hf` writes its exports.
+imported and whose construction never runs. `mmbert.hf` loads whole state dicts through this module;
+`mmbert.merge` streams tensors out of the same files with positioned reads (from the offsets in
+`read_safetensors_header`) and writes its output with `SafetensorsWriter`, as `mmbert.hf` writes its
+exports.
 
 The safetensors format: an 8-byte little-endian header length n, a JSON header of n bytes
 (`{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}}`, offsets

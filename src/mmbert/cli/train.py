@@ -67,11 +67,8 @@ def run(args: argparse.Namespace) -> int:
     if args.variant is not None and args.variant not in recipe.variant_names():
         declared = ", ".join(recipe.variant_names()) or "none"
         raise RecipeError("variant", f"no variant {args.variant!r} (declared: {declared})", str(args.recipe))
-    names = [p.name for p in recipe.phases]
-    if args.from_phase is not None and args.from_phase not in names:
-        raise RecipeError(
-            "--from-phase", f"no phase {args.from_phase!r} (phases: {', '.join(names)})", str(args.recipe)
-        )
+    if args.from_phase is not None:
+        recipe.phase_index(args.from_phase, "--from-phase")
     if args.dry_run:
         print(describe(recipe, args.variant, args.from_phase))
         return 0
@@ -94,7 +91,7 @@ def describe(recipe: Recipe, variant: str | None, from_phase: str | None = None)
     resolved = recipe.with_variant(variant)
     schedule = Schedule(resolved)
     lines = [resolved.to_yaml(), "# plan"]
-    first = [p.name for p in resolved.phases].index(from_phase) if from_phase else 0
+    first = resolved.phase_index(from_phase) if from_phase else 0
     for i, phase in enumerate(resolved.phases):
         start = schedule.starts[i]
         if i < first:
