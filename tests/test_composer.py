@@ -6,14 +6,21 @@ from __future__ import annotations
 import json
 import logging
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from transformers import AutoModel, AutoModelForMaskedLM
 
-from mmbert import MmBertForMaskedLM, cli
-from mmbert.composer import CheckpointError, infer_config, load_checkpoint_model, read_composer_checkpoint
+from mmbert import MmBertConfig, MmBertForMaskedLM, cli
+from mmbert.composer import (
+    CheckpointError,
+    ComposerCheckpoint,
+    infer_config,
+    load_checkpoint_model,
+    read_composer_checkpoint,
+)
 from mmbert.weights import SkippedObject, load_pickled, read_safetensors_header
 from tests.conftest import (
     ComposerTimestamp,
@@ -143,6 +150,16 @@ def test_shapes_come_from_the_tensors(tmp_path, caplog):
     torch.testing.assert_close(
         real_logits(model, ids, mask), real_logits(ref, ids, mask), atol=1e-4, rtol=1e-4
     )
+
+
+@pytest.mark.parametrize("preset, params", [("mmbert-small", 140_897_536), ("mmbert-base", 307_786_240)])
+def test_released_shapes_pick_their_preset(preset, params):
+    """mmBERT's checkpoints: the preset is found from the shapes and gives heads, window, thetas, context."""
+    with torch.device("meta"):  # shapes only: no memory for 256k x 768 embeddings
+        model = MmBertForMaskedLM(MmBertConfig.preset(preset))
+    tensors = {k: v for k, v in model.state_dict().items() if k != "decoder.weight"}
+    config = infer_config(ComposerCheckpoint(Path(f"{preset}.pt"), tensors))
+    assert config == MmBertConfig.preset(preset) and config.num_parameters() == params
 
 
 def test_wrapped_names(tmp_path):

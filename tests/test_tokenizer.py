@@ -298,6 +298,11 @@ def test_gemma_as_shipped_is_accepted_and_adapted(gemma_texts, tmp_path, capsys)
     ):
         assert line in info
     assert "differs from mmBERT's layout in 8 ways" in info
+    padded = Tokenizer.from_file(str(shipped / "tokenizer.json"))  # padding and truncation are no layout
+    padded.enable_padding(pad_id=0, pad_token="<pad>", length=16)
+    padded.enable_truncation(8)
+    files = T.read_tokenizer_files(shipped)
+    assert T.layout_changes(files) == T.layout_changes(T.TokenizerFiles(**{**vars(files), "backend": padded}))
     out = tmp_path / "adapted"
     assert cli.main(["tokenizer", "adapt", str(shipped), "--out", str(out), "--model-max-length", "512"]) == 0
     assert "(the same token ids)" in capsys.readouterr().out

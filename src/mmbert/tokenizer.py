@@ -451,11 +451,8 @@ class LayoutChange:
         return f"{self.found}: {self.change}"
 
 
-def _template(backend: Tokenizer, pair: bool) -> str:
+def _template(tok: Tokenizer, pair: bool) -> str:
     """How the post-processor frames one text (`a`) or a pair (`a`, `b`), e.g. `<bos> a <eos>`."""
-    tok = Tokenizer.from_str(backend.to_str())
-    tok.no_padding()
-    tok.no_truncation()
     parts = [("a", tok.encode("a", add_special_tokens=False).ids)]
     if pair:
         parts.append(("b", tok.encode("b", add_special_tokens=False).ids))
@@ -504,8 +501,13 @@ def layout_changes(
             found = f"{role}_token is {named!r}" if named else f"{role}_token is not set"
             changes.append(LayoutChange(found, f"set it to {target!r}"))
     bos, eos = targets["bos"], targets["eos"]
+    plain = files.backend
+    if plain.padding or plain.truncation:  # a copy without them (a copy of Gemma's 256k ids takes a second)
+        plain = Tokenizer.from_str(plain.to_str())
+        plain.no_padding()
+        plain.no_truncation()
     for pair, want in ((False, f"{bos} a {eos}"), (True, f"{bos} a {eos} b {eos}")):
-        got = _template(files.backend, pair)
+        got = _template(plain, pair)
         if got != want:
             what = "a pair of texts is" if pair else "one text is"
             changes.append(LayoutChange(f"{what} encoded as `{got}`", f"encode it as `{want}`"))
