@@ -24,6 +24,7 @@ from mmbert.composer import (
 from mmbert.weights import SkippedObject, load_pickled, read_safetensors_header
 from tests.conftest import (
     ComposerTimestamp,
+    RunsCode,
     composer_names,
     hf_model,
     ragged_batch,
@@ -41,7 +42,7 @@ def test_load_pickled_rebuilds_data_and_never_runs_code(tmp_path):
         "rng": (random.getstate(), np.random.get_state()),
         "misc": [b"bytes", {1, 2}, frozenset({3}), 2 + 1j, torch.Size([2]), torch.float16, None],
         "unknown": ComposerTimestamp(7),
-        "evil": [__import__("tests.conftest").conftest.RunsCode(marker)],
+        "evil": [RunsCode(marker)],
     }
     for legacy in (False, True):
         path = tmp_path / f"obj-{legacy}.pt"

@@ -105,20 +105,20 @@ def read_composer_checkpoint(path: str | Path) -> ComposerCheckpoint:
         )  # fmt: skip
     model = _model_state(obj, path)
     tensors: dict[str, torch.Tensor] = {}
-    dropped = []
+    not_tensors = []  # e.g. the shards of a sharded (FSDP) state dict, which this loader does not rebuild
     for key, value in model.items():
         if isinstance(value, torch.Tensor):
             tensors[str(key).replace("_orig_mod.", "")] = value
         else:
-            dropped.append(str(key))
+            not_tensors.append(str(key))
     tensors = _to_hf_names(tensors)
-    dropped += [k for k in tensors if k.rsplit(".", 1)[-1] in _RECOMPUTED]
+    dropped = not_tensors + [k for k in tensors if k.rsplit(".", 1)[-1] in _RECOMPUTED]
     tensors = {k: v for k, v in tensors.items() if k not in dropped}
     if EMBEDDINGS not in tensors:
-        not_tensors = f" ({len(dropped)} entries are not tensors, e.g. {dropped[0]})" if dropped else ""
+        why = f" ({len(not_tensors)} entries are not tensors, e.g. {not_tensors[0]})" if not_tensors else ""
         raise CheckpointError(
             f"{path}: not a ModernBERT checkpoint: no token embeddings (bert.embeddings.tok_embeddings.weight)"
-            + not_tensors
+            + why
         )
     return ComposerCheckpoint(path, tensors, sorted(set(skipped)), dropped)
 
