@@ -10,7 +10,7 @@ import pytest
 
 from mmbert import cli
 from mmbert.demo import Demo, Settings, masked_example, recipe_overrides
-from mmbert.demo_layout import STATE_FILE
+from mmbert.demo_layout import FILL_MASK_LANGUAGES, STATE_FILE
 from mmbert.recipe import load_recipe
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml"
@@ -111,3 +111,11 @@ def test_masked_example_masks_a_word_start(quick_demo):
         text.replace(" <mask>", answer)
         == "Everyone has the right to freedom of peaceful assembly and association."
     )
+
+
+def test_fill_mask_examples_cover_the_eight_languages(quick_demo):
+    """README: fill-mask predictions in eight languages, each on a held-out sentence with one <mask>."""
+    examples = json.loads((quick_demo / "metrics.json").read_text())["fill_mask"]
+    assert [ex["lang"] for ex in examples] == list(FILL_MASK_LANGUAGES) and len(examples) == 8
+    for ex in examples:
+        assert ex["text"].count("<mask>") == 1 and ex["answer"].strip(), ex
