@@ -22,6 +22,7 @@ import torch
 
 from mmbert import checkpoint as ckpt
 from mmbert import distributed, train
+from mmbert.model import MmBertForMaskedLM
 from mmbert.recipe import load_recipe
 from tests.conftest import TINY, read_metrics
 
@@ -130,8 +131,6 @@ def _micro_batches(rank: int, n: int = 3) -> list[dict[str, torch.Tensor]]:
 def grad_sync_worker(out: str) -> None:
     """DDP, then FSDP: three micro-batches per rank, the gradient sync skipped for the first two
     (`no_grad_sync`); records whether the gradients were synced after each and the final full gradients."""
-    from mmbert.model import MmBertForMaskedLM
-
     env = distributed.init_distributed("cpu")
     result = {}
     for strategy in ("ddp", "fsdp"):
@@ -159,8 +158,6 @@ def grad_sync_worker(out: str) -> None:
 
 def test_no_grad_sync_defers_the_sync_to_the_last_micro_batch(tmp_path):
     """Two ranks x three micro-batches: no sync until the last one, then the gradient of all six."""
-    from mmbert.model import MmBertForMaskedLM
-
     out = tmp_path / "grads.pt"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -204,6 +204,7 @@ def test_init_from_hf_export(train_inputs, tmp_path):
 def test_tensorboard_events_log_lines_and_progress_bars(train_inputs, tmp_path, capsys):
     """What a run reports besides metrics.jsonl: TensorBoard scalars of every step, one log line per
     step (`metrics.step_line`), and a progress bar per phase in tokens."""
+    # tensorboard takes seconds to import: only this test pays
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     recipe, _ = train_inputs
