@@ -311,7 +311,8 @@ def train_inputs(tmp_path_factory) -> tuple[Path, Path]:
 # to build fixtures. mosaicml-streaming does not install beside our torch; in a throwaway environment
 # (streaming 0.13.0, a torchvision stand-in) its StreamingDataset read this writer's output back, and
 # `MdsSource` read its MDSWriter's output (ndarray uint16/uint32/int64, fixed and dynamic dtype, raw and
-# zstd, merged indexes): identical samples.
+# zstd, merged indexes): identical samples (`python scripts/crosscheck.py mds`, which records its result in
+# scripts/results/crosscheck-mds.json).
 _DTYPE_CODES = {
     "uint8": 8,
     "int8": 9,

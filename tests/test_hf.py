@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import tomllib
+from pathlib import Path
 
 import pytest
 import torch
 import transformers
+from packaging.requirements import Requirement
 from transformers import (
     AutoModel,
     AutoModelForMaskedLM,
@@ -70,6 +73,26 @@ def test_old_config_form_and_pytorch_bin(tmp_path):
     torch.testing.assert_close(
         real_logits(ours, ids, mask), real_logits(ref, ids, mask), atol=1e-4, rtol=1e-4
     )
+
+
+def test_sharded_safetensors(tmp_path):
+    """A checkpoint saved in several safetensors files (+ model.safetensors.index.json) loads whole."""
+    ref = hf_model(seed=3)
+    ref.save_pretrained(tmp_path, max_shard_size="50KB")
+    shards = sorted(tmp_path.glob("model-*.safetensors"))
+    assert len(shards) > 2 and not (tmp_path / "model.safetensors").exists()
+    ours = MmBertForMaskedLM.from_pretrained(tmp_path)
+    expected = ref.state_dict()
+    got = ours.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in expected.items())
+    ids, mask = ragged_batch(vocab=1024)
+    torch.testing.assert_close(
+        real_logits(ours, ids, mask), real_logits(ref, ids, mask), atol=1e-4, rtol=1e-4
+    )
+    # A shard named in the index but missing is an error that names it.
+    shards[-1].unlink()
+    with pytest.raises(FileNotFoundError, match=shards[-1].name):
+        MmBertForMaskedLM.from_pretrained(tmp_path)
 
 
 def test_flexbert_composer_names():
@@ -144,8 +167,16 @@ def test_mlm_checkpoint_loads_into_encoder_and_classifier(tmp_path):
     assert read_weights(tmp_path).keys() >= {"model.final_norm.weight"}
 
 
-def test_transformers_version_is_the_one_tested():
-    assert int(transformers.__version__.split(".")[0]) >= 4
+def test_transformers_version_is_in_the_declared_range():
+    """The installed transformers and constraints.txt's pin (the version these parity tests ran on)
+    both satisfy pyproject.toml's requirement."""
+    root = Path(__file__).resolve().parents[1]
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    (declared,) = [Requirement(d) for d in deps if Requirement(d).name == "transformers"]
+    pins = [Requirement(line) for line in (root / "constraints.txt").read_text().splitlines() if "==" in line]
+    (pinned,) = [str(r.specifier).removeprefix("==") for r in pins if r.name == "transformers"]
+    assert declared.specifier.contains(transformers.__version__), (transformers.__version__, declared)
+    assert declared.specifier.contains(pinned), (pinned, declared)
 
 
 def test_gradients_match_transformers(tmp_path):

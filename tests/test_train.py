@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -25,7 +26,7 @@ from mmbert import distributed, train
 from mmbert.cli import main as cli_main
 from mmbert.config import MmBertConfig
 from mmbert.flops import doc_attention_pairs
-from mmbert.metrics import MetricsLog
+from mmbert.metrics import MetricsLog, step_line
 from mmbert.model import MmBertForMaskedLM
 from mmbert.optim import build_optimizer
 from mmbert.recipe import load_recipe
@@ -209,6 +210,38 @@ def test_init_from_hf_export(train_inputs, tmp_path):
     assert all(torch.equal(got[k], v) for k, v in expected.items())
     assert trainer.step == 0 and trainer.tokenizer_dir == export
     trainer.close()
+
+
+def test_tensorboard_events_log_lines_and_progress_bars(train_inputs, tmp_path, capsys):
+    """What a run reports besides metrics.jsonl: TensorBoard scalars of every step, one log line per
+    step (`metrics.step_line`), and a progress bar per phase in tokens."""
+    # tensorboard takes seconds to import: only this test pays
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    recipe, _ = train_inputs
+    short = ["phases.0.tokens=256", "phases.0.warmup_tokens=64", "phases.1.tokens=128", "phases.2.tokens=128"]
+    capsys.readouterr()
+    assert cli_main(["train", str(recipe), "--out", str(tmp_path), *short]) == 0
+    err = capsys.readouterr().err
+    records = read_metrics(tmp_path)
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    for key in ("loss", "lr", "tokens"):
+        scalars = events.Scalars(f"train/{key}")
+        assert [e.step for e in scalars] == [r["step"] for r in records], key
+        assert [e.value for e in scalars] == pytest.approx([r[key] for r in records], rel=1e-6), key
+    assert {f"lang_share/{lang}" for lang in records[-1]["lang_shares"]} <= set(events.Tags()["scalars"])
+    lines = [line for line in err.splitlines() if " | step " in line]
+    assert len(lines) == len(records)
+    for line, record in zip(lines, records, strict=True):
+        assert line.endswith(step_line(record)), (line, record)
+    assert re.fullmatch(
+        r"pre \| step 1 \| tokens 64 \| loss \d+\.\d{4} \| lr \d\.\d\de-\d\d \| mask 0\.30 \| tau 0\.70 \| "
+        r"\d+ tok/s \| mfu (\d+\.\d%|-)",
+        step_line(records[0]),
+    )
+    for phase in ("pre", "mid", "decay"):  # tqdm: "pre: 100%|...| 256/256 [00:01<00:00, 180tok/s]"
+        assert re.search(rf"{phase}: 100%\|.*\| \d+(\.\d+)?k?/\d+(\.\d+)?k? \[[^]]*tok/s\]", err), phase
 
 
 def test_metrics_log_drops_lines_past_the_resumed_step(tmp_path):

@@ -43,7 +43,8 @@ from mmbert.data.sources.base import (
 # variable-size column (column_sizes null), then each column's bytes in column order. An
 # `ndarray[:dtype[:shape]]` column stores a dtype byte when the dtype is not fixed, and an
 # (ndim << 2 | shape-dtype code) byte plus the shape when the shape is not fixed, then the raw values.
-# Checked against mosaicml-streaming 0.13.0's MDSWriter and merge_index output in a separate environment.
+# Checked against mosaicml-streaming 0.13.0's MDSWriter and merge_index output in a separate environment
+# by `python scripts/crosscheck.py mds` (scripts/results/crosscheck-mds.json).
 
 _MDS_VALUE_DTYPES = {
     8: "uint8", 9: "int8", 16: "uint16", 17: "int16", 32: "uint32", 33: "int32", 64: "uint64", 65: "int64",
