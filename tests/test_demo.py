@@ -9,11 +9,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmbert import cli
-from mmbert.demo import Demo, MaskedWord, Settings, fill_word, masked_word, recipe_overrides
-from mmbert.demo_layout import STATE_FILE
+from mmbert import MmBertConfig, MmBertForMaskedLM, cli
+from mmbert.demo import (
+    Demo,
+    MaskedWord,
+    Settings,
+    fill_mask_examples,
+    fill_word,
+    masked_word,
+    recipe_overrides,
+)
+from mmbert.demo_layout import FILL_MASK_LANGUAGES, STATE_FILE
 from mmbert.inference import load
 from mmbert.recipe import load_recipe
+from mmbert.tokenizer import bundled_texts, save_tokenizer, train_tokenizer
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -148,3 +157,24 @@ def test_fill_word_scores_each_filling_by_the_chain_of_its_tokens(quick_demo):
     got = fill_word(model, tok, two, top_k=5)
     assert got[0][1] == pytest.approx(best, rel=1e-4)
     assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
+
+
+def test_fill_mask_examples_cover_the_eight_languages(tmp_path):
+    """README: the demo shows fill-mask predictions in eight languages. With the full demo's tokenizer
+    (`Settings`; the quick demo's 1k one cannot cut Tigrinya at word boundaries) every one of
+    FILL_MASK_LANGUAGES gets a held-out sentence with one whole word masked and its top 5."""
+    settings = Settings(recipe=str(RECIPE))
+    tok = train_tokenizer(
+        bundled_texts("train"),
+        settings.tokenizer_vocab,
+        model=settings.tokenizer_model,  # type: ignore[arg-type]
+        max_chars=settings.tokenizer_max_chars,
+    )  # as the demo's step_tokenizer (train_and_save), without its coverage check
+    save_tokenizer(tok, tmp_path)
+    torch.manual_seed(0)
+    MmBertForMaskedLM(MmBertConfig.preset("tiny", vocab_size=len(tok))).save_pretrained(tmp_path)
+    examples = fill_mask_examples(tmp_path)
+    assert [ex["lang"] for ex in examples] == list(FILL_MASK_LANGUAGES) and len(examples) == 8
+    for ex in examples:
+        assert ex["text"].count("<mask>") == ex["tokens"] >= 1, ex
+        assert ex["answer"].strip() and len(ex["predictions"]) == 5, ex
