@@ -113,8 +113,8 @@ class Settings:
 
     recipe: str
     seeds: int = 3
-    # 0.4 x recipes/tiny.yaml's tokens: 6.7M tokens to train (5 arms x 3 seeds, plus the paper arm's two
-    # other decay variants), planned at the demo's 2,600 tokens/s on 2 cores: about 45 of the 60 minutes.
+    # 0.4 x recipes/tiny.yaml's tokens: 10M tokens to train (5 arms x 3 seeds, plus the paper arm's two
+    # other decay variants) at the demo model's ~5,000 tokens/s on 2 cores: about 35 of the 60 minutes.
     scale: float = 0.4
     quick: bool = False
     model_preset: str | None = None  # None: the recipe's
