@@ -75,7 +75,7 @@ from mmbert.stats import (
     seed_interval,
     seeds_needed,
 )
-from mmbert.tokenizer import copy_tokenizer_files, train_and_save
+from mmbert.tokenizer import load_tokenizer, save_tokenizer, train_and_save
 from mmbert.train import TrainOptions, export_dir
 
 logger = logging.getLogger(__name__)
@@ -272,14 +272,14 @@ def prepare_inputs(layout: Layout, settings: Settings, workers: int) -> None:
         prepare(open_source(spec), layout.tokenizer, layout.data, workers=workers, progress=False)
 
 
-def export_checkpoint(path: Path, out: Path) -> Path:
-    """An HF-format export (model + tokenizer) of a training checkpoint, swapped in whole."""
+def export_checkpoint(path: Path, tokenizer: Any, out: Path) -> Path:
+    """An HF-format export (model + `tokenizer`) of a training checkpoint, swapped in whole."""
     state = ckpt.load_checkpoint(path)
     model = MmBertForMaskedLM(MmBertConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
-        copy_tokenizer_files(state["tokenizer_dir"], tmp)
+        save_tokenizer(tokenizer, tmp)
     return out
 
 
@@ -303,13 +303,14 @@ def merge_paper(recipe: Recipe, run: Path, layout: Layout, seed: int) -> None:
     if not layout.merge_dir(seed, "linear").exists():
         merge_dirs("linear", None, variants, layout.merge_dir(seed, "linear"))
     if not layout.merge_dir(seed, "ema").exists():
+        tokenizer = load_tokenizer(export_dir(variant_dir(run, "all"), last))  # as the trainer exported it
         by_step: dict[int, Path] = {}
         for info in ckpt.list_checkpoints(variant_dir(run, "all")):
             by_step[info.step] = info.path  # a phase-end checkpoint sorts after a periodic one of its step
         inputs = []
         for step, path in sorted(by_step.items()):
             target = layout.merge_dir(seed, "ema-inputs") / f"step-{step:09d}"
-            inputs.append(target if target.exists() else export_checkpoint(path, target))
+            inputs.append(target if target.exists() else export_checkpoint(path, tokenizer, target))
         merge_dirs("ema", None, inputs, layout.merge_dir(seed, "ema"), half_life=EMA_HALF_LIFE)
 
 
