@@ -58,6 +58,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as tdist
 from torch.nn.parallel import DistributedDataParallel
 
 # bench/train.py and bench/inference.py: the sides and inputs measured here are theirs.
@@ -268,8 +269,6 @@ def memory(plan: Plan, device: torch.device, peak: float, report: Report) -> Non
 
 
 def ddp(plan: Plan, device: torch.device, peak: float, report: Report) -> None:
-    import torch.distributed as tdist
-
     backend = "nccl" if device.type == "cuda" else "gloo"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

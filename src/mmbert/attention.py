@@ -11,7 +11,9 @@ Backends:
 - `sdpa`: PyTorch's scaled_dot_product_attention. Global layers run one SDPA call per sequence (or one
   batched call when all sequences have the same length); local layers cut the whole stream into blocks of
   `window` tokens, each attending to itself and its two neighbours under a band + same-sequence mask, so
-  memory and time grow linearly with length.
+  memory and time grow linearly with length. A packer's stream of short rows (at most `ROWS_MAX` tokens,
+  no sequence crossing a row end) runs as one call over the rows under a per-row mask instead, when that
+  is cheaper: many short documents per row (global layers), rows under 8 windows (local layers).
 - `flex`: `flex_attention` with a document + sliding-window block mask (block-sparse, built from
   `cu_seqlens` tile by tile). Compiled on CUDA, where it has a backward; forward only (eager) on CPU.
 - `flash`: FlashAttention-2 `flash_attn_varlen_func` (CUDA, fp16/bf16).
@@ -58,6 +60,24 @@ class VarlenBatch:
     def seqlens(self) -> list[int]:
         """Python lengths (one device sync per batch, shared by every layer)."""
         return self.cached("seqlens", lambda: (self.cu_seqlens[1:] - self.cu_seqlens[:-1]).tolist())
+
+    @property
+    def row_len(self) -> int | None:  # None for an empty stream
+        """The shortest C such that the stream is rows of C tokens that no sequence crosses (N at most).
+
+        A packer's rows end at sequence boundaries: C is the first boundary (at least `max_seqlen`) that
+        divides N and has a boundary at each of its multiples.
+        """
+
+        def build():
+            bounds = self.cu_seqlens.tolist()
+            n, have = bounds[-1], set(bounds)
+            for c in bounds[1:]:
+                if c > 0 and c >= self.max_seqlen and n % c == 0 and all(k in have for k in range(c, n, c)):
+                    return c
+            return None
+
+        return self.cached("row_len", build)
 
     @property
     def seq_ids(self) -> torch.Tensor:
@@ -180,6 +200,31 @@ def _sdpa_local(q, k, v, batch: VarlenBatch, window: int, scale: float, dropout_
     return o.transpose(1, 2).reshape(nb * block, h, d)[:n]
 
 
+# Rows up to this long run as one masked call (measured on 2 CPU threads, forward and backward: 1.5-5x
+# faster than a call per sequence or the band of blocks on 128-512-token rows, even at 1024).
+ROWS_MAX = 512
+
+
+def _sdpa_rows(
+    q, k, v, batch: VarlenBatch, window: int | None, scale: float, dropout_p: float
+) -> torch.Tensor:
+    """One batched call over rows of `batch.row_len` tokens, each under its own document (+ band) mask."""
+    n, h, d = q.shape
+    rows = batch.row_len
+
+    def build():
+        seq, pos = batch.seq_ids.view(-1, rows), batch.positions.view(-1, rows)
+        mask = seq[:, :, None] == seq[:, None, :]
+        if window is not None:
+            mask &= (pos[:, :, None] - pos[:, None, :]).abs() <= window
+        return mask[:, None]  # (R, 1, C, C)
+
+    mask = batch.cached(("rows_mask", window), build)
+    qs, ks, vs = (t.view(-1, rows, h, d).transpose(1, 2) for t in (q, k, v))  # (R, H, C, D)
+    o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+    return o.transpose(1, 2).reshape(n, h, d)
+
+
 def sdpa_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -189,7 +234,17 @@ def sdpa_attention(
     scale: float,
     dropout_p: float = 0.0,
 ) -> torch.Tensor:
-    if window is None or batch.max_seqlen <= window + 1:
+    rows = batch.row_len
+    local = window is not None and batch.max_seqlen > window + 1
+    if (
+        rows is not None
+        and rows <= ROWS_MAX
+        and (rows < 8 * window if local else batch.total < rows * len(batch.seqlens))
+    ):
+        # Packed short rows: one masked call over the rows beats a call per sequence (when there are
+        # more sequences than rows) and the band of window blocks (when rows are under 8 windows).
+        return _sdpa_rows(q, k, v, batch, window if local else None, scale, dropout_p)
+    if not local:
         # Global layer, or every sequence fits inside the window: plain full attention per sequence.
         return _sdpa_per_sequence(q, k, v, batch, scale, dropout_p)
     return _sdpa_local(q, k, v, batch, window, scale, dropout_p)
@@ -234,7 +289,7 @@ def flex_block_mask(batch: VarlenBatch, window: int | None, block: int = FLEX_BL
 
     def ordered(dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # flex's (count, indices) form
         counts = dense.sum(-1, dtype=torch.int32)
-        indices = torch.argsort(dense.to(torch.int8), dim=-1, descending=True, stable=True)
+        indices = torch.argsort(dense.to(torch.int32), dim=-1, descending=True, stable=True)
         return counts[None, None], indices.to(torch.int32)[None, None]
 
     if window is None:
