@@ -16,7 +16,9 @@ Backends:
   is cheaper: many short documents per row (global layers), rows under 8 windows (local layers).
 - `flex`: `flex_attention` with a document + sliding-window block mask (block-sparse, built from
   `cu_seqlens` tile by tile). Compiled on CUDA, where it has a backward; forward only (eager) on CPU.
-- `flash`: FlashAttention-2 `flash_attn_varlen_func` (CUDA, fp16/bf16).
+- `flash`: FlashAttention-2 `flash_attn_varlen_func` (CUDA, fp16/bf16). Without CUDA or flash-attn it
+  fails when the model is built; fp32 activations (no bf16 autocast) fail at the first forward, since
+  the dtype a model will run in is not known when it is built.
 - `auto`: `flash` on CUDA in fp16/bf16 when flash_attn is installed, else `flex` on CUDA, else `sdpa`.
 """
 
@@ -349,7 +351,7 @@ def flash_attention(
     scale: float,
     dropout_p: float = 0.0,
 ) -> torch.Tensor:
-    from flash_attn import flash_attn_varlen_func  # optional: the `flash` extra, CUDA only
+    from flash_attn import flash_attn_varlen_func  # optional: the flash-attn package, CUDA only
 
     if not q.is_cuda or q.dtype not in (torch.float16, torch.bfloat16):
         raise RuntimeError(
@@ -398,8 +400,8 @@ def get_backend(name: str, dropout_p: float = 0.0) -> AttentionFn:
         raise ValueError(f"unknown attn_backend {name!r}; choose from {sorted(BACKENDS)}")
     if name == "flash" and not flash_available():
         raise RuntimeError(
-            "attn_backend='flash' needs a CUDA GPU and the flash_attn package "
-            "(pip install 'mmbert[flash]'); use attn_backend='sdpa' (or 'auto') instead"
+            "attn_backend='flash' needs a CUDA GPU and the flash-attn package "
+            "(pip install flash-attn --no-build-isolation); use attn_backend='sdpa' (or 'auto') instead"
         )
     if name == "flex":
         if importlib.util.find_spec("torch.nn.attention.flex_attention") is None:

@@ -6,6 +6,11 @@ checkpoint. When a recipe's last phase declares `variants`, the phases before it
 `OUT/variants/<name>/` from that checkpoint. One variant can be run alone (`--variant NAME`), so several
 machines can each run one once the shared checkpoint exists. Every run directory has its exports in
 `export/<phase>/` (`mmbert.train.export_dir`).
+
+`from_phase` starts the recipe at a later phase from `init_from` (an HF model or a training checkpoint
+such as mmBERT's end-of-mid-training `.pt`): the phases before it are skipped. From the variant phase,
+each variant starts from `init_from` itself; from an earlier phase, the shared phases from there on
+run first, as above.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ def run_recipe(
     *,
     variant: str | None = None,
     init_from: Path | None = None,
+    from_phase: str | None = None,
 ) -> list[Path]:
     """Train the recipe (and its decay variants, or only `variant`) into `out`; returns the run dirs trained."""
     variants = recipe.variant_names()
@@ -50,18 +56,22 @@ def run_recipe(
             "variant",
             f"the recipe declares no variant {variant!r} (declared: {', '.join(variants) or 'none'})",
         )
+    if from_phase is not None:
+        recipe.phase_index(from_phase, "--from-phase")
+        if init_from is None:
+            raise RecipeError("--from-phase", "needs --init-from: the phases before it are skipped")
     if not variants:
-        Trainer(recipe, out, env, options, init_from=init_from).run()
+        Trainer(recipe, out, env, options, init_from=init_from, from_phase=from_phase).run()
         return [out]
     shared = shared_recipe(recipe)
     start_from = None
     runs = []
-    if shared is not None:
+    if shared is not None and from_phase != recipe.phases[-1].name:
         pre_decay = shared.phases[-1].name
         start_from = ckpt.phase_end_checkpoint(out, pre_decay)
         if start_from is None:
             logger.info("training the phases shared by the decay variants in %s", out)
-            Trainer(shared, out, env, options, init_from=init_from).run()
+            Trainer(shared, out, env, options, init_from=init_from, from_phase=from_phase).run()
             runs.append(out)
             start_from = ckpt.phase_end_checkpoint(out, pre_decay)
             if start_from is None:
@@ -71,7 +81,15 @@ def run_recipe(
     for name in [variant] if variant else variants:
         run_dir = variant_dir(out, name)
         logger.info("decay variant %s in %s", name, run_dir)
-        init = init_from if start_from is None else None
-        Trainer(recipe.with_variant(name), run_dir, env, options, init_from=init, start_from=start_from).run()
+        init, first = (init_from, from_phase) if start_from is None else (None, None)
+        Trainer(
+            recipe.with_variant(name),
+            run_dir,
+            env,
+            options,
+            init_from=init,
+            start_from=start_from,
+            from_phase=first,
+        ).run()
         runs.append(run_dir)
     return runs
