@@ -282,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train.json")
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
+    start = time.monotonic()
     peak = measure_matmul_flops(n=2048, reps=9)
     load = os.getloadavg()[0]
     print(
@@ -336,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                 ratio = entry["ours"]["real_tokens_per_s"] / entry[other]["real_tokens_per_s"]
                 entry[f"speedup_vs_{other}"] = ratio
                 print(f"{name}: ours / {other.replace('_', ' ')} = {ratio:.2f}x")
+    results["seconds"] = time.monotonic() - start
     # Shapes not measured in this run keep their earlier entries.
     if args.out.exists():
         earlier = json.loads(args.out.read_text())
