@@ -179,7 +179,7 @@ def parity(plan: Plan, device: torch.device, peak: float, report: Report) -> Non
                 fn = BACKENDS[backend]
                 name = f"{backend} {str(dtype).removeprefix('torch.')} window={window}"
                 backward = not (backend == "flex" and device.type != "cuda")
-                ins = [t.to(dtype).requires_grad_(backward) for t in (q32, k32, v32)]
+                ins = [t.detach().to(dtype).requires_grad_(backward) for t in (q32, k32, v32)]  # fresh leaves
                 batch = VarlenBatch(cu.cu_seqlens, cu.max_seqlen)
                 out = fn(*ins, batch, window, scale)
                 err = _rel_err(out, ref)
