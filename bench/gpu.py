@@ -5,8 +5,8 @@
     make bench-gpu                   # the first line, with PYTHONPATH=src
 
 Prints one table and writes it as JSON (`--out`, default bench/results/gpu.json); the exit status is 1
-when a check fails or a section raises (the table still prints). Sections, each skipped (and listed as
-skipped) once the deadline has passed:
+when a check fails or a section raises (the table still prints). Sections, run cheapest first (parity,
+ddp, train, memory, inference), each skipped (and listed as skipped) once the deadline has passed:
 
 1. parity: each attention backend that runs here (`sdpa`, `flex`, `flash` when importable) against
    `reference` (fp32) on mixed sequence lengths with a window shorter than the longest ones and without
@@ -316,12 +316,13 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+# Cheap checks first: a section that starts after the deadline is skipped.
 SECTIONS: dict[str, Callable[[Plan, torch.device, float, Report], None]] = {
     "parity": parity,
-    "train": training,
-    "inference": inference_section,
-    "memory": memory,
     "ddp": ddp,
+    "train": training,
+    "memory": memory,
+    "inference": inference_section,
 }
 
 
