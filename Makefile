@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo bench bench-gpu lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,6 +24,11 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/inference.py
+
+# The GPU check in one command (bench/gpu.py; its docstring says how to run it on a lent device machine,
+# which has no venv and no network: its own python3, torch-optimi carried as a wheel).
+bench-gpu:
+	PYTHONPATH=src$${PYTHONPATH:+:$$PYTHONPATH} python3 bench/gpu.py $(GPU_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests bench examples

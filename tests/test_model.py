@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn.attention.flex_attention import create_block_mask
 
 from mmbert import MmBertConfig, MmBertForMaskedLM, MmBertForSequenceClassification, MmBertModel
-from mmbert.attention import VarlenBatch, get_backend, reference_attention, sdpa_attention
+from mmbert.attention import VarlenBatch, flex_block_mask, get_backend, reference_attention, sdpa_attention
+from mmbert.model import compiles
+from mmbert.optim import build_optimizer
+from mmbert.recipe import TrainSpec
 from tests.conftest import ragged_batch
 
 
@@ -57,6 +61,71 @@ def test_backend_matches_reference(backend, window, lengths):
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("window", [None, 3, 20])
+@pytest.mark.parametrize("lengths", [[40, 3, 17, 1, 26], [64, 64], [0, 100, 0, 29], [5]])
+def test_flex_block_mask_equals_create_block_mask(window, lengths):
+    """Built tile by tile from cu_seqlens, the same BlockMask as flex's from all N x N pairs (tiles of 16)."""
+    batch = VarlenBatch.from_seqlens(torch.tensor(lengths))
+    seq, pos = batch.seq_ids, batch.positions
+
+    def mask_mod(b, h, q, k):
+        near = (pos[q] - pos[k]).abs() <= window if window is not None else True
+        return (seq[q] == seq[k]) & near
+
+    ref = create_block_mask(mask_mod, None, None, batch.total, batch.total, device="cpu", BLOCK_SIZE=16)
+    ours = flex_block_mask(batch, window, block=16)
+    assert torch.equal(ours.to_dense(), ref.to_dense())
+    for counts, indices in (("kv_num_blocks", "kv_indices"), ("full_kv_num_blocks", "full_kv_indices")):
+        assert torch.equal(getattr(ours, counts), getattr(ref, counts))
+        for row, n in enumerate(getattr(ref, counts)[0, 0].tolist()):
+            assert torch.equal(getattr(ours, indices)[0, 0, row, :n], getattr(ref, indices)[0, 0, row, :n])
+
+
+def test_auto_backend_is_sdpa_on_cpu():
+    q, k, v, batch = _random_qkv([40, 3, 17])
+    auto = get_backend("auto")(q, k, v, batch, 4, 0.3)
+    assert torch.equal(auto, sdpa_attention(q, k, v, batch, 4, 0.3))
+
+
+def test_compile_modes(tiny_config):
+    cpu = torch.device("cpu")
+    assert not compiles("auto", tiny_config.hidden_size, cpu)  # the tiny shape stays eager
+    assert compiles("on", 64, cpu) and not compiles("off", 4096, cpu)
+    with pytest.raises(ValueError, match="compile"):
+        tiny_config.replace(compile="always")
+
+
+def test_compiled_regions_and_fused_step_match_eager(tiny_config):
+    """compile="on": the same logits, loss, gradients and StableAdamW update as eager, within 1e-5."""
+    ids, mask = ragged_batch()
+    labels = torch.where(torch.rand(ids.shape, generator=torch.Generator().manual_seed(0)) < 0.3, ids, -100)
+    labels[mask == 0] = -100
+    results = []
+    for mode in ("off", "on"):
+        torch.manual_seed(0)
+        model = MmBertForMaskedLM(tiny_config.replace(compile=mode))
+        with torch.no_grad():  # norms are 1 at init: randomize them so that a mix-up would show
+            for name, p in model.named_parameters():
+                if "norm" in name:
+                    p.add_(torch.randn_like(p) * 0.1)
+        optimizer = build_optimizer(model, TrainSpec(lr=1e-3), 1e-3, 0.01)
+        assert optimizer.fused == (mode == "on")
+        model.eval()
+        with torch.inference_mode():
+            logits = model(ids, attention_mask=mask).logits
+        model.train()
+        loss = model(ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        optimizer.step()
+        results.append((logits, loss.detach(), grads, [p.detach().clone() for p in model.parameters()]))
+    (logits, loss, grads, params), (logits_c, loss_c, grads_c, params_c) = results
+    torch.testing.assert_close(logits_c, logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(loss_c, loss, atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads_c + params_c, grads + params, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
 def test_reference_window_semantics():
     """A token sees exactly the keys with |i - j| <= window: changing a key just outside changes nothing."""
     q, k, v, batch = _random_qkv([30])
@@ -76,6 +145,22 @@ def test_sdpa_local_backward_matches_reference():
         fn(qq, kk, vv, VarlenBatch(batch.cu_seqlens, batch.max_seqlen), 6, 0.5).square().sum().backward()
         grads.append([t.grad for t in (qq, kk, vv)])
     for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("window", [None, 5])
+def test_packed_rows_match_reference(window):
+    """A packer's rows of 32 (documents split at row ends) run as one masked call: same values and grads."""
+    q, k, v, batch = _random_qkv([10, 22, 5, 5, 20, 2, 30, 2, 32], seed=2)
+    assert batch.row_len == 32 and VarlenBatch.from_seqlens(torch.tensor([40, 3, 17])).row_len == 60
+    assert VarlenBatch.from_seqlens(torch.tensor([0])).row_len is None  # an empty stream has no rows
+    results = []
+    for fn in (reference_attention, sdpa_attention):
+        qq, kk, vv = (t.clone().requires_grad_() for t in (q, k, v))
+        out = fn(qq, kk, vv, VarlenBatch(batch.cu_seqlens, batch.max_seqlen), window, 0.5)
+        out.square().sum().backward()
+        results.append([out, qq.grad, kk.grad, vv.grad])
+    for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 

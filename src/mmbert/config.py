@@ -18,6 +18,8 @@ from mmbert.tokens import BOS_ID, EOS_ID, MASK_ID, PAD_ID
 
 # Backends of `mmbert.attention`; "auto" picks the fastest that works on the device at build time.
 ATTN_BACKENDS = ("auto", "reference", "sdpa", "flex", "flash")
+# `compile`: torch.compile the layers' regions around attention ("auto": where it pays, see model.compiles).
+COMPILE_MODES = ("auto", "on", "off")
 ACTIVATIONS = ("gelu", "gelu_pytorch_tanh", "gelu_new", "silu", "relu")
 LAYER_TYPES = ("full_attention", "sliding_attention")
 
@@ -63,8 +65,9 @@ class MmBertConfig:
     num_labels: int = 2
     problem_type: str | None = None
     id2label: dict[int, str] | None = None
-    # Runtime choice, not part of the checkpoint format.
+    # Runtime choices, not part of the checkpoint format.
     attn_backend: str = "auto"
+    compile: str = "auto"
     # Explicit per-layer types (as in newer HF configs); derived from global_attn_every_n_layers when None.
     layer_types: list[str] | None = field(default=None)
 
@@ -94,6 +97,7 @@ class MmBertConfig:
             "attn_backend",
             f"{self.attn_backend!r} not in {ATTN_BACKENDS}",
         )
+        need(self.compile in COMPILE_MODES, "compile", f"{self.compile!r} not in {COMPILE_MODES}")
         need(self.classifier_pooling in ("mean", "cls"), "classifier_pooling", "must be 'mean' or 'cls'")
         for key in ("hidden_activation", "classifier_activation"):
             need(getattr(self, key) in ACTIVATIONS, key, f"{getattr(self, key)!r} not in {ACTIVATIONS}")

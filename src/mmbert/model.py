@@ -15,7 +15,12 @@ on the attention backend, which is chosen once when the model is built.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
+import os
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -87,6 +92,15 @@ def apply_rope(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.
     return qk
 
 
+def _rope_out_of_place(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """`apply_rope` as a new tensor (for compiled regions)."""
+    x = qk.float()
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    c, s = cos[:, None, None, :], sin[:, None, None, :]
+    return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1).to(qk.dtype)
+
+
 # ---------------------------------------------------------------------------------------------- blocks
 def _layer_norm(config: MmBertConfig) -> nn.LayerNorm:
     return nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
@@ -106,6 +120,8 @@ class MmBertEmbeddings(nn.Module):
 
 
 class MmBertAttention(nn.Module):
+    """The attention weights and settings of a layer; the layer runs them (see `_attention_inputs`)."""
+
     def __init__(self, config: MmBertConfig, layer_idx: int):
         super().__init__()
         self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
@@ -116,23 +132,6 @@ class MmBertAttention(nn.Module):
         self.Wo = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
         # mmBERT pre-training used dropout after Wo; the released config sets it to 0.
         self.out_drop = nn.Dropout(config.attention_dropout)
-
-    def forward(
-        self, x: torch.Tensor, batch: VarlenBatch, cos: torch.Tensor, sin: torch.Tensor
-    ) -> torch.Tensor:
-        n = x.shape[0]
-        qkv = self.Wqkv(x).view(n, 3, self.num_heads, self.head_dim)  # (N, 3, H, D): [Q | K | V]
-        qk = apply_rope(qkv[:, :2], cos, sin)
-        out = self.attn_fn(
-            qk[:, 0],
-            qk[:, 1],
-            qkv[:, 2],
-            batch,
-            self.window,
-            self.head_dim**-0.5,
-            self.dropout_p if self.training else 0.0,
-        )  # (N, H, D)
-        return self.out_drop(self.Wo(out.reshape(n, -1)))
 
 
 class MmBertMLP(nn.Module):
@@ -159,12 +158,67 @@ class MmBertEncoderLayer(nn.Module):
         self.attn = MmBertAttention(config, layer_idx)
         self.mlp_norm = _layer_norm(config)
         self.mlp = MmBertMLP(config)
+        self.compile = config.compile
 
     def forward(
         self, h: torch.Tensor, batch: VarlenBatch, cos: torch.Tensor, sin: torch.Tensor
     ) -> torch.Tensor:
-        h = h + self.attn(self.attn_norm(h), batch, cos, sin)
-        return h + self.mlp(self.mlp_norm(h))
+        inputs, output_and_mlp = _regions(compiles(self.compile, h.shape[-1], h.device))
+        q, k, v = inputs(self.attn, self.attn_norm(h), cos, sin)
+        attn = self.attn
+        p = attn.dropout_p if self.training else 0.0
+        out = attn.attn_fn(q, k, v, batch, attn.window, attn.head_dim**-0.5, p)  # (N, H, D)
+        return output_and_mlp(self, h, out)
+
+
+# ---------------------------------------------------------------------------------------------- regions
+# A layer is two regions around the attention kernel. Compiled (inductor, dynamic in the number of
+# tokens), each runs its matmuls as before and fuses the elementwise work between them: RoPE, the
+# residual adds with the MLP's pre-norm and the GeGLU product become a few single-pass kernels instead
+# of a dozen passes over memory, and autograd keeps fewer and smaller tensors. The attention kernel
+# stays outside (its per-batch bookkeeping depends on the sequence lengths), and so does the attention
+# pre-norm, one kernel either way (layer 0 has none: one compiled graph serves every layer).
+def _attention_inputs(
+    attn: MmBertAttention, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Wqkv and RoPE: normalized (N, H) -> q, k, v (N, heads, head_dim)."""
+    qkv = attn.Wqkv(x).view(x.shape[0], 3, attn.num_heads, attn.head_dim)  # (N, 3, H, D): [Q | K | V]
+    # Compiled, the rotation is written out of place: inductor fuses it into one pass, while the
+    # in-place form (best in eager) gives it slice-backward masks that made the backward 2x slower.
+    rotate = _rope_out_of_place if torch.compiler.is_compiling() else apply_rope
+    qk = rotate(qkv[:, :2], cos, sin)
+    return qk[:, 0], qk[:, 1], qkv[:, 2]
+
+
+def _attention_output_and_mlp(layer: MmBertEncoderLayer, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Wo and the residual, then the MLP block with its pre-norm and residual."""
+    h = h + layer.attn.out_drop(layer.attn.Wo(out.reshape(h.shape)))
+    return h + layer.mlp(layer.mlp_norm(h))
+
+
+@functools.cache
+def _regions(compiled: bool) -> tuple[Callable, Callable]:
+    if not compiled:
+        return _attention_inputs, _attention_output_and_mlp
+    return (
+        torch.compile(_attention_inputs, dynamic=True),
+        torch.compile(_attention_output_and_mlp, dynamic=True),
+    )
+
+
+@functools.cache
+def compiles(mode: str, width: int, device: torch.device) -> bool:
+    """Whether layers of this `width` on `device` run compiled regions (`MmBertConfig.compile`).
+
+    "auto": on CUDA when Triton is installed; on CPU when a C++ compiler is found and the layers are at
+    least 256 wide (the demo's mini model and up), where the fused passes outweigh the compile (about
+    half a minute on 2 cores, then cached on disk); the tiny test shape stays eager.
+    """
+    if mode != "auto":
+        return mode == "on"
+    if device.type == "cuda":
+        return importlib.util.find_spec("triton") is not None
+    return device.type == "cpu" and width >= 256 and shutil.which(os.environ.get("CXX", "g++")) is not None
 
 
 class MmBertPredictionHead(nn.Module):

@@ -1,0 +1,35 @@
+"""The GPU check's smoke mode runs here on CPU (tiny shapes), so the one-command GPU bench cannot rot."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_bench_smoke_runs_every_section_on_cpu(tmp_path):
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--smoke", "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["errors"] == [] and result["skipped"] == []
+    sections = {row["section"] for row in result["rows"]}
+    assert sections == {"parity", "train", "inference", "memory", "ddp"}
+    checks = [row for row in result["rows"] if row["ok"] is not None]
+    assert checks and all(row["ok"] for row in checks)
+    # Parity rows for both backends that run on CPU, with and without a window; the table was printed.
+    parity = {
+        (r["backend"], r["window"], r["pass_"])
+        for r in result["rows"]
+        if r["section"] == "parity" and "pass_" in r
+    }
+    assert {("sdpa", 4, "backward"), ("sdpa", None, "forward"), ("flex", 4, "forward")} <= parity
+    assert "ours / transformers padded" in proc.stdout and "DDP step" in proc.stdout
