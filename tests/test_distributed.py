@@ -1,18 +1,26 @@
-"""Two CPU processes (gloo, torchrun) against one: disjoint data per rank, the same losses.
+"""Two CPU processes (gloo, torchrun) against one: disjoint data per rank, the same losses; and what
+happens when a process of the run dies.
 
 The test file is also the worker script: under torchrun it runs the real `Trainer` with two small
 recording wrappers (the micro-batches each rank trained on, the documents each rank drew). The test then
 trains a single process on the union of both ranks' micro-batches at every step and checks that its
 losses match the 2-rank run's: the global loss is a mean over all masked tokens of the global batch, so
 the split across ranks must not change it (beyond float summation order).
+
+Every torchrun here runs on the loopback interface (`--local-addr 127.0.0.1`, gloo on `lo`), so that
+nothing depends on how the machine's name resolves, and writes each rank's whole output to its own log
+file, which a failure prints in full. A run whose process group never formed (a failure of the
+machine's networking, before any code under test ran) is tried once more.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,11 +28,13 @@ import torch
 
 from mmbert import checkpoint as ckpt
 from mmbert import distributed, train
+from mmbert.process import directory_lock
 from mmbert.recipe import load_recipe
 from tests.conftest import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = ["phases.0.tokens=384", "phases.0.warmup_tokens=64", "phases.1.tokens=256", "phases.2.tokens=128"]
+JOINED = "joined the process group"  # what every worker prints once the group has formed
 
 
 def _record(trainer, record_dir: Path, rank: int) -> None:
@@ -50,7 +60,9 @@ def _record(trainer, record_dir: Path, rank: int) -> None:
 
 
 def worker(recipe_path: str, out: str, record_dir: str, strategy: str) -> None:
-    env = distributed.init_distributed("cpu")
+    # A bounded wait in collectives: a rank whose peer hangs fails (with its log) instead of the test hanging.
+    env = distributed.init_distributed("cpu", timeout_s=240)
+    print(f"rank {env.rank} {JOINED}", flush=True)
     assert env.world_size == 2
     recipe = load_recipe(recipe_path, OVERRIDES)
     options = train.TrainOptions(strategy=strategy, progress=False, tensorboard=False)
@@ -60,15 +72,62 @@ def worker(recipe_path: str, out: str, record_dir: str, strategy: str) -> None:
     distributed.shutdown()
 
 
-def _torchrun(recipe: Path, out: Path, record_dir: Path, strategy: str) -> None:
-    record_dir.mkdir(parents=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}"}
+# ---------------------------------------------------------------------------------------------- torchrun
+def _start(args: list[str], logs: Path) -> subprocess.Popen:
+    """`torchrun` with two CPU ranks on the loopback interface; each rank's output goes to `logs`."""
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}",
+        "GLOO_SOCKET_IFNAME": "lo",
+    }
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        __file__, "worker", str(recipe), str(out), str(record_dir), strategy,
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "--local-addr", "127.0.0.1", "--log-dir", str(logs), "--redirects", "3", *args,
     ]  # fmt: skip
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def rank_logs(logs: Path) -> str:
+    """Every rank's whole stdout and stderr under `logs`."""
+    parts = [
+        f"----- {f.relative_to(logs)}\n{f.read_text(errors='replace')}" for f in sorted(logs.rglob("*.log"))
+    ]
+    return "\n".join(parts) or f"(no rank logs under {logs})"
+
+
+def _wait(proc: subprocess.Popen, logs: Path, timeout: float = 600) -> tuple[int, str]:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        pytest.fail(f"torchrun did not finish in {timeout} s\n{out}\n{rank_logs(logs)}")
+    return proc.returncode, out
+
+
+def run_torchrun(args: list[str], logs: Path) -> str:
+    """Run torchrun to completion (once more if its process group never formed); returns the rank logs."""
+    for attempt in (1, 2):
+        attempt_logs = logs / f"try{attempt}"
+        code, out = _wait(_start(args, attempt_logs), attempt_logs)
+        text = rank_logs(attempt_logs)
+        if code == 0:
+            return text
+        if attempt == 1 and JOINED not in text and "joined the gloo group" not in text:
+            print(
+                f"torchrun failed before its process group formed, trying again:\n{out}\n{text}",
+                file=sys.stderr,
+            )
+            continue
+        pytest.fail(f"torchrun exited with {code}\n{out[-4000:]}\n{text}")
+    raise AssertionError("unreachable")
+
+
+def _worker_args(recipe: Path, out: Path, record_dir: Path, strategy: str) -> list[str]:
+    record_dir.mkdir(parents=True)
+    return [__file__, "worker", str(recipe), str(out), str(record_dir), strategy]
 
 
 # As in the workers (OMP_NUM_THREADS=1).
@@ -80,7 +139,7 @@ def test_two_ranks_draw_disjoint_data_and_match_one_process(strategy, train_inpu
     recipe, _ = train_inputs
 
     records = tmp_path / "records"
-    _torchrun(recipe, tmp_path / "ddp", records, strategy)
+    run_torchrun(_worker_args(recipe, tmp_path / "ddp", records, strategy), tmp_path / "logs")
     ddp = read_metrics(tmp_path / "ddp")
     assert {r["phase"] for r in ddp} == {"pre", "mid", "decay"}
 
@@ -108,5 +167,87 @@ def test_two_ranks_draw_disjoint_data_and_match_one_process(strategy, train_inpu
     assert state["world_size"] == 2 and [r["data"]["sampler"]["rank"] for r in state["ranks"]] == [0, 1]
 
 
+# ---------------------------------------------------------------------------------------------- deaths
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":  # a zombie has exited; its parent has not collected it yet
+            alive.append(pid)
+    return alive
+
+
+def _start_killable(recipe: Path, out: Path, logs: Path) -> tuple[subprocess.Popen, list[int]]:
+    """torchrun on the `train` command, returned once both ranks run and have written a new checkpoint."""
+
+    def newest() -> int:
+        return max((c.step for c in ckpt.list_checkpoints(out)), default=-1)
+
+    before = newest()
+    proc = _start(["-m", "mmbert.cli", "train", str(recipe), "--out", str(out), "--no-progress"], logs)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None and newest() <= before:
+        time.sleep(0.05)
+    ranks = _children(proc.pid)
+    if proc.poll() is not None or len(ranks) != 2:
+        proc.kill()
+        pytest.fail(f"the run ended or had {len(ranks)} ranks before it could be killed\n{rank_logs(logs)}")
+    return proc, ranks
+
+
+def _gone_within(pids: list[int], seconds: float) -> float:
+    start = time.monotonic()
+    while _alive(pids):
+        assert time.monotonic() - start < seconds, f"ranks {_alive(pids)} still alive after {seconds} s"
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_dead_rank_or_dead_torchrun_leaves_no_rank_behind_and_the_run_resumes(train_inputs, tmp_path):
+    recipe, _ = train_inputs
+    cli = ["-m", "mmbert.cli", "train", str(recipe), "--no-progress"]
+    run_torchrun([*cli, "--out", str(tmp_path / "ref")], tmp_path / "ref-logs")
+    reference = [(r["step"], r["tokens"], r["loss"]) for r in read_metrics(tmp_path / "ref")]
+    out = tmp_path / "run"
+
+    # A rank dies: torchrun ends the other one and exits non-zero.
+    proc, ranks = _start_killable(recipe, out, tmp_path / "logs1")
+    os.kill(ranks[1], signal.SIGKILL)
+    _gone_within(ranks, 60)
+    assert _wait(proc, tmp_path / "logs1")[0] != 0
+
+    # torchrun itself is killed: its ranks (in sessions of their own) die with it.
+    proc, ranks = _start_killable(recipe, out, tmp_path / "logs2")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _gone_within(ranks, 15)
+    with directory_lock(out, "test"):  # nobody holds the run directory any more
+        pass
+
+    logs = run_torchrun([*cli, "--out", str(out)], tmp_path / "logs3")
+    assert "resuming from" in logs
+    resumed = [(r["step"], r["tokens"], r["loss"]) for r in read_metrics(out)]
+    assert [r[:2] for r in resumed] == [r[:2] for r in reference]
+    for a, b in zip(resumed, reference, strict=True):
+        assert a[2] == pytest.approx(b[2], rel=1e-5, abs=1e-6)
+
+
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "worker":
-    worker(*sys.argv[2:6])  # under torchrun, with PYTHONPATH set by `_torchrun`
+    worker(*sys.argv[2:6])  # under torchrun, with PYTHONPATH set by `_start`

@@ -42,7 +42,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_token
 
 from mmbert.data.corpus import iter_code_documents, iter_documents
 from mmbert.data.sources import LocalFilesSource, lang_from_path
-from mmbert.io import atomic_write_bytes
+from mmbert.io import check_output, update_dir
 from mmbert.tokens import BOS, BOS_ID, EOS, EOS_ID, MASK, PAD, SPECIAL_IDS, SPECIAL_TOKENS, UNK, UNK_ID
 
 if TYPE_CHECKING:
@@ -158,7 +158,10 @@ def train_tokenizer(
         raise ValueError(f"model must be 'unigram' or 'bpe', got {model!r}")
     n_reserved = len(_SPECIALS) + len(BYTE_TOKENS)
     if vocab_size < n_reserved + 64:
-        raise ValueError(f"vocab_size {vocab_size} too small: {n_reserved} ids are special/byte tokens")
+        raise ValueError(
+            f"vocab_size {vocab_size} too small: at least {n_reserved + 64} ({n_reserved} special and "
+            "byte tokens, and 64 learned pieces)"
+        )
     if isinstance(texts_by_lang, Mapping):
         sample = [text for _, text in balanced_sample(texts_by_lang, tau, max_chars, seed)]
     else:
@@ -258,9 +261,25 @@ def tokenizer_vocab_size(tokenizer_dir: str | Path) -> int:
     return len(load_tokenizer(tokenizer_dir))
 
 
-# Files of an HF model directory that are the model, not the tokenizer (never copied with a tokenizer).
-_MODEL_FILES = ("config.json", "generation_config.json")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".index.json")
+# Files of an HF model directory that are the model (config, weights in any layout), not the tokenizer.
+MODEL_FILES = ("config.json", "generation_config.json")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".index.json")
+# Files that make up a tokenizer, in the order their identity is checked (first present wins).
+TOKENIZER_IDENTITY_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
+TOKENIZER_FILES = TOKENIZER_IDENTITY_FILES + (
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+)
+
+
+def is_model_file(name: str) -> bool:
+    """Whether a file of a model directory belongs to the model (config, weights), not the tokenizer."""
+    return name in MODEL_FILES or name.endswith(WEIGHT_SUFFIXES)
 
 
 def copy_tokenizer_files(tokenizer_dir: str | Path, out: str | Path) -> None:
@@ -269,25 +288,32 @@ def copy_tokenizer_files(tokenizer_dir: str | Path, out: str | Path) -> None:
     if not src.is_dir():
         raise FileNotFoundError(f"tokenizer directory {src} does not exist")
     for f in sorted(src.iterdir()):
-        if f.is_file() and f.name not in _MODEL_FILES and not f.name.endswith(_WEIGHT_SUFFIXES):
+        if f.is_file() and not is_model_file(f.name):
             shutil.copy2(f, Path(out) / f.name)
 
 
 def save_tokenizer(tok: PreTrainedTokenizerBase, out: str | Path) -> Path:
-    """`save_pretrained` into `out`, each file replaced atomically; other files in `out` (a model) stay.
+    """`save_pretrained` into `out`, replacing the tokenizer files there; other files (a model) stay.
 
-    The result loads with `transformers.AutoTokenizer.from_pretrained(out)` (transformers 4.x and 5.x).
+    `out` is rebuilt beside itself and swapped in whole (`mmbert.io.update_dir`): it has the old
+    tokenizer or the new one, never a mix. The result loads with
+    `transformers.AutoTokenizer.from_pretrained(out)` (transformers 4.x and 5.x).
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        tok.save_pretrained(tmp)
-        for f in sorted(Path(tmp).iterdir()):
-            data = f.read_bytes()
-            if f.name == "tokenizer_config.json":
-                data = _loadable_by_transformers_4(data)
-            atomic_write_bytes(out / f.name, data)
+    with tempfile.TemporaryDirectory() as saved:
+        tok.save_pretrained(saved)
+        written = {f.name for f in Path(saved).iterdir()}
+        with update_dir(out, keep=lambda name: name not in written and name not in TOKENIZER_FILES) as tmp:
+            for f in sorted(Path(saved).iterdir()):
+                data = f.read_bytes()
+                if f.name == "tokenizer_config.json":
+                    data = _loadable_by_transformers_4(data)
+                (tmp / f.name).write_bytes(data)
     return out
+
+
+def _only_tokenizer_files(directory: Path) -> bool:
+    return all(f.name in TOKENIZER_FILES for f in directory.iterdir())
 
 
 def _loadable_by_transformers_4(config: bytes) -> bytes:
@@ -322,6 +348,8 @@ def load_tokenizer(path_or_name: str | Path) -> PreTrainedTokenizerBase:
     local = path.is_dir()
     if not local and path.exists():
         raise NotADirectoryError(f"{path}: a tokenizer is a directory (with tokenizer.json or similar)")
+    if not local and (path.is_absolute() or str(path_or_name).startswith(".")):
+        raise FileNotFoundError(f"{path}: no such tokenizer directory")
     try:
         # a name is looked up in the local cache only: nothing is downloaded behind the user's back
         offline = {} if local else {"local_files_only": True}
@@ -510,10 +538,16 @@ def train_and_save(
     lang_field: str | None = None,
     lang: str | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> TrainingReport:
     """Train a tokenizer on `inputs` (files or directories, `read_text_files`; None: the bundled
     corpus), save it to `out`, and measure it: on the held-out UDHR articles for the bundled corpus,
-    else on the first 20 documents of each language."""
+    else on the first 20 documents of each language.
+
+    `out` must not be an input, nor a non-empty directory holding anything but tokenizer files (a
+    model's directory), unless `overwrite`; then its tokenizer files are replaced and the rest stays.
+    """
+    check_output(out, inputs or (), is_own=_only_tokenizer_files, overwrite=overwrite)
     if inputs is None:
         texts = bundled_texts("train")
         source = "bundled corpus (UDHR train articles + code)"

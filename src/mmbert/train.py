@@ -66,6 +66,27 @@ class TrainOptions:
     tensorboard: bool = True
     gradient_checkpointing: bool = False
 
+    def __post_init__(self) -> None:
+        if self.micro_batch_tokens < 1:
+            raise ValueError(f"--micro-batch-tokens must be >= 1, got {self.micro_batch_tokens}")
+        if self.max_nonfinite_steps < 0:
+            raise ValueError(f"--max-nonfinite-steps must be >= 0, got {self.max_nonfinite_steps}")
+        if self.peak_flops is not None and not self.peak_flops > 0:
+            raise ValueError(f"--peak-flops must be > 0, got {self.peak_flops}")
+
+
+def planned_config(recipe: Recipe, init_from: Path | None = None) -> tuple[MmBertConfig, str]:
+    """The config a new run's model will have, without building it, and which model that is.
+
+    From `init_from`'s config.json, else the recipe's preset and overrides with the vocabulary of its
+    tokenizer (the preset's while the tokenizer does not exist yet, as for a `--dry-run`).
+    """
+    if init_from is not None:
+        return MmBertConfig.load(init_from), f"model of {init_from}"
+    tokenizer = Path(recipe.tokenizer) if recipe.tokenizer else None
+    extra = {"vocab_size": tokenizer_vocab_size(tokenizer)} if tokenizer and tokenizer.is_dir() else {}
+    return recipe.model.build_config(**extra), "model"
+
 
 def export_dir(run_dir: Path, phase_name: str) -> Path:
     """The HF-format export (model + tokenizer) a run directory holds for the end of phase `phase_name`."""
@@ -109,6 +130,8 @@ class Trainer:
         torch.manual_seed(recipe.seed)  # identical init on every rank
         model, self.tokenizer_dir = self._build_model(state, init_from)
         self.config = model.config
+        where = f"model of {source}" if source else f"model of {init_from}" if init_from else "model"
+        recipe.check_fits(self.config, env.world_size, where)
         model.model.gradient_checkpointing = options.gradient_checkpointing
         self.model = dist.wrap_model(model.to(self.device), env, options.strategy)
         first = recipe.phases[0]
