@@ -269,3 +269,28 @@ def test_cli_bad_input(tmp_path, capsys):
     assert "invalid UTF-8" in capsys.readouterr().err
     assert cli.main(["tokenizer", *args, str(tmp_path / "missing.txt")]) == 2
     assert "missing.txt" in capsys.readouterr().err
+
+
+def test_train_never_replaces_a_model_directory_tokenizer_unasked(tmp_path, capsys):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"weights")
+    (model / "tokenizer.json").write_text("old")
+    data = tmp_path / "fra_Latn"
+    data.mkdir()
+    for d in corpus.iter_documents("train", langs={"fra_Latn"}):
+        (data / f"{d.meta['article']}.txt").write_text(d.text, encoding="utf-8")
+    args = ["tokenizer", "train", "--vocab-size", "400", "--quiet", "--input", str(data), "--out"]
+    for out in (model, data):
+        assert cli.main([*args, str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "--overwrite" in err and err.count("\n") == 1
+    assert (model / "tokenizer.json").read_text() == "old"
+    assert cli.main([*args, str(model), "--overwrite"]) == 0  # the tokenizer files only are replaced
+    assert (model / "model.safetensors").read_bytes() == b"weights" and (
+        model / "config.json"
+    ).read_text() == "{}"
+    assert len(T.load_tokenizer(model)) == 400
+    assert cli.main([*args, str(tmp_path / "tok")]) == 0
+    assert cli.main([*args, str(tmp_path / "tok")]) == 0  # its own earlier output: replaced

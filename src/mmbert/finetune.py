@@ -402,7 +402,7 @@ class FinetuneOptions:
             "epochs": (self.epochs > 0, "> 0"),
             "max_steps": (self.max_steps is None or self.max_steps >= 1, ">= 1"),
             "batch_size": (self.batch_size >= 1, ">= 1"),
-            "lr": (self.lr > 0, "> 0"),
+            "lr": (self.lr >= 0, ">= 0"),
             "weight_decay": (self.weight_decay >= 0, ">= 0"),
             "warmup_ratio": (0 <= self.warmup_ratio < 1, "in [0, 1)"),
             "max_length": (self.max_length >= 2, ">= 2 (<bos> and <eos> take two)"),

@@ -166,20 +166,19 @@ def is_known_key(key: str) -> bool:
 
 
 def closest_keys(key: str, n: int = 5) -> list[str]:
-    """The known keys most like `key` (spelling), the most alike first."""
+    """The known keys most like `key`: its language's own keys first, then by spelling."""
     _, _, offered = _known()
-    close = difflib.get_close_matches(base_key(key), offered, n=n, cutoff=0.5)
-    if len(close) < n:  # the same language in another script, then similar language codes
-        lang = iso3(key)
-        same = [k for k in offered if iso3(k) == lang and k not in close]
-        close += same[: n - len(close)]
-    if len(close) < n:
+    same = [k for k in offered if iso3(k) == iso3(key)]  # a known language in another script
+    ranked = same + [
+        k for k in difflib.get_close_matches(base_key(key), offered, n=n, cutoff=0.5) if k not in same
+    ]
+    if len(ranked) < n:  # then the keys of the languages whose codes are spelled most alike
         codes = sorted({iso3(k) for k in offered})
         for code in difflib.get_close_matches(iso3(key), codes, n=n, cutoff=0.0):
             match = next(k for k in offered if iso3(k) == code)
-            if match not in close and len(close) < n:
-                close.append(match)
-    return close
+            if match not in ranked:
+                ranked.append(match)
+    return ranked[:n]
 
 
 def check_key(key: str, where: str = "") -> str:

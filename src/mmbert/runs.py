@@ -25,7 +25,7 @@ from mmbert import checkpoint as ckpt
 from mmbert import distributed as dist
 from mmbert.distributed import DistEnv
 from mmbert.errors import MmbertError
-from mmbert.io import check_output
+from mmbert.io import check_output, remove_stale_temps
 from mmbert.process import LOCK_FILE, directory_lock
 from mmbert.recipe import Recipe, RecipeError
 from mmbert.train import Trainer, TrainOptions
@@ -67,6 +67,9 @@ def _hold(run_dir: Path, env: DistEnv) -> Iterator[None]:
     """Rank 0 holds `run_dir`'s lock for the block; every rank raises the same error if it cannot."""
     with contextlib.ExitStack() as stack:
         _on_main(env, lambda: stack.enter_context(directory_lock(run_dir, "mmbert train")))
+        if env.is_main:  # the leftovers of a killed run in this directory (not in its variants' own)
+            for directory in (run_dir, ckpt.checkpoint_dir(run_dir), run_dir / "export"):
+                remove_stale_temps(directory)
         yield
 
 

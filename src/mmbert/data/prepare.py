@@ -537,6 +537,7 @@ def prepare(
         data, [getattr(source, "root", None), tokenizer], is_own=_is_prepared_data, overwrite=overwrite
     )
     with directory_lock(data, "mmbert prepare"):
+        remove_stale_temps(data)  # a killed run's manifest temporaries (its shards': below)
         manifest = _check_tokenizer(data, read_manifest(data), tok, overwrite)
         fingerprint = source.fingerprint()
         state = {
