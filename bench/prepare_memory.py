@@ -4,7 +4,7 @@ Writes a synthetic corpus of --mb megabytes (words of a random lexicon, lines of
 twice: as one document (one JSON line) and as documents of about 4 KB. Each is prepared by
 `mmbert prepare --workers 1` in a fresh process, and that process's peak resident memory (`wait4`) is
 reported. A third case is one document with no line breaks at all. Tokenizing in bounded pieces
-(`mmbert.data.prepare.split_text`) keeps the one-document case close to the many-document one; a
+(`mmbert.data.prepare.piece_bounds`) keeps the one-document case close to the many-document one; a
 tokenizer given the whole document at once held about 100 bytes per character (5 GB for 47 MB).
 
     python bench/prepare_memory.py                      # 40 MB
@@ -51,16 +51,25 @@ def _write_jsonl(path: Path, texts: list[str]) -> None:
             f.write(json.dumps({"text": text, "id": str(i)}, ensure_ascii=False) + "\n")
 
 
+# Runs the command and prints its peak resident memory in KB. A process's peak counts the memory of
+# the process it was forked from (Linux keeps the high-water mark across exec), so the command is
+# started from this small process, not from the benchmark (which holds the corpus).
+_MEASURE = (
+    "import os, subprocess, sys\n"
+    "proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+    "_, status, usage = os.wait4(proc.pid, 0)\n"
+    "print(usage.ru_maxrss)\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
 def peak_rss_mb(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     """(peak resident MB, seconds) of one command run to completion in a fresh process."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-2000:]}")
-    return usage.ru_maxrss / 1024, time.perf_counter() - start  # ru_maxrss is in KB on Linux
+    done = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return int(done.stdout) / 1024, time.perf_counter() - start  # ru_maxrss is in KB on Linux
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,8 +106,12 @@ def main(argv: list[str] | None = None) -> int:
                 "--no-progress",
             ]  # fmt: skip
             mb, seconds = peak_rss_mb(cmd, env)
-            rows.append({"case": name, "chars": n_chars, "peak_rss_mb": round(mb, 1), "seconds": round(seconds, 1)})
-            print(f"{name:<30} {n_chars / 1e6:6.1f}M chars  peak RSS {mb:8.1f} MB  {seconds:6.1f} s", flush=True)
+            rows.append(
+                {"case": name, "chars": n_chars, "peak_rss_mb": round(mb, 1), "seconds": round(seconds, 1)}
+            )
+            print(
+                f"{name:<30} {n_chars / 1e6:6.1f}M chars  peak RSS {mb:8.1f} MB  {seconds:6.1f} s", flush=True
+            )
     result = {
         "machine": {"python": platform.python_version(), "load_average": os.getloadavg()},
         "code": args.pythonpath,

@@ -268,15 +268,15 @@ class _UnitWriter:
         return self.shards
 
 
-def split_text(text: str, limit: int = PIECE_CHARS) -> list[str]:
-    """`text` cut into pieces of at most `limit` characters (one piece when it is short enough).
+def piece_bounds(text: str, limit: int = PIECE_CHARS) -> list[tuple[int, int]]:
+    """`[start, end)` of the pieces of at most `limit` characters that `text` is tokenized in.
 
     Each cut is made, in the second half of the piece's room, before a single space between two
     words, else at the end of a line, else at the limit. The first two are places where common
     pre-tokenizers (whitespace splits, GPT-2-style regexes, SentencePiece's `▁`, this project's
     tokenizers) start a new piece anyway, so the pieces' token ids, joined, are the whole text's.
     """
-    pieces, start = [], 0
+    bounds, start = [], 0
     while len(text) - start > limit:
         lo, hi = start + limit // 2, start + limit
         cut = hi
@@ -285,25 +285,30 @@ def split_text(text: str, limit: int = PIECE_CHARS) -> list[str]:
             if last:
                 cut = last[0].start()
                 break
-        pieces.append(text[start:cut])
+        bounds.append((start, cut))
         start = cut
-    pieces.append(text[start:])
-    return pieces
+    bounds.append((start, len(text)))
+    return bounds
 
 
 def _encode(texts: list[str]) -> list[np.ndarray]:
-    """Token ids of each text (no special tokens), in calls of at most `BATCH_CHARS` characters."""
+    """Token ids of each text (no special tokens), in calls of at most `BATCH_CHARS` characters.
+
+    The tokenizer's working memory is that of one call, whatever a text's length; what grows with a
+    text is the text and its ids (about 10 bytes per character in all, against ~100 in one call).
+    """
     encode = getattr(_tokenizer, "encode_batch_fast", _tokenizer.encode_batch)
-    pieces = [(i, piece) for i, text in enumerate(texts) for piece in split_text(text)]
+    pieces = [(i, a, b) for i, text in enumerate(texts) for a, b in piece_bounds(text)]
     parts: list[list[np.ndarray]] = [[] for _ in texts]
     start = 0
     while start < len(pieces):
-        end, chars = start + 1, len(pieces[start][1])
-        while end < len(pieces) and chars + len(pieces[end][1]) <= BATCH_CHARS:
-            chars += len(pieces[end][1])
+        end, chars = start + 1, pieces[start][2] - pieces[start][1]
+        while end < len(pieces) and chars + pieces[end][2] - pieces[end][1] <= BATCH_CHARS:
+            chars += pieces[end][2] - pieces[end][1]
             end += 1
         call = pieces[start:end]
-        for (i, _), enc in zip(call, encode([p for _, p in call], add_special_tokens=False), strict=True):
+        encoded = encode([texts[i][a:b] for i, a, b in call], add_special_tokens=False)
+        for (i, _, _), enc in zip(call, encoded, strict=True):
             parts[i].append(np.asarray(enc.ids, dtype=np.uint32))
         start = end
     return [p[0] if len(p) == 1 else np.concatenate(p) for p in parts]
