@@ -65,6 +65,13 @@ def test_atomic_dir_keeps_the_old_directory_until_the_new_one_is_in_place(tmp_pa
         (tmp / "v").write_text("3")
         assert (out / "v").read_text() == "1"  # still the old one while the new one is built
     assert (out / "v").read_text() == "3" and [p.name for p in tmp_path.iterdir()] == ["out"]
+    (tmp_path / "file").write_text("f")
+    with (
+        pytest.raises(NotADirectoryError, match="exists and is not a directory"),
+        io.atomic_dir(tmp_path / "file"),
+    ):
+        pass
+    assert (tmp_path / "file").read_text() == "f"
 
 
 def test_stale_temporaries_of_dead_writers_only_are_removed(tmp_path):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fcntl
 import json
 import logging
@@ -106,7 +107,9 @@ def directory_lock(directory: str | os.PathLike, command: str) -> Iterator[Path]
     try:
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # EACCES or EAGAIN: held by another process
+        except OSError as err:
+            if err.errno not in (errno.EACCES, errno.EAGAIN):  # e.g. a file system without locks
+                raise OSError(err.errno, f"cannot lock {path}: {err.strerror}") from None
             holder = _read_holder(fd)
             raise DirectoryInUseError(
                 f"{root} is in use by {_describe(holder)}: wait for it to finish, or stop it "
