@@ -30,7 +30,7 @@ from mmbert import checkpoint as ckpt
 from mmbert import distributed, train
 from mmbert.process import directory_lock
 from mmbert.recipe import load_recipe
-from tests.conftest import read_metrics
+from tests.conftest import child_pids, read_metrics, running
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = ["phases.0.tokens=384", "phases.0.warmup_tokens=64", "phases.1.tokens=256", "phases.2.tokens=128"]
@@ -168,31 +168,6 @@ def test_two_ranks_draw_disjoint_data_and_match_one_process(strategy, train_inpu
 
 
 # ---------------------------------------------------------------------------------------------- deaths
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is `pid` (from /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def _alive(pids: list[int]) -> list[int]:
-    alive = []
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":  # a zombie has exited; its parent has not collected it yet
-            alive.append(pid)
-    return alive
-
-
 def _start_killable(recipe: Path, out: Path, logs: Path) -> tuple[subprocess.Popen, list[int]]:
     """torchrun on the `train` command, returned once both ranks run and have written a new checkpoint."""
 
@@ -204,19 +179,18 @@ def _start_killable(recipe: Path, out: Path, logs: Path) -> tuple[subprocess.Pop
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None and newest() <= before:
         time.sleep(0.05)
-    ranks = _children(proc.pid)
+    ranks = child_pids(proc.pid)
     if proc.poll() is not None or len(ranks) != 2:
         proc.kill()
         pytest.fail(f"the run ended or had {len(ranks)} ranks before it could be killed\n{rank_logs(logs)}")
     return proc, ranks
 
 
-def _gone_within(pids: list[int], seconds: float) -> float:
+def _gone_within(pids: list[int], seconds: float) -> None:
     start = time.monotonic()
-    while _alive(pids):
-        assert time.monotonic() - start < seconds, f"ranks {_alive(pids)} still alive after {seconds} s"
+    while alive := [p for p in pids if running(p)]:
+        assert time.monotonic() - start < seconds, f"ranks {alive} still alive after {seconds} s"
         time.sleep(0.05)
-    return time.monotonic() - start
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

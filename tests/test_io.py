@@ -20,7 +20,7 @@ from mmbert import io
 from mmbert.model import MmBertForMaskedLM
 from mmbert.process import LOCK_FILE, DirectoryInUseError, directory_lock
 from mmbert.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
-from tests.conftest import TINY, udhr_texts
+from tests.conftest import TINY, running, udhr_texts
 
 
 def _mode(path: Path) -> int:
@@ -238,13 +238,6 @@ def test_a_helper_process_dies_with_its_parent(sig):
     proc.send_signal(sig)
     proc.wait()
     deadline = time.monotonic() + 10
-    while Path(f"/proc/{child}").exists() and "Z" != _state(child):
+    while running(child):
         assert time.monotonic() < deadline, "the child outlived its parent"
         time.sleep(0.05)
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "Z"

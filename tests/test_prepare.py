@@ -21,7 +21,16 @@ from mmbert.data.prepare import PrepareError, load_tokenizer_info, prepare
 from mmbert.data.shards import ShardError, TokenStore
 from mmbert.data.sources import BadInputError, LocalFilesSource, open_source
 from mmbert.io import OutputRefusedError, UnsafePathError
-from tests.conftest import WORDS, expected_docs, make_texts, make_tokenizer, write_corpus, write_mds
+from tests.conftest import (
+    WORDS,
+    child_pids,
+    expected_docs,
+    make_texts,
+    make_tokenizer,
+    running,
+    write_corpus,
+    write_mds,
+)
 
 
 @pytest.fixture(scope="module")
@@ -409,24 +418,6 @@ def test_out_is_not_an_input_nor_a_foreign_directory(tmp_path, tokdir):
     assert (foreign / "notes.txt").read_text() == "mine"  # --overwrite writes beside it, deletes nothing
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    return found
-
-
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_workers_die_with_a_killed_prepare_and_the_rerun_finishes(tmp_path, tokdir, sig):
@@ -438,13 +429,13 @@ def test_workers_die_with_a_killed_prepare_and_the_rerun_finishes(tmp_path, tokd
     deadline = time.monotonic() + 120
     workers: list[int] = []
     while time.monotonic() < deadline and proc.poll() is None and len(workers) < 2:
-        workers = [p for p in _children(proc.pid) if _running(p)]
+        workers = [p for p in child_pids(proc.pid) if running(p)]
         time.sleep(0.01)
     assert len(workers) >= 2, "the workers never started"
     proc.send_signal(sig)
     proc.wait()
     deadline = time.monotonic() + 15
-    while any(_running(p) for p in workers):
+    while any(running(p) for p in workers):
         assert time.monotonic() < deadline, "a worker outlived its parent"
         time.sleep(0.05)
     result = prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False)  # the lock is free
