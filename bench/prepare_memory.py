@@ -75,7 +75,9 @@ def peak_rss_mb(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mb", type=float, default=40.0, help="size of the corpus in millions of characters")
-    p.add_argument("--pythonpath", default=str(ROOT / "src"), help="the mmbert code to measure")
+    p.add_argument(
+        "--baseline", help="another checkout's src/ to measure beside this one (e.g. before a change)"
+    )
     p.add_argument("--smoke", action="store_true", help="no result file")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "prepare_memory.json"))
     args = p.parse_args(argv)
@@ -84,37 +86,36 @@ def main(argv: list[str] | None = None) -> int:
     from mmbert.tokenizer import save_tokenizer, train_tokenizer
 
     n_chars = int(args.mb * 1e6)
-    env = {**os.environ, "PYTHONPATH": args.pythonpath, "OMP_NUM_THREADS": "1"}
+    codes = {"this": str(ROOT / "src")} | ({"baseline": args.baseline} if args.baseline else {})
+    cases = {
+        "one document": lambda: [synthetic_text(n_chars)],
+        "documents of ~4 KB": lambda: [
+            text[i : i + 4096] for text in [synthetic_text(n_chars)] for i in range(0, len(text), 4096)
+        ],
+        "one document, no line breaks": lambda: [synthetic_text(n_chars, newlines=False)],
+    }
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        text = synthetic_text(n_chars)
         tok = root / "tok"
-        save_tokenizer(train_tokenizer({"eng_Latn": [text[:2_000_000]]}, 2000, model="bpe"), tok)
-        cases = {
-            "one document": [text],
-            "documents of ~4 KB": [text[i : i + 4096] for i in range(0, len(text), 4096)],
-            "one document, no line breaks": [synthetic_text(n_chars, newlines=False)],
-        }
-        for name, texts in cases.items():
-            source = root / f"{len(rows)}.jsonl"
-            _write_jsonl(source, texts)
-            del texts
-            cmd = [
-                sys.executable, "-m", "mmbert.cli", "prepare", "--source", str(source), "--lang", "eng_Latn",
-                "--tokenizer", str(tok), "--out", str(root / f"data{len(rows)}"), "--workers", "1",
-                "--no-progress",
-            ]  # fmt: skip
-            mb, seconds = peak_rss_mb(cmd, env)
-            rows.append(
-                {"case": name, "chars": n_chars, "peak_rss_mb": round(mb, 1), "seconds": round(seconds, 1)}
-            )
-            print(
-                f"{name:<30} {n_chars / 1e6:6.1f}M chars  peak RSS {mb:8.1f} MB  {seconds:6.1f} s", flush=True
-            )
+        save_tokenizer(train_tokenizer({"eng_Latn": [synthetic_text(2_000_000)]}, 2000, model="bpe"), tok)
+        for k, (name, texts) in enumerate(cases.items()):
+            source = root / f"{k}.jsonl"
+            _write_jsonl(source, texts())
+            for code, path in codes.items():
+                cmd = [
+                    sys.executable, "-m", "mmbert.cli", "prepare", "--source", str(source), "--lang", "eng_Latn",
+                    "--tokenizer", str(tok), "--out", str(root / f"data{k}-{code}"), "--workers", "1",
+                    "--no-progress",
+                ]  # fmt: skip
+                env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+                mb, seconds = peak_rss_mb(cmd, env)
+                row = {"case": name, "code": code, "chars": n_chars, "peak_rss_mb": round(mb, 1)}
+                rows.append({**row, "seconds": round(seconds, 1)})
+                print(f"{name:<30} {code:<8} {n_chars / 1e6:5.1f}M chars  peak RSS {mb:7.1f} MB", flush=True)
     result = {
         "machine": {"python": platform.python_version(), "load_average": os.getloadavg()},
-        "code": args.pythonpath,
+        "code": codes,
         "rows": rows,
     }
     if not args.smoke:
