@@ -241,3 +241,19 @@ def test_a_helper_process_dies_with_its_parent(sig):
     while running(child):
         assert time.monotonic() < deadline, "the child outlived its parent"
         time.sleep(0.05)
+
+
+def test_ctrl_c_inside_a_writer_is_reported_as_ctrl_c(tmp_path):
+    """torch.save interrupted raises a RuntimeError from its zip writer while it unwinds."""
+
+    class Writer:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            raise RuntimeError("unexpected pos")
+
+    with pytest.raises(KeyboardInterrupt), io.atomic_open(tmp_path / "ckpt.pt") as f, Writer():
+        f.write(b"partial")
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []

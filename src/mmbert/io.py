@@ -100,11 +100,24 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _raise_interrupt_behind(err)
         raise
     fsync_dir(path.parent)
+
+
+def _raise_interrupt_behind(err: BaseException) -> None:
+    """Ctrl-C inside a writer can surface as the writer's own error (torch's zip writer raises a
+    RuntimeError while it unwinds): an interrupt is reported as the interrupt it was."""
+    if isinstance(err, KeyboardInterrupt):
+        return
+    cause = err.__context__
+    while cause is not None:
+        if isinstance(cause, KeyboardInterrupt):
+            raise cause from None
+        cause = cause.__context__
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -174,8 +187,9 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         yield tmp
         _fsync_tree(tmp)
         replace_dir(tmp, path)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        _raise_interrupt_behind(err)
         raise
 
 

@@ -34,7 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_shared(tr, "text_field", "lang_field", "lang")
     tr.add_argument("--quiet", dest="progress", action="store_false", help="no progress bars")
-    add_shared(tr, "overwrite", overwrite={"help": "replace the tokenizer files of a directory that holds more"})
+    add_shared(
+        tr, "overwrite", overwrite={"help": "replace the tokenizer files of a directory that holds more"}
+    )
     info = sub.add_parser("info", help="show a tokenizer's size and special ids")
     info.add_argument("tokenizer", help="tokenizer directory or locally cached Hub name")
     for sub_parser in (tr, info):

@@ -89,7 +89,9 @@ def _check_entry(path: Path, name: str, entry: Any) -> None:
     for shard in shards:
         # Read relative to DATA: `<directory>/<file>.tokens.npy` inside it, never a path elsewhere.
         if not isinstance(shard, str) or not SHARD_RE.match(shard):
-            raise ManifestError(f"{path}: {name}: {shard!r} is not a shard path (DIR/NAME.tokens.npy inside the data directory)")
+            raise ManifestError(
+                f"{path}: {name}: {shard!r} is not a shard path (DIR/NAME.tokens.npy inside the data directory)"
+            )
     if not all(
         isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r) and 0 <= r[0] <= r[1]
         for r in ranges
