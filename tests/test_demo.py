@@ -7,11 +7,13 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
-from mmbert import cli
-from mmbert.demo import Demo, Settings, masked_example, recipe_overrides
-from mmbert.demo_layout import STATE_FILE
+from mmbert import MmBertConfig, MmBertForMaskedLM, cli
+from mmbert.demo import Demo, Settings, fill_mask_examples, masked_example, recipe_overrides
+from mmbert.demo_layout import FILL_MASK_LANGUAGES, STATE_FILE
 from mmbert.recipe import load_recipe
+from mmbert.tokenizer import bundled_texts, save_tokenizer, train_tokenizer
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -111,3 +113,23 @@ def test_masked_example_masks_a_word_start(quick_demo):
         text.replace(" <mask>", answer)
         == "Everyone has the right to freedom of peaceful assembly and association."
     )
+
+
+def test_fill_mask_examples_cover_the_eight_languages(tmp_path):
+    """README: the demo shows fill-mask predictions in eight languages. With the full demo's tokenizer
+    (8k BPE, `Settings`; the quick demo's 1k one cannot split Tigrinya at a word start) every one of
+    FILL_MASK_LANGUAGES gets a held-out sentence with one <mask> and its predictions."""
+    settings = Settings(recipe=str(RECIPE))
+    tok = train_tokenizer(
+        bundled_texts("train"),
+        settings.tokenizer_vocab,
+        model=settings.tokenizer_model,  # type: ignore[arg-type]
+        max_chars=settings.tokenizer_max_chars,
+    )  # as the demo's step_tokenizer (train_and_save), without its coverage check
+    save_tokenizer(tok, tmp_path)
+    torch.manual_seed(0)
+    MmBertForMaskedLM(MmBertConfig.preset("tiny", vocab_size=len(tok))).save_pretrained(tmp_path)
+    examples = fill_mask_examples(tmp_path)
+    assert [ex["lang"] for ex in examples] == list(FILL_MASK_LANGUAGES) and len(examples) == 8
+    for ex in examples:
+        assert ex["text"].count("<mask>") == 1 and ex["answer"].strip() and len(ex["predictions"]) == 3, ex

@@ -28,9 +28,10 @@ import torch
 
 from mmbert import checkpoint as ckpt
 from mmbert import distributed, train
+from mmbert.model import MmBertForMaskedLM
 from mmbert.process import directory_lock
 from mmbert.recipe import load_recipe
-from tests.conftest import child_pids, read_metrics, running
+from tests.conftest import TINY, child_pids, read_metrics, running
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = ["phases.0.tokens=384", "phases.0.warmup_tokens=64", "phases.1.tokens=256", "phases.2.tokens=128"]
@@ -221,5 +222,113 @@ def test_dead_rank_or_dead_torchrun_leaves_no_rank_behind_and_the_run_resumes(tr
     assert all(ckpt.is_complete(c.path) for c in ckpt.list_checkpoints(out))
 
 
+# ---------------------------------------------------------------------------------------------- sync
+def _micro_batches(rank: int, n: int = 3) -> list[dict[str, torch.Tensor]]:
+    """`n` packed micro-batches for `rank`: three sequences (one longer than the window), 30% labelled."""
+    batches = []
+    for k in range(n):
+        g = torch.Generator().manual_seed(100 * rank + k)
+        lengths = torch.tensor([20, 13, 31])
+        ids = torch.randint(5, TINY.vocab_size, (int(lengths.sum()),), generator=g)
+        labels = torch.where(torch.rand(ids.shape, generator=g) < 0.3, ids, -100)
+        labels[0] = ids[0]  # at least one labelled token
+        cu = torch.cat([torch.zeros(1, dtype=torch.int32), lengths.cumsum(0).to(torch.int32)])
+        batches.append(
+            {"input_ids": ids, "cu_seqlens": cu, "max_seqlen": int(lengths.max()), "labels": labels}
+        )
+    return batches
+
+
+def grad_sync_worker(out: str) -> None:
+    """DDP, then FSDP: three micro-batches per rank, the gradient sync skipped for the first two
+    (`no_grad_sync`); records whether the gradients were synced after each and the final full gradients."""
+    env = distributed.init_distributed("cpu", timeout_s=240)
+    print(f"rank {env.rank} {JOINED}", flush=True)
+    result = {}
+    for strategy in ("ddp", "fsdp"):
+        torch.manual_seed(0)
+        model = distributed.wrap_model(MmBertForMaskedLM(TINY), env, strategy)
+        synced = []
+        micro = _micro_batches(env.rank)
+        for k, inputs in enumerate(micro):
+            with distributed.no_grad_sync(model, k < len(micro) - 1):
+                (model(**inputs).loss / len(micro)).backward()  # DDP/FSDP average over the ranks
+            if strategy == "ddp":  # synced = every rank holds the same gradient
+                norm = torch.stack([p.grad.norm() for p in model.parameters()]).norm()
+                synced.append(len({float(x) for x in distributed.all_gather_objects(float(norm))}) == 1)
+            else:  # FSDP2 keeps unsynced gradients unsharded: the sharded ones appear with the sync
+                synced.append(all(p.grad is not None for p in model.parameters()))
+        grads = {
+            name: (p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad).clone()
+            for name, p in distributed.unwrap(model).named_parameters()
+        }
+        result[strategy] = {"synced": synced, "grads": grads}
+    if env.is_main:
+        torch.save(result, out)
+    distributed.shutdown()
+
+
+def test_no_grad_sync_defers_the_sync_to_the_last_micro_batch(tmp_path):
+    """Two ranks x three micro-batches: no sync until the last one, then the gradient of all six."""
+    out = tmp_path / "grads.pt"
+    run_torchrun([__file__, "grad-sync-worker", str(out)], tmp_path / "logs")
+    recorded = torch.load(out, weights_only=True)
+
+    torch.manual_seed(0)
+    model = MmBertForMaskedLM(TINY)
+    micro = [m for rank in (0, 1) for m in _micro_batches(rank)]
+    for inputs in micro:
+        (model(**inputs).loss / len(micro)).backward()
+    expected = {name: p.grad for name, p in model.named_parameters()}
+    for strategy in ("ddp", "fsdp"):
+        assert recorded[strategy]["synced"] == [False, False, True], strategy
+        grads = recorded[strategy]["grads"]
+        assert grads.keys() == expected.keys()
+        for name, grad in expected.items():
+            torch.testing.assert_close(grads[name], grad, atol=1e-6, rtol=1e-4, msg=f"{strategy} {name}")
+
+
+def test_fsdp_run_killed_and_rerun_gives_the_same_losses(train_inputs, tmp_path):
+    """FSDP, two ranks, several micro-batches per rank and step: SIGKILL the whole torchrun after a
+    checkpoint, rerun the same command: the metrics are those of a run that was never interrupted."""
+    recipe, _ = train_inputs
+    overrides = ["phases.0.tokens=768", "phases.0.warmup_tokens=64", "phases.1.tokens=512", "phases.2.tokens=256",
+                 "train.batch_tokens=256"]  # fmt: skip
+
+    def args(out: Path) -> list[str]:
+        return [*TRAIN, str(recipe), "--out", str(out), "--strategy", "fsdp", "--micro-batch-tokens", "32",
+                *overrides]  # fmt: skip
+
+    run_torchrun(args(tmp_path / "ref"), tmp_path / "logs-ref")
+    expected = read_metrics(tmp_path / "ref")
+    # A full step (256 tokens) gives each rank 2-4 rows of 32 or 64 tokens, one per micro-batch.
+    assert all(r["micro_batches"] >= 2 for r in expected if r["batch_tokens"] == 256)
+    assert sum(r["batch_tokens"] == 256 for r in expected) >= 2
+
+    out = tmp_path / "killed"
+    logs = tmp_path / "logs-killed"
+    proc = _start(args(out), logs)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None and ckpt.latest(out) is None:
+            time.sleep(0.01)
+        assert proc.poll() is None, f"the run finished before it could be killed: make it longer\n{rank_logs(logs)}"
+        ranks = child_pids(proc.pid)
+        proc.kill()  # torchrun; its ranks die with it
+    finally:
+        proc.wait()
+    _gone_within(ranks, 15)
+    assert proc.returncode == -signal.SIGKILL
+    assert len(read_metrics(out)) < len(expected)
+    assert "resuming from" in run_torchrun(args(out), tmp_path / "logs-rerun")
+    keys = ("step", "tokens", "phase", "lr", "batch_tokens", "masked_tokens", "micro_batches")
+    resumed = read_metrics(out)
+    assert [{k: r[k] for k in keys} for r in resumed] == [{k: r[k] for k in keys} for r in expected]
+    for a, b in zip(resumed, expected, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6), a["step"]
+
+
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "worker":
     worker(*sys.argv[2:6])  # under torchrun, with PYTHONPATH set by `_start`
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "grad-sync-worker":
+    grad_sync_worker(sys.argv[2])

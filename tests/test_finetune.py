@@ -283,7 +283,7 @@ def test_output_appears_whole_or_not_at_all(export, tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(finetune, "save_tokenizer", fail)  # the model is written, then this fails
+    monkeypatch.setattr(finetune, "write_tokenizer_files", fail)  # the model is written, then this fails
     assert cli.main([*argv, "--seed", "1"]) == 2
     assert (out / "model.safetensors").read_bytes() == first and (out / "finetune.json").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

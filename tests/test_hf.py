@@ -3,41 +3,24 @@
 from __future__ import annotations
 
 import json
+import tomllib
+from pathlib import Path
 
 import pytest
 import torch
 import transformers
+from packaging.requirements import Requirement
 from transformers import (
     AutoModel,
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
-    ModernBertConfig,
-    ModernBertForMaskedLM,
 )
 
 from mmbert import MmBertForMaskedLM, MmBertForSequenceClassification, MmBertModel
 from mmbert.hf import convert_state_dict, read_weights
-from tests.conftest import TINY, ragged_batch
+from tests.conftest import TINY, composer_names, hf_model, ragged_batch, real_logits
 
-# The tiny preset: different global/local thetas and a window (16) shorter than the longest sequence (45).
 HF_KW = TINY.to_hf_dict()
-
-
-def hf_model(seed: int = 0, attn: str = "eager") -> ModernBertForMaskedLM:
-    torch.manual_seed(seed)
-    cfg = ModernBertConfig(**HF_KW)
-    model = ModernBertForMaskedLM(cfg).eval()
-    with torch.no_grad():  # norms are 1 at init: randomize them so a mix-up would show
-        for name, p in model.named_parameters():
-            if "norm" in name or "bias" in name:
-                p.add_(torch.randn_like(p) * 0.1)
-    model.config._attn_implementation = attn
-    return model
-
-
-def real_logits(model, ids, mask):
-    with torch.no_grad():
-        return model(input_ids=ids, attention_mask=mask).logits[mask.bool()]
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
@@ -92,26 +75,34 @@ def test_old_config_form_and_pytorch_bin(tmp_path):
     )
 
 
-def test_flexbert_composer_names(tmp_path):
-    """ModernBERT's training code names (bert.encoder.layers.N...), Composer-wrapped in `model.`."""
-    ref = hf_model(seed=4)
-    flex = {}
-    for k, v in ref.state_dict().items():
-        k = k.replace("model.layers.", "bert.encoder.layers.").replace(
-            "model.embeddings.", "bert.embeddings."
-        )
-        k = k.replace("model.final_norm.", "bert.final_norm.")
-        flex["model." + k] = v
-    assert set(convert_state_dict(flex)) == set(ref.state_dict())
-    torch.save({"state": {"model": flex}}, tmp_path / "ep0-ba100-rank0.pt")
-    ours = MmBertForMaskedLM(TINY).eval()
-    from mmbert.hf import read_flexbert_checkpoint
-
-    ours.load_hf_state_dict(read_flexbert_checkpoint(tmp_path / "ep0-ba100-rank0.pt"))
+def test_sharded_safetensors(tmp_path):
+    """A checkpoint saved in several safetensors files (+ model.safetensors.index.json) loads whole."""
+    ref = hf_model(seed=3)
+    ref.save_pretrained(tmp_path, max_shard_size="50KB")
+    shards = sorted(tmp_path.glob("model-*.safetensors"))
+    assert len(shards) > 2 and not (tmp_path / "model.safetensors").exists()
+    ours = MmBertForMaskedLM.from_pretrained(tmp_path)
+    expected = ref.state_dict()
+    got = ours.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in expected.items())
     ids, mask = ragged_batch(vocab=1024)
     torch.testing.assert_close(
         real_logits(ours, ids, mask), real_logits(ref, ids, mask), atol=1e-4, rtol=1e-4
     )
+    # A shard named in the index but missing is an error that names it.
+    shards[-1].unlink()
+    with pytest.raises(FileNotFoundError, match=shards[-1].name):
+        MmBertForMaskedLM.from_pretrained(tmp_path)
+
+
+def test_flexbert_composer_names():
+    """ModernBERT's training code names (bert.encoder.layers.N...), Composer-wrapped in `model.`."""
+    ref = hf_model(seed=4)
+    flex = composer_names(ref.state_dict())
+    assert all(k.startswith(("model.bert.", "model.head.", "model.decoder.")) for k in flex)
+    converted, expected = convert_state_dict(flex), ref.state_dict()
+    assert converted.keys() == expected.keys()
+    assert all(torch.equal(converted[k], v) for k, v in expected.items())
 
 
 def test_load_errors_name_the_key(tmp_path):
@@ -176,8 +167,16 @@ def test_mlm_checkpoint_loads_into_encoder_and_classifier(tmp_path):
     assert read_weights(tmp_path).keys() >= {"model.final_norm.weight"}
 
 
-def test_transformers_version_is_the_one_tested():
-    assert int(transformers.__version__.split(".")[0]) >= 4
+def test_transformers_version_is_in_the_declared_range():
+    """The installed transformers and constraints.txt's pin (the version these parity tests ran on)
+    both satisfy pyproject.toml's requirement."""
+    root = Path(__file__).resolve().parents[1]
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    (declared,) = [Requirement(d) for d in deps if Requirement(d).name == "transformers"]
+    pins = [Requirement(line) for line in (root / "constraints.txt").read_text().splitlines() if "==" in line]
+    (pinned,) = [str(r.specifier).removeprefix("==") for r in pins if r.name == "transformers"]
+    assert declared.specifier.contains(transformers.__version__), (transformers.__version__, declared)
+    assert declared.specifier.contains(pinned), (pinned, declared)
 
 
 def test_gradients_match_transformers(tmp_path):

@@ -65,17 +65,27 @@ def test_auto_tokenizer_uses_mmbert_layout(export):
     assert pair[0] == 2 and pair.count(1) == 2 and pair[-1] == 1
 
 
-def test_tokenizer_config_loads_in_transformers_4(export):
+def test_tokenizer_config_names_a_class_transformers_4_has(export):
     """transformers 4.x (PyLate's environment, older user installs) cannot resolve transformers 5's
-    "TokenizersBackend" class name; the generic fast class loads in both."""
+    "TokenizersBackend" class name, so the config names the generic fast class, which both have; loaded
+    through that class it tokenizes as AutoTokenizer does. (Loading under transformers 4.57 itself is
+    done by `scripts/crosscheck.py pylate`, whose environment has it: scripts/results/crosscheck-pylate.json.)"""
     import json
+
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     config = json.loads((export / "tokenizer_config.json").read_text())
     assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
-    assert config["model_input_names"] == [
-        "input_ids",
-        "attention_mask",
-    ]  # ModernBERT takes no token_type_ids
+    assert config["model_input_names"] == ["input_ids", "attention_mask"]  # ModernBERT: no token_type_ids
+    generic = PreTrainedTokenizerFast.from_pretrained(export)
+    auto = AutoTokenizer.from_pretrained(export)
+    assert generic(TEXTS, padding=True)["input_ids"] == auto(TEXTS, padding=True)["input_ids"]
+    assert (generic.pad_token_id, generic.bos_token_id, generic.eos_token_id, generic.mask_token_id) == (
+        0,
+        2,
+        1,
+        4,
+    )
 
 
 def test_auto_masked_lm_loads_every_weight(export):
@@ -217,7 +227,8 @@ def test_sparse_encoder_splade(export, tmp_path):
 
 
 def test_multi_vector_encoder_colbert(export, hidden_reference, tmp_path):
-    """Sentence Transformers' own ColBERT (MultiVectorEncoder): token vectors = Dense(hidden states)."""
+    """Sentence Transformers' own ColBERT (MultiVectorEncoder): token vectors = normalize(W · hidden state)
+    of every real token, with W its projection and the hidden states the bare encoder's; MaxSim scores."""
     from sentence_transformers import MultiVectorEncoder
     from sentence_transformers.base.modules import Dense, Normalize, Transformer
     from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
@@ -239,8 +250,12 @@ def test_multi_vector_encoder_colbert(export, hidden_reference, tmp_path):
     )
     docs = mve.encode_document(TEXTS[:2])
     queries = mve.encode_query(TEXTS[:1])
-    assert docs[0].shape[-1] == 16
-    torch.testing.assert_close(docs[0].norm(dim=-1), torch.ones(len(docs[0])))
+    batch, hidden = hidden_reference
+    projection = mve[1].linear.weight.detach()  # (16, H)
+    for got, i in ((docs[0], 0), (docs[1], 1), (queries[0], 0)):
+        real = hidden[i][batch["attention_mask"][i].bool()]  # (T_i, H)
+        expected = torch.nn.functional.normalize(real @ projection.T, dim=-1)  # (T_i, 16)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
     scores = mve.similarity(queries, docs)
     assert scores.shape == (1, 2)
     # MaxSim by hand: each query vector's best document vector, summed.

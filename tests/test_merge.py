@@ -25,7 +25,7 @@ from mmbert.merge import (
     merge_ties,
 )
 from mmbert.weights import SafetensorsWriter, TensorInfo
-from tests.conftest import TINY, make_tiny_export
+from tests.conftest import TINY, make_tiny_export, write_composer_checkpoint
 
 # ----------------------------------------------------------------------------------------------
 # Arithmetic on hand-written tensors.
@@ -408,3 +408,30 @@ def test_a_killed_merge_leaves_nothing_behind_the_next_run_and_overwrite_is_whol
     merge_dirs("linear", None, [exports["cont"], out], out, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]
     assert json.loads((out / "merge_config.json").read_text())["models"][1] == str(out.resolve())
+
+
+def test_composer_checkpoints_merge_as_they_are(exports, tmp_path, capsys):
+    """mmBERT's raw `.pt` checkpoints go into a merge directly: the same result as their HF conversions."""
+    pts = {}
+    for name in ("base", "eng"):
+        pts[name] = write_composer_checkpoint(tmp_path / f"{name}.pt", _state(exports[name]))
+    argv = ["merge", "--method", "ties", "--base", str(pts["base"]), "--density", "0.5", "--models"]
+    assert cli.main([*argv, str(pts["eng"]), str(exports["all"]), "--out", str(tmp_path / "from_pt")]) == 0
+    capsys.readouterr()
+    expected = merge_dirs(
+        "ties", exports["base"], [exports["eng"], exports["all"]], tmp_path / "hf", density=0.5
+    )
+    written, want = (
+        load_file(tmp_path / "from_pt" / "model.safetensors"),
+        load_file(expected / "model.safetensors"),
+    )
+    assert written.keys() == want.keys() and all(torch.equal(written[k], want[k]) for k in want)
+    # the config comes from the base checkpoint (its shapes, the tiny preset's thetas), the tokenizer
+    # from the one input that has one
+    config = json.loads((tmp_path / "from_pt" / "config.json").read_text())
+    assert config["vocab_size"] == written[EMBEDDING_KEY].shape[0] and config["local_rope_theta"] == 10_000
+    assert (tmp_path / "from_pt" / "tokenizer.json").read_bytes() == (
+        exports["all"] / "tokenizer.json"
+    ).read_bytes()
+    assert cli.main([*argv, str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x")]) == 2
+    assert "missing.pt: not a model directory or a checkpoint file" in capsys.readouterr().err

@@ -132,6 +132,29 @@ def test_decoder_is_tied_and_training_step_runs(tiny_config):
     assert losses[-1] < losses[0]
 
 
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tiny_config):
+    """With `gradient_checkpointing` the layers run again in backward (counted) and nothing changes."""
+    ids, mask = ragged_batch()
+    labels = torch.where(torch.rand(ids.shape, generator=torch.Generator().manual_seed(1)) < 0.3, ids, -100)
+    labels[mask == 0] = -100
+    results = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = MmBertForMaskedLM(tiny_config.replace(attention_dropout=0.1)).train()
+        model.model.gradient_checkpointing = checkpointing
+        calls = []
+        model.model.layers[1].register_forward_pre_hook(lambda *_, calls=calls: calls.append(1))
+        torch.manual_seed(2)  # the same dropout masks, which checkpointing replays in backward
+        loss = model(ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters()}, len(calls)))
+    (loss, grads, calls), (loss_ckpt, grads_ckpt, calls_ckpt) = results
+    assert (calls, calls_ckpt) == (1, 2)  # recomputed in backward
+    torch.testing.assert_close(loss_ckpt, loss, atol=0, rtol=0)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grads_ckpt[name], grad, atol=1e-7, rtol=1e-6, msg=name)
+
+
 def test_rope_theta_change_changes_output_without_rebuild(tiny_config):
     torch.manual_seed(0)
     model = MmBertModel(tiny_config).eval()

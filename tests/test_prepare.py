@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -132,17 +133,17 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, tokdir):
         if units.exists() and len(list(units.glob("*.json"))) >= 2:
             break
         time.sleep(0.005)
-    killed = proc.poll() is None
-    if killed:
-        os.kill(proc.pid, signal.SIGKILL)
+    assert proc.poll() is None, "prepare finished before it could be killed: make the corpus larger"
+    os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    if killed:
-        assert not (data / "manifest.json").exists()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (data / "manifest.json").exists()
     # every shard under a real name is complete
     for tokens in data.rglob("*.tokens.npy"):
         offsets = np.load(str(tokens).replace(".tokens.npy", ".offsets.npy"))
         assert offsets[-1] == len(np.load(tokens))
     finished = len(list(units.glob("*.json")))
+    assert 2 <= finished < 36  # killed after two units, before the last
     result = prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False)
     assert result.units_resumed == finished and result.units_total == 36
     assert no_temporaries(data)
@@ -509,3 +510,17 @@ def test_memory_of_one_huge_document_is_that_of_many_small_ones(tmp_path, tokdir
                                   "fra_Latn", "--tokenizer", str(tokdir), "--out", str(tmp_path / name),
                                   "--workers", "1", "--no-progress"])  # fmt: skip
     assert rss["one"] < rss["many"] + 100, rss
+
+
+def test_cli_shows_progress_in_units_documents_and_tokens(tmp_path, tokdir, capsys):
+    """The progress bar (on unless --no-progress): units done, documents and tokens so far, a rate."""
+    root = write_corpus(tmp_path / "corpus", files_per_lang=2, docs_per_file=5)
+    args = ["prepare", "--source", str(root), "--tokenizer", str(tokdir), "--out", str(tmp_path / "data")]
+    assert cli.main(args) == 0
+    err = capsys.readouterr().err
+    store = TokenStore(tmp_path / "data")
+    total = sum(store.num_tokens("corpus", lang) for lang in store.languages("corpus"))
+    # tqdm: "prepare corpus: 100%|...| 6/6 [00:00<00:00, 40.1unit/s, 30 docs, 391 tok, 2,604 tok/s]"
+    assert re.search(
+        rf"prepare corpus: 100%\|.*\| 6/6 \[.*unit/s, 30 docs, {total:,} tok, [\d,]+ tok/s\]", err
+    ), err

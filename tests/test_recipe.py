@@ -100,6 +100,7 @@ def test_overrides(tmp_path: Path) -> None:
         ("phases.1.variants.eng.sources.0.share=0.5", "phases[1].variants.eng.sources"),
         ("phases.0.sources.1.fixed_shares={code: 1.5}", "phases[0].sources[1].fixed_shares.code"),
         ("phases.1.variants.eng.name=x", "phases[1].variants.eng.name"),
+        ("phases.0.fitted_to_released=[tokens, french_share]", "phases[0].fitted_to_released[1]"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, override: str, key: str) -> None:

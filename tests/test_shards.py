@@ -152,5 +152,16 @@ def test_open_data_reads_several_directories_as_one(prepared, tmp_path):
     assert union.num_docs("web2", "ell_Grek") == store.num_docs("web", "ell_Grek")
     assert union.num_tokens("mixed", "deu_Latn") == store.num_tokens("mixed", "deu_Latn")
     assert union.doc("web2", "fra_Latn", 7).tolist() == store.doc("web", "fra_Latn", 7).tolist()
-    with pytest.raises(ShardError, match="source 'mixed' is in both"):
+    with pytest.raises(ShardError, match="mixed/deu_Latn is in both"):
         open_data([data, prepared[0]])
+    # a source spread over two directories, one language in each (a language added to a mixture)
+    manifest["sources"] = {"web": {"ell_Grek": manifest["sources"]["web2"].pop("ell_Grek")}}
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    (data / "manifest.json").write_text(
+        json.dumps({**json.loads((data / "manifest.json").read_text()), "sources": {"web": {
+            lang: entry for lang, entry in store.manifest["sources"]["web"].items() if lang != "ell_Grek"}}})
+    )  # fmt: skip
+    union = open_data([data, other])
+    assert union.sources() == ["web"] and union.languages("web") == sorted(WORDS)
+    assert union.doc("web", "ell_Grek", 3).tolist() == store.doc("web", "ell_Grek", 3).tolist()
+    assert union.doc("web", "fra_Latn", 3).tolist() == store.doc("web", "fra_Latn", 3).tolist()

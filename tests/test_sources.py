@@ -11,10 +11,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from tokenizers import Tokenizer
 
+from mmbert.data.prepare import prepare
+from mmbert.data.shards import TokenStore
 from mmbert.data.sources import (
     BadInputError,
     BundledSource,
+    Document,
     HFSource,
     LocalFilesSource,
     MdsSource,
@@ -23,7 +27,7 @@ from mmbert.data.sources import (
     normalize_lang,
     open_source,
 )
-from tests.conftest import write_mds
+from tests.conftest import make_texts, make_tokenizer, write_mds
 
 # --------------------------------------------------------------------------------------------------
 # Helpers
@@ -298,6 +302,40 @@ def test_mds_merged_index_lang_column_and_fixed_columns(tmp_path):
     write_mds(tmp_path / "tree" / "y" / "ita_Latn" / "split_0", {"input_ids": "ndarray"}, _mds_samples(2))
     docs = _read_all(MdsSource(tmp_path / "tree"))
     assert sorted(d.lang for d in docs) == ["deu_Latn"] * 3 + ["ita_Latn"] * 2
+
+
+@pytest.mark.parametrize("compression", [None, "zstd"])
+def test_mds_text_column_is_tokenized_by_prepare(tmp_path, compression):
+    """ModernBERT's pipeline writes a `text` column (`str`, often zstd): read as text, then tokenized."""
+    texts = make_texts("fra_Latn", 25) + ["émigré \u00e0 Zürich \U0001f642", "x" * 3000]
+    samples = [{"id": f"doc{i}", "text": t} for i, t in enumerate(texts)]
+    write_mds(tmp_path / "mds" / "fra_Latn", {"id": "str", "text": "str"}, samples, compression=compression,
+              samples_per_shard=10)  # fmt: skip
+    docs = _read_all(open_source(f"mds:{tmp_path / 'mds'}"))
+    assert all(isinstance(d, Document) for d in docs) and [d.text for d in docs] == texts
+    assert (
+        {d.lang for d in docs} == {"fra_Latn"}
+        and ":1" in docs[11].doc_id
+        and "shard.00001.mds" in docs[11].doc_id
+    )
+    tok = make_tokenizer(tmp_path / "tok", texts)
+    prepare(open_source(f"mds:{tmp_path / 'mds'}"), tok, tmp_path / "data", name="web", progress=False)
+    store = TokenStore(tmp_path / "data")
+    assert store.num_docs("web", "fra_Latn") == len(texts)
+    encoder = Tokenizer.from_file(str(tok / "tokenizer.json"))
+    for i, text in enumerate(texts):
+        expected = encoder.encode(text, add_special_tokens=False).ids
+        assert store.doc("web", "fra_Latn", i).tolist() == expected
+    # a named column wins over the defaults; a column that is neither token ids nor text is refused
+    write_mds(tmp_path / "both" / "deu_Latn", {"input_ids": "ndarray:uint32", "text": "str", "meta": "json"},
+              [{"input_ids": np.array([7, 8], np.uint32), "text": "hallo", "meta": {"a": 1}}])  # fmt: skip
+    assert [d.tokens.tolist() for d in _read_all(MdsSource(tmp_path / "both"))] == [[7, 8]]
+    assert [d.text for d in _read_all(MdsSource(tmp_path / "both", column="text"))] == ["hallo"]
+    with pytest.raises(BadInputError, match="'meta' is 'json', not ndarray .token ids. or str .text."):
+        _read_all(MdsSource(tmp_path / "both", column="meta"))
+    write_mds(tmp_path / "other" / "deu_Latn", {"body": "str"}, [{"body": "x"}])
+    with pytest.raises(BadInputError, match=r"missing MDS column.*none of \['input_ids', 'text'\]"):
+        _read_all(MdsSource(tmp_path / "other"))
 
 
 def test_mds_corrupt_and_missing(tmp_path):

@@ -16,6 +16,7 @@ from mmbert import tokenizer as T
 from mmbert.data import corpus
 from mmbert.data.prepare import load_tokenizer_info
 from mmbert.merge import tokenizer_identity
+from tests.conftest import make_gemma_like_tokenizer
 
 # Scripts absent from the bundled corpus (cuneiform, runic, Gothic, Braille, emoji), control characters,
 # odd whitespace, and strings that look like byte tokens or SentencePiece's space marker.
@@ -294,3 +295,144 @@ def test_train_never_replaces_a_model_directory_tokenizer_unasked(tmp_path, caps
     assert len(T.load_tokenizer(model)) == 400
     assert cli.main([*args, str(tmp_path / "tok")]) == 0
     assert cli.main([*args, str(tmp_path / "tok")]) == 0  # its own earlier output: replaced
+
+
+# --------------------------------------------------------------------------------------------------
+# Tokenizers as shipped: Gemma 2's (mmBERT's) layout read from the files, adapted
+
+
+@pytest.fixture(scope="module")
+def gemma_texts() -> list[str]:
+    return [t for ts in T.bundled_texts("train", articles=(1, 2), code_chars=0).values() for t in ts][::4]
+
+
+def test_gemma_as_shipped_is_accepted_and_adapted(gemma_texts, tmp_path, capsys):
+    shipped = make_gemma_like_tokenizer(tmp_path / "gemma", gemma_texts)
+    assert cli.main(["tokenizer", "info", str(shipped)]) == 0
+    info = capsys.readouterr().out
+    assert "special ids match mmBERT's layout" in info
+    for line in (
+        "tokenizer_class is GemmaTokenizer: write PreTrainedTokenizerFast",
+        "'<mask>' (id 4) is not marked special: mark it special",
+        "mask_token is not set: set it to '<mask>'",
+        "cls_token is not set: set it to '<bos>'",
+        "sep_token is not set: set it to '<eos>'",
+        "one text is encoded as `<bos> a`: encode it as `<bos> a <eos>`",
+        "a pair of texts is encoded as `<bos> a <bos> b`: encode it as `<bos> a <eos> b <eos>`",
+        "model_max_length is 1000000000000000019884624838656: set it to 8192",
+    ):
+        assert line in info
+    assert "differs from mmBERT's layout in 8 ways" in info
+    padded = Tokenizer.from_file(str(shipped / "tokenizer.json"))  # padding and truncation are no layout
+    padded.enable_padding(pad_id=0, pad_token="<pad>", length=16)
+    padded.enable_truncation(8)
+    files = T.read_tokenizer_files(shipped)
+    assert T.layout_changes(files) == T.layout_changes(T.TokenizerFiles(**{**vars(files), "backend": padded}))
+    out = tmp_path / "adapted"
+    assert cli.main(["tokenizer", "adapt", str(shipped), "--out", str(out), "--model-max-length", "512"]) == 0
+    assert "(the same token ids)" in capsys.readouterr().out
+    tok = AutoTokenizer.from_pretrained(out)
+    assert (tok.mask_token, tok.mask_token_id, tok.cls_token, tok.sep_token, tok.pad_token_id) == (
+        "<mask>", 4, "<bos>", "<eos>", 0,
+    )  # fmt: skip
+    assert tok.model_max_length == 512 and tok.padding_side == "right"
+    text = "Everyone has the right to life"
+    plain = Tokenizer.from_file(str(shipped / "tokenizer.json")).encode(text, add_special_tokens=False).ids
+    assert tok(text)["input_ids"] == [2, *plain, 1]
+    assert tok(text, "liberty")["input_ids"][: len(plain) + 2] == [2, *plain, 1]
+    assert tok(text, "liberty")["input_ids"][-1] == 1
+    assert tok("a <mask> b", add_special_tokens=False)["input_ids"].count(4) == 1
+    assert "<mask>" not in tok.decode(tok("a <mask> b")["input_ids"], skip_special_tokens=True)
+    assert {"<start_of_turn>", "<end_of_turn>"} <= {
+        t.content for t in tok.added_tokens_decoder.values() if t.special
+    }
+    # one identity everywhere: info, the manifest's, merge's; shipped = adapted
+    printed = []
+    for directory in (shipped, out):
+        assert cli.main(["tokenizer", "info", str(directory), "--model-max-length", "512"]) == 0
+        printed.append(capsys.readouterr().out)
+    fingerprints = {line for text in printed for line in text.splitlines() if line.startswith("fingerprint")}
+    identity = load_tokenizer_info(shipped).identity
+    assert fingerprints == {f"fingerprint {identity['fingerprint']}"}
+    assert load_tokenizer_info(out).identity == {**identity, "path": str(out)}
+    assert tokenizer_identity(shipped) == tokenizer_identity(out) == ("tokenizer.json", identity["sha256"])
+    assert "layout: mmBERT's (nothing to adapt)" in printed[1]
+    # adapting what is adapted changes nothing; the source and an existing tokenizer are not overwritten
+    files = T.read_tokenizer_files(out)
+    assert T.layout_changes(files, 512) == []
+    assert T.adapt_tokenizer(files, 512).backend_tokenizer.to_str() == tok.backend_tokenizer.to_str()
+    for target in (shipped, out):
+        assert cli.main(["tokenizer", "adapt", str(shipped), "--out", str(target)]) == 2
+        assert "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "specials, config, message",
+    [
+        (
+            ("<bos>", "<pad>", "<eos>", "<unk>", "<mask>"),  # XLM-R's order with Gemma's names
+            {},
+            "pad token '<pad>' has id 1, mmBERT's layout needs id 0, where it has '<bos>'",
+        ),
+        (
+            ("<pad>", "<eos>", "<bos>", "<unk>", "<sep>"),
+            {},
+            "no mask token (the config names none and the vocabulary has no '<mask>')",
+        ),
+        (
+            ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>"),
+            {"mask_token": "[MASK]"},
+            "no mask token (its mask_token '[MASK]' is not in the vocabulary)",
+        ),
+    ],
+)
+def test_tokenizer_without_the_special_ids_is_refused(
+    gemma_texts, tmp_path, capsys, specials, config, message
+):
+    src = make_gemma_like_tokenizer(tmp_path / "src", gemma_texts[:40], vocab_size=400, specials=specials)
+    path = src / "tokenizer_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **config}))
+    assert cli.main(["tokenizer", "info", str(src)]) == 0
+    assert (
+        f"cannot take mmBERT's layout (`mmbert tokenizer adapt` refuses it): {message}"
+        in capsys.readouterr().out
+    )
+    assert cli.main(["tokenizer", "adapt", str(src), "--out", str(tmp_path / "out")]) == 2
+    assert f"cannot take mmBERT's layout: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    # nor is any data prepared with it
+    (tmp_path / "docs.txt").write_text("some text")
+    args = ["--source", str(tmp_path / "docs.txt"), "--lang", "eng_Latn", "--out", str(tmp_path / "data")]
+    assert cli.main(["prepare", *args, "--tokenizer", str(src), "--no-progress"]) == 2
+    assert f"tokenizer {src} cannot take mmBERT's layout: {message}" in capsys.readouterr().err
+
+
+def test_adapt_never_replaces_an_input_or_a_model_unasked_and_writes_whole(
+    gemma_texts, tmp_path, capsys, monkeypatch
+):
+    shipped = make_gemma_like_tokenizer(tmp_path / "gemma", gemma_texts[:40], vocab_size=400)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"weights")
+    for out, message in [
+        (tmp_path, f"--out {tmp_path} would overwrite the input"),
+        (model, f"--out {model} is a non-empty directory that this command did not write"),
+    ]:
+        assert cli.main(["tokenizer", "adapt", str(shipped), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "--overwrite" in err and err.count("\n") == 1
+    assert sorted(p.name for p in model.iterdir()) == ["config.json", "model.safetensors"]
+    # --overwrite into the model: its files stay, the tokenizer joins them; a failure half-way changes nothing
+    assert cli.main(["tokenizer", "adapt", str(shipped), "--out", str(model), "--overwrite"]) == 0
+    before = {f.name: f.read_bytes() for f in model.iterdir()}
+    assert before["model.safetensors"] == b"weights" and "tokenizer.json" in before
+
+    def disk_full(config: bytes) -> bytes:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(T, "_loadable_by_transformers_4", disk_full)  # after tokenizer.json is written
+    assert cli.main(["tokenizer", "adapt", str(shipped), "--out", str(model), "--overwrite"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert {f.name: f.read_bytes() for f in model.iterdir()} == before
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]

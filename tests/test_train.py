@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -23,12 +26,22 @@ from mmbert import checkpoint as ckpt
 from mmbert import distributed, runs, train
 from mmbert.cli import main as cli_main
 from mmbert.cli import train as cli_train
+from mmbert.config import MmBertConfig
 from mmbert.flops import doc_attention_pairs
-from mmbert.metrics import MetricsLog
+from mmbert.metrics import MetricsLog, step_line
+from mmbert.model import MmBertForMaskedLM
 from mmbert.optim import build_optimizer
 from mmbert.process import DirectoryInUseError
 from mmbert.recipe import load_recipe
-from tests.conftest import read_metrics, save_tiny
+from mmbert.tokenizer import read_tokenizer_files
+from tests.conftest import (
+    fake_documents,
+    make_gemma_like_tokenizer,
+    make_tokenizer,
+    read_metrics,
+    save_tiny,
+    write_composer_checkpoint,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -234,6 +247,38 @@ def test_init_from_hf_export(train_inputs, tmp_path):
     trainer.close()
 
 
+def test_tensorboard_events_log_lines_and_progress_bars(train_inputs, tmp_path, capsys):
+    """What a run reports besides metrics.jsonl: TensorBoard scalars of every step, one log line per
+    step (`metrics.step_line`), and a progress bar per phase in tokens."""
+    # tensorboard takes seconds to import: only this test pays
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    recipe, _ = train_inputs
+    short = ["phases.0.tokens=256", "phases.0.warmup_tokens=64", "phases.1.tokens=128", "phases.2.tokens=128"]
+    capsys.readouterr()
+    assert cli_main(["train", str(recipe), "--out", str(tmp_path), *short]) == 0
+    err = capsys.readouterr().err
+    records = read_metrics(tmp_path)
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    for key in ("loss", "lr", "tokens"):
+        scalars = events.Scalars(f"train/{key}")
+        assert [e.step for e in scalars] == [r["step"] for r in records], key
+        assert [e.value for e in scalars] == pytest.approx([r[key] for r in records], rel=1e-6), key
+    assert {f"lang_share/{lang}" for lang in records[-1]["lang_shares"]} <= set(events.Tags()["scalars"])
+    lines = [line for line in err.splitlines() if " | step " in line]
+    assert len(lines) == len(records)
+    for line, record in zip(lines, records, strict=True):
+        assert line.endswith(step_line(record)), (line, record)
+    assert re.fullmatch(
+        r"pre \| step 1 \| tokens 64 \| loss \d+\.\d{4} \| lr \d\.\d\de-\d\d \| mask 0\.30 \| tau 0\.70 \| "
+        r"\d+ tok/s \| mfu (\d+\.\d%|-)",
+        step_line(records[0]),
+    )
+    for phase in ("pre", "mid", "decay"):  # tqdm: "pre: 100%|...| 256/256 [00:01<00:00, 180tok/s]"
+        assert re.search(rf"{phase}: 100%\|.*\| \d+(\.\d+)?k?/\d+(\.\d+)?k? \[[^]]*tok/s\]", err), phase
+
+
 def test_metrics_log_drops_lines_past_the_resumed_step(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text(
@@ -322,3 +367,95 @@ def test_out_is_never_an_input_or_a_foreign_directory(train_inputs, tmp_path, ca
             "would overwrite the input" in err or "non-empty directory that this command did not write" in err
         )
     assert (foreign / "notes.txt").read_text() == "x" and not (foreign / "checkpoints").exists()
+
+
+def test_data_and_tokenizer_must_agree(train_inputs, tmp_path, capsys):
+    """The run's tokenizer is the one the data was cut with, or the run stops before its first step."""
+    recipe_path, _ = train_inputs
+    recipe = load_recipe(recipe_path)
+    manifest = Path(recipe.data[0]) / "manifest.json"
+    recorded = json.loads(manifest.read_text())["tokenizer"]
+    # a larger tokenizer (other ids for the same text) and a smaller one
+    for vocab_size in (400, 280):
+        other = make_tokenizer(
+            tmp_path / f"tok{vocab_size}", [t for _, t in fake_documents(seed=1)], vocab_size
+        )
+        assert run_main(recipe_path, "--out", tmp_path / "run", f"tokenizer={other}") == 2
+        err = capsys.readouterr().err
+        assert f"{manifest}: the data was prepared with tokenizer {recorded['path']}" in err
+        assert f"fingerprint {recorded['fingerprint']}" in err and f"this run's tokenizer is {other}" in err
+        assert not (tmp_path / "run").exists()
+    # a tokenizer whose special tokens sit at other ids
+    odd = make_gemma_like_tokenizer(tmp_path / "odd", [t for _, t in fake_documents()], 300,
+                                    specials=("<bos>", "<pad>", "<eos>", "<unk>", "<mask>"))  # fmt: skip
+    assert run_main(recipe_path, "--out", tmp_path / "run", f"tokenizer={odd}") == 2
+    assert (
+        f"tokenizer {odd}: pad token '<pad>' has id 1, mmBERT's layout needs id 0" in capsys.readouterr().err
+    )
+    # a model whose vocabulary is smaller than its tokenizer
+    small = tmp_path / "small"
+    MmBertForMaskedLM(MmBertConfig.preset("tiny", vocab_size=100)).save_pretrained(small)
+    shutil.copy(Path(recipe.tokenizer) / "tokenizer.json", small / "tokenizer.json")
+    assert run_main(recipe_path, "--out", tmp_path / "run", "--init-from", small) == 2
+    assert f"tokenizer {small} has {recorded['vocab_size']} ids, the model's vocabulary only 100" in (
+        capsys.readouterr().err
+    )
+
+
+def test_token_ids_outside_the_vocabulary_never_reach_the_model(train_inputs, tmp_path, capsys):
+    recipe_path, _ = train_inputs
+    data = tmp_path / "data"
+    shutil.copytree(Path(load_recipe(recipe_path).data[0]), data)
+    (shard,) = sorted(data.glob("web/*.tokens.npy"))
+    tokens = np.load(shard)
+    tokens[len(tokens) // 2] = 70_000
+    np.save(shard, tokens)
+    assert run_main(recipe_path, "--out", tmp_path / "run", f"data=[{data}]") == 2
+    err = capsys.readouterr().err
+    assert f"{shard}: token id 70000 is outside the model's vocabulary of" in err
+    assert not (tmp_path / "run" / "metrics.jsonl").exists() or not read_metrics(tmp_path / "run")
+
+
+def test_from_phase_starts_the_schedule_there_from_a_composer_checkpoint(train_inputs, tmp_path, capsys):
+    """`--init-from CKPT.pt --from-phase decay --variant V`: mmBERT's decay from its end-of-mid checkpoint."""
+    _, recipe_path = train_inputs
+    recipe = load_recipe(recipe_path)
+    torch.manual_seed(3)
+    vocab = read_tokenizer_files(recipe.tokenizer).vocab_size
+    model = MmBertForMaskedLM(MmBertConfig.preset("tiny", vocab_size=vocab))
+    pt = write_composer_checkpoint(tmp_path / "ext.pt", model.state_dict())
+    env = distributed.init_distributed("cpu")
+    options = train.TrainOptions(progress=False, tensorboard=False)
+    trainer = train.Trainer(
+        recipe.with_variant("all"), tmp_path / "x", env, options, init_from=pt, from_phase="decay"
+    )
+    starts = recipe.phase_starts()
+    assert trainer.tokens == starts[2] and trainer.phase.name == "decay" and trainer.step == 0
+    got = trainer.model.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in model.state_dict().items())
+    assert trainer.tokenizer_dir == Path(recipe.tokenizer)
+    trainer.close()
+
+    out = tmp_path / "run"
+    args = [recipe_path, "--out", out, "--init-from", pt, "--from-phase", "decay", "--variant", "all"]
+    assert run_main(*args) == 0
+    records = read_metrics(out / "variants" / "all")
+    assert {r["phase"] for r in records} == {"decay"}
+    assert records[0]["tokens"] == starts[2] + records[0]["batch_tokens"] and records[0]["step"] == 1
+    assert records[-1]["tokens"] >= recipe.total_tokens and records[-1]["lr"] == pytest.approx(0.02 * 3e-3)
+    assert sorted(p.name for p in (out / "variants" / "all" / "export").iterdir()) == ["decay"]
+    assert not ckpt.list_checkpoints(out) and not (out / "variants" / "eng").exists()  # nothing else ran
+    assert run_main(*args) == 0 and len(read_metrics(out / "variants" / "all")) == len(
+        records
+    )  # resumes: done
+    # from the phase before the variants: the shared phase runs from the checkpoint, then the variant
+    assert run_main(*args[:6], "mid", "--variant", "eng", "--out", tmp_path / "mid") == 0
+    shared = read_metrics(tmp_path / "mid")
+    assert {r["phase"] for r in shared} == {"mid"} and shared[0]["tokens"] > starts[1]
+    assert read_metrics(tmp_path / "mid" / "variants" / "eng")[0]["step"] == shared[-1]["step"] + 1
+    assert run_main(*args[:6], "decay", "--dry-run") == 0
+    assert "# pre: skipped (--from-phase decay)" in capsys.readouterr().out
+    assert run_main(recipe_path, "--out", tmp_path / "y", "--from-phase", "decay") == 2
+    assert "--from-phase: needs --init-from" in capsys.readouterr().err
+    assert run_main(*args[:6], "nope", "--out", tmp_path / "z") == 2
+    assert "no phase 'nope' (phases: pre, mid, decay)" in capsys.readouterr().err

@@ -13,7 +13,9 @@ Backends:
   `window` tokens, each attending to itself and its two neighbours under a band + same-sequence mask, so
   memory and time grow linearly with length.
 - `flex`: `flex_attention` with a document + sliding-window block mask (block-sparse). Forward only on CPU.
-- `flash`: FlashAttention-2 `flash_attn_varlen_func` (CUDA, fp16/bf16).
+- `flash`: FlashAttention-2 `flash_attn_varlen_func` (CUDA, fp16/bf16). Without CUDA or flash-attn it
+  fails when the model is built; fp32 activations (no bf16 autocast) fail at the first forward, since
+  the dtype a model will run in is not known when it is built.
 - `auto`: `flash` on CUDA when flash_attn is installed, else `sdpa`.
 """
 
@@ -257,7 +259,7 @@ def flash_attention(
     scale: float,
     dropout_p: float = 0.0,
 ) -> torch.Tensor:
-    from flash_attn import flash_attn_varlen_func  # optional: the `flash` extra, CUDA only
+    from flash_attn import flash_attn_varlen_func  # optional: the flash-attn package, CUDA only
 
     if not q.is_cuda or q.dtype not in (torch.float16, torch.bfloat16):
         raise RuntimeError(
@@ -300,8 +302,8 @@ def get_backend(name: str, dropout_p: float = 0.0) -> AttentionFn:
         raise ValueError(f"unknown attn_backend {name!r}; choose from {sorted(BACKENDS)}")
     if name == "flash" and not flash_available():
         raise RuntimeError(
-            "attn_backend='flash' needs a CUDA GPU and the flash_attn package "
-            "(pip install 'mmbert[flash]'); use attn_backend='sdpa' (or 'auto') instead"
+            "attn_backend='flash' needs a CUDA GPU and the flash-attn package "
+            "(pip install flash-attn --no-build-isolation); use attn_backend='sdpa' (or 'auto') instead"
         )
     if name == "flex":
         if importlib.util.find_spec("torch.nn.attention.flex_attention") is None:

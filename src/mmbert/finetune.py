@@ -39,7 +39,7 @@ from mmbert.data.records import BadInputError, iter_csv, iter_jsonl, read_json
 from mmbert.errors import MmbertError
 from mmbert.io import atomic_dir, check_output
 from mmbert.model import MmBertForSequenceClassification
-from mmbert.tokenizer import load_tokenizer, save_tokenizer
+from mmbert.tokenizer import load_with_layout, write_tokenizer_files
 
 log = logging.getLogger(__name__)
 
@@ -503,7 +503,7 @@ def finetune(options: FinetuneOptions) -> FinetuneResult:
     labels = {k: encode_labels(v, task, label2id, options.label_column) for k, v in splits.items()}
 
     model_dir = resolve_model(options.model)
-    tokenizer = load_tokenizer(options.tokenizer or model_dir)
+    tokenizer = load_with_layout(options.tokenizer or model_dir)
     encoded = {k: Encoded(tokenize(tokenizer, v, options.max_length), labels[k]) for k, v in splits.items()}
     model = MmBertForSequenceClassification.from_pretrained(model_dir, device=device, **overrides)
     model.train()
@@ -592,7 +592,7 @@ def finetune(options: FinetuneOptions) -> FinetuneResult:
         summary["test"] = evaluate(model, encoded["test"], task, options.batch_size, device)
     with atomic_dir(out) as tmp:  # the whole output, or the old one if this is interrupted
         model.save_pretrained(tmp)
-        save_tokenizer(tokenizer, tmp)
+        write_tokenizer_files(tokenizer, tmp)
         (tmp / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return FinetuneResult(
         out=out,

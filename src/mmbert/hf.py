@@ -5,7 +5,7 @@ A model directory is transformers' format: `config.json` (see `MmBertConfig.to_h
 `weights_only=True`, never plain pickle), found, read and written by `mmbert.weights`. Our parameter
 names are transformers' names, so loading is a check of keys and shapes, not a rename table; the only
 renames are for ModernBERT's training code (`bert.encoder.layers.N.*`, as in the released Composer
-`.pt` checkpoints) and for headless checkpoints.
+`.pt` checkpoints, which `mmbert.composer` reads) and for headless checkpoints.
 """
 
 from __future__ import annotations
@@ -52,11 +52,6 @@ def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"{source}: not a state dict of tensors")
     return dict(obj)
-
-
-def read_flexbert_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """A ModernBERT-training-code / Composer `.pt` checkpoint's model tensors (HF names)."""
-    return convert_state_dict(_read_file(Path(path)))
 
 
 # ---------------------------------------------------------------------------------------------- names

@@ -42,7 +42,10 @@ embedding-shape check still guarantees the vocabulary size, not the vocabulary.
 
 Inputs: `model.safetensors`, sharded `model.safetensors.index.json`, or `pytorch_model.bin` (sharded
 too; read with `torch.load(weights_only=True)`, memory-mapped where possible but not streamed). The
-files are found and parsed by `mmbert.weights`; the positioned reads are here.
+files are found and parsed by `mmbert.weights`; the positioned reads are here. An input may also be a
+training checkpoint file (Composer `.pt`, such as mmBERT's released raw checkpoints), read by
+`mmbert.composer` (memory-mapped, never running pickled code) with its config inferred; it has no
+tokenizer, so the output takes one from a directory input.
 """
 
 from __future__ import annotations
@@ -62,7 +65,8 @@ from typing import BinaryIO
 import torch
 
 from mmbert import __version__
-from mmbert.config import read_hf_config
+from mmbert.composer import infer_config, is_checkpoint_file, read_composer_checkpoint
+from mmbert.config import MmBertConfig, read_hf_config
 from mmbert.errors import MmbertError
 from mmbert.io import atomic_dir
 from mmbert.tokenizer import TOKENIZER_FILES, TOKENIZER_IDENTITY_FILES, fingerprint_sha256
@@ -210,14 +214,27 @@ def _raw_reader(directory: Path) -> TensorReader:
     return DictReader(tensors, name=str(directory))
 
 
-def open_checkpoint(directory: str | Path) -> TensorReader:
-    """An HF model directory as a TensorReader, with the tied decoder folded into the embedding key."""
+def open_checkpoint(directory: str | Path) -> tuple[TensorReader, MmBertConfig | None]:
+    """An HF model directory, or a training checkpoint file, as a TensorReader with the tied decoder
+    folded into the embedding key; for a checkpoint file, also its config (`mmbert.composer`: shapes
+    from the tensors, the rest from the preset whose shapes match)."""
     directory = Path(directory)
+    inferred = None
     try:
-        config = read_hf_config(directory)
-        raw = _raw_reader(directory)
+        if is_checkpoint_file(directory):
+            composer = read_composer_checkpoint(directory)
+            inferred = infer_config(composer)
+            config = inferred.to_hf_dict()
+            raw: TensorReader = DictReader(composer.tensors, name=str(directory))
+        else:
+            config = read_hf_config(directory)
+            raw = _raw_reader(directory)
     except (OSError, ValueError) as e:  # a missing or unreadable file (`WeightsError` is a ValueError)
         raise MergeError(str(e)) from e
+    return _fold_tied_decoder(raw, config), inferred
+
+
+def _fold_tied_decoder(raw: TensorReader, config: dict) -> TensorReader:
     keys = set(raw.infos())
     tied = config.get("tie_word_embeddings", True)
     if tied and DECODER_KEY in keys:
@@ -638,15 +655,16 @@ def merge_dirs(
         reference_dir = model_dirs[-1] if method == "ema" else model_dirs[0]
     all_dirs = ([base_dir] if base_dir is not None else []) + model_dirs
     for d in all_dirs:
-        if not d.is_dir():
-            raise MergeError(f"{d}: not a directory")
+        if not (d.is_dir() or is_checkpoint_file(d)):
+            raise MergeError(f"{d}: not a model directory or a checkpoint file")
     tokenizer_dir = _check_tokenizers([reference_dir] + [d for d in all_dirs if d != reference_dir])
 
     with contextlib.ExitStack() as stack:
         opened: dict[Path, TensorReader] = {}
+        inferred: dict[Path, MmBertConfig | None] = {}
         for d in all_dirs:
             if d not in opened:
-                opened[d] = open_checkpoint(d)
+                opened[d], inferred[d] = open_checkpoint(d)
                 stack.callback(opened[d].close)
         base_reader = opened[base_dir] if base_dir is not None else None
         model_readers = [opened[d] for d in model_dirs]
@@ -655,7 +673,11 @@ def merge_dirs(
         total_params = sum(info.numel for _, info, _ in tensors)
 
         with atomic_dir(out) as tmp:
-            shutil.copyfile(reference_dir / "config.json", tmp / "config.json")
+            reference_config = inferred[reference_dir]
+            if reference_config is not None:  # a checkpoint file: the config its tensors and preset give
+                reference_config.save(tmp)
+            else:
+                shutil.copyfile(reference_dir / "config.json", tmp / "config.json")
             if tokenizer_dir is not None:
                 for name in TOKENIZER_FILES:
                     if (tokenizer_dir / name).is_file():

@@ -18,6 +18,15 @@ shares name. With a three-phase recipe the plan is then compared
 with the released counts: per-phase totals, English and code shares, and, for the languages already
 present in an earlier phase (so the comparison is not circular), the log-log fit between the planned
 and the released per-language shares (slope 1 and correlation 1 would be a perfect prediction).
+
+Each compared figure is labelled `fitted` or `predicted`. Fitted: set from the same released column it
+is compared with, so it matches by construction: the language count of a phase whose languages are a
+named mmBERT set (the set is that column's rows), and whatever the recipe lists in the phase's
+`fitted_to_released` (e.g. source weights copied from the released counts fix the English and code
+shares). Predicted: computed from other inputs (the paper's source table and budgets, the earlier
+phases' counts and the temperature rule); only these are evidence that the recipe reproduces mmBERT.
+The per-language fit is always a prediction: the availability of a language seen in an earlier phase
+is estimated from that earlier phase's column.
 """
 
 from __future__ import annotations
@@ -31,8 +40,8 @@ import numpy as np
 
 from mmbert.data.sampler import Counts, Mixture, recipe_mixtures, store_counts
 from mmbert.data.shards import TokenStore
-from mmbert.languages import counts_code, released_counts, resolve_languages
-from mmbert.recipe import Recipe, RecipeError, load_recipe
+from mmbert.languages import LANGUAGE_SETS, counts_code, released_counts, resolve_languages
+from mmbert.recipe import Phase, Recipe, RecipeError, load_recipe
 
 # Temperatures of mmBERT's phases, for inverting the released counts into available data.
 RELEASED_TAUS = (("pretrain", 0.7), ("ext", 0.5), ("decay-all", 0.3))
@@ -90,8 +99,23 @@ def released_data_counts(recipe: Recipe, variants: list[str | None]) -> dict[str
     return counts
 
 
-def compare_with_released(mixture: Mixture, column: str, earlier: set[str]) -> dict[str, Any]:
-    """How a planned phase (on released-count data) matches a released column."""
+def released_basis(phase: Phase, column: str) -> dict[str, str]:
+    """Per figure compared with released `column`: `fitted` (set from that column, so equal by
+    construction) or `predicted`."""
+    basis = {
+        figure: "fitted" if figure in phase.fitted_to_released else "predicted"
+        for figure in ("tokens", "english_share", "code_share")
+    }
+    # A named set is the rows of one released column (mmbert-110: `ext`, also used by two decay variants).
+    named_column = LANGUAGE_SETS.get(phase.languages) if isinstance(phase.languages, str) else None
+    basis["languages"] = "fitted" if named_column == column else "predicted"
+    basis["fit"] = "predicted"  # earlier-phase languages only, their availability from earlier columns
+    return basis
+
+
+def compare_with_released(mixture: Mixture, column: str, earlier: set[str], phase: Phase) -> dict[str, Any]:
+    """How a planned phase (on released-count data) matches a released column, each figure labelled
+    fitted or predicted (`released_basis`)."""
     released = {k: v for k, v in released_counts()[column].items() if v > 0}
     total = sum(released.values())
     planned: dict[str, float] = {}
@@ -122,6 +146,7 @@ def compare_with_released(mixture: Mixture, column: str, earlier: set[str]) -> d
         "released_english_share": released.get("eng", 0) / total,
         "released_code_share": released.get("code", 0) / total,
         "fit": fit,
+        "basis": released_basis(phase, column),
     }
 
 
@@ -179,7 +204,7 @@ def plan_recipe(
         }
         if released and len(phases) == 3:
             column = RELEASED_TAUS[index][0] if index < 2 else RELEASED_DECAY_COLUMN.get(variant, "decay-all")
-            entry["released"] = compare_with_released(mix, column, earlier)
+            entry["released"] = compare_with_released(mix, column, earlier, phase)
         earlier |= {counts_code(k) for k in mix.languages}
         out_phases.append(entry)
     return {
@@ -242,22 +267,38 @@ def format_plan(plan: Mapping[str, Any], top: int = 15) -> str:
                 f"  {len(flagged)} cells repeated more than {plan['max_epochs']:g} epochs over the run so far"
             )
         if "released" in ph:
-            r = ph["released"]
-            fit = r["fit"]
-            lines.append(
-                f"  vs released {r['column']}: tokens {_num(ph['tokens'])} planned / {_num(r['released_tokens'])} "
-                f"released ({100 * (ph['tokens'] / r['released_tokens'] - 1):+.1f}%), languages "
-                f"{ph['languages']} / {r['released_languages']}, English {100 * ph['english_share']:.1f}% / "
-                f"{100 * r['released_english_share']:.1f}%, code {100 * ph['code_share']:.1f}% / "
-                f"{100 * r['released_code_share']:.1f}%"
-            )
-            if "slope" in fit:
-                lines.append(
-                    f"  per-language shares of the {fit['languages']} languages seen in an earlier phase, "
-                    f"log(released) vs log(planned): slope {fit['slope']:.3f}, correlation "
-                    f"{fit['correlation']:.4f}, median |log ratio| {fit['median_abs_log_ratio']:.3f}"
-                )
+            lines += _format_released(ph)
+    if any("released" in ph for ph in plan["phases"]):
+        lines += [
+            "",
+            "fitted: set from the released column it is compared with, so equal by construction (the "
+            "phase's language set is that column's rows, or the recipe lists it in fitted_to_released); "
+            "predicted: from the recipe's other inputs and earlier phases only",
+        ]
     return "\n".join(lines)
+
+
+def _format_released(ph: Mapping[str, Any]) -> list[str]:
+    """The comparison of one phase with its released column, one figure per line with its basis."""
+    r = ph["released"]
+    basis = r["basis"]
+    rows = [
+        ("tokens", f"{_num(ph['tokens'])} planned / {_num(r['released_tokens'])} released "
+                   f"({100 * (ph['tokens'] / r['released_tokens'] - 1):+.1f}%)"),
+        ("languages", f"{ph['languages']} / {r['released_languages']}"),
+        ("english_share", f"{100 * ph['english_share']:.1f}% / {100 * r['released_english_share']:.1f}%"),
+        ("code_share", f"{100 * ph['code_share']:.1f}% / {100 * r['released_code_share']:.1f}%"),
+    ]  # fmt: skip
+    lines = [f"  vs released {r['column']} (planned / released):"]
+    lines += [f"    {name:<14} {text:<44} {basis[name]}" for name, text in rows]
+    fit = r["fit"]
+    if "slope" in fit:
+        lines.append(
+            f"    per-language shares of the {fit['languages']} languages seen in an earlier phase, "
+            f"log(released) vs log(planned): slope {fit['slope']:.3f}, correlation {fit['correlation']:.4f}, "
+            f"median |log ratio| {fit['median_abs_log_ratio']:.3f}  {basis['fit']}"
+        )
+    return lines
 
 
 def data_counts(dirs: Sequence[str | Path]) -> Counts:

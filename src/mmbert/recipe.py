@@ -57,6 +57,8 @@ from mmbert.errors import MmbertError
 from mmbert.io import atomic_write_text
 
 OPTIMIZERS = ("stable_adamw", "adamw")
+# Figures of a phase that a recipe may declare as set from mmBERT's released counts (`fitted_to_released`).
+RELEASED_FIGURES = ("tokens", "english_share", "code_share")
 DECAY_SHAPES = ("constant", "one_minus_sqrt", "linear", "inverse_sqrt")
 # Keys a decay variant may not change: its identity and the variant table itself.
 _VARIANT_FORBIDDEN = ("name", "variants")
@@ -231,6 +233,10 @@ class Phase:
     the warmup) to `final_lr_fraction` x peak (`mmbert.schedule` computes it). The peak is `lr` and the
     weight decay `weight_decay`; left out, they are `train.lr` / `train.weight_decay`, filled in when the
     recipe is built, so that a loaded recipe holds every phase's own values.
+
+    `fitted_to_released` names the figures of the phase (`tokens`, `english_share`, `code_share`) whose
+    values the recipe took from mmBERT's released per-language counts: `mmbert plan --released-counts`
+    then reports them as fitted (equal by construction), not as predictions. Training ignores it.
     """
 
     name: str
@@ -247,6 +253,7 @@ class Phase:
     decay: str = "constant"
     decay_tokens: int | None = None
     final_lr_fraction: float = 0.02
+    fitted_to_released: list[str] = field(default_factory=list)
     sources: list[SourceSpec] = field(default_factory=list)
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -279,6 +286,12 @@ class Phase:
                 f"must be in (0, tokens - warmup_tokens = {self.tokens - self.warmup_tokens}]",
             )
         _check(0 <= self.final_lr_fraction <= 1, "final_lr_fraction", "must be in [0, 1]")
+        for i, figure in enumerate(self.fitted_to_released):
+            _check(
+                figure in RELEASED_FIGURES,
+                f"fitted_to_released[{i}]",
+                f"must be one of {RELEASED_FIGURES}, got {figure!r}",
+            )
         self._check_sources()
 
     def _check_sources(self) -> None:
@@ -411,6 +424,13 @@ class Recipe:
             return self
         phases = self.phases_for_variant(name)
         return dataclasses.replace(self, phases=phases, variant=name)
+
+    def phase_index(self, name: str, key: str = "phase") -> int:
+        """The index of the phase called `name`; a `RecipeError` at `key` lists the phases otherwise."""
+        names = [p.name for p in self.phases]
+        if name not in names:
+            raise RecipeError(key, f"the recipe has no phase {name!r} (phases: {', '.join(names)})")
+        return names.index(name)
 
     # -- totals ---------------------------------------------------------------------------------------
     @property

@@ -7,6 +7,11 @@ checkpoint. When a recipe's last phase declares `variants`, the phases before it
 machines can each run one once the shared checkpoint exists. Every run directory has its exports in
 `export/<phase>/` (`mmbert.train.export_dir`).
 
+`from_phase` starts the recipe at a later phase from `init_from` (an HF model or a training checkpoint
+such as mmBERT's end-of-mid-training `.pt`): the phases before it are skipped. From the variant phase,
+each variant starts from `init_from` itself; from an earlier phase, the shared phases from there on
+run first, as above.
+
 One writer per run directory: rank 0 holds the directory's lock (`mmbert.process.directory_lock`) while
 a Trainer runs in it, and every rank stops with the same error, naming the holder, when another run
 has it. `OUT` must be a new or empty directory, or one of these runs; it is never one of the run's
@@ -88,6 +93,7 @@ def run_recipe(
     *,
     variant: str | None = None,
     init_from: Path | None = None,
+    from_phase: str | None = None,
 ) -> list[Path]:
     """Train the recipe (and its decay variants, or only `variant`) into `out`; returns the run dirs trained."""
     variants = recipe.variant_names()
@@ -96,22 +102,26 @@ def run_recipe(
             "variant",
             f"the recipe declares no variant {variant!r} (declared: {', '.join(variants) or 'none'})",
         )
+    if from_phase is not None:
+        recipe.phase_index(from_phase, "--from-phase")
+        if init_from is None:
+            raise RecipeError("--from-phase", "needs --init-from: the phases before it are skipped")
     inputs = [recipe.tokenizer, *recipe.data, init_from]
     _on_main(env, lambda: check_output(out, inputs, is_own=is_run_dir, overwrite=None))
     if not variants:
         with _hold(out, env):
-            Trainer(recipe, out, env, options, init_from=init_from).run()
+            Trainer(recipe, out, env, options, init_from=init_from, from_phase=from_phase).run()
         return [out]
     shared = shared_recipe(recipe)
     start_from = None
     runs = []
-    if shared is not None:
+    if shared is not None and from_phase != recipe.phases[-1].name:
         pre_decay = shared.phases[-1].name
         start_from = ckpt.phase_end_checkpoint(out, pre_decay)
         if start_from is None:
             logger.info("training the phases shared by the decay variants in %s", out)
             with _hold(out, env):
-                Trainer(shared, out, env, options, init_from=init_from).run()
+                Trainer(shared, out, env, options, init_from=init_from, from_phase=from_phase).run()
             runs.append(out)
             start_from = ckpt.phase_end_checkpoint(out, pre_decay)
             if start_from is None:
@@ -121,10 +131,16 @@ def run_recipe(
     for name in [variant] if variant else variants:
         run_dir = variant_dir(out, name)
         logger.info("decay variant %s in %s", name, run_dir)
-        init = init_from if start_from is None else None
+        init, first = (init_from, from_phase) if start_from is None else (None, None)
         with _hold(run_dir, env):
             Trainer(
-                recipe.with_variant(name), run_dir, env, options, init_from=init, start_from=start_from
+                recipe.with_variant(name),
+                run_dir,
+                env,
+                options,
+                init_from=init,
+                start_from=start_from,
+                from_phase=first,
             ).run()
         runs.append(run_dir)
     return runs

@@ -15,7 +15,16 @@ checkpoint and `metrics.jsonl` drops the lines after it, so a run killed at any 
 the same losses as one that never stopped (CPU, same seed).
 
 A `Trainer` runs one recipe in one run directory; `mmbert.runs.run_recipe` decides which run
-directories a recipe with decay variants needs and starts a Trainer in each.
+directories a recipe with decay variants needs and starts a Trainer in each. A run may start from a
+later phase (`from_phase`): it begins at that phase's first token of the recipe's schedule (so its LR,
+batch size and token counts are the recipe's), from an HF model or a training checkpoint (`init_from`:
+a directory, or a Composer `.pt` file read by `mmbert.composer`).
+
+Before the first step the run's tokenizer (the checkpoint's, `init_from`'s, or the recipe's) must be
+the one the prepared data was cut with (`mmbert.data.shards.check_tokenizer`, by fingerprint) and
+must hold mmBERT's special ids; shards are checked for ids outside the model's vocabulary as they are
+first read. Every export holds the tokenizer with mmBERT's layout (`mmbert.tokenizer.adapt_tokenizer`),
+so that it works as it is in `mmbert fill-mask` and transformers' pipelines.
 
 Outputs in a run directory: `metrics.jsonl`, `tb/`, `checkpoints/`, `export/<phase>/` (HF-format model
 + tokenizer at each phase end) and `recipe.yaml` (the resolved recipe).
@@ -30,16 +39,17 @@ import math
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm import tqdm
 
 from mmbert import checkpoint as ckpt
 from mmbert import distributed as dist
+from mmbert.composer import build_model, infer_config, is_checkpoint_file, read_composer_checkpoint
 from mmbert.config import MmBertConfig
 from mmbert.data.loader import BatchLoader
-from mmbert.data.shards import open_data
+from mmbert.data.shards import TokenStore, UnionStore, check_tokenizer, open_data
 from mmbert.errors import MmbertError
 from mmbert.flops import default_peak_flops, train_flops
 from mmbert.io import atomic_dir
@@ -48,7 +58,16 @@ from mmbert.model import MmBertForMaskedLM
 from mmbert.optim import build_optimizer, set_schedule
 from mmbert.recipe import Phase, Recipe, RecipeError
 from mmbert.schedule import Schedule
-from mmbert.tokenizer import copy_tokenizer_files, tokenizer_vocab_size
+from mmbert.tokenizer import (
+    TokenizerLayoutError,
+    adapt_tokenizer,
+    layout_problems,
+    read_tokenizer_files,
+    write_tokenizer_files,
+)
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +101,19 @@ def planned_config(recipe: Recipe, init_from: Path | None = None) -> tuple[MmBer
     tokenizer (the preset's while the tokenizer does not exist yet, as for a `--dry-run`).
     """
     if init_from is not None:
-        return MmBertConfig.load(init_from), f"model of {init_from}"
+        check_init_from(init_from)
+        if not is_checkpoint_file(init_from):
+            return MmBertConfig.load(init_from), f"model of {init_from}"
+    # A training checkpoint's shapes come from its tensors, the rest (the context length) from the recipe.
     tokenizer = Path(recipe.tokenizer) if recipe.tokenizer else None
-    extra = {"vocab_size": tokenizer_vocab_size(tokenizer)} if tokenizer and tokenizer.is_dir() else {}
-    return recipe.model.build_config(**extra), "model"
+    extra = {"vocab_size": read_tokenizer_files(tokenizer).vocab_size} if tokenizer and tokenizer.is_dir() else {}
+    return recipe.model.build_config(**extra), f"model of {init_from}" if init_from else "model"
+
+
+def check_init_from(init_from: Path) -> None:
+    """`--init-from` must name a model directory or a checkpoint file that exists."""
+    if not Path(init_from).exists():
+        raise FileNotFoundError(f"--init-from {init_from}: no such model directory or checkpoint file")
 
 
 def export_dir(run_dir: Path, phase_name: str) -> Path:
@@ -100,7 +128,9 @@ class NonFiniteLossError(MmbertError, RuntimeError):
 
 
 class Trainer:
-    """Trains `recipe`'s phases in `run_dir`; `start_from` is a checkpoint to begin from (decay variants)."""
+    """Trains `recipe`'s phases in `run_dir`; `start_from` is a checkpoint to begin from (decay variants),
+    `init_from` an HF model directory or a training checkpoint file for the weights, `from_phase` the
+    phase to start at (the ones before it are skipped)."""
 
     def __init__(
         self,
@@ -111,6 +141,7 @@ class Trainer:
         *,
         init_from: Path | None = None,
         start_from: Path | None = None,
+        from_phase: str | None = None,
     ) -> None:
         self.recipe, self.run_dir, self.env, self.options = recipe, Path(run_dir), env, options
         self.schedule = Schedule(recipe)
@@ -127,20 +158,29 @@ class Trainer:
             if changed:
                 logger.warning("recipe differs from the one in %s at: %s", source, ", ".join(changed[:10]))
 
+        # The phase this run started at: a resumed run keeps the one its checkpoint records.
+        self.first_phase = state["trainer"].get("first_phase") if state is not None else from_phase
+        first_index = recipe.phase_index(self.first_phase, "--from-phase") if self.first_phase else 0
         torch.manual_seed(recipe.seed)  # identical init on every rank
         model, self.tokenizer_dir = self._build_model(state, init_from)
         self.config = model.config
         where = f"model of {source}" if source else f"model of {init_from}" if init_from else "model"
         recipe.check_fits(self.config, env.world_size, where)
+        store = open_data(recipe.data, vocab_size=self.config.vocab_size)
+        self.export_tokenizer = self._check_tokenizer(store)
         model.model.gradient_checkpointing = options.gradient_checkpointing
         self.model = dist.wrap_model(model.to(self.device), env, options.strategy)
         first = recipe.phases[0]
         self.optimizer = build_optimizer(self.model, recipe.train, first.lr, first.weight_decay)
         self.loader = BatchLoader(
-            open_data(recipe.data), recipe.phases, seed=recipe.seed, rank=env.rank, world_size=env.world_size,
-            vocab_size=self.config.vocab_size, micro_batch_tokens=options.micro_batch_tokens,
+            store, recipe.phases, seed=recipe.seed, rank=env.rank, world_size=env.world_size,
+            vocab_size=self.config.vocab_size, micro_batch_tokens=options.micro_batch_tokens, first_phase=first_index,
         )  # fmt: skip
-        self.step = self.tokens = self.nonfinite_streak = 0
+        self.step = self.nonfinite_streak = 0
+        self.tokens = self.schedule.starts[first_index]  # the skipped phases' tokens count as done
+        if first_index:
+            logger.info("starting at phase %s: phases %s skipped", self.first_phase,
+                        ", ".join(p.name for p in recipe.phases[:first_index]))  # fmt: skip
         rank_state = self._restore(state, source, resume is not None) if state is not None else None
         self.phase_index = -1
         self._enter_phase(self.schedule.phase_index(min(self.tokens, self.schedule.total_tokens - 1)), False)
@@ -158,17 +198,50 @@ class Trainer:
             recipe.save(self.run_dir / "recipe.yaml")
             self.log = RunLog(self.run_dir, self.step, recipe.train.log_every_steps, options.tensorboard)
 
+    def _recipe_tokenizer(self, why: str) -> Path:
+        if not self.recipe.tokenizer:
+            raise RecipeError(
+                "tokenizer", f"the recipe names no tokenizer ({why}): set `tokenizer` (or tokenizer=DIR)"
+            )
+        return Path(self.recipe.tokenizer)
+
     def _build_model(self, state: dict | None, init_from: Path | None) -> tuple[MmBertForMaskedLM, Path]:
         """The model and its tokenizer: from the checkpoint, else `init_from`, else the recipe's."""
         if state is not None:
             return MmBertForMaskedLM(MmBertConfig(**state["model_config"])), Path(state["tokenizer_dir"])
         if init_from is not None:
-            return MmBertForMaskedLM.from_pretrained(init_from), Path(init_from)
-        if not self.recipe.tokenizer:
-            raise RecipeError("tokenizer", "the recipe names no tokenizer directory (and no --init-from)")
-        tokenizer = Path(self.recipe.tokenizer)
-        config = self.recipe.model.build_config(vocab_size=tokenizer_vocab_size(tokenizer))
+            check_init_from(init_from)
+        if init_from is not None and is_checkpoint_file(init_from):
+            # A training checkpoint: the shapes from its tensors, the rest from the recipe's model.
+            tokenizer = self._recipe_tokenizer(f"{init_from} holds none")
+            composer = read_composer_checkpoint(init_from)
+            config = infer_config(composer, self.recipe.model.preset, **self.recipe.model.overrides)
+            return build_model(composer, config), tokenizer
+        if init_from is not None:
+            has_tokenizer = (Path(init_from) / "tokenizer.json").is_file()
+            tokenizer = (
+                Path(init_from) if has_tokenizer else self._recipe_tokenizer(f"{init_from} holds none")
+            )
+            return MmBertForMaskedLM.from_pretrained(init_from), tokenizer
+        tokenizer = self._recipe_tokenizer("and no --init-from")
+        config = self.recipe.model.build_config(vocab_size=read_tokenizer_files(tokenizer).vocab_size)
         return MmBertForMaskedLM(config), tokenizer
+
+    def _check_tokenizer(self, store: TokenStore | UnionStore) -> PreTrainedTokenizerFast | None:
+        """Stop unless the tokenizer has mmBERT's ids, fits the model and cut the data; on the main rank,
+        return it with mmBERT's layout for the exports."""
+        files = read_tokenizer_files(self.tokenizer_dir)
+        problems = layout_problems(files)
+        if problems:
+            raise TokenizerLayoutError(f"tokenizer {self.tokenizer_dir}: " + "; ".join(problems))
+        if files.vocab_size > self.config.vocab_size:
+            raise TokenizerLayoutError(
+                f"tokenizer {self.tokenizer_dir} has {files.vocab_size} ids, the model's vocabulary only "
+                f"{self.config.vocab_size}"
+            )
+        check_tokenizer(store, files.identity())
+        # transformers (seconds to import) only where exports are written
+        return adapt_tokenizer(files, self.config.max_position_embeddings) if self.env.is_main else None
 
     def _restore(self, state: dict, source: Path, resuming: bool) -> dict | None:
         """Load model, optimizer and counters from `state`; returns this rank's data/RNG state, if usable."""
@@ -288,7 +361,7 @@ class Trainer:
             self.log.sync()
             state = {
                 "model": model_state, "optimizer": optim_state, "tokens": self.tokens, "phase_name": self.phase.name,
-                "ranks": ranks, "trainer": {"nonfinite_streak": self.nonfinite_streak},
+                "ranks": ranks, "trainer": {"nonfinite_streak": self.nonfinite_streak, "first_phase": self.first_phase},
                 "recipe": self.recipe.to_dict(), "model_config": self.config.to_dict(),
                 "tokenizer_dir": str(self.tokenizer_dir), "world_size": self.env.world_size,
             }  # fmt: skip
@@ -305,7 +378,7 @@ class Trainer:
             module.load_state_dict(model_state)
         with atomic_dir(final) as tmp:
             module.save_pretrained(tmp)
-            copy_tokenizer_files(self.tokenizer_dir, tmp)
+            write_tokenizer_files(self.export_tokenizer, tmp)
         logger.info("exported %s", final)
         return final
 

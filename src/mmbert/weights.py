@@ -2,11 +2,15 @@
 
 A model directory holds `config.json` (read by `mmbert.config.read_hf_config`) and its weights in one
 of four layouts, looked for in this order: `model.safetensors`; `model.safetensors.index.json`, whose `weight_map` names the shard that
-holds each tensor; `pytorch_model.bin`; `pytorch_model.bin.index.json`. A `.bin` (or Composer `.pt`)
-file is read with `torch.load(weights_only=True)`: tensors and plain containers only, never pickled
-code. `mmbert.hf` loads whole state dicts through this module; `mmbert.merge` streams tensors out of
-the same files with positioned reads (from the offsets in `read_safetensors_header`) and writes its
-output with `SafetensorsWriter`, as `mmbert.hf` writes its exports.
+holds each tensor; `pytorch_model.bin`; `pytorch_model.bin.index.json`. A `.bin` file is read with
+`torch.load(weights_only=True)`: tensors and plain containers only, never pickled code. A training
+checkpoint (Composer `.pt`, `mmbert.composer`) also holds NumPy RNG states and objects of its own
+classes, which `weights_only` refuses outright: `load_pickled` rebuilds what it knows (tensors,
+containers, NumPy arrays) and stands a `SkippedObject` in for anything else, whose class is never
+imported and whose construction never runs. `mmbert.hf` loads whole state dicts through this module;
+`mmbert.merge` streams tensors out of the same files with positioned reads (from the offsets in
+`read_safetensors_header`) and writes its output with `SafetensorsWriter`, as `mmbert.hf` writes its
+exports.
 
 The safetensors format: an 8-byte little-endian header length n, a JSON header of n bytes
 (`{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}}`, offsets
@@ -15,14 +19,19 @@ relative to the end of the header), then the tensors' bytes, little-endian, row-
 
 from __future__ import annotations
 
+import codecs
+import collections
 import json
 import math
+import pickle
 import struct
+import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 
@@ -139,6 +148,121 @@ def load_bin(path: Path, mmap: bool = False) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for a file it cannot or will not unpickle
         raise WeightsError(f"{path}: cannot read with torch.load(weights_only=True) ({e})") from e
+
+
+class SkippedObject:
+    """Stands in for a pickled object of a class `load_pickled` does not rebuild.
+
+    Whatever the pickle asks of it (construction, state, items) is accepted and dropped, so neither the
+    original class nor any function the pickle names is imported or called. `qualname` names the class.
+    """
+
+    qualname = ""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> SkippedObject:
+        return super().__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, item: Any) -> None:
+        pass
+
+    def extend(self, items: Any) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"<skipped {self.qualname}>"
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """`_codecs.encode` as protocol-2 pickles use it for bytes (latin-1 only: no other codec runs)."""
+    if codecs.lookup(encoding).name != "iso8859-1":
+        raise pickle.UnpicklingError(f"bytes pickled with codec {encoding!r}, not latin-1")
+    return text.encode("latin1")
+
+
+def _numpy_global(name: str) -> Any:
+    core = getattr(np, "_core", None) or np.core  # NumPy 2 moved numpy.core to numpy._core
+    return getattr(core.multiarray, name)
+
+
+# What `load_pickled` rebuilds: containers, tensors (rebuilt from the archive's storages, as
+# `weights_only` does), dtypes and sizes, bytes, and NumPy arrays and scalars (RNG states are arrays).
+# Each of these only builds data; none calls back into something the file names.
+_ALLOWED_GLOBALS: dict[str, Any] = {
+    "collections.OrderedDict": collections.OrderedDict,
+    "collections.Counter": collections.Counter,
+    "builtins.set": set,
+    "builtins.frozenset": frozenset,
+    "builtins.bytearray": bytearray,
+    "builtins.complex": complex,
+    "_codecs.encode": _latin1_encode,
+    "torch.Size": torch.Size,
+    "torch.device": torch.device,
+    "torch._utils._rebuild_tensor_v2": torch._utils._rebuild_tensor_v2,
+    "torch._utils._rebuild_parameter": torch._utils._rebuild_parameter,
+    "torch._utils._rebuild_parameter_with_state": torch._utils._rebuild_parameter_with_state,
+    **{str(dtype): dtype for dtype in SAFETENSORS_DTYPES.values()},
+    **{str(dtype): dtype for dtype in (torch.complex64, torch.complex128, torch.uint16, torch.uint32, torch.uint64)},
+    "numpy.ndarray": np.ndarray,
+    "numpy.dtype": np.dtype,
+    **{f"{module}.{name}": _numpy_global(name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+       for name in ("_reconstruct", "scalar")},
+}  # fmt: skip
+
+
+def _restricted_pickle_module(skipped: list[str]) -> types.SimpleNamespace:
+    """A pickle module for `torch.load` whose unpickler finds only `_ALLOWED_GLOBALS`; any other global
+    becomes a `SkippedObject` subclass named after it, and its name is appended to `skipped`."""
+    stand_ins: dict[str, type] = {}
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            # Protocol 2 (torch.save's default) names Python 2's module for the builtins.
+            qualname = f"{'builtins' if module == '__builtin__' else module}.{name}"
+            if qualname in _ALLOWED_GLOBALS:
+                return _ALLOWED_GLOBALS[qualname]
+            skipped.append(qualname)
+            if qualname not in stand_ins:
+                stand_ins[qualname] = type(name, (SkippedObject,), {"qualname": qualname})
+            return stand_ins[qualname]
+
+    def load(file: BinaryIO, **kwargs: Any) -> Any:
+        return Unpickler(file, **kwargs).load()
+
+    return types.SimpleNamespace(__name__="mmbert_restricted_pickle", Unpickler=Unpickler, load=load)
+
+
+def load_pickled(path: Path, mmap: bool = True) -> tuple[Any, list[str]]:
+    """What a `.pt` file holds, rebuilt without running pickled code, and the classes it skipped.
+
+    Tensors (memory-mapped with `mmap` where the zip format allows it: tensors nobody reads stay on
+    disk), dicts, lists, tuples, numbers, strings, bytes and NumPy arrays come back as they were saved;
+    an object of any other class is a `SkippedObject` (its class is named in the list returned, once per
+    occurrence).
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint file is missing")
+    skipped: list[str] = []
+    module = _restricted_pickle_module(skipped)
+    try:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=module, mmap=mmap)
+        except RuntimeError as e:
+            if not mmap or "mmap" not in str(e):
+                raise
+            skipped.clear()  # the legacy (non-zip) format cannot be memory-mapped: read it whole
+            obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=module)
+    except Exception as e:  # torch and pickle raise many kinds for a file they cannot read
+        raise WeightsError(f"{path}: cannot read as a PyTorch checkpoint ({type(e).__name__}: {e})") from e
+    return obj, skipped
 
 
 class SafetensorsWriter:

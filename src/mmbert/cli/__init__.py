@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("mmbert.cli.plan", "show each phase's language/source sampling budget"),
     "train": ("mmbert.cli.train", "run a recipe's phases (resumable, distributed)"),
     "merge": ("mmbert.cli.merge", "merge checkpoints (TIES, linear, EMA)"),
+    "convert": ("mmbert.cli.convert", "convert a Composer .pt training checkpoint to HF format"),
     "evaluate": ("mmbert.cli.evaluate", "per-language MLM accuracy and cross-lingual retrieval"),
     "fill-mask": ("mmbert.cli.fill_mask", "top predictions for <mask> tokens"),
     "embed": ("mmbert.cli.embed", "mean-pooled embeddings of a file of texts"),

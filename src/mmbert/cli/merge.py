@@ -1,5 +1,6 @@
 """Merge Hugging Face ModernBERT checkpoints: TIES (task vectors against --base),
 linear (weighted average) or ema (exponentially weighted average of checkpoints of one run).
+An input is an HF model directory or a training checkpoint file (Composer `.pt`, e.g. mmBERT's raw ones).
 
 `mmbert.merge.merge_dirs` does the work, streamed tensor by tensor, and writes the output atomically.
 """
@@ -16,9 +17,9 @@ from mmbert.merge import METHODS, merge_dirs
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = parser
     p.add_argument("--method", choices=METHODS, required=True)
-    p.add_argument("--base", help="base model directory (ties only): task vectors are taken against it")
+    p.add_argument("--base", help="base model (ties only): task vectors are taken against it")
     p.add_argument(
-        "--models", nargs="+", required=True, metavar="DIR", help="models to merge (ema: oldest first)"
+        "--models", nargs="+", required=True, metavar="DIR|PT", help="models to merge (ema: oldest first)"
     )
     p.add_argument(
         "--weights", nargs="+", type=float, metavar="W", help="one weight per model (default: equal)"

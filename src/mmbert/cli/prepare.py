@@ -38,7 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--hf-split", default="train", help="Hugging Face dataset split")
     p.add_argument("--hf-config", help="Hugging Face dataset configuration name")
     p.add_argument("--streaming", action="store_true", help="stream the Hugging Face dataset")
-    p.add_argument("--mds-column", default="input_ids", help="MDS column holding the token ids")
+    p.add_argument(
+        "--mds-column", help="MDS column of token ids (ndarray) or text (str); default: input_ids, else text"
+    )
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="tokenizer processes")
     p.add_argument("--skip-bad", action="store_true", help="skip (and count) bad records instead of stopping")
     p.add_argument(

@@ -3,7 +3,9 @@
 `mmbert tokenizer train` trains a multilingual Unigram/BPE tokenizer with mmBERT's special ids on the
 bundled corpus or on files (`mmbert.tokenizer.train_and_save`) and prints how it covers a check set;
 it exits with 1 when that check finds unknown tokens or a text that does not decode back to itself.
-`mmbert tokenizer info` shows a tokenizer's size, special ids and fingerprint.
+`mmbert tokenizer info` shows a tokenizer's size, special ids and fingerprint, and each way its files
+differ from mmBERT's layout; `mmbert tokenizer adapt SRC --out DIR` writes it with that layout
+(`mmbert.tokenizer.adapt_and_save`: the same ids, `<mask>` special and the mask token, `<bos> a <eos>`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,13 @@ import argparse
 from pathlib import Path
 
 from mmbert.cli import add_shared, call
-from mmbert.tokenizer import TrainingReport, summarize_tokenizer, train_and_save
+from mmbert.tokenizer import (
+    MODEL_MAX_LENGTH,
+    TrainingReport,
+    adapt_and_save,
+    summarize_tokenizer,
+    train_and_save,
+)
 
 BUNDLED = "bundled"
 
@@ -37,9 +45,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_shared(
         tr, "overwrite", overwrite={"help": "replace the tokenizer files of a directory that holds more"}
     )
-    info = sub.add_parser("info", help="show a tokenizer's size and special ids")
+    info = sub.add_parser("info", help="show a tokenizer's size, special ids and layout")
     info.add_argument("tokenizer", help="tokenizer directory or locally cached Hub name")
-    for sub_parser in (tr, info):
+    adapt = sub.add_parser("adapt", help="write a tokenizer (e.g. Gemma 2's as shipped) with mmBERT's layout")
+    adapt.add_argument("source", help="tokenizer directory or locally cached Hub name")
+    adapt.add_argument(
+        "--out", required=True, type=Path, help="directory to write (a model's files there stay)"
+    )
+    for sub_parser in (info, adapt):
+        sub_parser.add_argument(
+            "--model-max-length", type=int, default=MODEL_MAX_LENGTH, help="the model's context length"
+        )
+    add_shared(adapt, "overwrite", overwrite={"help": "replace a tokenizer already in --out (or the source)"})
+    for sub_parser in (tr, info, adapt):
         # `--debug` after the sub-command too; SUPPRESS keeps the value given before it.
         sub_parser.add_argument(
             "--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error"
@@ -47,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return _train(args) if args.cmd == "train" else _info(args)
+    return {"train": _train, "info": _info, "adapt": _adapt}[args.cmd](args)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -73,14 +91,30 @@ def _report_lines(report: TrainingReport) -> list[str]:
 
 
 def _info(args: argparse.Namespace) -> int:
-    s = summarize_tokenizer(args.tokenizer)
+    s = call(summarize_tokenizer, args, args.tokenizer)
     print(f"{s.name}: {s.class_name}, {s.size} tokens, model_max_length {s.model_max_length}")
     for name, (token, id_) in s.special.items():
         print(f"  {name:<5} {token!r:<10} id {id_}")
-    print(
-        "special ids match mmBERT's layout"
-        if not s.mismatches
-        else "differs from mmBERT: " + "; ".join(s.mismatches)
-    )
+    if s.problems:
+        print("cannot take mmBERT's layout (`mmbert tokenizer adapt` refuses it): " + "; ".join(s.problems))
+    else:
+        print("special ids match mmBERT's layout")
+        if s.changes:
+            print(f"differs from mmBERT's layout in {len(s.changes)} ways; `mmbert tokenizer adapt` would:")
+            print("\n".join(f"  {change}" for change in s.changes))
+        elif s.changes is not None:
+            print("layout: mmBERT's (nothing to adapt)")
     print(f"fingerprint {s.fingerprint}")
+    return 0
+
+
+def _adapt(args: argparse.Namespace) -> int:
+    report = call(adapt_and_save, args, args.source, args.out)
+    same = report.fingerprint == report.source_fingerprint
+    ids = "the same token ids" if same else f"other token ids than the source's {report.source_fingerprint}"
+    print(f"wrote {report.out}: fingerprint {report.fingerprint} ({ids})")
+    if report.changes:
+        print("\n".join(f"  {change}" for change in report.changes))
+    else:
+        print("  nothing changed: it had mmBERT's layout already")
     return 0

@@ -1,10 +1,12 @@
 """Run a recipe's phases (and its decay variants) in one resumable, optionally distributed run.
 
-    mmbert train RECIPE --out DIR [--variant NAME] [--init-from HFDIR] [--dry-run] [key=value ...]
+    mmbert train RECIPE --out DIR [--variant NAME] [--init-from HFDIR|CKPT.pt [--from-phase P]] [--dry-run] [key=value ...]
     torchrun --nproc_per_node N -m mmbert.cli train RECIPE --out DIR [--strategy ddp|fsdp]
 
 Rerunning the same command resumes from the newest complete checkpoint. `--init-from` starts from a
-released or exported HF model (and its tokenizer) instead of a random init.
+released or exported HF model (and its tokenizer) or a training checkpoint (Composer `.pt`, whose
+tokenizer is the recipe's) instead of a random init; `--from-phase` skips the phases before it (e.g.
+mmBERT's decay from its released end-of-mid-training checkpoint).
 """
 
 from __future__ import annotations
@@ -32,7 +34,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="dotted.key=value recipe overrides (phases.0.tokens=1M)")
     p.add_argument("--out", type=Path, help="run directory (rerun the same command to resume)")
     p.add_argument("--variant", help="run only this decay variant (in OUT/variants/NAME)")
-    p.add_argument("--init-from", type=Path, help="start from this HF-format model + tokenizer directory")
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        help="start from this HF model + tokenizer directory, or a training .pt checkpoint",
+    )
+    p.add_argument(
+        "--from-phase", help="start at this phase of the recipe (needs --init-from); skip the earlier"
+    )
     p.add_argument("--dry-run", action="store_true", help="print the resolved recipe and the plan, then exit")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     p.add_argument("--strategy", choices=dist.STRATEGIES, default="ddp", help="under torchrun")
@@ -70,8 +79,10 @@ def run(args: argparse.Namespace) -> int:
         recipe.check_fits(config, int(os.environ.get("WORLD_SIZE", "1") or 1), model)
     except RecipeError as err:
         raise err.in_file(str(args.recipe)) from None
+    if args.from_phase is not None:
+        recipe.phase_index(args.from_phase, "--from-phase")
     if args.dry_run:
-        print(describe(recipe, args.variant))
+        print(describe(recipe, args.variant, args.from_phase))
         return 0
     if args.out is None:
         raise RecipeError("--out", "a run directory is required (rerun the same command to resume)")
@@ -94,13 +105,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def describe(recipe: Recipe, variant: str | None) -> str:
+def describe(recipe: Recipe, variant: str | None, from_phase: str | None = None) -> str:
     """The resolved recipe, each phase's budget and steps, and the data plan when the data is prepared."""
     resolved = recipe.with_variant(variant)
     schedule = Schedule(resolved)
     lines = [resolved.to_yaml(), "# plan"]
+    first = resolved.phase_index(from_phase) if from_phase else 0
     for i, phase in enumerate(resolved.phases):
         start = schedule.starts[i]
+        if i < first:
+            lines.append(
+                f"# {phase.name}: skipped (--from-phase {from_phase}), its {format_tokens(phase.tokens)} tokens"
+            )
+            continue
         lines.append(
             f"# {phase.name}: tokens {format_tokens(phase.tokens)} from {format_tokens(start)}, "
             f"~{schedule.steps_in_phase(i)} steps, languages {phase.languages}, tau {phase.tau}, "

@@ -8,7 +8,8 @@ size, and masks each one at the phase's rate with the rank's own generator.
 A phase change swaps only the sampler's mixture: positions in every (source, language) cell carry on,
 so a later phase does not restart a language's data, and the packer's carried document remainder is
 cut at the new `seq_len`. Every phase is resolved against the data when the loader is built, so a
-language set that matches nothing fails before the first step.
+language set that matches nothing fails before the first step; the phases before `first_phase` (a run
+started from a later phase, `mmbert train --from-phase`) are never drawn from and not resolved.
 
 Stateful: `state_dict()` holds the sampler's, the packer's and the masking generator's states, and
 `load_state_dict` on a fresh loader continues the identical stream (nothing is re-read or re-drawn).
@@ -24,7 +25,7 @@ import torch
 
 from mmbert.data.masking import mask_tokens
 from mmbert.data.packing import PackedBatch, Packer
-from mmbert.data.sampler import DataSampler, DocumentStore, recipe_mixtures, store_counts
+from mmbert.data.sampler import DataSampler, DocumentStore, Mixture, recipe_mixtures, store_counts
 from mmbert.recipe import Phase
 from mmbert.seeds import derive_seed
 
@@ -42,9 +43,11 @@ class BatchLoader:
         world_size: int,
         vocab_size: int,
         micro_batch_tokens: int,
+        first_phase: int = 0,
     ) -> None:
-        self.mixtures = recipe_mixtures(phases, store_counts(store))
-        self.sampler = DataSampler(store, self.mixtures[0], seed=seed, rank=rank, world_size=world_size)
+        resolved = recipe_mixtures(phases[first_phase:], store_counts(store))
+        self.mixtures: list[Mixture | None] = [None] * first_phase + resolved
+        self.sampler = DataSampler(store, resolved[0], seed=seed, rank=rank, world_size=world_size)
         self.packer = Packer()
         self.mask_generator = torch.Generator().manual_seed(derive_seed(seed, "mask", rank))
         self.world_size = world_size
@@ -54,11 +57,14 @@ class BatchLoader:
 
     def set_phase(self, index: int, report: bool = True) -> None:
         """Switch to phase `index`'s mixture; `report` logs the realized shares of the phase that ends."""
-        if self.sampler.mixture is not self.mixtures[index]:
+        mixture = self.mixtures[index]
+        if mixture is None:
+            raise ValueError(f"phase {index} comes before the first phase this loader draws from")
+        if self.sampler.mixture is not mixture:
             if report:
                 self.sampler.log_realized()
                 self.packer.log_efficiency()
-            self.sampler.set_phase(self.mixtures[index])
+            self.sampler.set_phase(mixture)
 
     def next_step(self, step_tokens: int, seq_len: int, mask_rate: float) -> list[PackedBatch]:
         """This rank's share of a global batch of `step_tokens` tokens, as masked micro-batches."""
@@ -92,7 +98,7 @@ class BatchLoader:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue the stream saved by `state_dict`, then return to the current phase's mixture."""
         phase_name = state["sampler"]["phase_name"]
-        saved = next((m for m in self.mixtures if m.phase_name == phase_name), None)
+        saved = next((m for m in self.mixtures if m is not None and m.phase_name == phase_name), None)
         if saved is None:
             raise ValueError(
                 f"the checkpoint's data stream is in phase {phase_name!r}, which this recipe lacks"

@@ -66,8 +66,7 @@ from mmbert.data.sources import DocumentSource, SkipReport, Unit
 from mmbert.errors import MmbertError
 from mmbert.io import atomic_open, atomic_write_text, check_output, inside, remove_stale_temps
 from mmbert.process import LOCK_FILE, die_with_parent, directory_lock
-from mmbert.tokenizer import fingerprint_sha256
-from mmbert.tokens import SPECIAL_TOKENS
+from mmbert.tokenizer import TokenizerLayoutError, layout_problems, read_tokenizer_files
 
 logger = logging.getLogger(__name__)
 
@@ -113,59 +112,20 @@ class TokenizerInfo:
     identity: dict[str, Any]
 
 
-def _token_str(value: Any) -> str | None:
-    if isinstance(value, dict):  # tokenizer_config.json may store AddedToken dicts
-        value = value.get("content")
-    return value if isinstance(value, str) else None
-
-
 def load_tokenizer_info(spec: str | os.PathLike) -> TokenizerInfo:
-    """Read a tokenizer directory (one with tokenizer.json) or a locally cached HF tokenizer name."""
-    path = Path(spec)
-    names: dict[str, str | None] = {}
-    if (path / "tokenizer.json").is_file():
-        text = (path / "tokenizer.json").read_text(encoding="utf-8")
-        try:
-            Tokenizer.from_str(text)
-        except Exception as e:  # tokenizers raises a plain Exception for a bad file
-            raise PrepareError(f"{path / 'tokenizer.json'}: not a tokenizer: {e}") from None
-        for fname in ("special_tokens_map.json", "tokenizer_config.json"):
-            if (path / fname).is_file():
-                try:
-                    config = json.loads((path / fname).read_text(encoding="utf-8"))
-                except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                    raise PrepareError(f"{path / fname}: not valid JSON: {e}") from None
-                for name in SPECIAL_TOKENS:
-                    names[name] = names.get(name) or _token_str(config.get(f"{name}_token"))
-    elif path.is_absolute() or str(spec).startswith(".") or path.exists():
-        raise PrepareError(f"{path}: not a tokenizer directory (no tokenizer.json)")
-    else:
-        # Only a cached Hub name needs transformers, which imports torch: 5 s that a directory does not pay.
-        from transformers import AutoTokenizer
+    """Read a tokenizer directory (one with tokenizer.json) or a locally cached HF tokenizer name.
 
-        try:
-            hf = AutoTokenizer.from_pretrained(str(spec), local_files_only=True)
-        except (OSError, ValueError) as e:
-            raise PrepareError(f"cannot load tokenizer {spec}: {e}") from None
-        if not getattr(hf, "is_fast", False):
-            raise PrepareError(f"tokenizer {spec} has no fast (tokenizer.json) form")
-        text = hf.backend_tokenizer.to_str()
-        names = {name: getattr(hf, f"{name}_token", None) for name in SPECIAL_TOKENS}
-    tok = Tokenizer.from_str(text)
-    # What determines the token ids, not the file's bytes (`mmbert.tokenizer.fingerprint_sha256`): a
-    # re-saved file, or other special flags and post-processing, is the same tokenizer to the shards.
-    digest = fingerprint_sha256(tok)
-    special = {}
-    for name, default in SPECIAL_TOKENS.items():  # mmBERT's tokens where the directory names none
-        special[name] = tok.token_to_id(names.get(name) or default)
-    identity = {
-        "path": str(spec),
-        "vocab_size": tok.get_vocab_size(with_added_tokens=True),
-        "special_ids": special,
-        "sha256": digest,
-        "fingerprint": digest[:16],
-    }
-    return TokenizerInfo(text, identity)
+    Its identity is what decides the token ids, not the file's bytes (`mmbert.tokenizer.fingerprint_sha256`):
+    a re-saved file, or other special flags and post-processing, is the same tokenizer to the shards.
+    """
+    try:
+        files = read_tokenizer_files(spec)
+    except TokenizerLayoutError as e:
+        raise PrepareError(str(e)) from None
+    problems = layout_problems(files)
+    if problems:  # every run reads the data with mmBERT's ids: refuse before tokenizing anything
+        raise PrepareError(f"tokenizer {spec} cannot take mmBERT's layout: " + "; ".join(problems))
+    return TokenizerInfo(files.text, files.identity())
 
 
 def _same_tokenizer(a: dict[str, Any], b: dict[str, Any]) -> bool:

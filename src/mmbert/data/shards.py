@@ -7,13 +7,17 @@ A shard holds the documents of several languages grouped by language; the manife
 language, its shards and the document range [first, end) it owns in each.
 A shard that is missing, unreadable or inconsistent with the manifest raises `ShardError` naming the file.
 The manifest's format is `mmbert.data.manifest`'s. `open_data` reads several data directories as one.
+
+What the ids mean: `check_tokenizer` stops a run whose tokenizer is not the one the data was prepared
+with, and a store given the model's `vocab_size` checks each shard the first time it is read, so that
+an id the model has no embedding for never reaches it (a `ShardError` naming the shard instead).
 """
 
 from __future__ import annotations
 
 import bisect
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
@@ -50,6 +54,15 @@ class _Shard:
     def doc(self, i: int) -> np.ndarray:
         return self.tokens[self.offsets[i] : self.offsets[i + 1]]
 
+    def check_ids(self, vocab_size: int, manifest: Path) -> None:
+        """Every token id is below `vocab_size` (one pass over the memory-mapped file)."""
+        top = int(self.tokens.max()) if len(self.tokens) else -1
+        if top >= vocab_size:
+            raise ShardError(
+                f"{self.path}: token id {top} is outside the model's vocabulary of {vocab_size}: it was cut "
+                f"with another tokenizer than this run's (the tokenizer in {manifest})"
+            )
+
 
 def _load(path: Path, dtype: type) -> np.ndarray:
     if not path.exists():
@@ -72,8 +85,9 @@ class TokenStore:
     a store with thousands of shards is instant and a process only maps the shards it reads.
     """
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike, vocab_size: int | None = None) -> None:
         self.root = Path(root)
+        self.vocab_size = vocab_size  # when given, each shard's ids are checked against it on first use
         try:
             manifest = read_manifest(self.root)
         except ManifestError as e:
@@ -131,6 +145,8 @@ class TokenStore:
         shard = self._shards.get(rel)
         if shard is None:
             shard = _Shard(self.root / rel)
+            if self.vocab_size is not None:
+                shard.check_ids(self.vocab_size, self.root / MANIFEST)
             self._shards[rel] = shard
         a, b = entry["ranges"][k]
         if not 0 <= a <= b <= shard.num_docs:
@@ -169,37 +185,76 @@ class TokenStore:
 
 
 class UnionStore:
-    """Several prepared data directories read as one (a source name may appear in only one of them)."""
+    """Several prepared data directories read as one.
+
+    A source may be spread over several directories as long as each of its languages is in one of them:
+    a language added to a released mixture (its own directory, prepared under the mixture's source
+    name) joins that source's sampling.
+    """
 
     def __init__(self, stores: Sequence[TokenStore]) -> None:
-        self._by_source: dict[str, TokenStore] = {}
+        self.stores = list(stores)
+        self._by_cell: dict[tuple[str, str], TokenStore] = {}
         for store in stores:
             for source in store.sources():
-                if source in self._by_source:
-                    raise ShardError(
-                        f"source {source!r} is in both {self._by_source[source].root} and {store.root}"
-                    )
-                self._by_source[source] = store
+                for lang in store.languages(source):
+                    other = self._by_cell.get((source, lang))
+                    if other is not None:
+                        raise ShardError(f"{source}/{lang} is in both {other.root} and {store.root}")
+                    self._by_cell[(source, lang)] = store
 
     def sources(self) -> list[str]:
-        return sorted(self._by_source)
+        return sorted({source for source, _ in self._by_cell})
 
     def languages(self, source: str | None = None) -> list[str]:
-        if source is None:
-            return sorted({lang for s in self._by_source for lang in self._by_source[s].languages(s)})
-        return self._by_source[source].languages(source)
+        return sorted({lang for s, lang in self._by_cell if source in (None, s)})
+
+    def _store(self, source: str, lang: str) -> TokenStore:
+        try:
+            return self._by_cell[(source, lang)]
+        except KeyError:
+            raise KeyError(
+                f"no language {lang!r} in source {source!r} of {[s.root for s in self.stores]}"
+            ) from None
 
     def num_tokens(self, source: str, lang: str) -> int:
-        return self._by_source[source].num_tokens(source, lang)
+        return self._store(source, lang).num_tokens(source, lang)
 
     def num_docs(self, source: str, lang: str) -> int:
-        return self._by_source[source].num_docs(source, lang)
+        return self._store(source, lang).num_docs(source, lang)
 
     def doc(self, source: str, lang: str, i: int) -> np.ndarray:
-        return self._by_source[source].doc(source, lang, i)
+        return self._store(source, lang).doc(source, lang, i)
 
 
-def open_data(paths: Sequence[str | os.PathLike]) -> TokenStore | UnionStore:
-    """Prepared data directories (a recipe's `data`) as one store."""
-    stores = [TokenStore(p) for p in paths]
+def open_data(paths: Sequence[str | os.PathLike], vocab_size: int | None = None) -> TokenStore | UnionStore:
+    """Prepared data directories (a recipe's `data`) as one store (ids checked against `vocab_size`)."""
+    stores = [TokenStore(p, vocab_size) for p in paths]
     return stores[0] if len(stores) == 1 else UnionStore(stores)
+
+
+class DataTokenizerError(MmbertError, ValueError):
+    """Prepared data cut with another tokenizer than the run's; the message names both."""
+
+
+def check_tokenizer(store: TokenStore | UnionStore, tokenizer: Mapping[str, Any]) -> None:
+    """Stop unless every data directory of `store` was prepared with `tokenizer`.
+
+    `tokenizer` is an identity as a manifest records it (`mmbert.tokenizer.TokenizerFiles.identity`);
+    the fingerprint decides, so Gemma 2's tokenizer as shipped and its adapted form are the same.
+    """
+    for one in store.stores if isinstance(store, UnionStore) else [store]:
+        recorded = one.tokenizer
+        if recorded.get("sha256") == tokenizer["sha256"]:
+            continue
+        ours = f"{tokenizer['path']} (fingerprint {tokenizer['fingerprint']}, {tokenizer['vocab_size']} ids)"
+        if not recorded.get("sha256"):
+            raise DataTokenizerError(
+                f"{one.root / MANIFEST}: records no tokenizer, so its ids cannot be checked against this run's "
+                f"tokenizer {ours}: prepare the data again"
+            )
+        raise DataTokenizerError(
+            f"{one.root / MANIFEST}: the data was prepared with tokenizer {recorded.get('path')} (fingerprint "
+            f"{recorded.get('fingerprint')}, {recorded.get('vocab_size')} ids), this run's tokenizer is {ours}: "
+            "prepare the data with this run's tokenizer, or train with the data's"
+        )

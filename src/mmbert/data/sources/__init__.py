@@ -1,10 +1,10 @@
 """Document sources: the bundled corpus, local files, Hugging Face datasets and MDS shards.
 
 Every source is a `DocumentSource` (`base.py`: work units, `read`, `fingerprint`) and yields `Document`s
-(one text in one language; MDS shards, which are already tokenized, yield `TokenizedDocument`s), so
-that `mmbert prepare` treats them alike. One module per kind: `files.py` (`.jsonl`, `.jsonl.gz`,
-`.parquet`, `.txt`), `hf.py` (`datasets`), `mds.py` (MosaicML streaming shards), `bundled.py`.
-`open_source` builds one from a `--source` string.
+(one text in one language; MDS shards of token ids, which are already tokenized, yield
+`TokenizedDocument`s), so that `mmbert prepare` treats them alike. One module per kind: `files.py`
+(`.jsonl`, `.jsonl.gz`, `.parquet`, `.txt`), `hf.py` (`datasets`), `mds.py` (MosaicML streaming
+shards of token ids or text), `bundled.py`. `open_source` builds one from a `--source` string.
 
 Bad input (invalid UTF-8, a broken JSON line, a missing text field, an unknown language code, an empty
 file, a corrupt MDS shard) raises `BadInputError`, which names the file and line. With a `SkipReport`
@@ -48,7 +48,7 @@ def open_source(
     hf_config: str | None = None,
     hf_split: str = "train",
     streaming: bool = False,
-    mds_column: str = "input_ids",
+    mds_column: str | None = None,
 ) -> DocumentSource:
     """Build a source from a `--source` string: `bundled[:train|heldout|code]`, `PATH`, `hf:NAME`, `mds:PATH`."""
     if spec == "bundled" or spec.startswith("bundled:"):

@@ -70,7 +70,6 @@ class DocumentSource(ABC):
     """A collection of documents, split into units that can be read independently (and in parallel)."""
 
     kind: str = ""
-    pretokenized: bool = False
 
     @property
     @abstractmethod

@@ -1,9 +1,11 @@
 """MosaicML streaming (MDS) shards as a document source (`mds:PATH`), read without mosaicml-streaming.
 
 mosaicml-streaming does not install beside our torch, so the format is read here from its description
-(below). The released mmBERT data is MDS shards of token ids (a chunk of up to 8192 tokens per
-sample): they arrive as `TokenizedDocument`s, and `mmbert prepare` checks their ids against the
-tokenizer.
+(below). Two kinds of column are read: token ids (`ndarray` encodings; the released mmBERT data, a
+chunk of up to 8192 tokens per sample), which arrive as `TokenizedDocument`s whose ids `mmbert prepare`
+checks against the tokenizer, and text (`str` encoding; what ModernBERT's own data pipeline writes,
+often zstd-compressed), which arrives as `Document`s that `prepare` tokenizes. Without a column name,
+a shard's `input_ids` column is read, else its `text` column.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from mmbert.data.documents import TokenizedDocument
+from mmbert.data.documents import Document, TokenizedDocument
 from mmbert.data.records import BadInputError
 from mmbert.data.sources.base import (
     DocumentSource,
@@ -41,7 +43,8 @@ from mmbert.data.sources.base import (
 # variable-size column (column_sizes null), then each column's bytes in column order. An
 # `ndarray[:dtype[:shape]]` column stores a dtype byte when the dtype is not fixed, and an
 # (ndim << 2 | shape-dtype code) byte plus the shape when the shape is not fixed, then the raw values.
-# Checked against mosaicml-streaming 0.13.0's MDSWriter and merge_index output in a separate environment.
+# Checked against mosaicml-streaming 0.13.0's MDSWriter and merge_index output in a separate environment
+# by `python scripts/crosscheck.py mds` (scripts/results/crosscheck-mds.json).
 
 _MDS_VALUE_DTYPES = {
     8: "uint8", 9: "int8", 16: "uint16", 17: "int16", 32: "uint32", 33: "int32", 64: "uint64", 65: "int64",
@@ -86,10 +89,33 @@ def _mds_decode_str(data: bytes, where: str, line: int) -> str:
         raise BadInputError("invalid UTF-8", where, line, f"in a str column at byte {e.start}") from None
 
 
+DEFAULT_COLUMNS = ("input_ids", "text")  # read when no column is named, the first a shard has
+
+
+def _pick_column(shard: dict[str, Any], column: str | None, where: str) -> tuple[str, str]:
+    """The column to read from a shard and its encoding (an `ndarray` one for tokens, `str` for text)."""
+    names, encodings = shard["column_names"], shard["column_encodings"]
+    wanted = [column] if column else list(DEFAULT_COLUMNS)
+    found = next((c for c in wanted if c in names), None)
+    if found is None:
+        what = repr(column) if column else f"none of {list(DEFAULT_COLUMNS)} (--mds-column names another)"
+        raise BadInputError("missing MDS column", where, None, f"{what} not in {names}")
+    encoding = encodings[names.index(found)]
+    if not (encoding.startswith("ndarray") or encoding == "str"):
+        raise BadInputError(
+            "unsupported MDS column",
+            where,
+            None,
+            f"{found!r} is {encoding!r}, not ndarray (token ids) or str (text)",
+        )
+    return found, encoding
+
+
 def read_mds_shard(
-    path: Path, shard: dict[str, Any], column: str, lang_column: str | None = None
-) -> Iterator[tuple[int, np.ndarray | BadInputError, str | None]]:
-    """Yield (sample index, token ids or the error for that sample, language column value) of one shard.
+    path: Path, shard: dict[str, Any], column: str | None, lang_column: str | None = None
+) -> Iterator[tuple[int, np.ndarray | str | BadInputError, str | None]]:
+    """Yield (sample index, token ids or text or the error for that sample, language column value) of
+    one shard; `column` None reads its `input_ids`, else its `text` (`DEFAULT_COLUMNS`).
 
     `path` is the shard file on disk (raw or zstd-compressed, as `shard` says); a corrupt file raises.
     """
@@ -121,10 +147,9 @@ def read_mds_shard(
             f"sample offsets end at {offsets[-1]}, file has {len(data)} bytes",
         )
 
-    names, encodings = shard["column_names"], shard["column_encodings"]
+    names = shard["column_names"]
+    column, enc = _pick_column(shard, column, where)
     sizes = shard.get("column_sizes") or [None] * len(names)
-    if column not in names:
-        raise BadInputError("missing MDS column", where, None, f"{column!r} not in {names}")
     variable = [i for i, s in enumerate(sizes) if s is None]
     for i in range(n):
         begin, end = int(offsets[i]), int(offsets[i + 1])
@@ -142,39 +167,37 @@ def read_mds_shard(
         for name, size in zip(names, col_sizes, strict=True):
             values[name] = sample[pos : pos + size]
             pos += size
-        enc = encodings[names.index(column)]
         try:
-            if not enc.startswith("ndarray"):
-                raise BadInputError(
-                    "unsupported MDS column", where, None, f"{column!r} is {enc!r}, not ndarray"
-                )
-            tokens = _mds_decode_ndarray(enc, values[column], where, i)
+            if enc == "str":
+                value: np.ndarray | str = _mds_decode_str(values[column], where, i)
+            else:
+                value = _mds_decode_ndarray(enc, values[column], where, i)
             lang = _mds_decode_str(values[lang_column], where, i) if lang_column else None
         except BadInputError as err:
             if err.line is None:
                 raise
             yield i, err, None
             continue
-        yield i, tokens, lang
+        yield i, value, lang
 
 
 class MdsSource(DocumentSource):
-    """Pre-tokenized MosaicML streaming (MDS) shards: `index.json` + `shard.NNNNN.mds[.zstd]` files.
+    """MosaicML streaming (MDS) shards of token ids or text: `index.json` + `shard.NNNNN.mds[.zstd]` files.
 
     `path` is a dataset directory, or a tree of them (each directory whose `index.json` is not covered by
-    an `index.json` above it). Token ids come from `column` (the released mmBERT data: `input_ids`);
-    the language from `lang_column`, else `lang`, else the deepest `lang_Script` directory in the path.
-    Each sample (a chunk of up to 8192 tokens in the released data) becomes one document.
+    an `index.json` above it). Token ids or text come from `column` (default: `input_ids`, as in the
+    released mmBERT data, else `text`, as ModernBERT's pipeline writes); the language from
+    `lang_column`, else `lang`, else the deepest `lang_Script` directory in the path. Each sample (a
+    chunk of up to 8192 tokens in the released data) becomes one document.
     """
 
     kind = "mds"
-    pretokenized = True
 
     def __init__(
         self,
         path: str | os.PathLike,
         *,
-        column: str = "input_ids",
+        column: str | None = None,
         lang_column: str | None = None,
         lang: str | None = None,
     ) -> None:
@@ -246,7 +269,7 @@ class MdsSource(DocumentSource):
 
     def read(
         self, unit: Unit, source_name: str, report: SkipReport | None = None
-    ) -> Iterator[TokenizedDocument]:
+    ) -> Iterator[Document | TokenizedDocument]:
         index = Path(unit.arg[0])
         shard = self._load_index(index)[unit.arg[1]]
         path = self._shard_file(index, shard)
@@ -259,13 +282,16 @@ class MdsSource(DocumentSource):
                 raise file_lang_error(path, "no --lang-field")
         handle = error_handler(report)
         rel = path.relative_to(self.root).as_posix()
-        for i, tokens, value in read_mds_shard(path, shard, self.column, self.lang_column):
-            if isinstance(tokens, BadInputError):
-                handle(tokens)
+        for i, content, value in read_mds_shard(path, shard, self.column, self.lang_column):
+            if isinstance(content, BadInputError):
+                handle(content)
                 continue
             try:
                 doc_lang = lang if value is None else normalize_lang(value, str(path), i)
             except BadInputError as err:
                 handle(err)
                 continue
-            yield TokenizedDocument(tokens, doc_lang, source_name, f"{rel}:{i}")
+            if isinstance(content, str):
+                yield Document(content, doc_lang, source_name, f"{rel}:{i}")
+            else:
+                yield TokenizedDocument(content, doc_lang, source_name, f"{rel}:{i}")
