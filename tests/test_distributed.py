@@ -312,7 +312,9 @@ def test_fsdp_run_killed_and_rerun_gives_the_same_losses(train_inputs, tmp_path)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None and ckpt.latest(out) is None:
             time.sleep(0.01)
-        assert proc.poll() is None, f"the run finished before it could be killed: make it longer\n{rank_logs(logs)}"
+        assert proc.poll() is None, (
+            f"the run finished before it could be killed: make it longer\n{rank_logs(logs)}"
+        )
         ranks = child_pids(proc.pid)
         proc.kill()  # torchrun; its ranks die with it
     finally:

@@ -307,7 +307,9 @@ def write_tokenizer_files(tok: PreTrainedTokenizerBase, directory: str | Path) -
             data = (Path(saved) / name).read_bytes()
             if name == "tokenizer_config.json":
                 data = _loadable_by_transformers_4(data)
-            (directory / name).unlink(missing_ok=True)  # a hard link to the old directory's file stays as it was
+            (directory / name).unlink(
+                missing_ok=True
+            )  # a hard link to the old directory's file stays as it was
             (directory / name).write_bytes(data)
 
 

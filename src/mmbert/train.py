@@ -106,7 +106,9 @@ def planned_config(recipe: Recipe, init_from: Path | None = None) -> tuple[MmBer
             return MmBertConfig.load(init_from), f"model of {init_from}"
     # A training checkpoint's shapes come from its tensors, the rest (the context length) from the recipe.
     tokenizer = Path(recipe.tokenizer) if recipe.tokenizer else None
-    extra = {"vocab_size": read_tokenizer_files(tokenizer).vocab_size} if tokenizer and tokenizer.is_dir() else {}
+    extra = (
+        {"vocab_size": read_tokenizer_files(tokenizer).vocab_size} if tokenizer and tokenizer.is_dir() else {}
+    )
     return recipe.model.build_config(**extra), f"model of {init_from}" if init_from else "model"
 
 
