@@ -434,6 +434,8 @@ def read_tokenizer_files(path_or_name: str | Path) -> TokenizerFiles:
     path = Path(path_or_name)
     if path.exists() and not path.is_dir():
         raise TokenizerLayoutError(f"{path}: a tokenizer is a directory (with {TOKENIZER_FILE})")
+    if not path.exists() and (path.is_absolute() or str(path_or_name).startswith(".")):
+        raise TokenizerLayoutError(f"{path}: no such tokenizer directory")  # a path, not a Hub name
     directory = path if path.is_dir() else _cached_snapshot(str(path_or_name))
     file = directory / TOKENIZER_FILE
     if not file.is_file():
