@@ -34,7 +34,7 @@ def test_every_command_has_help(name, capsys):
     assert capsys.readouterr().out.startswith(f"usage: mmbert {name}")
 
 
-def test_expected_failure_is_one_line_and_exit_2(tmp_path, capsys):
+def test_expected_failure_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
     missing = tmp_path / "missing.yaml"
     assert cli.main(["plan", str(missing), "--released-counts"]) == 2
     err = capsys.readouterr().err
@@ -43,6 +43,9 @@ def test_expected_failure_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("Traceback (most recent call last)")
     assert err.splitlines()[-1].startswith("mmbert plan: error: ")
+    monkeypatch.setenv(cli.DEBUG_ENV, "1")  # the environment variable, for a command run by a script
+    assert cli.main(["plan", str(missing), "--released-counts"]) == 2
+    assert capsys.readouterr().err.startswith("Traceback (most recent call last)")
 
 
 def test_no_argument_parsing_outside_the_command_layer():

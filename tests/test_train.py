@@ -31,7 +31,7 @@ from mmbert.flops import doc_attention_pairs
 from mmbert.metrics import MetricsLog, step_line
 from mmbert.model import MmBertForMaskedLM
 from mmbert.optim import build_optimizer
-from mmbert.process import DirectoryInUseError
+from mmbert.process import LOCK_FILE, DirectoryInUseError
 from mmbert.recipe import load_recipe
 from mmbert.tokenizer import read_tokenizer_files
 from tests.conftest import (
@@ -71,13 +71,14 @@ def _kill_after(
         _cli(recipe, out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     metrics = out / "metrics.jsonl"
-    deadline = time.monotonic() + 120
+    # Generous: on a loaded machine (a full suite beside other work) a run can take minutes to start.
+    deadline = time.monotonic() + 600
     try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if metrics.exists() and len(metrics.read_text().splitlines()) >= lines:
-                time.sleep(extra_delay)
-                break
+        while not (metrics.exists() and len(metrics.read_text().splitlines()) >= lines):
+            assert proc.poll() is None, "the run finished before it could be killed: make it longer"
+            assert time.monotonic() < deadline, f"{metrics} did not reach {lines} lines in 600 s"
             time.sleep(0.01)
+        time.sleep(extra_delay)
         assert proc.poll() is None, "the run finished before it could be killed: make it longer"
         if while_running is not None:
             while_running(proc)
@@ -384,7 +385,7 @@ def test_data_and_tokenizer_must_agree(train_inputs, tmp_path, capsys):
         err = capsys.readouterr().err
         assert f"{manifest}: the data was prepared with tokenizer {recorded['path']}" in err
         assert f"fingerprint {recorded['fingerprint']}" in err and f"this run's tokenizer is {other}" in err
-        assert not (tmp_path / "run").exists()
+        assert [p.name for p in (tmp_path / "run").iterdir()] == [LOCK_FILE]  # nothing but the run's lock
     # a tokenizer whose special tokens sit at other ids
     odd = make_gemma_like_tokenizer(tmp_path / "odd", [t for _, t in fake_documents()], 300,
                                     specials=("<bos>", "<pad>", "<eos>", "<unk>", "<mask>"))  # fmt: skip
