@@ -301,7 +301,9 @@ def train_inputs(tmp_path_factory) -> tuple[Path, Path]:
     with open(path, "w", encoding="utf-8") as f:
         for i, (lang, text) in enumerate(docs):
             f.write(json.dumps({"text": text, "lang": lang, "id": str(i)}, ensure_ascii=False) + "\n")
-    prepare(open_source(str(path), lang_field="lang"), tok, root / "data", name="web", progress=False)
+    source = open_source(str(path), lang_field="lang")
+    # The fake languages' keys are not real ones.
+    prepare(source, tok, root / "data", name="web", progress=False, allow_unknown_languages=True)
     plain = write_recipe(root / "recipe.yaml", tok, root / "data", variants=False)
     return plain, write_recipe(root / "variants.yaml", tok, root / "data")
 
@@ -466,6 +468,32 @@ def resave_with_transformers(src: Path, dst: Path) -> Path:
     for f in src.glob("*token*"):
         shutil.copy(f, dst / f.name)
     return dst
+
+
+# ---------------------------------------------------------------------------------------------- processes
+# For the tests that kill processes and check what is left (Linux: they read /proc).
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether any thread of process `pid` has yet to exit. A process whose main thread has exited shows
+    as a zombie while another of its threads still finishes (and still holds its files and locks)."""
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                return True
+        except (OSError, IndexError):
+            continue
+    return False
 
 
 # ---------------------------------------------------------------------------------------------- Composer

@@ -195,3 +195,39 @@ def test_not_a_modernbert_checkpoint(tmp_path, capsys):
     assert cli.main(["convert", str(tmp_path / "d.pt"), "--out", str(tmp_path / "o")]) == 2
     assert "model.layers.1.mlp.Wi.weight has shape (3, 3)" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_convert_never_replaces_an_input_and_writes_its_output_whole(tmp_path, capsys, monkeypatch):
+    _, path, _ = _checkpoint(tmp_path)
+    tok = tmp_path / "tok"
+    tok.mkdir()
+    (tok / "tokenizer.json").write_text("mine")
+    foreign = tmp_path / "home"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    for out, message in [
+        (tmp_path, f"--out {tmp_path} would overwrite the input {path}"),
+        (tok, f"--out {tok} would overwrite the input {tok}"),
+        (foreign, f"{foreign} already exists; pass --overwrite"),
+    ]:
+        assert cli.main(["convert", str(path), "--out", str(out), "--tokenizer", str(tok)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert (
+        path.is_file()
+        and (tok / "tokenizer.json").read_text() == (foreign / "notes.txt").read_text() == "mine"
+    )
+    # --overwrite of an earlier output that fails half-way: the old output stays whole, no temporary is left.
+    out = tmp_path / "hf"
+    assert cli.main(["convert", str(path), "--out", str(out)]) == 0
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+
+    def disk_full(self, directory):
+        (Path(directory) / "model.safetensors").write_bytes(b"partial")
+        raise OSError(f"{directory}: No space left on device")
+
+    monkeypatch.setattr(MmBertForMaskedLM, "save_pretrained", disk_full)
+    assert cli.main(["convert", str(path), "--out", str(out), "--overwrite"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -118,11 +118,22 @@ def test_continue_from_mmbert_as_the_readme_says(tmp_path, capsys):
     for name, langs in (("released", set(FAKE_LANGUAGES) - {ADDED}), ("my-corpus", {ADDED})):
         rows = [{"text": text, "lang": lang} for lang, text in docs if lang in langs]
         (corpus / f"{name}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    shipped_args = ["--tokenizer", gemma, "--name", "web", "--no-progress", "--workers", "1"]
+    # The fake language keys are in neither the bundled nor the released list, as an added language may not be.
+    shipped_args = [
+        "--tokenizer",
+        gemma,
+        "--name",
+        "web",
+        "--no-progress",
+        "--workers",
+        "1",
+        "--allow-unknown-languages",
+    ]
     _mmbert(ran, "prepare", "--source", corpus / "released.jsonl", "--lang-field", "lang", "--out", tmp_path / "data",
             *shipped_args)  # fmt: skip
     _mmbert(ran, "prepare", "--source", corpus / "my-corpus.jsonl", "--lang-field", "lang", "--name", "web",
-            "--tokenizer", adapted, "--out", tmp_path / "added", "--no-progress", "--workers", "1")  # fmt: skip
+            "--tokenizer", adapted, "--out", tmp_path / "added", "--no-progress", "--workers", "1",
+            "--allow-unknown-languages")  # fmt: skip
     recipe = write_recipe(tmp_path / "recipe.yaml", gemma, tmp_path / "data")
     runs = tmp_path / "runs" / "decay"
     _mmbert(ran, "train", recipe, "--init-from", ckpt / "extension" / "mmbert-tiny-ext.pt", "--from-phase", "decay",

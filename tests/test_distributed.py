@@ -1,10 +1,16 @@
-"""Two CPU processes (gloo, torchrun) against one: disjoint data per rank, the same losses.
+"""Two CPU processes (gloo, torchrun) against one: disjoint data per rank, the same losses; and what
+happens when a process of the run dies.
 
 The test file is also the worker script: under torchrun it runs the real `Trainer` with two small
 recording wrappers (the micro-batches each rank trained on, the documents each rank drew). The test then
 trains a single process on the union of both ranks' micro-batches at every step and checks that its
 losses match the 2-rank run's: the global loss is a mean over all masked tokens of the global batch, so
 the split across ranks must not change it (beyond float summation order).
+
+Every torchrun here runs on the loopback interface (`--local-addr 127.0.0.1`, gloo on `lo`), so that
+nothing depends on how the machine's name resolves, and writes each rank's whole output to its own log
+file, which a failure prints in full. A run whose process group never formed (a failure of the
+machine's networking, before any code under test ran) is tried once more.
 """
 
 from __future__ import annotations
@@ -23,11 +29,14 @@ import torch
 from mmbert import checkpoint as ckpt
 from mmbert import distributed, train
 from mmbert.model import MmBertForMaskedLM
+from mmbert.process import directory_lock
 from mmbert.recipe import load_recipe
-from tests.conftest import TINY, read_metrics
+from tests.conftest import TINY, child_pids, read_metrics, running
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = ["phases.0.tokens=384", "phases.0.warmup_tokens=64", "phases.1.tokens=256", "phases.2.tokens=128"]
+JOINED = "joined the process group"  # what every worker prints once the group has formed
+TRAIN = ["-m", "mmbert.cli", "train", "--no-progress", "--no-tensorboard"]
 
 
 def _record(trainer, record_dir: Path, rank: int) -> None:
@@ -53,7 +62,9 @@ def _record(trainer, record_dir: Path, rank: int) -> None:
 
 
 def worker(recipe_path: str, out: str, record_dir: str, strategy: str) -> None:
-    env = distributed.init_distributed("cpu")
+    # A bounded wait in collectives: a rank whose peer hangs fails (with its log) instead of the test hanging.
+    env = distributed.init_distributed("cpu", timeout_s=240)
+    print(f"rank {env.rank} {JOINED}", flush=True)
     assert env.world_size == 2
     recipe = load_recipe(recipe_path, OVERRIDES)
     options = train.TrainOptions(strategy=strategy, progress=False, tensorboard=False)
@@ -63,15 +74,62 @@ def worker(recipe_path: str, out: str, record_dir: str, strategy: str) -> None:
     distributed.shutdown()
 
 
-def _torchrun(recipe: Path, out: Path, record_dir: Path, strategy: str) -> None:
-    record_dir.mkdir(parents=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}"}
+# ---------------------------------------------------------------------------------------------- torchrun
+def _start(args: list[str], logs: Path) -> subprocess.Popen:
+    """`torchrun` with two CPU ranks on the loopback interface; each rank's output goes to `logs`."""
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}",
+        "GLOO_SOCKET_IFNAME": "lo",
+    }
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        __file__, "worker", str(recipe), str(out), str(record_dir), strategy,
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "--local-addr", "127.0.0.1", "--log-dir", str(logs), "--redirects", "3", *args,
     ]  # fmt: skip
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def rank_logs(logs: Path) -> str:
+    """Every rank's whole stdout and stderr under `logs`."""
+    parts = [
+        f"----- {f.relative_to(logs)}\n{f.read_text(errors='replace')}" for f in sorted(logs.rglob("*.log"))
+    ]
+    return "\n".join(parts) or f"(no rank logs under {logs})"
+
+
+def _wait(proc: subprocess.Popen, logs: Path, timeout: float = 600) -> tuple[int, str]:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        pytest.fail(f"torchrun did not finish in {timeout} s\n{out}\n{rank_logs(logs)}")
+    return proc.returncode, out
+
+
+def run_torchrun(args: list[str], logs: Path) -> str:
+    """Run torchrun to completion (once more if its process group never formed); returns the rank logs."""
+    for attempt in (1, 2):
+        attempt_logs = logs / f"try{attempt}"
+        code, out = _wait(_start(args, attempt_logs), attempt_logs)
+        text = rank_logs(attempt_logs)
+        if code == 0:
+            return text
+        if attempt == 1 and JOINED not in text and "joined the gloo group" not in text:
+            print(
+                f"torchrun failed before its process group formed, trying again:\n{out}\n{text}",
+                file=sys.stderr,
+            )
+            continue
+        pytest.fail(f"torchrun exited with {code}\n{out[-4000:]}\n{text}")
+    raise AssertionError("unreachable")
+
+
+def _worker_args(recipe: Path, out: Path, record_dir: Path, strategy: str) -> list[str]:
+    record_dir.mkdir(parents=True)
+    return [__file__, "worker", str(recipe), str(out), str(record_dir), strategy]
 
 
 # As in the workers (OMP_NUM_THREADS=1).
@@ -83,7 +141,7 @@ def test_two_ranks_draw_disjoint_data_and_match_one_process(strategy, train_inpu
     recipe, _ = train_inputs
 
     records = tmp_path / "records"
-    _torchrun(recipe, tmp_path / "ddp", records, strategy)
+    run_torchrun(_worker_args(recipe, tmp_path / "ddp", records, strategy), tmp_path / "logs")
     ddp = read_metrics(tmp_path / "ddp")
     assert {r["phase"] for r in ddp} == {"pre", "mid", "decay"}
 
@@ -111,6 +169,59 @@ def test_two_ranks_draw_disjoint_data_and_match_one_process(strategy, train_inpu
     assert state["world_size"] == 2 and [r["data"]["sampler"]["rank"] for r in state["ranks"]] == [0, 1]
 
 
+# ---------------------------------------------------------------------------------------------- deaths
+def _start_killable(recipe: Path, out: Path, logs: Path) -> tuple[subprocess.Popen, list[int]]:
+    """torchrun on the `train` command, returned once both ranks run and have written a new checkpoint."""
+
+    def newest() -> int:
+        return max((c.step for c in ckpt.list_checkpoints(out)), default=-1)
+
+    before = newest()
+    proc = _start([*TRAIN, str(recipe), "--out", str(out), *OVERRIDES], logs)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None and newest() <= before:
+        time.sleep(0.05)
+    ranks = child_pids(proc.pid)
+    if proc.poll() is not None or len(ranks) != 2:
+        proc.kill()
+        pytest.fail(f"the run ended or had {len(ranks)} ranks before it could be killed\n{rank_logs(logs)}")
+    return proc, ranks
+
+
+def _gone_within(pids: list[int], seconds: float) -> None:
+    start = time.monotonic()
+    while alive := [p for p in pids if running(p)]:
+        assert time.monotonic() - start < seconds, f"ranks {alive} still alive after {seconds} s"
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_dead_rank_or_dead_torchrun_leaves_no_rank_behind_and_the_run_resumes(train_inputs, tmp_path):
+    recipe, _ = train_inputs
+    out = tmp_path / "run"
+
+    # A rank dies: torchrun ends the other one and exits non-zero.
+    proc, ranks = _start_killable(recipe, out, tmp_path / "logs1")
+    os.kill(ranks[1], signal.SIGKILL)
+    _gone_within(ranks, 60)
+    assert _wait(proc, tmp_path / "logs1")[0] != 0
+
+    # torchrun itself is killed: its ranks (in sessions of their own) die with it.
+    proc, ranks = _start_killable(recipe, out, tmp_path / "logs2")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _gone_within(ranks, 15)
+    with directory_lock(out, "test"):  # nobody holds the run directory any more
+        pass
+
+    logs = run_torchrun([*TRAIN, str(recipe), "--out", str(out), *OVERRIDES], tmp_path / "logs3")
+    assert "resuming from" in logs
+    steps = read_metrics(out)
+    assert [r["step"] for r in steps] == list(range(1, len(steps) + 1)) and steps[-1]["tokens"] >= 768
+    assert {r["phase"] for r in steps} == {"pre", "mid", "decay"}
+    assert all(ckpt.is_complete(c.path) for c in ckpt.list_checkpoints(out))
+
+
 # ---------------------------------------------------------------------------------------------- sync
 def _micro_batches(rank: int, n: int = 3) -> list[dict[str, torch.Tensor]]:
     """`n` packed micro-batches for `rank`: three sequences (one longer than the window), 30% labelled."""
@@ -131,7 +242,8 @@ def _micro_batches(rank: int, n: int = 3) -> list[dict[str, torch.Tensor]]:
 def grad_sync_worker(out: str) -> None:
     """DDP, then FSDP: three micro-batches per rank, the gradient sync skipped for the first two
     (`no_grad_sync`); records whether the gradients were synced after each and the final full gradients."""
-    env = distributed.init_distributed("cpu")
+    env = distributed.init_distributed("cpu", timeout_s=240)
+    print(f"rank {env.rank} {JOINED}", flush=True)
     result = {}
     for strategy in ("ddp", "fsdp"):
         torch.manual_seed(0)
@@ -159,11 +271,7 @@ def grad_sync_worker(out: str) -> None:
 def test_no_grad_sync_defers_the_sync_to_the_last_micro_batch(tmp_path):
     """Two ranks x three micro-batches: no sync until the last one, then the gradient of all six."""
     out = tmp_path / "grads.pt"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           __file__, "grad-sync-worker", str(out)]  # fmt: skip
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_torchrun([__file__, "grad-sync-worker", str(out)], tmp_path / "logs")
     recorded = torch.load(out, weights_only=True)
 
     torch.manual_seed(0)
@@ -184,39 +292,37 @@ def test_fsdp_run_killed_and_rerun_gives_the_same_losses(train_inputs, tmp_path)
     """FSDP, two ranks, several micro-batches per rank and step: SIGKILL the whole torchrun after a
     checkpoint, rerun the same command: the metrics are those of a run that was never interrupted."""
     recipe, _ = train_inputs
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
     overrides = ["phases.0.tokens=768", "phases.0.warmup_tokens=64", "phases.1.tokens=512", "phases.2.tokens=256",
                  "train.batch_tokens=256"]  # fmt: skip
 
-    def cmd(out: Path) -> list[str]:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                "-m", "mmbert.cli", "train", str(recipe), "--out", str(out), "--strategy", "fsdp",
-                "--micro-batch-tokens", "32", "--no-progress", "--no-tensorboard", *overrides]  # fmt: skip
+    def args(out: Path) -> list[str]:
+        return [*TRAIN, str(recipe), "--out", str(out), "--strategy", "fsdp", "--micro-batch-tokens", "32",
+                *overrides]  # fmt: skip
 
-    reference = subprocess.run(cmd(tmp_path / "ref"), env=env, capture_output=True, text=True, timeout=300)
-    assert reference.returncode == 0, reference.stderr[-3000:]
+    run_torchrun(args(tmp_path / "ref"), tmp_path / "logs-ref")
     expected = read_metrics(tmp_path / "ref")
     # A full step (256 tokens) gives each rank 2-4 rows of 32 or 64 tokens, one per micro-batch.
     assert all(r["micro_batches"] >= 2 for r in expected if r["batch_tokens"] == 256)
     assert sum(r["batch_tokens"] == 256 for r in expected) >= 2
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(
-        cmd(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    logs = tmp_path / "logs-killed"
+    proc = _start(args(out), logs)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None and ckpt.latest(out) is None:
             time.sleep(0.01)
-        assert proc.poll() is None, "the run finished before it could be killed: make it longer"
-        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks
+        assert proc.poll() is None, (
+            f"the run finished before it could be killed: make it longer\n{rank_logs(logs)}"
+        )
+        ranks = child_pids(proc.pid)
+        proc.kill()  # torchrun; its ranks die with it
     finally:
         proc.wait()
+    _gone_within(ranks, 15)
     assert proc.returncode == -signal.SIGKILL
     assert len(read_metrics(out)) < len(expected)
-    done = subprocess.run(cmd(out), env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "resuming from" in done.stderr
+    assert "resuming from" in run_torchrun(args(out), tmp_path / "logs-rerun")
     keys = ("step", "tokens", "phase", "lr", "batch_tokens", "masked_tokens", "micro_batches")
     resumed = read_metrics(out)
     assert [{k: r[k] for k in keys} for r in resumed] == [{k: r[k] for k in keys} for r in expected]
@@ -225,6 +331,6 @@ def test_fsdp_run_killed_and_rerun_gives_the_same_losses(train_inputs, tmp_path)
 
 
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "worker":
-    worker(*sys.argv[2:6])  # under torchrun, with PYTHONPATH set by `_torchrun`
+    worker(*sys.argv[2:6])  # under torchrun, with PYTHONPATH set by `_start`
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "grad-sync-worker":
     grad_sync_worker(sys.argv[2])

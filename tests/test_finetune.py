@@ -225,3 +225,65 @@ def test_dataset_directory_gives_train_and_validation_splits(tmp_path):
     assert "validation" in note and train[0].where == f"{data}[train][0]"
     with pytest.raises(finetune.DataError, match="cannot load split 'nope'"):
         finetune.read_records(f"{data}:nope")
+
+
+def test_out_never_replaces_the_model_or_a_foreign_directory(export, tmp_path, capsys):
+    train = _write_csv(tmp_path / "train.csv", _paragraphs("train", 4))
+    before = {p.name: p.read_bytes() for p in export.iterdir()}
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("x")
+    for out in (export, foreign):
+        assert (
+            cli.main(["finetune", "--model", str(export), "--train", str(train), "--out", str(out), *FAST])
+            == 2
+        )
+        err = capsys.readouterr().err
+        assert "--out" in err and "--overwrite" in err and err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in export.iterdir()} == before
+    assert (foreign / "notes.txt").read_text() == "x"
+    for value, option in (
+        ("0", "--batch-size"),
+        ("0", "--epochs"),
+        ("1", "--max-length"),
+        ("2", "--dev-fraction"),
+    ):
+        argv = [
+            "finetune",
+            "--model",
+            str(export),
+            "--train",
+            str(train),
+            "--out",
+            str(tmp_path / "o"),
+            *FAST,
+        ]
+        assert cli.main([*argv, option, value]) == 2
+        assert f"{option} must be" in capsys.readouterr().err
+
+
+def test_output_appears_whole_or_not_at_all(export, tmp_path, monkeypatch):
+    train = _write_csv(tmp_path / "train.csv", _paragraphs("train", 4))
+    out = tmp_path / "out"
+    argv = [
+        "finetune",
+        "--model",
+        str(export),
+        "--train",
+        str(train),
+        "--out",
+        str(out),
+        *FAST,
+        "--max-steps",
+        "1",
+    ]
+    assert cli.main(argv) == 0
+    first = (out / "model.safetensors").read_bytes()
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(finetune, "write_tokenizer_files", fail)  # the model is written, then this fails
+    assert cli.main([*argv, "--seed", "1"]) == 2
+    assert (out / "model.safetensors").read_bytes() == first and (out / "finetune.json").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

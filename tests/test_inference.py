@@ -197,3 +197,21 @@ def test_fill_mask_cli_json(ours, tmp_path, capsys):
     assert all(len(preds) == 2 for r in results for preds in r["predictions"])
     assert cli.main(["fill-mask", str(tmp_path / "missing"), "a <mask>"]) == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_texts_beyond_the_model_positions_are_cut_with_a_warning(ours, tmp_path, caplog):
+    """The tiny model has 512 positions: a 3000-word text is not sent whole (issue: 52k tokens were)."""
+    model, tok = load(ours, "cpu")
+    limit = model.config.max_position_embeddings
+    long = " ".join(TEXTS) * 8
+    with caplog.at_level("WARNING"):
+        (result,) = fill_mask(model, tok, [long + " <mask> " + long])
+    assert f"more than the model's {limit} positions" in caplog.text and len(result.predictions) == 1
+    assert len(encode_masked(tok, long + " <mask> " + long)) > 2 * limit
+    with pytest.raises(ValueError, match=f"its masks span .* more than the model's {limit} positions"):
+        fill_mask(model, tok, [tok.mask_token + long + tok.mask_token])
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        vectors = embed(model, tok, [long, "short"], max_length=100_000)
+    assert f"max length 100000 is more than the model's {limit} positions" in caplog.text
+    assert np.allclose(vectors[0], embed(model, tok, [long], max_length=limit)[0], atol=1e-5)

@@ -71,3 +71,18 @@ def test_resolve_languages():
         languages.resolve_languages(["eng", "fra", "jpn_Jpan"], keys)
     with pytest.raises(ValueError, match="unknown language set 'mmbert-99'"):
         languages.resolve_languages("mmbert-99", keys)
+
+
+def test_unknown_keys_and_the_closest_known_ones():
+    for key in ("eng_Latn", "deu_Latn-1996", "cmn_Hans", "code", "ory_Orya", "fil_Latn", "srp_Cyrl"):
+        assert languages.check_key(key) == key
+    for key, close in (
+        ("zzz_Zzzz", "zul_Latn"),
+        ("eng_Lant", "eng_Latn"),
+        ("en_Latn", "eng_Latn"),
+        ("fra_Cyrk", "fra_Latn"),
+    ):
+        with pytest.raises(languages.UnknownLanguageError, match=r"f.txt:3: unknown language key") as err:
+            languages.check_key(key, "f.txt:3")
+        assert close in str(err.value) and "--allow-unknown-languages" in str(err.value)
+        assert close in languages.closest_keys(key)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -390,6 +392,22 @@ def test_ties_threshold_with_many_ties_and_zeros():
         # In chunks of 5: the tied entries still to keep are counted across chunk boundaries.
         chunked = merge_ties({"w": base}, models, density=density, chunk_elements=5)
         assert torch.equal(chunked["w"], want["w"]), density
+
+
+def test_a_killed_merge_leaves_nothing_behind_the_next_run_and_overwrite_is_whole(exports, tmp_path):
+    out = tmp_path / "merged"
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    stale = tmp_path / f".merged.{int(dead.stdout)}.k1ll3d.tmp"  # what a killed merge into `out` leaves
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"\0" * 4096)
+    merge_dirs("linear", None, [exports["eng"]], out)
+    assert not stale.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["merged"]
+    # --overwrite with the output among the inputs: replaced in one step, never briefly absent.
+    merge_dirs("linear", None, [exports["cont"], out], out, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]
+    assert json.loads((out / "merge_config.json").read_text())["models"][1] == str(out.resolve())
 
 
 def test_composer_checkpoints_merge_as_they_are(exports, tmp_path, capsys):

@@ -16,10 +16,22 @@ import numpy as np
 import pytest
 
 from mmbert import cli
+from mmbert.data import prepare as prep
+from mmbert.data.manifest import ManifestError
 from mmbert.data.prepare import PrepareError, load_tokenizer_info, prepare
-from mmbert.data.shards import TokenStore
+from mmbert.data.shards import ShardError, TokenStore
 from mmbert.data.sources import BadInputError, LocalFilesSource, open_source
-from tests.conftest import WORDS, expected_docs, make_texts, make_tokenizer, write_corpus, write_mds
+from mmbert.io import OutputRefusedError, UnsafePathError
+from tests.conftest import (
+    WORDS,
+    child_pids,
+    expected_docs,
+    make_texts,
+    make_tokenizer,
+    running,
+    write_corpus,
+    write_mds,
+)
 
 
 @pytest.fixture(scope="module")
@@ -299,6 +311,205 @@ def test_cli(tmp_path, tokdir, capsys):
     badtok = ["--source", str(root), "--tokenizer", str(tmp_path / "badtok"), "--out", str(tmp_path / "d")]
     assert cli.main(["prepare", *badtok]) == 2
     assert "badtok/tokenizer.json: not a tokenizer" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- hardening
+def test_paths_from_the_manifest_or_a_unit_record_never_leave_data(tmp_path, tokdir):
+    """A manifest naming a source `../victim` (the seen bug: --overwrite deleted it), a shard path
+    outside DATA, a unit record pointing elsewhere: each is a clear error, and nothing is deleted."""
+    root = write_corpus(tmp_path / "corpus", files_per_lang=1, docs_per_file=3)
+    data = tmp_path / "data"
+    prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    good = (data / "manifest.json").read_text()
+    other = make_tokenizer(tmp_path / "tok2", make_texts("deu_Latn", 30), vocab_size=280)
+    for change, message in [
+        (lambda m: m["sources"].update({"../victim": m["sources"]["web"]}), "'../victim' is not a source name"),
+        (lambda m: m["sources"].update({str(victim): m["sources"]["web"]}), "is not a source name"),
+        (lambda m: m["sources"]["web"]["fra_Latn"]["shards"].__setitem__(0, "../../victim/keep.tokens.npy"),
+         "is not a shard path"),
+    ]:  # fmt: skip
+        manifest = json.loads(good)
+        change(manifest)
+        (data / "manifest.json").write_text(json.dumps(manifest))
+        for tokenizer in (tokdir, other):  # resume, and a new tokenizer with --overwrite
+            with pytest.raises(ManifestError, match=message):
+                prepare(LocalFilesSource(root), tokenizer, data, name="web", overwrite=True, progress=False)
+        with pytest.raises(ShardError, match=message):
+            TokenStore(data)
+        assert (victim / "keep.txt").read_text() == "mine"
+    (data / "manifest.json").write_text(good)
+    record = next((data / "web" / "_units").glob("*.json"))
+    unit = json.loads(record.read_text())
+    unit["shards"][0]["path"] = "../victim/keep.tokens.npy"
+    record.write_text(json.dumps(unit))
+    with pytest.raises(UnsafePathError, match=f"{record}: shards: '../victim/keep.tokens.npy'"):
+        prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False)
+    record.write_text("{broken")
+    with pytest.raises(PrepareError, match=f"{record}: damaged record"):
+        prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False)
+
+
+def test_a_manifest_without_its_tokenizer_is_a_clear_error(tmp_path, tokdir):
+    root = write_corpus(tmp_path / "corpus", files_per_lang=1, docs_per_file=3)
+    data = tmp_path / "data"
+    prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False)
+    manifest = json.loads((data / "manifest.json").read_text())
+    del manifest["tokenizer"]
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    for action in (lambda: TokenStore(data), lambda: prepare(LocalFilesSource(root), tokdir, data, name="x")):
+        with pytest.raises((ShardError, ManifestError), match="manifest.json: no 'tokenizer' entry"):
+            action()
+
+
+def test_unknown_language_keys_are_refused_with_the_closest_known_ones(tmp_path, tokdir, capsys):
+    docs = tmp_path / "docs.jsonl"
+    rows = [
+        {"text": "le chat", "lang": "fra_Latn"},
+        {"text": "zzz", "lang": "zzz_Zzzz"},
+        {"text": "x", "lang": "fra_Lant"},
+    ]
+    docs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(BadInputError, match=rf"{docs}:2: unknown language key: 'zzz_Zzzz' \(closest known: "):
+        prepare(LocalFilesSource(docs, lang_field="lang"), tokdir, tmp_path / "d1", progress=False)
+    result = prepare(
+        LocalFilesSource(docs, lang_field="lang"), tokdir, tmp_path / "d2", skip_bad=True, progress=False
+    )
+    assert result.skipped["counts"] == {"unknown language key": 2} and list(result.langs) == ["fra_Latn"]
+    assert "closest known: fra_Latn" in " ".join(result.skipped["examples"])
+    result = prepare(
+        LocalFilesSource(docs, lang_field="lang"),
+        tokdir,
+        tmp_path / "d3",
+        progress=False,
+        allow_unknown_languages=True,
+    )
+    assert sorted(result.langs) == ["fra_Lant", "fra_Latn", "zzz_Zzzz"]
+    args = [
+        "prepare",
+        "--source",
+        str(docs),
+        "--lang",
+        "zzz_Zzzz",
+        "--tokenizer",
+        str(tokdir),
+        "--no-progress",
+    ]
+    assert cli.main([*args, "--out", str(tmp_path / "d4")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1
+        and "unknown language key: 'zzz_Zzzz'" in err
+        and "--allow-unknown-languages" in err
+    )
+    assert cli.main([*args, "--out", str(tmp_path / "d4"), "--allow-unknown-languages"]) == 0
+
+
+def test_out_is_not_an_input_nor_a_foreign_directory(tmp_path, tokdir):
+    root = write_corpus(tmp_path / "corpus", files_per_lang=1, docs_per_file=3)
+    foreign = tmp_path / "home"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    for out in (root, tokdir, foreign):
+        with pytest.raises(OutputRefusedError):
+            prepare(LocalFilesSource(root), tokdir, out, name="web", progress=False)
+    prepare(LocalFilesSource(root), tokdir, foreign, name="web", progress=False, overwrite=True)
+    assert (foreign / "notes.txt").read_text() == "mine"  # --overwrite writes beside it, deletes nothing
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_workers_die_with_a_killed_prepare_and_the_rerun_finishes(tmp_path, tokdir, sig):
+    root = write_corpus(tmp_path / "corpus", files_per_lang=6, docs_per_file=1000)
+    data = tmp_path / "data"
+    cmd = [sys.executable, "-m", "mmbert.cli", "prepare", "--source", str(root), "--tokenizer", str(tokdir),
+           "--out", str(data), "--name", "web", "--workers", "2", "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    workers: list[int] = []
+    while time.monotonic() < deadline and proc.poll() is None and len(workers) < 2:
+        workers = [p for p in child_pids(proc.pid) if running(p)]
+        time.sleep(0.01)
+    assert len(workers) >= 2, "the workers never started"
+    proc.send_signal(sig)
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while any(running(p) for p in workers):
+        assert time.monotonic() < deadline, "a worker outlived its parent"
+        time.sleep(0.05)
+    result = prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False)  # the lock is free
+    assert result.units_total == 18 and store_docs(TokenStore(data), "web") == expected_docs(root, tokdir)
+
+
+def test_long_documents_are_tokenized_in_bounded_pieces_with_the_same_ids(tmp_path, tokdir, monkeypatch):
+    from tokenizers import Tokenizer
+
+    rng = np.random.default_rng(0)
+    words = [w for lang in WORDS for w in WORDS[lang]]
+    lines = [" ".join(rng.choice(words, 15)) for _ in range(12_000)]
+    with_lines = "\n".join(lines)  # ~750K characters: 3 pieces
+    one_line = " ".join(lines)
+    no_space = "".join(lines).replace(" ", "")[: 3 * prep.PIECE_CHARS]
+    for text in (with_lines, one_line, no_space):
+        bounds = prep.piece_bounds(text)
+        assert bounds[0][0] == 0 and bounds[-1][1] == len(text) and len(bounds) >= 3
+        assert all(a < b <= a + prep.PIECE_CHARS for a, b in bounds)
+        assert all(b == c for (_, b), (c, _) in zip(bounds, bounds[1:], strict=False))
+    # Tokenized in pieces, in calls of bounded size: the ids of the whole text (where a cut has a space).
+    tok = Tokenizer.from_file(str(tokdir / "tokenizer.json"))
+    calls: list[int] = []
+
+    class Recording:
+        def encode_batch_fast(self, texts, add_special_tokens):
+            calls.append(sum(map(len, texts)))
+            return tok.encode_batch_fast(texts, add_special_tokens=add_special_tokens)
+
+        encode_batch = encode_batch_fast
+
+    monkeypatch.setattr(prep, "_tokenizer", Recording())
+    short = ["le chat", "der hund"]
+    ids = prep._encode([with_lines, *short, one_line])
+    assert max(calls) <= prep.BATCH_CHARS and len(calls) >= 2
+    for text, got in zip([with_lines, *short, one_line], ids, strict=True):
+        assert got.tolist() == tok.encode(text, add_special_tokens=False).ids
+
+
+# The command's peak resident memory in KB, printed by a small process that starts it: a process's peak
+# counts the memory of the process it was forked from (kept across exec), here the test runner's.
+_MEASURE = """
+import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(proc.pid, 0)
+print(usage.ru_maxrss)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def _peak_rss_mb(cmd: list[str]) -> float:
+    done = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return int(done.stdout) / 1024
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss in KB")
+def test_memory_of_one_huge_document_is_that_of_many_small_ones(tmp_path, tokdir):
+    """4M characters: as one document they took 440 MB more than as 1,000 documents, before the pieces."""
+    rng = np.random.default_rng(1)
+    words = [w for lang in WORDS for w in WORDS[lang]]
+    text = "\n".join(" ".join(rng.choice(words, 12)) for _ in range(70_000))[:4_000_000]
+    rss = {}
+    for name, docs in {
+        "one": [text],
+        "many": [text[i : i + 4000] for i in range(0, len(text), 4000)],
+    }.items():
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+        rss[name] = _peak_rss_mb([sys.executable, "-m", "mmbert.cli", "prepare", "--source", str(path), "--lang",
+                                  "fra_Latn", "--tokenizer", str(tokdir), "--out", str(tmp_path / name),
+                                  "--workers", "1", "--no-progress"])  # fmt: skip
+    assert rss["one"] < rss["many"] + 100, rss
 
 
 def test_cli_shows_progress_in_units_documents_and_tokens(tmp_path, tokdir, capsys):

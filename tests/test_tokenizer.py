@@ -272,6 +272,31 @@ def test_cli_bad_input(tmp_path, capsys):
     assert "missing.txt" in capsys.readouterr().err
 
 
+def test_train_never_replaces_a_model_directory_tokenizer_unasked(tmp_path, capsys):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"weights")
+    (model / "tokenizer.json").write_text("old")
+    data = tmp_path / "fra_Latn"
+    data.mkdir()
+    for d in corpus.iter_documents("train", langs={"fra_Latn"}):
+        (data / f"{d.meta['article']}.txt").write_text(d.text, encoding="utf-8")
+    args = ["tokenizer", "train", "--vocab-size", "400", "--quiet", "--input", str(data), "--out"]
+    for out in (model, data):
+        assert cli.main([*args, str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "--overwrite" in err and err.count("\n") == 1
+    assert (model / "tokenizer.json").read_text() == "old"
+    assert cli.main([*args, str(model), "--overwrite"]) == 0  # the tokenizer files only are replaced
+    assert (model / "model.safetensors").read_bytes() == b"weights" and (
+        model / "config.json"
+    ).read_text() == "{}"
+    assert len(T.load_tokenizer(model)) == 400
+    assert cli.main([*args, str(tmp_path / "tok")]) == 0
+    assert cli.main([*args, str(tmp_path / "tok")]) == 0  # its own earlier output: replaced
+
+
 # --------------------------------------------------------------------------------------------------
 # Tokenizers as shipped: Gemma 2's (mmBERT's) layout read from the files, adapted
 
@@ -380,3 +405,34 @@ def test_tokenizer_without_the_special_ids_is_refused(
     args = ["--source", str(tmp_path / "docs.txt"), "--lang", "eng_Latn", "--out", str(tmp_path / "data")]
     assert cli.main(["prepare", *args, "--tokenizer", str(src), "--no-progress"]) == 2
     assert f"tokenizer {src} cannot take mmBERT's layout: {message}" in capsys.readouterr().err
+
+
+def test_adapt_never_replaces_an_input_or_a_model_unasked_and_writes_whole(
+    gemma_texts, tmp_path, capsys, monkeypatch
+):
+    shipped = make_gemma_like_tokenizer(tmp_path / "gemma", gemma_texts[:40], vocab_size=400)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"weights")
+    for out, message in [
+        (tmp_path, f"--out {tmp_path} would overwrite the input"),
+        (model, f"--out {model} is a non-empty directory that this command did not write"),
+    ]:
+        assert cli.main(["tokenizer", "adapt", str(shipped), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "--overwrite" in err and err.count("\n") == 1
+    assert sorted(p.name for p in model.iterdir()) == ["config.json", "model.safetensors"]
+    # --overwrite into the model: its files stay, the tokenizer joins them; a failure half-way changes nothing
+    assert cli.main(["tokenizer", "adapt", str(shipped), "--out", str(model), "--overwrite"]) == 0
+    before = {f.name: f.read_bytes() for f in model.iterdir()}
+    assert before["model.safetensors"] == b"weights" and "tokenizer.json" in before
+
+    def disk_full(config: bytes) -> bytes:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(T, "_loadable_by_transformers_4", disk_full)  # after tokenizer.json is written
+    assert cli.main(["tokenizer", "adapt", str(shipped), "--out", str(model), "--overwrite"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert {f.name: f.read_bytes() for f in model.iterdir()} == before
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +23,15 @@ import pytest
 import torch
 
 from mmbert import checkpoint as ckpt
-from mmbert import distributed, train
+from mmbert import distributed, runs, train
 from mmbert.cli import main as cli_main
+from mmbert.cli import train as cli_train
 from mmbert.config import MmBertConfig
 from mmbert.flops import doc_attention_pairs
 from mmbert.metrics import MetricsLog, step_line
 from mmbert.model import MmBertForMaskedLM
 from mmbert.optim import build_optimizer
+from mmbert.process import LOCK_FILE, DirectoryInUseError
 from mmbert.recipe import load_recipe
 from mmbert.tokenizer import read_tokenizer_files
 from tests.conftest import (
@@ -36,6 +39,7 @@ from tests.conftest import (
     make_gemma_like_tokenizer,
     make_tokenizer,
     read_metrics,
+    save_tiny,
     write_composer_checkpoint,
 )
 
@@ -53,21 +57,35 @@ def _cli(recipe: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "mmbert.cli", "train", str(recipe), "--out", str(out), "--no-progress"]
 
 
-def _kill_after(recipe: Path, out: Path, lines: int, extra_delay: float) -> None:
-    """Start a run in a subprocess and SIGKILL it once metrics.jsonl has `lines` lines (+ a delay)."""
-    proc = subprocess.Popen(_cli(recipe, out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _kill_after(
+    recipe: Path,
+    out: Path,
+    lines: int,
+    extra_delay: float,
+    sig: int = signal.SIGKILL,
+    while_running: Callable[[subprocess.Popen], None] | None = None,
+) -> tuple[int, str]:
+    """Start a run in a subprocess and send it `sig` once metrics.jsonl has `lines` lines (+ a delay);
+    `while_running(proc)` is called just before. Returns the exit status and stderr."""
+    proc = subprocess.Popen(
+        _cli(recipe, out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     metrics = out / "metrics.jsonl"
-    deadline = time.monotonic() + 120
+    # Generous: on a loaded machine (a full suite beside other work) a run can take minutes to start.
+    deadline = time.monotonic() + 600
     try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if metrics.exists() and len(metrics.read_text().splitlines()) >= lines:
-                time.sleep(extra_delay)
-                break
+        while not (metrics.exists() and len(metrics.read_text().splitlines()) >= lines):
+            assert proc.poll() is None, "the run finished before it could be killed: make it longer"
+            assert time.monotonic() < deadline, f"{metrics} did not reach {lines} lines in 600 s"
             time.sleep(0.01)
+        time.sleep(extra_delay)
         assert proc.poll() is None, "the run finished before it could be killed: make it longer"
-        proc.send_signal(signal.SIGKILL)
+        if while_running is not None:
+            while_running(proc)
+        proc.send_signal(sig)
     finally:
-        proc.wait()
+        _, err = proc.communicate()
+    return proc.returncode, err
 
 
 KEYS = ("step", "tokens", "phase", "loss", "lr", "mask_rate", "seq_len", "batch_tokens", "masked_tokens")
@@ -81,13 +99,31 @@ def test_sigkill_and_rerun_gives_identical_losses(train_inputs, tmp_path):
     assert len(reference) >= 12 and {r["phase"] for r in reference} == {"pre", "mid", "decay"}
 
     out = tmp_path / "killed"
-    # Two kills at different moments (the second one soon after a checkpoint is due), then a clean finish.
-    _kill_after(recipe, out, lines=3, extra_delay=0.0)
-    _kill_after(recipe, out, lines=len(read_metrics(out)) + 6, extra_delay=0.05)
-    assert ckpt.latest(out) is not None
+
+    def second_run_is_refused(proc: subprocess.Popen) -> None:
+        # The run directory is locked: a second run on it stops at once, naming the first one.
+        with pytest.raises(
+            DirectoryInUseError, match=rf"`mmbert train` \(pid {proc.pid} on {os.uname().nodename}"
+        ):
+            runs.run_recipe(
+                load_recipe(recipe), out, distributed.init_distributed("cpu"), train.TrainOptions()
+            )
+
+    # Two kills at different moments (the second one soon after a checkpoint is due), a Ctrl-C, then a
+    # clean finish. Each rerun takes over the lock of the killed run.
+    _kill_after(recipe, out, lines=3, extra_delay=0.0, while_running=second_run_is_refused)
+    _, err = _kill_after(recipe, out, lines=len(read_metrics(out)) + 6, extra_delay=0.05)
+    assert "taking over the lock of `mmbert train`" in err
+    code, err = _kill_after(
+        recipe, out, lines=len(read_metrics(out)) + 3, extra_delay=0.02, sig=signal.SIGINT
+    )
+    assert code == 130 and err.splitlines()[-1] == f"mmbert train: interrupted; {cli_train.INTERRUPTED}"
+    checkpoints = ckpt.list_checkpoints(out)
+    assert checkpoints and all(ckpt.is_complete(c.path) for c in checkpoints)
     done = subprocess.run(_cli(recipe, out), env=ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "resuming from" in done.stderr
+    assert "resuming from" in done.stderr and "taking over the lock" not in done.stderr  # Ctrl-C released it
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]  # the killed runs' leftovers are gone
     resumed = [{k: r[k] for k in KEYS} for r in read_metrics(out)]
     assert resumed == reference
     # The exports of the resumed run are bit-identical to the reference ones.
@@ -289,6 +325,51 @@ def test_dry_run_prints_recipe_and_plan(train_inputs, capsys):
     assert cli_main(["train", str(recipe), "--dry-run", "phases.0.nope=1"]) == 2
 
 
+def test_limits_and_bad_model_keys_fail_when_the_recipe_loads(train_inputs, tmp_path, capsys):
+    """In --dry-run too: a seq_len beyond the model's positions (the recipe's preset, or --init-from's
+    config), a phase shorter than a step of the phase before (it would be skipped), a bad model key."""
+    recipe, _ = train_inputs
+
+    def error(*args: str) -> str:
+        assert cli_main(["train", str(recipe), "--dry-run", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"mmbert train: error: {recipe}: ")
+        return err
+
+    assert "phases[2].seq_len: 1024 is more than the model's max_position_embeddings (512)" in error(
+        "phases.2.seq_len=1024"
+    )
+    assert "phases[2].tokens: 50 is less than one row per rank of the phase before" in error(
+        "phases.2.tokens=50"
+    )
+    assert "model.hidden_size: 'big' is not a count" in error("model.hidden_size=big")
+    assert "model.num_attention_heads" in error("model.num_attention_heads=0")
+    assert "model.hiden_size: not a model config field" in error("model.hiden_size=64")
+    # --init-from: the model's own limit counts, not the recipe's preset.
+    longer = save_tiny(tmp_path / "long", ["a b c d"], max_position_embeddings=2048)
+    assert (
+        cli_main(["train", str(recipe), "--dry-run", "phases.2.seq_len=1024", "--init-from", str(longer)])
+        == 0
+    )
+    capsys.readouterr()
+    assert "of " + str(longer) in error("phases.2.seq_len=4096", "--init-from", str(longer))
+
+
+def test_out_is_never_an_input_or_a_foreign_directory(train_inputs, tmp_path, capsys):
+    recipe_path, _ = train_inputs
+    recipe = load_recipe(recipe_path)
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("x")
+    for out in (recipe.data[0], recipe.tokenizer, foreign, Path(recipe.data[0]).parent):
+        assert run_main(recipe_path, "--out", out) == 2
+        err = capsys.readouterr().err
+        assert (
+            "would overwrite the input" in err or "non-empty directory that this command did not write" in err
+        )
+    assert (foreign / "notes.txt").read_text() == "x" and not (foreign / "checkpoints").exists()
+
+
 def test_data_and_tokenizer_must_agree(train_inputs, tmp_path, capsys):
     """The run's tokenizer is the one the data was cut with, or the run stops before its first step."""
     recipe_path, _ = train_inputs
@@ -304,7 +385,7 @@ def test_data_and_tokenizer_must_agree(train_inputs, tmp_path, capsys):
         err = capsys.readouterr().err
         assert f"{manifest}: the data was prepared with tokenizer {recorded['path']}" in err
         assert f"fingerprint {recorded['fingerprint']}" in err and f"this run's tokenizer is {other}" in err
-        assert not (tmp_path / "run").exists()
+        assert [p.name for p in (tmp_path / "run").iterdir()] == [LOCK_FILE]  # nothing but the run's lock
     # a tokenizer whose special tokens sit at other ids
     odd = make_gemma_like_tokenizer(tmp_path / "odd", [t for _, t in fake_documents()], 300,
                                     specials=("<bos>", "<pad>", "<eos>", "<unk>", "<mask>"))  # fmt: skip

@@ -40,9 +40,9 @@ import torch
 from mmbert.config import PRESETS, MmBertConfig
 from mmbert.errors import MmbertError
 from mmbert.hf import convert_state_dict
-from mmbert.io import atomic_dir
+from mmbert.io import atomic_dir, check_output
 from mmbert.model import MmBertForMaskedLM
-from mmbert.tokenizer import adapt_tokenizer, read_tokenizer_files, save_tokenizer
+from mmbert.tokenizer import adapt_tokenizer, read_tokenizer_files, write_tokenizer_files
 from mmbert.weights import load_pickled
 
 logger = logging.getLogger(__name__)
@@ -259,6 +259,8 @@ def convert_checkpoint(
     directory works in transformers' fill-mask pipeline and `mmbert fill-mask` as it is.
     """
     out = Path(out)
+    # Replacing `out` must not delete an input (`--out` over the checkpoint's or the tokenizer's directory).
+    check_output(out, [path, tokenizer], is_own=lambda _: True, overwrite=overwrite)
     if out.exists() and not overwrite:
         raise CheckpointError(f"{out} already exists; pass --overwrite to replace it")
     ckpt = read_composer_checkpoint(path)
@@ -276,7 +278,7 @@ def convert_checkpoint(
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         if adapted is not None:
-            save_tokenizer(adapted, tmp)
+            write_tokenizer_files(adapted, tmp)
     return ConvertReport(
         out=out,
         config=config,

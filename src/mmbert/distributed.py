@@ -12,6 +12,12 @@ nothing about either: wrapping happens here.
 
 State dicts are always full (unsharded) and on CPU so that a checkpoint written by any number of ranks
 has the same shape as a single-process one; only rank 0 writes files.
+
+When one process of the group goes, the others go too, within a bounded time: a rank started by
+torchrun ends with torchrun (`mmbert.process.die_with_parent`: left alive by a killed torchrun, it
+would keep training into the run directory), torchrun ends the other ranks when one fails, and a rank
+whose peer is gone without torchrun noticing (another machine) sees its next collective fail at once
+(a closed connection) or after the group's timeout; `lost_peer(error)` tells such a failure from a bug.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+from mmbert.errors import MmbertError
+from mmbert.process import die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +82,14 @@ def init_distributed(device: str | None = None, timeout_s: float = 1800.0) -> Di
     local_rank = _env_int("LOCAL_RANK", 0)
     use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
     if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but torch sees no CUDA device")
+        raise MmbertError("--device cuda was asked for, but torch sees no CUDA device")
     if use_cuda:
         torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", local_rank)
     else:
         dev = torch.device("cpu")
+    if world_size > 1 and "TORCHELASTIC_RUN_ID" in os.environ:
+        die_with_parent(os.getppid())  # torchrun's agent
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(
             backend="nccl" if use_cuda else "gloo",
@@ -88,6 +99,34 @@ def init_distributed(device: str | None = None, timeout_s: float = 1800.0) -> Di
         )
         logger.info("rank %d/%d joined the %s group", rank, world_size, dist.get_backend())
     return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+
+
+# What a collective raises when a peer process is gone (gloo: a closed connection or a timeout).
+_PEER_LOST = (
+    "Connection reset by peer",
+    "Connection closed by peer",
+    "Broken pipe",
+    "Timed out",
+    "timed out",
+)
+
+
+class PeerLostError(MmbertError, RuntimeError):
+    """A collective failed because another process of the run is gone."""
+
+    exit_code = 4
+
+
+def lost_peer(error: BaseException) -> bool:
+    """Whether `error`, raised in a distributed run, is a collective that failed because a peer went."""
+    if isinstance(error, getattr(dist, "DistError", ())):
+        return True
+    text = str(error)
+    return (
+        isinstance(error, RuntimeError)
+        and ("gloo" in text or "NCCL" in text)
+        and any(p in text for p in _PEER_LOST)
+    )
 
 
 def shutdown() -> None:

@@ -44,7 +44,7 @@ from tqdm import tqdm
 from mmbert.data.corpus import HELDOUT_ARTICLES, Declaration, load_udhr
 from mmbert.data.masking import mask_tokens
 from mmbert.data.packing import PackedBatch
-from mmbert.inference import DEFAULT_BATCH_TOKENS, embed_ids, length_batches, load, tokenize
+from mmbert.inference import DEFAULT_BATCH_TOKENS, embed_ids, fit_length, length_batches, load, tokenize
 from mmbert.io import atomic_write_text
 from mmbert.languages import in_language_set, resolve_languages
 from mmbert.model import MmBertForMaskedLM
@@ -597,7 +597,7 @@ def evaluate_dir(
 ) -> dict[str, Any]:
     """Evaluate one HF-format model directory (with tokenizer files)."""
     model, tokenizer = load(model_dir, device)
-    eval_set = build_eval_set(tokenizer, languages, max_length, articles)
+    eval_set = build_eval_set(tokenizer, languages, fit_length(model, max_length), articles)
     if recipe is not None:
         groups, order = recipe_groups(recipe, eval_set.languages)
         grouping = f"recipe {recipe.name or '?'}: phase that introduced the language"

@@ -37,13 +37,14 @@ from tqdm.auto import tqdm
 from mmbert.data.packing import PackedBatch
 from mmbert.data.records import BadInputError, iter_csv, iter_jsonl, read_json
 from mmbert.errors import MmbertError
-from mmbert.io import atomic_write_text
+from mmbert.io import atomic_dir, check_output
 from mmbert.model import MmBertForSequenceClassification
-from mmbert.tokenizer import load_with_layout, save_tokenizer
+from mmbert.tokenizer import load_with_layout, write_tokenizer_files
 
 log = logging.getLogger(__name__)
 
 TASKS = ("auto", "classification", "regression")
+SUMMARY = "finetune.json"  # in the output directory: what makes it finetune's own
 METRICS = {
     # name: (task, higher is better)
     "accuracy": ("classification", True),
@@ -351,6 +352,8 @@ def resolve_model(name: str) -> str:
     """A local model directory as is; a Hub name (e.g. jhu-clsp/mmBERT-small) downloaded or from the cache."""
     if Path(name).is_dir():
         return name
+    if Path(name).is_absolute() or name.startswith(".") or Path(name).exists():
+        raise DataError(f"--model {name}: no such model directory")
     try:
         return snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
     except Exception as e:  # noqa: BLE001 - offline, unknown repo, gated repo, ...
@@ -386,6 +389,7 @@ class FinetuneOptions:
     seed: int = 0
     device: str | None = None  # default: cuda when available
     progress: bool = True
+    overwrite: bool = False  # replace `out` even when it is an input or a directory finetune did not write
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -394,6 +398,21 @@ class FinetuneOptions:
             raise ValueError(f"metric must be one of {', '.join(sorted(METRICS))}, got {self.metric!r}")
         if self.classifier_pooling not in (None, "mean", "cls"):
             raise ValueError(f"classifier_pooling must be mean or cls, got {self.classifier_pooling!r}")
+        limits = {
+            "epochs": (self.epochs > 0, "> 0"),
+            "max_steps": (self.max_steps is None or self.max_steps >= 1, ">= 1"),
+            "batch_size": (self.batch_size >= 1, ">= 1"),
+            "lr": (self.lr >= 0, ">= 0"),
+            "weight_decay": (self.weight_decay >= 0, ">= 0"),
+            "warmup_ratio": (0 <= self.warmup_ratio < 1, "in [0, 1)"),
+            "max_length": (self.max_length >= 2, ">= 2 (<bos> and <eos> take two)"),
+            "eval_every": (self.eval_every is None or self.eval_every >= 1, ">= 1"),
+            "patience": (self.patience >= 1, ">= 1"),
+            "dev_fraction": (0 < self.dev_fraction < 1, "in (0, 1)"),
+        }
+        for name, (ok, rule) in limits.items():
+            if not ok:
+                raise ValueError(f"--{name.replace('_', '-')} must be {rule}, got {getattr(self, name)}")
 
 
 @dataclass
@@ -457,6 +476,8 @@ def load_splits(options: FinetuneOptions) -> tuple[list[Example], list[Example],
 
 def finetune(options: FinetuneOptions) -> FinetuneResult:
     """Fine-tune `options.model` on `options.train` (module docstring) and save the best checkpoint."""
+    inputs = (options.model, options.tokenizer, options.train, options.dev, options.test)
+    check_output(options.out, inputs, is_own=lambda d: (d / SUMMARY).is_file(), overwrite=options.overwrite)
     random.seed(options.seed)
     torch.manual_seed(options.seed)
     device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -555,8 +576,6 @@ def finetune(options: FinetuneOptions) -> FinetuneResult:
     bar.close()
     model.load_state_dict(best_state)
     out = Path(options.out)
-    model.save_pretrained(out)
-    save_tokenizer(tokenizer, out)
     summary: dict[str, Any] = {
         "task": task,
         "metric": metric,
@@ -571,7 +590,10 @@ def finetune(options: FinetuneOptions) -> FinetuneResult:
     }
     if test is not None:
         summary["test"] = evaluate(model, encoded["test"], task, options.batch_size, device)
-    atomic_write_text(out / "finetune.json", json.dumps(summary, indent=2) + "\n")
+    with atomic_dir(out) as tmp:  # the whole output, or the old one if this is interrupted
+        model.save_pretrained(tmp)
+        write_tokenizer_files(tokenizer, tmp)
+        (tmp / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return FinetuneResult(
         out=out,
         task=task,

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 
 from mmbert.config import MmBertConfig
-from mmbert.io import atomic_open
+from mmbert.io import update_dir
+from mmbert.tokenizer import is_model_file
 from mmbert.weights import SAFETENSORS, find_weights, load_bin, load_safetensors, write_safetensors
 
 log = logging.getLogger(__name__)
@@ -170,14 +171,19 @@ class HFCheckpointMixin:
         return model.eval()
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write `config.json` + `model.safetensors`, each atomically; transformers loads the directory."""
+        """Write `config.json` + `model.safetensors`; transformers loads the directory.
+
+        The directory changes in one step (`mmbert.io.update_dir`): the model files of an earlier save
+        (any weight layout) are replaced, other files (a tokenizer saved beside the model) stay.
+        """
         directory = Path(directory)
         sd = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         if getattr(self, "decoder", None) is not None and self.config.tie_word_embeddings:
             sd.pop(
                 "decoder.weight"
             )  # tied to model.embeddings.tok_embeddings.weight; transformers re-ties it
-        with atomic_open(directory / SAFETENSORS) as f:
-            write_safetensors(f, sd, metadata={"format": "pt"})
-        self.config.save(directory, architecture=self.hf_architecture)
+        with update_dir(directory, keep=lambda name: not is_model_file(name)) as tmp:
+            with open(tmp / SAFETENSORS, "wb") as f:
+                write_safetensors(f, sd, metadata={"format": "pt"})
+            self.config.save(tmp, architecture=self.hf_architecture)
         return directory

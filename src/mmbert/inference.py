@@ -13,6 +13,10 @@ a 256k vocabulary the decoder over every token would cost more than the whole sm
 Embeddings are mmBERT's pooling: the mean of the last hidden states over every token of the
 sequence, `<bos>` and `<eos>` included (what Sentence Transformers' mean pooling over the attention
 mask computes).
+
+No sequence is longer than the model's `max_position_embeddings` (`fit_length`): a longer
+`max_length` is lowered to it, and a fill-mask text beyond it keeps its first and last token and the
+part around its masks, each with a warning.
 """
 
 from __future__ import annotations
@@ -86,6 +90,34 @@ def length_batches(
     return batches
 
 
+def fit_length(model: torch.nn.Module, max_length: int) -> int:
+    """`max_length`, lowered (with a warning) to the model's `max_position_embeddings`."""
+    limit = model.config.max_position_embeddings
+    if max_length > limit:
+        logger.warning(
+            "max length %d is more than the model's %d positions: using %d", max_length, limit, limit
+        )
+        return limit
+    return max_length
+
+
+def _around_masks(ids: list[int], limit: int, mask_id: int, where: str) -> list[int]:
+    """`ids` cut to `limit` tokens: the first and last token and the window around the masks."""
+    if len(ids) <= limit:
+        return ids
+    masks = [j for j, t in enumerate(ids) if t == mask_id]
+    span = masks[-1] - masks[0] + 1
+    room = limit - 2
+    if span > room:
+        raise ValueError(f"{where}: its masks span {span} tokens, more than the model's {limit} positions")
+    start = min(max(1, masks[0] - (room - span) // 2), len(ids) - 1 - room)
+    logger.warning(
+        "%s has %d tokens, more than the model's %d positions: using the %d around its masks",
+        where, len(ids), limit, room,
+    )  # fmt: skip
+    return [ids[0], *ids[start : start + room], ids[-1]]
+
+
 def _model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -149,6 +181,8 @@ def fill_mask(
     for i, ids in enumerate(encoded):
         if mask_id not in ids:
             raise ValueError(f"text {i + 1} has no {tokenizer.mask_token} token: {texts[i]!r}")
+    limit = model.config.max_position_embeddings
+    encoded = [_around_masks(ids, limit, mask_id, f"text {i + 1}") for i, ids in enumerate(encoded)]
     device = _model_device(model)
     k = min(top_k, model.config.vocab_size)
     model.eval()
@@ -235,8 +269,16 @@ def embed(
     max_length: int = 512,
     progress: bool = False,
 ) -> np.ndarray:
-    """Mean-pooled embeddings of `texts`: (len(texts), hidden) float32, in the order given."""
-    return embed_ids(model, tokenize(tokenizer, texts, max_length), batch_size=batch_size, progress=progress)
+    """Mean-pooled embeddings of `texts`: (len(texts), hidden) float32, in the order given.
+
+    Each text is cut to `max_length` tokens (at most the model's positions, `fit_length`).
+    """
+    max_length = fit_length(model, max_length)
+    ids = tokenize(tokenizer, texts, max_length)
+    cut = sum(len(x) == max_length for x in ids)
+    if cut:
+        logger.info("%d of %d texts reach %d tokens (longer ones are cut there)", cut, len(ids), max_length)
+    return embed_ids(model, ids, batch_size=batch_size, progress=progress)
 
 
 def embed_file(

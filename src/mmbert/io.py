@@ -7,9 +7,16 @@ directory is built under a temporary name beside the target and swapped in whole
 `renameat2(RENAME_EXCHANGE)`, so the old directory stays in place until the new one has taken its
 name; elsewhere the old one is moved aside just before the new one is renamed in.
 
+`update_dir` rebuilds a directory that holds more than one writer's files (a model saved, then its
+tokenizer saved beside it): the new directory starts with the entries the writer does not own, hard
+linked from the old one, and is then swapped in whole like any other.
+
 Temporary names are `.<name>.<pid>.<random>.tmp`: the writer's process id lets a later run remove the
 leftovers of a killed writer (`remove_stale_temps`) without touching those of a live one. Files get
 the permissions an ordinary `open()` would give them (0666 less the umask), not `mkstemp`'s 0600.
+
+`inside(root, relative, where)` is the one check for a path read from a file (a manifest, a recipe, a
+checkpoint): resolved, it must stay inside its root, or nothing is read, written or deleted there.
 """
 
 from __future__ import annotations
@@ -21,11 +28,31 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
+from mmbert.errors import MmbertError
+from mmbert.process import pid_alive
+
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
+
+
+class UnsafePathError(MmbertError, ValueError):
+    """A path read from a file leads outside the directory it must stay in."""
+
+
+def inside(root: str | Path, relative: str | Path, where: str) -> Path:
+    """`root / relative`, resolved (symbolic links and `..` followed); it must lie strictly inside `root`.
+
+    `where` says where `relative` was read (a file and key) for the error, `UnsafePathError`.
+    """
+    base = Path(root).resolve()
+    text = os.fspath(relative)
+    path = (base / text).resolve()
+    if not text or Path(text).is_absolute() or base not in path.parents:
+        raise UnsafePathError(f"{where}: {text!r} is not a path inside {root}")
+    return path
 
 
 def _umask() -> int:
@@ -73,11 +100,24 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _raise_interrupt_behind(err)
         raise
     fsync_dir(path.parent)
+
+
+def _raise_interrupt_behind(err: BaseException) -> None:
+    """Ctrl-C inside a writer can surface as the writer's own error (torch's zip writer raises a
+    RuntimeError while it unwinds): an interrupt is reported as the interrupt it was."""
+    if isinstance(err, KeyboardInterrupt):
+        return
+    cause = err.__context__
+    while cause is not None:
+        if isinstance(cause, KeyboardInterrupt):
+            raise cause from None
+        cause = cause.__context__
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -92,6 +132,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def _fsync_tree(root: Path) -> None:
     for directory, _, files in os.walk(root):
         for name in files:
+            if os.path.islink(os.path.join(directory, name)):
+                continue
             with open(os.path.join(directory, name), "rb") as f:
                 os.fsync(f.fileno())
         fsync_dir(directory)
@@ -135,6 +177,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     kill, left for `remove_stale_temps`).
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{path}: exists and is not a directory")
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path.parent, path.name)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
@@ -143,21 +187,10 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         yield tmp
         _fsync_tree(tmp)
         replace_dir(tmp, path)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        _raise_interrupt_behind(err)
         raise
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
 
 
 def remove_stale_temps(directory: str | Path, name: str | None = None, recursive: bool = False) -> int:
@@ -175,7 +208,7 @@ def remove_stale_temps(directory: str | Path, name: str | None = None, recursive
         match = _TEMP_RE.match(path.name)
         if match is None or (name is not None and match["name"] != name):
             continue
-        if _pid_alive(int(match["pid"])):
+        if pid_alive(int(match["pid"])):
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
@@ -184,3 +217,65 @@ def remove_stale_temps(directory: str | Path, name: str | None = None, recursive
                 path.unlink()
         removed += 1
     return removed
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # a file system without hard links, or another device
+        shutil.copy2(src, dst)
+
+
+@contextlib.contextmanager
+def update_dir(path: str | Path, keep: Callable[[str], bool]) -> Iterator[Path]:
+    """`atomic_dir(path)` whose temporary directory starts with the entries of the present `path` that
+    `keep(name)` accepts (hard links where possible), so that a writer replaces its own files only and
+    the directory still changes in one step."""
+    path = Path(path)
+    with atomic_dir(path) as tmp:
+        if path.is_dir():
+            for entry in path.iterdir():
+                if _TEMP_RE.match(entry.name) or not keep(entry.name):
+                    continue
+                if entry.is_symlink():
+                    os.symlink(os.readlink(entry), tmp / entry.name)
+                elif entry.is_dir():
+                    shutil.copytree(entry, tmp / entry.name, symlinks=True, copy_function=_link_or_copy)
+                else:
+                    _link_or_copy(str(entry), str(tmp / entry.name))
+        yield tmp
+
+
+class OutputRefusedError(MmbertError, FileExistsError):
+    """An output that would overwrite one of the command's inputs, or a directory it did not write."""
+
+
+def check_output(
+    out: str | Path,
+    inputs: Iterable[str | Path | None],
+    *,
+    is_own: Callable[[Path], bool],
+    overwrite: bool | None,
+    option: str = "--out",
+) -> None:
+    """Refuse an output directory that is or holds one of the command's `inputs` (replacing it would
+    delete the input), or that is a non-empty directory `is_own` does not recognise as this command's
+    earlier output.
+
+    `overwrite` (the command's `--overwrite`) allows both; None: the command has no such option. An
+    input that is not an existing path (a Hub name) is ignored.
+    """
+    if overwrite:
+        return
+    advice = f"choose another {option}" + (", or pass --overwrite" if overwrite is not None else "")
+    target = Path(out).resolve()
+    for item in inputs:
+        if item is None or not Path(item).exists():
+            continue
+        source = Path(item).resolve()
+        if source == target or target in source.parents:
+            raise OutputRefusedError(f"{option} {out} would overwrite the input {item}: {advice}")
+    if target.is_dir() and any(target.iterdir()) and not is_own(target):
+        raise OutputRefusedError(
+            f"{option} {out} is a non-empty directory that this command did not write: {advice}"
+        )

@@ -15,16 +15,24 @@ The counts use a few codes that differ from the bundled corpus's for the same la
 `fas` for Persian where the UDHR has Western Farsi `pes` and Dari `prs`; `fil` for Tagalog `tgl`;
 `pbt` for Pashto `pbu`; `zsm` for Malay `zlm`): `counts_code` maps them, and set membership goes
 through it.
+
+Known keys (`check_key`): a bundled declaration's key, or a language of the bundled corpus or of the
+released counts written in an ISO 15924 script. A well-formed key outside them (`zzz_Zzzz`, a typo such
+as `eng_Lant`) is an `UnknownLanguageError` naming the closest known keys, unless the caller allows
+unknown keys (data in languages mmBERT never saw).
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import functools
 import io
 import json
 from collections.abc import Iterable
 from importlib import resources
+
+from mmbert.errors import MmbertError
 
 CODE = "code"
 COUNTS_FILE = "mmbert_language_counts.csv"
@@ -33,6 +41,27 @@ PHASES = ("pretrain", "ext", "decay-mid", "decay-eng", "decay-all")
 LANGUAGE_SETS = {"mmbert-60": "pretrain", "mmbert-110": "ext", "mmbert-1833": "decay-all"}
 # ISO 639-3 code of a data key -> the code the released counts use for that language.
 COUNTS_CODE = {"pes": "fas", "prs": "fas", "tgl": "fil", "pbu": "pbt", "zlm": "zsm"}
+# ISO 15924 script codes (the registry's, without the private-use range Qaaa-Qabx).
+SCRIPTS = frozenset(
+    """Adlm Afak Aghb Ahom Arab Aran Armi Armn Avst Bali Bamu Bass Batk Beng Bhks Blis Bopo Brah Brai Bugi
+    Buhd Cakm Cans Cari Cham Cher Chis Chrs Cirt Copt Cpmn Cprt Cyrl Cyrs Deva Diak Dogr Dsrt Dupl Egyd
+    Egyh Egyp Elba Elym Ethi Gara Geok Geor Glag Gong Gonm Goth Gran Grek Gujr Gukh Guru Hanb Hang Hani
+    Hano Hans Hant Hatr Hebr Hira Hluw Hmng Hmnp Hrkt Hung Inds Ital Jamo Java Jpan Jurc Kali Kana Kawi
+    Khar Khmr Khoj Kitl Kits Knda Kore Kpel Krai Kthi Lana Laoo Latf Latg Latn Leke Lepc Limb Lina Linb
+    Lisu Loma Lyci Lydi Mahj Maka Mand Mani Marc Maya Medf Mend Merc Mero Mlym Modi Mong Moon Mroo Mtei
+    Mult Mymr Nagm Nand Narb Nbat Newa Nkdb Nkgb Nkoo Nshu Ogam Olck Onao Orkh Orya Osge Osma Ougr Palm
+    Pauc Pcun Pelm Perm Phag Phli Phlp Phlv Phnx Piqd Plrd Prti Psin Ranj Rjng Rohg Roro Runr Samr Sara
+    Sarb Saur Sgnw Shaw Shrd Shui Sidd Sidt Sind Sinh Sogd Sogo Sora Soyo Sund Sunu Sylo Syrc Syre Syrj
+    Syrn Tagb Takr Tale Talu Taml Tang Tavt Tayo Telu Teng Tfng Tglg Thaa Thai Tibt Tirh Tnsa Todr Tols
+    Toto Tutg Ugar Vaii Visp Vith Wara Wcho Wole Xpeo Xsux Yezi Yiii Zanb Zinh Zmth Zsye Zsym Zxxx Zyyy
+    Zzzz""".split()
+)
+
+
+class UnknownLanguageError(MmbertError, ValueError):
+    """A well-formed language key that names no known language (or no known script)."""
+
+    detail = ""  # the key and the closest known ones, for a message that says where the key was read
 
 
 def iso3(key: str) -> str:
@@ -108,6 +137,61 @@ def _bundled_scripts() -> dict[str, list[str]]:
         scripts = per_lang.setdefault(d["iso639_3"], {})
         scripts[d["script"]] = scripts.get(d["script"], 0) + 1
     return {lang: sorted(s, key=lambda k: -s[k]) for lang, s in per_lang.items()}
+
+
+@functools.cache
+def _known() -> tuple[frozenset[str], frozenset[str], tuple[str, ...]]:
+    """(bundled keys, known ISO 639-3 codes: bundled and released, the keys offered as suggestions)."""
+    bundled = frozenset(
+        base_key(d["key"]) for d in json.loads(_resource_text("languages.json"))["declarations"]
+    )
+    released = {lang for counts in _counts().values() for lang in counts}
+    codes = frozenset({iso3(k) for k in bundled} | released | set(COUNTS_CODE))
+    # A released language the corpus lacks is offered with the script of its counts' code, if bundled.
+    scripts = _bundled_scripts()
+    offered = set(bundled) | {f"{c}_{scripts[c][0]}" for c in codes if c in scripts}
+    return bundled, codes, tuple(sorted(offered))
+
+
+def is_known_key(key: str) -> bool:
+    """Whether a `lang_Script[-variant]` key (or `code`) names a known language in a known script."""
+    if key == CODE:
+        return True
+    bundled, codes, _ = _known()
+    base = base_key(key)
+    if base in bundled:
+        return True
+    lang, _, script_ = base.partition("_")
+    return lang in codes and script_ in SCRIPTS
+
+
+def closest_keys(key: str, n: int = 5) -> list[str]:
+    """The known keys most like `key`: its language's own keys first, then by spelling."""
+    _, _, offered = _known()
+    same = [k for k in offered if iso3(k) == iso3(key)]  # a known language in another script
+    ranked = same + [
+        k for k in difflib.get_close_matches(base_key(key), offered, n=n, cutoff=0.5) if k not in same
+    ]
+    if len(ranked) < n:  # then the keys of the languages whose codes are spelled most alike
+        codes = sorted({iso3(k) for k in offered})
+        for code in difflib.get_close_matches(iso3(key), codes, n=n, cutoff=0.0):
+            match = next(k for k in offered if iso3(k) == code)
+            if match not in ranked:
+                ranked.append(match)
+    return ranked[:n]
+
+
+def check_key(key: str, where: str = "") -> str:
+    """`key`, if known (`is_known_key`); else `UnknownLanguageError` naming the closest known keys."""
+    if is_known_key(key):
+        return key
+    detail = (
+        f"{key!r} (closest known: {', '.join(closest_keys(key))}); a language outside the bundled and "
+        "released lists needs --allow-unknown-languages"
+    )
+    err = UnknownLanguageError(f"{where + ': ' if where else ''}unknown language key {detail}")
+    err.detail = detail
+    raise err
 
 
 def to_key(code: str, script_: str | None = None) -> str:

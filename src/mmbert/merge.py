@@ -69,7 +69,7 @@ from mmbert.composer import infer_config, is_checkpoint_file, read_composer_chec
 from mmbert.config import MmBertConfig, read_hf_config
 from mmbert.errors import MmbertError
 from mmbert.io import atomic_dir
-from mmbert.tokenizer import fingerprint_sha256
+from mmbert.tokenizer import TOKENIZER_FILES, TOKENIZER_IDENTITY_FILES, fingerprint_sha256
 from mmbert.weights import (
     SAFETENSORS,
     SAFETENSORS_DTYPES,
@@ -88,17 +88,6 @@ METHODS = ("ties", "linear", "ema")
 CHUNK_ELEMENTS = 1 << 22
 EMBEDDING_KEY = "model.embeddings.tok_embeddings.weight"
 DECODER_KEY = "decoder.weight"
-# Files that make up a tokenizer, in the order their identity is checked (first present wins).
-TOKENIZER_IDENTITY_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
-TOKENIZER_FILES = TOKENIZER_IDENTITY_FILES + (
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "chat_template.jinja",
-)
 
 
 class MergeError(MmbertError, ValueError):

@@ -63,6 +63,8 @@ DECAY_SHAPES = ("constant", "one_minus_sqrt", "linear", "inverse_sqrt")
 # Keys a decay variant may not change: its identity and the variant table itself.
 _VARIANT_FORBIDDEN = ("name", "variants")
 _SUFFIXES = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
+# Phase and variant names name directories and files of a run (`export/<phase>`, `variants/<name>`).
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class RecipeError(MmbertError, ValueError):
@@ -110,20 +112,32 @@ class ModelSpec:
         rest = dict(data)
         preset = rest.pop("preset", "tiny")
         nested = rest.pop("overrides", {})  # `overrides:` is accepted as well as top-level keys
+        if not isinstance(nested, dict):
+            raise RecipeError("overrides", f"expected a mapping, got {type(nested).__name__}")
         return cls(preset=preset, overrides={**nested, **rest})
 
     def to_dict(self) -> dict[str, Any]:
         return {"preset": self.preset, **self.overrides}
 
-    def build_config(self, **extra: Any) -> Any:
-        """`MmBertConfig.preset(preset, **overrides, **extra)`; an unknown field names `model.<key>`."""
-        known = {f.name for f in dataclasses.fields(MmBertConfig)}
-        for key in self.overrides:
-            if key not in known:
+    def build_config(self, **extra: Any) -> MmBertConfig:
+        """`MmBertConfig.preset(preset, **overrides, **extra)`; a bad key or value names `model.<key>`."""
+        fields = {f.name: f for f in dataclasses.fields(MmBertConfig)}
+        hints = typing.get_type_hints(MmBertConfig)
+        values = {}
+        for key, value in self.overrides.items():
+            if key not in fields:
                 raise RecipeError(
-                    f"model.{key}", f"not a model config field (known: {', '.join(sorted(known))})"
+                    f"model.{key}", f"not a model config field (known: {', '.join(sorted(fields))})"
                 )
-        return MmBertConfig.preset(self.preset, **{**self.overrides, **extra})
+            values[key] = _coerce(value, hints[key], f"model.{key}")
+        try:
+            return MmBertConfig.preset(self.preset, **{**values, **extra})
+        except ValueError as err:  # the preset's name, or a value the config rejects (its message names it)
+            text = str(err)
+            match = re.match(r"MmBertConfig\.(\w+): (.*)", text)
+            if match:
+                raise RecipeError(f"model.{match[1]}", match[2]) from None
+            raise RecipeError("model.preset" if "preset" in text else "model", text) from None
 
 
 @dataclass
@@ -244,7 +258,11 @@ class Phase:
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check(bool(self.name), "name", "must be a non-empty phase name")
+        _check(
+            bool(NAME_RE.match(self.name)),
+            "name",
+            f"{self.name!r} is not a phase name (letters, digits, '.', '_', '-', not first): it names files",
+        )
         _check(self.tokens > 0, "tokens", f"must be > 0, got {self.tokens}")
         if isinstance(self.languages, list):
             _check(len(self.languages) > 0, "languages", "must not be an empty list")
@@ -351,6 +369,7 @@ class Recipe:
                 )
             for vname, override in phase.variants.items():
                 key = f"phases[{i}].variants.{vname}"
+                _check(bool(NAME_RE.match(vname)), key, "not a variant name (letters, digits, '.', '_', '-')")
                 _check(isinstance(override, dict), key, "must be a mapping of phase keys to override")
                 for bad in _VARIANT_FORBIDDEN:
                     _check(bad not in override, f"{key}.{bad}", "a variant cannot change this key")
@@ -358,6 +377,35 @@ class Recipe:
                     phase.with_variant(vname)
                 except RecipeError as err:
                     raise err.under(key) from None
+        self.model.build_config()  # a bad model key or value fails here, before any run
+
+    def check_fits(self, config: MmBertConfig, world_size: int = 1, model: str = "model") -> None:
+        """Refuse phases that `config` (the run's model, `model` says which) or the step cannot run.
+
+        A phase's `seq_len` must not exceed the model's `max_position_embeddings`. A step takes whole
+        rows on every rank, so the last step of a phase can run past its end by up to one row per
+        rank: the next phase must be longer than that, or it would be skipped. Every variant counts.
+        """
+        limit = config.max_position_embeddings
+        for variant in [None, *self.variant_names()]:
+            phases = self.phases_for_variant(variant)
+            for i, phase in enumerate(phases):
+                key = f"phases[{i}]"
+                if variant is not None and i == len(phases) - 1:
+                    key += f".variants.{variant}"
+                _check(
+                    phase.seq_len <= limit,
+                    f"{key}.seq_len",
+                    f"{phase.seq_len} is more than the {model}'s max_position_embeddings ({limit})",
+                )
+                if i > 0:
+                    row = phases[i - 1].seq_len * world_size
+                    _check(
+                        phase.tokens >= row,
+                        f"{key}.tokens",
+                        f"{phase.tokens} is less than one row per rank of the phase before "
+                        f"({phases[i - 1].seq_len} x {world_size} rank(s)): its last step could skip this phase",
+                    )
 
     # -- variants -------------------------------------------------------------------------------------
     def variant_names(self) -> list[str]:

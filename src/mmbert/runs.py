@@ -11,16 +11,27 @@ machines can each run one once the shared checkpoint exists. Every run directory
 such as mmBERT's end-of-mid-training `.pt`): the phases before it are skipped. From the variant phase,
 each variant starts from `init_from` itself; from an earlier phase, the shared phases from there on
 run first, as above.
+
+One writer per run directory: rank 0 holds the directory's lock (`mmbert.process.directory_lock`) while
+a Trainer runs in it, and every rank stops with the same error, naming the holder, when another run
+has it. `OUT` must be a new or empty directory, or one of these runs; it is never one of the run's
+inputs (tokenizer, data, `--init-from`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mmbert import checkpoint as ckpt
+from mmbert import distributed as dist
 from mmbert.distributed import DistEnv
+from mmbert.errors import MmbertError
+from mmbert.io import check_output, remove_stale_temps
+from mmbert.process import LOCK_FILE, directory_lock
 from mmbert.recipe import Recipe, RecipeError
 from mmbert.train import Trainer, TrainOptions
 
@@ -30,6 +41,41 @@ logger = logging.getLogger(__name__)
 def variant_dir(out: Path, variant: str) -> Path:
     """Where decay variant `variant` of the run in `out` trains."""
     return Path(out) / "variants" / variant
+
+
+# What a run directory holds (`mmbert.train`): any of these makes a directory one of ours.
+RUN_FILES = ("recipe.yaml", "metrics.jsonl", ckpt.CHECKPOINT_DIRNAME, "export", "variants", "tb", LOCK_FILE)
+
+
+def is_run_dir(directory: Path) -> bool:
+    """Whether `directory` was written by `mmbert train`."""
+    return any((directory / name).exists() for name in RUN_FILES)
+
+
+def _on_main(env: DistEnv, action: Callable[[], object]) -> None:
+    """`action()` on rank 0 only; when it fails as expected (`MmbertError`), every rank raises that."""
+    error = None
+    if env.is_main:
+        try:
+            action()
+        except MmbertError as err:
+            error = err
+    message = dist.all_gather_objects(None if error is None else str(error))[0]  # rank 0's, everywhere
+    if error is not None:
+        raise error
+    if message is not None:
+        raise MmbertError(message)
+
+
+@contextlib.contextmanager
+def _hold(run_dir: Path, env: DistEnv) -> Iterator[None]:
+    """Rank 0 holds `run_dir`'s lock for the block; every rank raises the same error if it cannot."""
+    with contextlib.ExitStack() as stack:
+        _on_main(env, lambda: stack.enter_context(directory_lock(run_dir, "mmbert train")))
+        if env.is_main:  # the leftovers of a killed run in this directory (not in its variants' own)
+            for directory in (run_dir, ckpt.checkpoint_dir(run_dir), run_dir / "export"):
+                remove_stale_temps(directory)
+        yield
 
 
 def shared_recipe(recipe: Recipe) -> Recipe | None:
@@ -60,8 +106,11 @@ def run_recipe(
         recipe.phase_index(from_phase, "--from-phase")
         if init_from is None:
             raise RecipeError("--from-phase", "needs --init-from: the phases before it are skipped")
+    inputs = [recipe.tokenizer, *recipe.data, init_from]
+    _on_main(env, lambda: check_output(out, inputs, is_own=is_run_dir, overwrite=None))
     if not variants:
-        Trainer(recipe, out, env, options, init_from=init_from, from_phase=from_phase).run()
+        with _hold(out, env):
+            Trainer(recipe, out, env, options, init_from=init_from, from_phase=from_phase).run()
         return [out]
     shared = shared_recipe(recipe)
     start_from = None
@@ -71,7 +120,8 @@ def run_recipe(
         start_from = ckpt.phase_end_checkpoint(out, pre_decay)
         if start_from is None:
             logger.info("training the phases shared by the decay variants in %s", out)
-            Trainer(shared, out, env, options, init_from=init_from, from_phase=from_phase).run()
+            with _hold(out, env):
+                Trainer(shared, out, env, options, init_from=init_from, from_phase=from_phase).run()
             runs.append(out)
             start_from = ckpt.phase_end_checkpoint(out, pre_decay)
             if start_from is None:
@@ -82,14 +132,15 @@ def run_recipe(
         run_dir = variant_dir(out, name)
         logger.info("decay variant %s in %s", name, run_dir)
         init, first = (init_from, from_phase) if start_from is None else (None, None)
-        Trainer(
-            recipe.with_variant(name),
-            run_dir,
-            env,
-            options,
-            init_from=init,
-            start_from=start_from,
-            from_phase=first,
-        ).run()
+        with _hold(run_dir, env):
+            Trainer(
+                recipe.with_variant(name),
+                run_dir,
+                env,
+                options,
+                init_from=init,
+                start_from=start_from,
+                from_phase=first,
+            ).run()
         runs.append(run_dir)
     return runs

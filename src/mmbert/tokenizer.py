@@ -45,7 +45,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_token
 from mmbert.data.corpus import iter_code_documents, iter_documents
 from mmbert.data.sources import LocalFilesSource, lang_from_path
 from mmbert.errors import MmbertError
-from mmbert.io import atomic_write_bytes
+from mmbert.io import check_output, update_dir
 from mmbert.tokens import BOS, BOS_ID, EOS, EOS_ID, ROLE_ALIASES, SPECIAL_IDS, SPECIAL_TOKENS, UNK, UNK_ID
 
 if TYPE_CHECKING:
@@ -162,7 +162,10 @@ def train_tokenizer(
         raise ValueError(f"model must be 'unigram' or 'bpe', got {model!r}")
     n_reserved = len(_SPECIALS) + len(BYTE_TOKENS)
     if vocab_size < n_reserved + 64:
-        raise ValueError(f"vocab_size {vocab_size} too small: {n_reserved} ids are special/byte tokens")
+        raise ValueError(
+            f"vocab_size {vocab_size} too small: at least {n_reserved + 64} ({n_reserved} special and "
+            "byte tokens, and 64 learned pieces)"
+        )
     if isinstance(texts_by_lang, Mapping):
         sample = [text for _, text in balanced_sample(texts_by_lang, tau, max_chars, seed)]
     else:
@@ -254,21 +257,60 @@ def wrap(
     )
 
 
-def save_tokenizer(tok: PreTrainedTokenizerBase, out: str | Path) -> Path:
-    """`save_pretrained` into `out`, each file replaced atomically; other files in `out` (a model) stay.
+# Files of an HF model directory that are the model (config, weights in any layout), not the tokenizer.
+MODEL_FILES = ("config.json", "generation_config.json")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".index.json")
+# Files that make up a tokenizer, in the order their identity is checked (first present wins).
+TOKENIZER_IDENTITY_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
+TOKENIZER_FILES = TOKENIZER_IDENTITY_FILES + (
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+)
 
-    The result loads with `transformers.AutoTokenizer.from_pretrained(out)` (transformers 4.x and 5.x).
+
+def is_model_file(name: str) -> bool:
+    """Whether a file of a model directory belongs to the model (config, weights), not the tokenizer."""
+    return name in MODEL_FILES or name.endswith(WEIGHT_SUFFIXES)
+
+
+def save_tokenizer(tok: PreTrainedTokenizerBase, out: str | Path) -> Path:
+    """`save_pretrained` into `out`, replacing the tokenizer files there; other files (a model) stay.
+
+    `out` is rebuilt beside itself and swapped in whole (`mmbert.io.update_dir`): it has the old
+    tokenizer or the new one, never a mix. The result loads with
+    `transformers.AutoTokenizer.from_pretrained(out)` (transformers 4.x and 5.x).
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        tok.save_pretrained(tmp)
-        for f in sorted(Path(tmp).iterdir()):
-            data = f.read_bytes()
-            if f.name == "tokenizer_config.json":
+    with update_dir(out, keep=lambda name: name not in TOKENIZER_FILES) as tmp:
+        write_tokenizer_files(tok, tmp)
+    return Path(out)
+
+
+def _only_tokenizer_files(directory: Path) -> bool:
+    return all(f.name in TOKENIZER_FILES for f in directory.iterdir())
+
+
+def write_tokenizer_files(tok: PreTrainedTokenizerBase, directory: str | Path) -> None:
+    """Write a tokenizer's files into an existing `directory` that is being built (the temporary
+    directory of `mmbert.io.atomic_dir`, which already holds a model).
+
+    Not atomic by itself: a directory that others may read goes through `save_tokenizer`.
+    """
+    directory = Path(directory)
+    with tempfile.TemporaryDirectory() as saved:
+        tok.save_pretrained(saved)
+        for name in sorted(f.name for f in Path(saved).iterdir()):
+            data = (Path(saved) / name).read_bytes()
+            if name == "tokenizer_config.json":
                 data = _loadable_by_transformers_4(data)
-            atomic_write_bytes(out / f.name, data)
-    return out
+            (directory / name).unlink(
+                missing_ok=True
+            )  # a hard link to the old directory's file stays as it was
+            (directory / name).write_bytes(data)
 
 
 def _loadable_by_transformers_4(config: bytes) -> bytes:
@@ -303,6 +345,8 @@ def load_tokenizer(path_or_name: str | Path) -> PreTrainedTokenizerBase:
     local = path.is_dir()
     if not local and path.exists():
         raise NotADirectoryError(f"{path}: a tokenizer is a directory (with tokenizer.json or similar)")
+    if not local and (path.is_absolute() or str(path_or_name).startswith(".")):
+        raise FileNotFoundError(f"{path}: no such tokenizer directory")
     try:
         # a name is looked up in the local cache only: nothing is downloaded behind the user's back
         offline = {} if local else {"local_files_only": True}
@@ -390,6 +434,8 @@ def read_tokenizer_files(path_or_name: str | Path) -> TokenizerFiles:
     path = Path(path_or_name)
     if path.exists() and not path.is_dir():
         raise TokenizerLayoutError(f"{path}: a tokenizer is a directory (with {TOKENIZER_FILE})")
+    if not path.exists() and (path.is_absolute() or str(path_or_name).startswith(".")):
+        raise TokenizerLayoutError(f"{path}: no such tokenizer directory")  # a path, not a Hub name
     directory = path if path.is_dir() else _cached_snapshot(str(path_or_name))
     file = directory / TOKENIZER_FILE
     if not file.is_file():
@@ -579,16 +625,15 @@ def adapt_and_save(
 ) -> AdaptReport:
     """`mmbert tokenizer adapt`: write `source`'s tokenizer with mmBERT's layout into `out`.
 
-    `out` may hold a model (its files stay); its tokenizer files, or `source` itself, are replaced
-    only with `overwrite`.
+    With `overwrite`, `out` may be `source` itself or hold a model (its files stay, its tokenizer files
+    are replaced); without, `out` is new, empty or a directory of tokenizer files only, and holds no
+    tokenizer yet. `out` changes in one step (`save_tokenizer`).
     """
     files = read_tokenizer_files(source)
     out = Path(out)
-    if not overwrite:
-        if out.resolve() == files.directory.resolve():
-            raise TokenizerLayoutError(f"{out} is the source tokenizer: give another --out, or --overwrite")
-        if (out / TOKENIZER_FILE).exists():
-            raise TokenizerLayoutError(f"{out} already holds a tokenizer: --overwrite replaces it")
+    check_output(out, [files.directory], is_own=_only_tokenizer_files, overwrite=overwrite)
+    if not overwrite and (out / TOKENIZER_FILE).exists():
+        raise TokenizerLayoutError(f"{out} already holds a tokenizer: --overwrite replaces it")
     changes = layout_changes(files, model_max_length)
     tok = adapt_tokenizer(files, model_max_length)
     save_tokenizer(tok, out)
@@ -771,10 +816,16 @@ def train_and_save(
     lang_field: str | None = None,
     lang: str | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> TrainingReport:
     """Train a tokenizer on `inputs` (files or directories, `read_text_files`; None: the bundled
     corpus), save it to `out`, and measure it: on the held-out UDHR articles for the bundled corpus,
-    else on the first 20 documents of each language."""
+    else on the first 20 documents of each language.
+
+    `out` must not be an input, nor a non-empty directory holding anything but tokenizer files (a
+    model's directory), unless `overwrite`; then its tokenizer files are replaced and the rest stays.
+    """
+    check_output(out, inputs or (), is_own=_only_tokenizer_files, overwrite=overwrite)
     if inputs is None:
         texts = bundled_texts("train")
         source = "bundled corpus (UDHR train articles + code)"

@@ -63,7 +63,7 @@ from mmbert.tokenizer import (
     adapt_tokenizer,
     layout_problems,
     read_tokenizer_files,
-    save_tokenizer,
+    write_tokenizer_files,
 )
 
 if TYPE_CHECKING:
@@ -84,6 +84,38 @@ class TrainOptions:
     progress: bool = True
     tensorboard: bool = True
     gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.micro_batch_tokens < 1:
+            raise ValueError(f"--micro-batch-tokens must be >= 1, got {self.micro_batch_tokens}")
+        if self.max_nonfinite_steps < 0:
+            raise ValueError(f"--max-nonfinite-steps must be >= 0, got {self.max_nonfinite_steps}")
+        if self.peak_flops is not None and not self.peak_flops > 0:
+            raise ValueError(f"--peak-flops must be > 0, got {self.peak_flops}")
+
+
+def planned_config(recipe: Recipe, init_from: Path | None = None) -> tuple[MmBertConfig, str]:
+    """The config a new run's model will have, without building it, and which model that is.
+
+    From `init_from`'s config.json, else the recipe's preset and overrides with the vocabulary of its
+    tokenizer (the preset's while the tokenizer does not exist yet, as for a `--dry-run`).
+    """
+    if init_from is not None:
+        check_init_from(init_from)
+        if not is_checkpoint_file(init_from):
+            return MmBertConfig.load(init_from), f"model of {init_from}"
+    # A training checkpoint's shapes come from its tensors, the rest (the context length) from the recipe.
+    tokenizer = Path(recipe.tokenizer) if recipe.tokenizer else None
+    extra = (
+        {"vocab_size": read_tokenizer_files(tokenizer).vocab_size} if tokenizer and tokenizer.is_dir() else {}
+    )
+    return recipe.model.build_config(**extra), f"model of {init_from}" if init_from else "model"
+
+
+def check_init_from(init_from: Path) -> None:
+    """`--init-from` must name a model directory or a checkpoint file that exists."""
+    if not Path(init_from).exists():
+        raise FileNotFoundError(f"--init-from {init_from}: no such model directory or checkpoint file")
 
 
 def export_dir(run_dir: Path, phase_name: str) -> Path:
@@ -134,6 +166,8 @@ class Trainer:
         torch.manual_seed(recipe.seed)  # identical init on every rank
         model, self.tokenizer_dir = self._build_model(state, init_from)
         self.config = model.config
+        where = f"model of {source}" if source else f"model of {init_from}" if init_from else "model"
+        recipe.check_fits(self.config, env.world_size, where)
         store = open_data(recipe.data, vocab_size=self.config.vocab_size)
         self.export_tokenizer = self._check_tokenizer(store)
         model.model.gradient_checkpointing = options.gradient_checkpointing
@@ -177,8 +211,8 @@ class Trainer:
         """The model and its tokenizer: from the checkpoint, else `init_from`, else the recipe's."""
         if state is not None:
             return MmBertForMaskedLM(MmBertConfig(**state["model_config"])), Path(state["tokenizer_dir"])
-        if init_from is not None and not Path(init_from).exists():
-            raise FileNotFoundError(f"--init-from {init_from}: no such model directory or checkpoint file")
+        if init_from is not None:
+            check_init_from(init_from)
         if init_from is not None and is_checkpoint_file(init_from):
             # A training checkpoint: the shapes from its tensors, the rest from the recipe's model.
             tokenizer = self._recipe_tokenizer(f"{init_from} holds none")
@@ -346,7 +380,7 @@ class Trainer:
             module.load_state_dict(model_state)
         with atomic_dir(final) as tmp:
             module.save_pretrained(tmp)
-            save_tokenizer(self.export_tokenizer, tmp)
+            write_tokenizer_files(self.export_tokenizer, tmp)
         logger.info("exported %s", final)
         return final
 

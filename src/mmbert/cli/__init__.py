@@ -20,6 +20,7 @@ import inspect
 import logging
 import os
 import re
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -185,6 +186,17 @@ def _one_line(err: BaseException) -> str:
     if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in text:
         text = f"{err.filename}: {text}"
     return " ".join(text.split())
+
+
+def console() -> int:
+    """The `mmbert` program: `main()`, then an exit that Ctrl-C no longer cuts short.
+
+    The command has finished and said so; a Ctrl-C during the interpreter's shutdown (a second or
+    so with torch loaded) would otherwise end the process by the signal, as if it had failed.
+    """
+    code = main()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

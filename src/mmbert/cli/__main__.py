@@ -2,6 +2,6 @@
 
 import sys
 
-from mmbert.cli import main
+from mmbert.cli import console
 
-sys.exit(main())
+sys.exit(console())

@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override the model's classifier_pooling",
     )
     p.add_argument("--seed", type=int, default=0)
-    add_shared(p, "device", "progress")
+    add_shared(p, "device", "progress", "overwrite")
 
 
 def run(args: argparse.Namespace) -> int:

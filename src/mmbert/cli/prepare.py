@@ -43,6 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="tokenizer processes")
     p.add_argument("--skip-bad", action="store_true", help="skip (and count) bad records instead of stopping")
+    p.add_argument(
+        "--allow-unknown-languages",
+        action="store_true",
+        help="accept language keys outside the bundled and released lists (e.g. a language mmBERT never saw)",
+    )
     p.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS, help="tokens per shard file")
     add_shared(p, "overwrite", "progress", overwrite={"help": "prepare the source again from scratch"})
 

@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_shared(tr, "text_field", "lang_field", "lang")
     tr.add_argument("--quiet", dest="progress", action="store_false", help="no progress bars")
+    add_shared(
+        tr, "overwrite", overwrite={"help": "replace the tokenizer files of a directory that holds more"}
+    )
     info = sub.add_parser("info", help="show a tokenizer's size, special ids and layout")
     info.add_argument("tokenizer", help="tokenizer directory or locally cached Hub name")
     adapt = sub.add_parser("adapt", help="write a tokenizer (e.g. Gemma 2's as shipped) with mmBERT's layout")

@@ -12,6 +12,7 @@ mmBERT's decay from its released end-of-mid-training checkpoint).
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from mmbert import distributed as dist
@@ -22,7 +23,7 @@ from mmbert.plan import format_plan, plan_recipe
 from mmbert.recipe import Recipe, RecipeError, format_tokens, load_recipe
 from mmbert.runs import run_recipe
 from mmbert.schedule import Schedule
-from mmbert.train import TrainOptions
+from mmbert.train import TrainOptions, planned_config
 
 INTERMIXED = True  # dotted overrides may come before and after the options
 INTERRUPTED = "the last complete checkpoint is kept: rerun the same command to resume"
@@ -58,6 +59,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--peak-flops", type=float, help="device peak FLOP/s for the MFU estimate")
     p.add_argument("--gradient-checkpointing", action="store_true", help="recompute layers in backward")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=1800.0,
+        help="under torchrun: seconds a rank waits in a collective for a peer before it gives up",
+    )
     add_shared(p, "progress")
     p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", help="no TensorBoard events")
 
@@ -67,6 +74,11 @@ def run(args: argparse.Namespace) -> int:
     if args.variant is not None and args.variant not in recipe.variant_names():
         declared = ", ".join(recipe.variant_names()) or "none"
         raise RecipeError("variant", f"no variant {args.variant!r} (declared: {declared})", str(args.recipe))
+    config, model = planned_config(recipe, args.init_from)
+    try:  # the Trainer checks again with the model it builds (a checkpoint's, when resuming)
+        recipe.check_fits(config, int(os.environ.get("WORLD_SIZE", "1") or 1), model)
+    except RecipeError as err:
+        raise err.in_file(str(args.recipe)) from None
     if args.from_phase is not None:
         recipe.phase_index(args.from_phase, "--from-phase")
     if args.dry_run:
@@ -74,9 +86,16 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.out is None:
         raise RecipeError("--out", "a run directory is required (rerun the same command to resume)")
-    env = dist.init_distributed(args.device)
+    env = dist.init_distributed(args.device, timeout_s=args.timeout)
     try:
         runs = call(run_recipe, args, recipe, args.out, env, call(TrainOptions, args))
+    except RuntimeError as err:
+        if not (env.is_distributed and dist.lost_peer(err)):
+            raise
+        raise dist.PeerLostError(
+            f"rank {env.rank}: a collective failed, another process of the run is gone "
+            f"({str(err).splitlines()[0][:200]}); {INTERRUPTED}"
+        ) from err
     finally:
         dist.shutdown()
     if env.is_main:

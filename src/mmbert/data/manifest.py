@@ -19,6 +19,7 @@ range, so a language's entry lists its shards and its range in each.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from mmbert.io import atomic_write_text
 
 MANIFEST = "manifest.json"
 VERSION = 1
+SOURCE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # also a directory name of DATA
+SHARD_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*\.tokens\.npy$")
 
 
 class ManifestError(MmbertError, ValueError):
@@ -54,16 +57,46 @@ def read_manifest(data: str | Path) -> dict[str, Any] | None:
     sources = manifest.get("sources")
     if not isinstance(sources, dict):
         raise ManifestError(f"{path}: manifest has no 'sources' table")
+    if sources:
+        _check_tokenizer(path, manifest.get("tokenizer"))
     for source, langs in sources.items():
+        # A source's name is a directory of DATA (`prepare --overwrite` deletes it): a plain name only.
+        if not isinstance(source, str) or not SOURCE_NAME_RE.match(source):
+            raise ManifestError(f"{path}: sources: {source!r} is not a source name")
+        if not isinstance(langs, dict):
+            raise ManifestError(f"{path}: sources.{source}: expected a table of languages")
         for lang, entry in langs.items():
             _check_entry(path, f"{source}/{lang}", entry)
     return manifest
 
 
-def _check_entry(path: Path, name: str, entry: dict[str, Any]) -> None:
-    shards, ranges = entry.get("shards"), entry.get("ranges")
+def _check_tokenizer(path: Path, tokenizer: Any) -> None:
+    """What the token ids mean must be recorded: vocabulary size, special ids and fingerprint."""
+    if not isinstance(tokenizer, dict):
+        raise ManifestError(
+            f"{path}: no 'tokenizer' entry (which tokenizer cut these shards?); prepare the data again "
+            "with `mmbert prepare --overwrite`"
+        )
+    for key, kind in (("vocab_size", int), ("special_ids", dict), ("sha256", str)):
+        if not isinstance(tokenizer.get(key), kind):
+            raise ManifestError(f"{path}: tokenizer.{key} is missing or not a {kind.__name__}")
+
+
+def _check_entry(path: Path, name: str, entry: Any) -> None:
+    shards, ranges = (entry.get("shards"), entry.get("ranges")) if isinstance(entry, dict) else (None, None)
     if not isinstance(shards, list) or not isinstance(ranges, list) or len(shards) != len(ranges):
         raise ManifestError(f"{path}: {name}: shards and ranges do not match")
+    for shard in shards:
+        # Read relative to DATA: `<directory>/<file>.tokens.npy` inside it, never a path elsewhere.
+        if not isinstance(shard, str) or not SHARD_RE.match(shard):
+            raise ManifestError(
+                f"{path}: {name}: {shard!r} is not a shard path (DIR/NAME.tokens.npy inside the data directory)"
+            )
+    if not all(
+        isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r) and 0 <= r[0] <= r[1]
+        for r in ranges
+    ):
+        raise ManifestError(f"{path}: {name}: a shard range is not [first, end] document numbers")
     docs = sum(b - a for a, b in ranges)
     if docs != entry.get("docs"):
         raise ManifestError(

@@ -32,7 +32,6 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import multiprocessing as mp
@@ -41,9 +40,9 @@ import queue as queue_mod
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,19 +51,34 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
+from mmbert import languages
 from mmbert.data.documents import Document, TokenizedDocument
-from mmbert.data.manifest import MANIFEST, language_entries, new_manifest, read_manifest, write_manifest
+from mmbert.data.manifest import (
+    MANIFEST,
+    SOURCE_NAME_RE,
+    language_entries,
+    new_manifest,
+    read_manifest,
+    write_manifest,
+)
 from mmbert.data.records import BadInputError
 from mmbert.data.sources import DocumentSource, SkipReport, Unit
 from mmbert.errors import MmbertError
-from mmbert.io import atomic_open, atomic_write_text, remove_stale_temps
+from mmbert.io import atomic_open, atomic_write_text, check_output, inside, remove_stale_temps
+from mmbert.process import LOCK_FILE, die_with_parent, directory_lock
 from mmbert.tokenizer import TokenizerLayoutError, layout_problems, read_tokenizer_files
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SHARD_TOKENS = 1 << 25  # 32M tokens = 128 MiB of uint32 per shard file (and in memory)
 BATCH_DOCS = 256  # documents per encode_batch call: amortizes the Python <-> Rust crossing
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Characters per encode_batch call and per piece of a long document. The tokenizer holds about 100
+# bytes per character while it works (offsets, alignments, token strings): 47M characters in one
+# call took 5 GB, so long documents are cut into pieces and the calls are bounded in characters.
+BATCH_CHARS = 1 << 20
+PIECE_CHARS = 1 << 18
+_WORD_GAP = re.compile(r"(?<=\S) (?=\S)")  # one space between two words: a cut before it
+_LINE_GAP = re.compile(r"(?<=\S)(?=\n)")  # the end of a non-empty line: a cut before the newline
 
 
 class PrepareError(MmbertError, RuntimeError):
@@ -73,6 +87,19 @@ class PrepareError(MmbertError, RuntimeError):
 
 def _write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """One of prepare's own JSON records; a damaged one is an error naming it (delete it to redo its part)."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PrepareError(f"{path}: damaged record ({e}); delete it to prepare that part again") from None
+    if not isinstance(obj, dict):
+        raise PrepareError(
+            f"{path}: damaged record (not a JSON object); delete it to prepare that part again"
+        )
+    return obj
 
 
 # --------------------------------------------------------------------------------------------------
@@ -121,6 +148,7 @@ class _Job:
     bos_id: int | None
     eos_id: int | None
     vocab_size: int
+    allow_unknown_languages: bool = False
 
 
 _tokenizer: Any = None
@@ -133,9 +161,15 @@ def _no_progress(docs: int, tokens: int) -> None:
 _progress: Callable[[int, int], None] = _no_progress
 
 
-def _init_worker(tokenizer_json: str, queue: Any) -> None:
-    """Per-process setup: one tokenizer thread per process (the processes are the parallelism)."""
+def _init_worker(tokenizer_json: str, queue: Any, parent_pid: int | None = None) -> None:
+    """Per-process setup: one tokenizer thread per process (the processes are the parallelism).
+
+    A worker process (`parent_pid` given) ends with its parent, however the parent ends: left
+    running, it would go on writing shards that no run will record.
+    """
     global _tokenizer, _progress
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     _tokenizer = Tokenizer.from_str(tokenizer_json)
     if queue is not None:
@@ -194,9 +228,50 @@ class _UnitWriter:
         return self.shards
 
 
+def piece_bounds(text: str, limit: int = PIECE_CHARS) -> list[tuple[int, int]]:
+    """`[start, end)` of the pieces of at most `limit` characters that `text` is tokenized in.
+
+    Each cut is made, in the second half of the piece's room, before a single space between two
+    words, else at the end of a line, else at the limit. The first two are places where common
+    pre-tokenizers (whitespace splits, GPT-2-style regexes, SentencePiece's `▁`, this project's
+    tokenizers) start a new piece anyway, so the pieces' token ids, joined, are the whole text's.
+    """
+    bounds, start = [], 0
+    while len(text) - start > limit:
+        lo, hi = start + limit // 2, start + limit
+        cut = hi
+        for gap in (_WORD_GAP, _LINE_GAP):
+            last = deque(gap.finditer(text, lo, hi), maxlen=1)  # the last match only
+            if last:
+                cut = last[0].start()
+                break
+        bounds.append((start, cut))
+        start = cut
+    bounds.append((start, len(text)))
+    return bounds
+
+
 def _encode(texts: list[str]) -> list[np.ndarray]:
+    """Token ids of each text (no special tokens), in calls of at most `BATCH_CHARS` characters.
+
+    The tokenizer's working memory is that of one call, whatever a text's length; what grows with a
+    text is the text and its ids (about 10 bytes per character in all, against ~100 in one call).
+    """
     encode = getattr(_tokenizer, "encode_batch_fast", _tokenizer.encode_batch)
-    return [np.asarray(e.ids, dtype=np.uint32) for e in encode(texts, add_special_tokens=False)]
+    pieces = [(i, a, b) for i, text in enumerate(texts) for a, b in piece_bounds(text)]
+    parts: list[list[np.ndarray]] = [[] for _ in texts]
+    start = 0
+    while start < len(pieces):
+        end, chars = start + 1, pieces[start][2] - pieces[start][1]
+        while end < len(pieces) and chars + pieces[end][2] - pieces[end][1] <= BATCH_CHARS:
+            chars += pieces[end][2] - pieces[end][1]
+            end += 1
+        call = pieces[start:end]
+        encoded = encode([texts[i][a:b] for i, a, b in call], add_special_tokens=False)
+        for (i, _, _), enc in zip(call, encoded, strict=True):
+            parts[i].append(np.asarray(enc.ids, dtype=np.uint32))
+        start = end
+    return [p[0] if len(p) == 1 else np.concatenate(p) for p in parts]
 
 
 def _pretokenized(doc: TokenizedDocument, job: _Job) -> np.ndarray:
@@ -215,6 +290,16 @@ def _pretokenized(doc: TokenizedDocument, job: _Job) -> np.ndarray:
             "was this data tokenized with another tokenizer?",
         )
     return tokens.astype(np.uint32, copy=False)
+
+
+def _check_language(doc: Document | TokenizedDocument) -> None:
+    """A document's language key must be a known one (`mmbert.languages.check_key`)."""
+    try:
+        languages.check_key(doc.lang)
+    except languages.UnknownLanguageError as err:
+        meta = getattr(doc, "meta", None) or {}
+        file = str(meta.get("file", doc.doc_id))
+        raise BadInputError("unknown language key", file, meta.get("line"), err.detail) from None
 
 
 def _run_unit(job: _Job) -> dict[str, Any]:
@@ -242,8 +327,18 @@ def _run_unit(job: _Job) -> dict[str, Any]:
         _progress(len(batch), n_tokens)
         batch.clear()
 
-    pending_docs = pending_tokens = 0
+    pending_docs = pending_tokens = batch_chars = 0
+    known: set[str] = set()  # the unit's language keys found known
     for doc in job.source.read(job.unit, job.source_name, report):
+        if doc.lang not in known and not job.allow_unknown_languages:
+            try:
+                _check_language(doc)
+            except BadInputError as err:
+                if report is None:
+                    raise
+                report.add(err)
+                continue
+            known.add(doc.lang)
         if isinstance(doc, TokenizedDocument):
             try:
                 ids = _pretokenized(doc, job)
@@ -262,8 +357,10 @@ def _run_unit(job: _Job) -> dict[str, Any]:
                 pending_docs = pending_tokens = 0
         else:
             batch.append(doc)
-            if len(batch) >= BATCH_DOCS:
+            batch_chars += len(doc.text)
+            if len(batch) >= BATCH_DOCS or batch_chars >= BATCH_CHARS:
                 flush()
+                batch_chars = 0
     if batch:
         flush()
     if pending_docs:
@@ -278,11 +375,15 @@ def _run_unit(job: _Job) -> dict[str, Any]:
     return record
 
 
-def _record_complete(record: dict[str, Any], data: Path) -> bool:
-    return all(
-        (data / s["path"]).exists() and (data / s["path"].replace(".tokens.npy", ".offsets.npy")).exists()
-        for s in record["shards"]
-    )
+def _record_complete(record: dict[str, Any], data: Path, where: Path) -> bool:
+    """Whether every shard a unit record names exists (its paths must lie inside DATA)."""
+    for shard in record["shards"]:
+        tokens = inside(data, shard["path"], f"{where}: shards")
+        if not (
+            tokens.exists() and tokens.with_name(tokens.name.replace(".tokens.npy", ".offsets.npy")).exists()
+        ):
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------------------------------
@@ -310,19 +411,9 @@ class PrepareResult:
         return sum(v["tokens"] for v in self.langs.values())
 
 
-@contextmanager
-def _locked(data: Path) -> Iterator[None]:
-    """One prepare at a time per DATA directory: two would race on the manifest."""
-    data.mkdir(parents=True, exist_ok=True)
-    with open(data / ".lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise PrepareError(f"another `mmbert prepare` is writing {data}") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def _is_prepared_data(data: Path) -> bool:
+    """Whether a directory was written by `mmbert prepare` (a manifest, or a run's lock or sources)."""
+    return (data / MANIFEST).exists() or (data / LOCK_FILE).exists() or any(data.glob("*/_source.json"))
 
 
 def _check_tokenizer(
@@ -342,7 +433,7 @@ def _check_tokenizer(
         )
     logger.warning("--overwrite: new tokenizer, deleting every source in %s", data)
     for name in manifest["sources"]:
-        shutil.rmtree(data / name, ignore_errors=True)
+        shutil.rmtree(inside(data, name, f"{data / MANIFEST}: sources"), ignore_errors=True)
     (data / MANIFEST).unlink()
     return None
 
@@ -353,7 +444,7 @@ def _check_source(
     """Refuse to resume (or add to) a source prepared from other data or with another tokenizer."""
     source_dir = data / name
     state_path = source_dir / "_source.json"
-    old = json.loads(state_path.read_text()) if state_path.exists() else None
+    old = _read_json(state_path) if state_path.exists() else None
     if old is None and manifest is not None and name in manifest.get("source_info", {}):
         old = manifest["source_info"][name]
     if overwrite:
@@ -390,17 +481,28 @@ def prepare(
     shard_tokens: int = DEFAULT_SHARD_TOKENS,
     overwrite: bool = False,
     progress: bool = True,
+    allow_unknown_languages: bool = False,
 ) -> PrepareResult:
-    """Tokenize `source` into `out` (resuming a previous run), then merge it into `out/manifest.json`."""
+    """Tokenize `source` into `out` (resuming a previous run), then merge it into `out/manifest.json`.
+
+    A document whose language key is not a known one (`mmbert.languages.check_key`) is bad input,
+    unless `allow_unknown_languages`.
+    """
     start = time.perf_counter()
     data = Path(out)
     name = name or source.default_name
-    if not NAME_RE.match(name) or name == MANIFEST:
+    if not SOURCE_NAME_RE.match(name) or name == MANIFEST:
         raise PrepareError(f"source name {name!r}: use letters, digits, '.', '_', '-' (not first)")
     if shard_tokens < 1:
         raise PrepareError(f"--shard-tokens must be positive, not {shard_tokens}")
+    if workers < 1:
+        raise PrepareError(f"--workers must be at least 1, not {workers}")
     tok = load_tokenizer_info(tokenizer)
-    with _locked(data):
+    check_output(
+        data, [getattr(source, "root", None), tokenizer], is_own=_is_prepared_data, overwrite=overwrite
+    )
+    with directory_lock(data, "mmbert prepare"):
+        remove_stale_temps(data)  # a killed run's manifest temporaries (its shards': below)
         manifest = _check_tokenizer(data, read_manifest(data), tok, overwrite)
         fingerprint = source.fingerprint()
         state = {
@@ -420,8 +522,8 @@ def prepare(
         for unit in units:
             path = source_dir / "_units" / f"{unit.uid}.json"
             if path.exists():
-                record = json.loads(path.read_text())
-                if _record_complete(record, data):
+                record = _read_json(path)
+                if _record_complete(record, data, path):
                     records[unit.uid] = record
         todo = [u for u in units if u.uid not in records]
         resumed = len(records)
@@ -430,7 +532,7 @@ def prepare(
         special = tok.identity["special_ids"]
         jobs = [
             _Job(source, name, u, str(source_dir), shard_tokens, skip_bad, special["bos"], special["eos"],
-                 tok.identity["vocab_size"])
+                 tok.identity["vocab_size"], allow_unknown_languages)
             for u in todo
         ]  # fmt: skip
         known = [u.docs for u in todo]
@@ -534,7 +636,7 @@ def _run_jobs(
             max_workers=min(workers, len(jobs)),
             mp_context=ctx,
             initializer=_init_worker,
-            initargs=(tokenizer_json, queue),
+            initargs=(tokenizer_json, queue, os.getpid()),
         ) as pool:
             pending = {pool.submit(_run_unit, job) for job in jobs}
             try:
