@@ -58,7 +58,7 @@ from mmbert.recipe import TrainSpec
 SHAPES = {
     # A tiny step is ~1 s: many of them, or another process's burst decides the figure.
     "tiny": dict(vocab_size=1000, seq_len=512, step_tokens=8192, micro_tokens=8192, steps=30),
-    # The demo's model and first phase (recipes/tiny.yaml): 8k vocabulary, 16 rows of 128 per step.
+    # The mini preset with the demo recipe's first phase (recipes/tiny.yaml): 8k vocabulary, 16 rows of 128.
     "mini": dict(vocab_size=8192, seq_len=128, step_tokens=2048, micro_tokens=16_384, steps=30),
     "mmbert-small": dict(vocab_size=256_000, seq_len=512, step_tokens=4096, micro_tokens=1024, steps=5),
 }

@@ -65,7 +65,7 @@ from mmbert.io import atomic_dir, atomic_write_text
 from mmbert.merge import merge_dirs
 from mmbert.model import MmBertForMaskedLM
 from mmbert.recipe import Recipe, apply_override, load_recipe
-from mmbert.report import read_metrics
+from mmbert.report import phase_summary, read_metrics
 from mmbert.runs import run_recipe, variant_dir
 from mmbert.stats import (
     SeedStats,
@@ -75,7 +75,7 @@ from mmbert.stats import (
     seed_interval,
     seeds_needed,
 )
-from mmbert.tokenizer import load_tokenizer, save_tokenizer, train_and_save
+from mmbert.tokenizer import load_tokenizer, train_and_save, write_tokenizer_files
 from mmbert.train import TrainOptions, export_dir
 
 logger = logging.getLogger(__name__)
@@ -279,7 +279,7 @@ def export_checkpoint(path: Path, tokenizer: Any, out: Path) -> Path:
     model.load_state_dict(state["model"])
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
-        save_tokenizer(tokenizer, tmp)
+        write_tokenizer_files(tokenizer, tmp)
     return out
 
 
@@ -693,17 +693,7 @@ def analyze(layout: Layout, recipe: Recipe, settings: Settings, arms: Sequence[s
         "settings": dataclasses.asdict(settings),
         "command": command_line(layout, settings, arms),
         "recipe": {
-            "phases": [
-                {
-                    "name": p.name,
-                    "tokens": p.tokens,
-                    "languages": p.languages,
-                    "tau": p.tau,
-                    "mask_rate": p.mask_rate,
-                    "seq_len": p.seq_len,
-                }
-                for p in recipe.phases
-            ],  # fmt: skip
+            "phases": [phase_summary(p) for p in recipe.phases],
             "model": recipe.model.to_dict(),
             "arms": {a: ARMS[a][0] for a in arms},
         },

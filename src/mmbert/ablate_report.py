@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from mmbert.io import atomic_open, atomic_write_text
+from mmbert.io import atomic_write_text
+from mmbert.plots import pyplot, save_figure
 
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974"]
 # The models of the arms' comparisons (the rest are the paper arm's decay variants and merges).
@@ -33,23 +34,6 @@ PAPER_FIGURE_2 = {
     "tir_Ethi": ("Tigrinya (TiQuAD)", 17.8, 29.9, 26.8),
     "fao_Latn": ("Faroese (FoQA)", 60.4, 76.0, 73.5),
 }
-
-
-def _pyplot():
-    # matplotlib is imported when a plot is drawn: it takes a second or more, and only the report draws.
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> Path:
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
-    return path
 
 
 # ---------------------------------------------------------------------------------------------- numbers
@@ -238,7 +222,7 @@ def _pct_ci(ci: Sequence[float | None] | None) -> str:
 # ---------------------------------------------------------------------------------------------- plots
 def plot_claims(claims: Sequence[Mapping[str, Any]], path: Path) -> Path:
     """Per metric, each claim's improvement of the first model over the second (right = first better)."""
-    plt = _pyplot()
+    plt = pyplot()
     measured = [c for c in claims if "metrics" in c]
     metrics = list(METRIC_NAMES)
     fig, axes = plt.subplots(1, len(metrics), figsize=(14, 0.5 * len(measured) + 1.8), sharey=True)
@@ -264,12 +248,12 @@ def plot_claims(claims: Sequence[Mapping[str, Any]], path: Path) -> Path:
     axes[0].invert_yaxis()
     fig.suptitle("Claims: right of 0 = the first model better. Thick: 95% t interval over seeds; thin: "
                  "bootstrap over documents; ticks: seeds. Green: both exclude 0", fontsize=9)  # fmt: skip
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_groups(models: Mapping[str, Any], path: Path, title: str) -> Path:
     """Each model's mean per group (rows: by phase, by thirds of training text; columns: metrics)."""
-    plt = _pyplot()
+    plt = pyplot()
     metrics = list(METRIC_NAMES)
     fig, axes = plt.subplots(2, len(metrics), figsize=(15, 8))
     names = list(models)
@@ -307,13 +291,13 @@ def plot_groups(models: Mapping[str, Any], path: Path, title: str) -> Path:
     fig.legend(loc="upper center", ncol=min(len(names), 6), fontsize=8)
     fig.suptitle(f"{title} per language group (top: phase that introduced the language; bottom: thirds by "
                  "training text). Mean over seeds, 95% t interval, dots = seeds", fontsize=9, y=0.93)  # fmt: skip
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_decay(exp: Mapping[str, Any], path: Path) -> Path:
     """The decay-only languages: each model's paired difference from decay-cont (MLM loss, accuracy), on
     the group and on the paper's two examples."""
-    plt = _pyplot()
+    plt = pyplot()
     panels = [(f"decay-only group ({len(exp['languages'])} languages)", exp["group"])]
     panels += [
         (PAPER_FIGURE_2[k][0], exp["per_language"][k]) for k in PAPER_FIGURE_2 if k in exp["per_language"]
@@ -341,12 +325,12 @@ def plot_decay(exp: Mapping[str, Any], path: Path) -> Path:
                 ax.set_title(title, fontsize=9)
     fig.suptitle("Languages first seen in the decay (the paper's Figure 2 in miniature): each model against "
                  "decay-cont, which never saw them. Mean over seeds, 95% t interval, dots = seeds", fontsize=9)  # fmt: skip
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_training(curves: Mapping[str, Sequence[Sequence[Sequence[float]]]], path: Path) -> Path:
     """Training loss over tokens per arm (the paper arm through decay-all), mean over seeds, smoothed."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 4.5))
     for i, (arm, runs) in enumerate(curves.items()):
         n = min(len(r) for r in runs)
@@ -362,7 +346,7 @@ def plot_training(curves: Mapping[str, Sequence[Sequence[Sequence[float]]]], pat
     ax.set_title("Training loss per arm, mean over seeds (a mask rate change moves the level)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------- report

@@ -194,14 +194,15 @@ def setting_overrides(
     lr: float | None,
     scale: float,
 ) -> list[str]:
-    """Dotted overrides for a run of `recipe` on prepared `data`: model preset, batch, LR (None: the
-    recipe's), and every token budget times `scale` (`mmbert demo` and `mmbert ablate` share them).
+    """Dotted overrides for a run of `recipe` on prepared `data`: model preset (the preset alone: the
+    recipe's other model keys are dropped with its preset), batch, LR (None: the recipe's), and every
+    token budget times `scale` (`mmbert demo` and `mmbert ablate` share them).
 
     The checkpoint interval is not scaled: it is about how much work a kill may lose, not the recipe.
     """
     out = [f"tokenizer={tokenizer}", f"data=[{data}]"]
     if model_preset:
-        out.append(f"model.preset={model_preset}")
+        out.append(f"model={{preset: {model_preset}}}")
     if batch_tokens:
         out.append(f"train.batch_tokens={batch_tokens}")
         start = recipe.train.batch_warmup_start_tokens
@@ -426,7 +427,7 @@ def step_fill_mask(demo: Demo) -> None:
     text = json.dumps(examples, indent=1, ensure_ascii=False) + "\n"
     atomic_write_text(demo.layout.fill_mask, text)
     for ex in examples:
-        preds = "  ".join(f"{p['token']!r} {p['score']:.3f}" for p in ex["predictions"])
+        preds = "  ".join(f"{p['token']!r} {p['score']:.2g}" for p in ex["predictions"])
         logger.info("   [%s] %s\n      answer %r; predicted %s", ex["lang"], ex["text"], ex["answer"], preds)
 
 

@@ -21,7 +21,7 @@ from mmbert.runs import variant_dir
 from mmbert.train import export_dir
 
 STATE_FILE = "demo_state.json"
-QUICK_SCALE = 0.02  # of recipes/tiny.yaml's tokens, with the tiny model: the smoke test
+QUICK_SCALE = 0.03  # of recipes/tiny.yaml's tokens, with the tiny model: the smoke test
 # Held-out sentences for fill-mask: UDHR article 5 in languages of every group (English and French
 # pre-training, Swahili mid-training in the tiny recipe, Faroese and Tigrinya decay-only: the paper's
 # examples).

@@ -28,29 +28,13 @@ from mmbert.data.sampler import phase_mixture, store_counts
 from mmbert.data.shards import TokenStore
 from mmbert.demo_layout import FILL_MASK_ARTICLE, HIGHLIGHT, QUICK_SCALE, Layout
 from mmbert.evaluate import recipe_groups, variant_languages
-from mmbert.io import atomic_open, atomic_write_text
-from mmbert.recipe import Recipe
+from mmbert.io import atomic_write_text
+from mmbert.plots import pyplot, save_figure
+from mmbert.recipe import Phase, Recipe
 from mmbert.runs import variant_dir
 
 # One color per run / model, stable across plots.
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
-
-
-def _pyplot():
-    # matplotlib is imported when a plot is drawn: it takes a second or more, and only the report draws.
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> Path:
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
-    return path
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -90,7 +74,7 @@ def _boundaries(ax: Any, bounds: Sequence[tuple[str, int]], top: bool = True) ->
 # ---------------------------------------------------------------------------------------------- training
 def plot_loss(runs: Mapping[str, list[dict]], bounds: Sequence[tuple[str, int]], path: Path) -> Path:
     """Loss over tokens: raw (faint) and smoothed, one color per run (shared phases, then each variant)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 4.5))
     for i, (name, records) in enumerate(runs.items()):
         recs = [r for r in records if r.get("loss") is not None and math.isfinite(r["loss"])]
@@ -110,12 +94,12 @@ def plot_loss(runs: Mapping[str, list[dict]], bounds: Sequence[tuple[str, int]],
     ax.set_title("MLM loss over tokens (raw faint, smoothed bold); dashed: phase boundaries")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_schedule(runs: Mapping[str, list[dict]], bounds: Sequence[tuple[str, int]], path: Path) -> Path:
     """Learning rate, mask rate and tau over tokens, stacked."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(3, 1, figsize=(9, 6.5), sharex=True)
     keys = (("lr", "learning rate"), ("mask_rate", "mask rate"), ("tau", "tau (sampling exponent)"))
     for ax, (key, label) in zip(axes, keys, strict=True):
@@ -141,14 +125,14 @@ def plot_schedule(runs: Mapping[str, list[dict]], bounds: Sequence[tuple[str, in
     axes[0].legend(fontsize=8, loc="upper right")
     axes[-1].set_xlabel("training tokens (thousands)")
     fig.suptitle("Schedules over tokens")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_sampling(
     shares: Mapping[str, Mapping[str, float]], path: Path, highlight: Sequence[str] = ()
 ) -> Path:
     """Each phase's language distribution: shares by rank (log-log), and a few named languages' shares."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
     for i, (name, dist) in enumerate(shares.items()):
         values = sorted(dist.values(), reverse=True)
@@ -172,7 +156,7 @@ def plot_sampling(
     bx.set_ylabel("share of tokens, % (symlog)")
     bx.set_title("Some languages' shares per phase")
     bx.grid(alpha=0.3, axis="y")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -184,7 +168,7 @@ def plot_accuracy_by_language(
     result: Mapping[str, Any], groups: Sequence[str], title: str, path: Path
 ) -> Path:
     """One dot per language (MLM accuracy, retrieval), in columns by the phase that introduced it."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     rng = np.random.default_rng(0)
     groups = [g for g in groups if _group_values(result, g, "mlm_accuracy")]
@@ -210,7 +194,7 @@ def plot_accuracy_by_language(
     axes[1].axhline(100 * _chance(result), color="0.5", ls=":", lw=1)
     axes[1].annotate("chance", (len(groups) - 0.5, 100 * _chance(result)), fontsize=8, color="0.4")
     fig.suptitle(f"{title}: per language, grouped by the phase that introduced it (black: group mean)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _chance(result: Mapping[str, Any]) -> float:
@@ -220,7 +204,7 @@ def _chance(result: Mapping[str, Any]) -> float:
 
 def plot_models_by_group(evals: Mapping[str, Mapping[str, Any]], groups: Sequence[str], path: Path) -> Path:
     """Group means of MLM accuracy and retrieval for every evaluated model."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     width = 0.8 / max(len(evals), 1)
     for ax, key, label in (
@@ -237,12 +221,12 @@ def plot_models_by_group(evals: Mapping[str, Mapping[str, Any]], groups: Sequenc
     axes[1].axhline(100 * _chance(next(iter(evals.values()))), color="0.5", ls=":", lw=1)
     axes[0].legend(fontsize=8)
     fig.suptitle("Group means per model (groups: the phase that introduced the language)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_decay_experiment(experiment: Mapping[str, Any], path: Path) -> Path:
     """The decay-only languages: MLM accuracy and retrieval per model; hatched = never saw them."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = experiment["models"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     names = [r["model"] for r in rows]
@@ -269,7 +253,7 @@ def plot_decay_experiment(experiment: Mapping[str, Any], path: Path) -> Path:
         f"Decay-phase experiment: {experiment['languages']} languages held out of pre-/mid-training "
         "(hatched: the model never saw them)"
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def decay_experiment(
@@ -390,6 +374,19 @@ def sampling_shares(data_dir: Path, recipe: Recipe) -> dict[str, dict[str, float
     return out
 
 
+def phase_summary(phase: Phase) -> dict[str, Any]:
+    """What a report records of a phase: its budget, languages and the schedule's values."""
+    return {
+        "name": phase.name,
+        "tokens": phase.tokens,
+        "languages": phase.languages,
+        "tau": phase.tau,
+        "mask_rate": phase.mask_rate,
+        "seq_len": phase.seq_len,
+        "rope_theta": phase.global_rope_theta,
+    }
+
+
 def write_demo_report(layout: Layout, recipe: Recipe, state: Mapping[str, Any]) -> Path:
     """`metrics.json`, the plots and `report.md` of a demo directory, whose `state` (`demo_state.json`)
     holds the settings and the finished steps."""
@@ -450,18 +447,7 @@ def write_demo_report(layout: Layout, recipe: Recipe, state: Mapping[str, Any]) 
         "settings": state["settings"],
         "step_seconds": {k: v["seconds"] for k, v in state["steps"].items()},
         "recipe": {
-            "phases": [
-                {
-                    "name": p.name,
-                    "tokens": p.tokens,
-                    "languages": p.languages,
-                    "tau": p.tau,
-                    "mask_rate": p.mask_rate,
-                    "seq_len": p.seq_len,
-                    "rope_theta": p.global_rope_theta,
-                }  # fmt: skip
-                for p in recipe.phases
-            ],
+            "phases": [phase_summary(p) for p in recipe.phases],
             "variants": {v: recipe.phases[-1].with_variant(v).languages for v in recipe.variant_names()},
         },
         "training": {name: _run_summary(records) for name, records in runs.items()},
@@ -571,7 +557,7 @@ def render_report(
               "beam over its tokens, left to right, each with the product of its tokens' probabilities:", "",
               "| language | masked text | answer (tokens) | rank | top 5 |", "|---|---|---|---:|---|"]  # fmt: skip
         for ex in metrics["fill_mask"]:
-            preds = ", ".join(f"`{p['token']}` {p['score']:.3f}" for p in ex["predictions"])
+            preds = ", ".join(f"`{p['token']}` {p['score']:.2g}" for p in ex["predictions"])
             text = ex["text"].replace("|", "\\|")
             L.append(
                 f"| {ex['lang']} | {text} | `{ex['answer']}` ({ex['tokens']}) | {ex['rank'] or '-'} | {preds} |"

@@ -100,6 +100,14 @@ def setup_logging() -> None:
     root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a number > 0 (`--scale`)."""
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def _device(value: str) -> str:
     if not re.fullmatch(r"cpu|cuda(:\d+)?", value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a device (cpu, cuda or cuda:N)")

@@ -15,16 +15,9 @@ import os
 from pathlib import Path
 
 from mmbert.ablate import ARMS, Settings, run_ablation
-from mmbert.cli import add_shared
+from mmbert.cli import add_shared, positive_float
 
 INTERRUPTED = "finished runs and evaluations are kept: rerun the same command to continue"
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,10 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, help="seeds per arm (default 3)")
     p.add_argument(
         "--scale",
-        type=_positive,
+        type=positive_float,
         help=f"multiply every token budget of the recipe (default {Settings.scale:g}: about 60 min on 2 cores)",
     )
-    p.add_argument("--quick", action="store_true", help="smoke-test size: the tiny model, 0.5%% of the tokens")
+    p.add_argument(
+        "--quick", action="store_true", help="smoke-test size: the tiny model, 0.5%% of the tokens"
+    )
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="tokenizer processes")
     add_shared(p, "progress")
 

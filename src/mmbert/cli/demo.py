@@ -12,23 +12,19 @@ import argparse
 import os
 from pathlib import Path
 
+from mmbert.cli import positive_float
 from mmbert.demo import Settings, run_demo
 
 INTERRUPTED = "finished steps are kept: rerun the same command to continue"
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = parser
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="demo directory (rerun to continue)")
     p.add_argument("--recipe", type=Path, help="default: recipes/tiny.yaml")
-    p.add_argument("--scale", type=_positive, help="multiply every token budget of the recipe (default 1)")
+    p.add_argument(
+        "--scale", type=positive_float, help="multiply every token budget of the recipe (default 1)"
+    )
     p.add_argument(
         "--quick",
         action="store_true",
