@@ -20,8 +20,8 @@ later phase (`from_phase`): it begins at that phase's first token of the recipe'
 batch size and token counts are the recipe's), from an HF model or a training checkpoint (`init_from`:
 a directory, or a Composer `.pt` file read by `mmbert.composer`).
 
-Before the first step the run's tokenizer (the checkpoint's, `init_from`'s, or the recipe's) must be
-the one the prepared data was cut with (`mmbert.data.shards.check_tokenizer`, by fingerprint) and
+Before the first step the run's tokenizer (the checkpoint's, `init_from`'s, or the recipe's:
+`mmbert.run_inputs`) must be the one the prepared data was cut with (by fingerprint) and
 must hold mmBERT's special ids; shards are checked for ids outside the model's vocabulary as they are
 first read. Every export holds the tokenizer with mmBERT's layout (`mmbert.tokenizer.adapt_tokenizer`),
 so that it works as it is in `mmbert fill-mask` and transformers' pipelines.
@@ -46,10 +46,8 @@ from tqdm import tqdm
 
 from mmbert import checkpoint as ckpt
 from mmbert import distributed as dist
-from mmbert.composer import build_model, infer_config, is_checkpoint_file, read_composer_checkpoint
-from mmbert.config import MmBertConfig
 from mmbert.data.loader import BatchLoader
-from mmbert.data.shards import TokenStore, UnionStore, check_tokenizer, open_data
+from mmbert.data.shards import open_data
 from mmbert.errors import MmbertError
 from mmbert.flops import default_peak_flops, train_flops
 from mmbert.io import atomic_dir
@@ -57,17 +55,15 @@ from mmbert.metrics import RunLog
 from mmbert.model import MmBertForMaskedLM
 from mmbert.optim import build_optimizer, set_schedule
 from mmbert.recipe import Phase, Recipe, RecipeError
+from mmbert.run_inputs import checked_tokenizer, initial_model
 from mmbert.schedule import Schedule
 from mmbert.tokenizer import (
-    TokenizerLayoutError,
     adapt_tokenizer,
-    layout_problems,
-    read_tokenizer_files,
     write_tokenizer_files,
 )
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerFast
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -92,30 +88,6 @@ class TrainOptions:
             raise ValueError(f"--max-nonfinite-steps must be >= 0, got {self.max_nonfinite_steps}")
         if self.peak_flops is not None and not self.peak_flops > 0:
             raise ValueError(f"--peak-flops must be > 0, got {self.peak_flops}")
-
-
-def planned_config(recipe: Recipe, init_from: Path | None = None) -> tuple[MmBertConfig, str]:
-    """The config a new run's model will have, without building it, and which model that is.
-
-    From `init_from`'s config.json, else the recipe's preset and overrides with the vocabulary of its
-    tokenizer (the preset's while the tokenizer does not exist yet, as for a `--dry-run`).
-    """
-    if init_from is not None:
-        check_init_from(init_from)
-        if not is_checkpoint_file(init_from):
-            return MmBertConfig.load(init_from), f"model of {init_from}"
-    # A training checkpoint's shapes come from its tensors, the rest (the context length) from the recipe.
-    tokenizer = Path(recipe.tokenizer) if recipe.tokenizer else None
-    extra = (
-        {"vocab_size": read_tokenizer_files(tokenizer).vocab_size} if tokenizer and tokenizer.is_dir() else {}
-    )
-    return recipe.model.build_config(**extra), f"model of {init_from}" if init_from else "model"
-
-
-def check_init_from(init_from: Path) -> None:
-    """`--init-from` must name a model directory or a checkpoint file that exists."""
-    if not Path(init_from).exists():
-        raise FileNotFoundError(f"--init-from {init_from}: no such model directory or checkpoint file")
 
 
 def export_dir(run_dir: Path, phase_name: str) -> Path:
@@ -164,12 +136,17 @@ class Trainer:
         self.first_phase = state["trainer"].get("first_phase") if state is not None else from_phase
         first_index = recipe.phase_index(self.first_phase, "--from-phase") if self.first_phase else 0
         torch.manual_seed(recipe.seed)  # identical init on every rank
-        model, self.tokenizer_dir = self._build_model(state, init_from)
+        model, self.tokenizer_dir = initial_model(recipe, state, init_from)
         self.config = model.config
         where = f"model of {source}" if source else f"model of {init_from}" if init_from else "model"
         recipe.check_fits(self.config, env.world_size, where)
         store = open_data(recipe.data, vocab_size=self.config.vocab_size)
-        self.export_tokenizer = self._check_tokenizer(store)
+        tokenizer = checked_tokenizer(self.tokenizer_dir, self.config, store)
+        # transformers (seconds to import) only where exports are written
+        main = env.is_main
+        self.export_tokenizer = (
+            adapt_tokenizer(tokenizer, self.config.max_position_embeddings) if main else None
+        )
         model.model.gradient_checkpointing = options.gradient_checkpointing
         self.model = dist.wrap_model(model.to(self.device), env, options.strategy)
         first = recipe.phases[0]
@@ -199,51 +176,6 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             recipe.save(self.run_dir / "recipe.yaml")
             self.log = RunLog(self.run_dir, self.step, recipe.train.log_every_steps, options.tensorboard)
-
-    def _recipe_tokenizer(self, why: str) -> Path:
-        if not self.recipe.tokenizer:
-            raise RecipeError(
-                "tokenizer", f"the recipe names no tokenizer ({why}): set `tokenizer` (or tokenizer=DIR)"
-            )
-        return Path(self.recipe.tokenizer)
-
-    def _build_model(self, state: dict | None, init_from: Path | None) -> tuple[MmBertForMaskedLM, Path]:
-        """The model and its tokenizer: from the checkpoint, else `init_from`, else the recipe's."""
-        if state is not None:
-            return MmBertForMaskedLM(MmBertConfig(**state["model_config"])), Path(state["tokenizer_dir"])
-        if init_from is not None:
-            check_init_from(init_from)
-        if init_from is not None and is_checkpoint_file(init_from):
-            # A training checkpoint: the shapes from its tensors, the rest from the recipe's model.
-            tokenizer = self._recipe_tokenizer(f"{init_from} holds none")
-            composer = read_composer_checkpoint(init_from)
-            config = infer_config(composer, self.recipe.model.preset, **self.recipe.model.overrides)
-            return build_model(composer, config), tokenizer
-        if init_from is not None:
-            has_tokenizer = (Path(init_from) / "tokenizer.json").is_file()
-            tokenizer = (
-                Path(init_from) if has_tokenizer else self._recipe_tokenizer(f"{init_from} holds none")
-            )
-            return MmBertForMaskedLM.from_pretrained(init_from), tokenizer
-        tokenizer = self._recipe_tokenizer("and no --init-from")
-        config = self.recipe.model.build_config(vocab_size=read_tokenizer_files(tokenizer).vocab_size)
-        return MmBertForMaskedLM(config), tokenizer
-
-    def _check_tokenizer(self, store: TokenStore | UnionStore) -> PreTrainedTokenizerFast | None:
-        """Stop unless the tokenizer has mmBERT's ids, fits the model and cut the data; on the main rank,
-        return it with mmBERT's layout for the exports."""
-        files = read_tokenizer_files(self.tokenizer_dir)
-        problems = layout_problems(files)
-        if problems:
-            raise TokenizerLayoutError(f"tokenizer {self.tokenizer_dir}: " + "; ".join(problems))
-        if files.vocab_size > self.config.vocab_size:
-            raise TokenizerLayoutError(
-                f"tokenizer {self.tokenizer_dir} has {files.vocab_size} ids, the model's vocabulary only "
-                f"{self.config.vocab_size}"
-            )
-        check_tokenizer(store, files.identity())
-        # transformers (seconds to import) only where exports are written
-        return adapt_tokenizer(files, self.config.max_position_embeddings) if self.env.is_main else None
 
     def _restore(self, state: dict, source: Path, resuming: bool) -> dict | None:
         """Load model, optimizer and counters from `state`; returns this rank's data/RNG state, if usable."""

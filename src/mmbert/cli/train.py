@@ -21,9 +21,10 @@ from mmbert.data.sampler import store_counts
 from mmbert.data.shards import open_data
 from mmbert.plan import format_plan, plan_recipe
 from mmbert.recipe import Recipe, RecipeError, format_tokens, load_recipe
+from mmbert.run_inputs import planned_config
 from mmbert.runs import run_recipe
 from mmbert.schedule import Schedule
-from mmbert.train import TrainOptions, planned_config
+from mmbert.train import TrainOptions
 
 INTERMIXED = True  # dotted overrides may come before and after the options
 INTERRUPTED = "the last complete checkpoint is kept: rerun the same command to resume"
