@@ -22,7 +22,7 @@ Nothing is downloaded. The steps, each a call of the function that the matching 
 Rerunning the same command continues where it stopped: the trainer and `prepare` resume inside their
 steps, and a finished step is recorded in `OUT/demo_state.json` (written atomically after the step's
 own outputs) and skipped. `--scale` multiplies every token budget of the recipe; `--quick` is the
-smoke-test configuration (the `tiny` model, a small tokenizer, 2% of the tokens, fewer languages
+smoke-test configuration (the `tiny` model, a small tokenizer, 3% of the tokens, fewer languages
 evaluated) that the test suite runs end to end.
 """
 
@@ -109,7 +109,7 @@ class Settings:
                 quick=True,
                 model_preset="tiny",
                 batch_tokens=1024,
-                lr=2e-3,  # the tiny model in 2% of the tokens: a few dozen steps, a higher LR
+                lr=2e-3,  # the tiny model in 3% of the tokens: a few dozen steps, a higher LR
                 tokenizer_vocab=1000,
                 tokenizer_model="bpe",
                 tokenizer_max_chars=400_000,

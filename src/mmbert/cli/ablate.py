@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scale",
         type=positive_float,
-        help=f"multiply every token budget of the recipe (default {Settings.scale:g}: about 60 min on 2 cores)",
+        help=f"multiply every token budget of the recipe (default {Settings.scale:g}: about 35 min on 2 cores)",
     )
     p.add_argument(
         "--quick", action="store_true", help="smoke-test size: the tiny model, 0.5%% of the tokens"

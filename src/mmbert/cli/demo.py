@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="smoke-test size: the tiny model, 2%% of the tokens, fewer languages evaluated",
+        help="smoke-test size: the tiny model, 3%% of the tokens, fewer languages evaluated",
     )
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="tokenizer processes")
 
