@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from mmbert.io import atomic_write_text
 from mmbert.tokenizer import bundled_texts, train_tokenizer
 
 
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"training: median {s['median']:.1f} s ({s['min']:.1f}-{s['max']:.1f}) over {args.repeats} runs, "
           f"{r['median']:.1f}x ({r['min']:.1f}-{r['max']:.1f}) one encoding pass")  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out}")
     return 0
 
