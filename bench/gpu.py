@@ -228,7 +228,7 @@ def inference_section(plan: Plan, device: torch.device, peak: float, report: Rep
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     xlmr = inference.build_xlmr(device.type, dtype, **plan.xlmr)
     for preset in plan.presets:
-        rows = inference.measure(preset, plan.inputs, device.type, dtype, plan.reps, peak,
+        rows = inference.measure(preset, plan.inputs, device.type, dtype, plan.reps,
                                  xlmr if preset == plan.presets[-1] else None, **plan.overrides)  # fmt: skip
         _free(device)
         for row in rows:

@@ -181,6 +181,27 @@ def test_packed_equals_padded_equals_separate(tiny_config):
             torch.testing.assert_close(alone, padded[i, :n], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("compile_mode", ["off", "on"])
+def test_chunked_inference_equals_one_pass(tiny_config, compile_mode, monkeypatch):
+    """CPU inference runs the post-attention block in row chunks: the same hidden states as the one-pass
+    forward autograd takes, for a stream that does not divide into chunks, eager and compiled."""
+    import mmbert.model
+
+    monkeypatch.setattr(mmbert.model, "INFERENCE_CHUNK", 16)
+    torch.manual_seed(0)
+    model = MmBertModel(tiny_config.replace(compile=compile_mode)).eval()
+    ids, mask = ragged_batch()
+    assert mask.sum() > 16 and mask.sum() % 16
+    with torch.no_grad():  # norms are 1 at init: randomize them so that a mix-up would show
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    one_pass = model(ids, attention_mask=mask).last_hidden_state  # grad enabled: one pass per layer
+    with torch.inference_mode():
+        chunked = model(ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(chunked, one_pass.detach(), atol=1e-5, rtol=1e-5)
+
+
 def test_sparse_prediction_and_prediction_mask(tiny_config):
     torch.manual_seed(0)
     model = MmBertForMaskedLM(tiny_config).eval()

@@ -146,7 +146,14 @@ class MmBertMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, g = self.Wi(x).chunk(2, dim=-1)
-        return self.Wo(self.drop(self.act(a) * g))
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return self.Wo(self.drop(self.act(a) * g))
+        return self.Wo(self.drop(self.act(a).mul_(g)))  # inference: no autograd, one temporary fewer
+
+
+# Tokens per chunk of the post-attention block in CPU inference (mmBERT-small, 8 x 512 tokens, 2 threads,
+# interleaved A/B: 1024 was 2-5% faster than one pass in three runs, 256 and 512 no better, all near noise).
+INFERENCE_CHUNK = 1024
 
 
 class MmBertEncoderLayer(nn.Module):
@@ -168,7 +175,16 @@ class MmBertEncoderLayer(nn.Module):
         attn = self.attn
         p = attn.dropout_p if self.training else 0.0
         out = attn.attn_fn(q, k, v, batch, attn.window, attn.head_dim**-0.5, p)  # (N, H, D)
-        return output_and_mlp(self, h, out)
+        n = h.shape[0]
+        if n <= INFERENCE_CHUNK or torch.is_grad_enabled() or h.device.type != "cpu":
+            return output_and_mlp(self, h, out)
+        # CPU inference on a long stream: the MLP block row-wise in chunks, so that Wi's (chunk, 2 x intermediate)
+        # output and the elementwise passes over it stay in cache (the rows are independent past attention).
+        res = torch.empty_like(h)
+        for s in range(0, n, INFERENCE_CHUNK):
+            e = min(s + INFERENCE_CHUNK, n)
+            res[s:e] = output_and_mlp(self, h[s:e], out[s:e])
+        return res
 
 
 # ---------------------------------------------------------------------------------------------- regions
