@@ -151,8 +151,8 @@ class MmBertMLP(nn.Module):
         return self.Wo(self.drop(self.act(a).mul_(g)))  # inference: no autograd, one temporary fewer
 
 
-# Tokens per chunk of the post-attention block in CPU inference (mmBERT-small, 8 x 512 tokens, 2 threads,
-# interleaved A/B: 1024 was 2-5% faster than one pass in three runs, 256 and 512 no better, all near noise).
+# Tokens per chunk of the post-attention block in CPU inference (chosen on mmBERT-small, 8 x 512 tokens, 2
+# threads, in an interleaved A/B: 1024 came out ahead of one pass, 256 and 512 did not, all near noise).
 INFERENCE_CHUNK = 1024
 
 
