@@ -257,3 +257,27 @@ def test_ctrl_c_inside_a_writer_is_reported_as_ctrl_c(tmp_path):
         f.write(b"partial")
         raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_during_an_atomic_write_is_delivered_after_it(tmp_path):
+    """One Ctrl-C inside a write lands once the file is complete; a second one stops the write at once."""
+    before = signal.getsignal(signal.SIGINT)
+    done = tmp_path / "done.bin"
+    with pytest.raises(KeyboardInterrupt):
+        with io.atomic_open(done) as f:
+            f.write(b"first half, ")
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # Python runs the handler here
+            f.write(b"second half")
+    assert done.read_bytes() == b"first half, second half"
+    assert signal.getsignal(signal.SIGINT) is before
+
+    stopped = tmp_path / "stopped.bin"
+    with pytest.raises(KeyboardInterrupt):
+        with io.atomic_open(stopped) as f:
+            for _ in range(2):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+            f.write(b"never")
+    assert not stopped.exists() and not list(tmp_path.glob(".*.tmp"))
+    assert signal.getsignal(signal.SIGINT) is before

@@ -116,7 +116,10 @@ def test_sigkill_and_rerun_gives_identical_losses(train_inputs, tmp_path):
     assert "taking over the lock of `mmbert train`" in err
     # Ctrl-C at the next step: later, on a quiet machine, it can land after the last step, in the exit.
     code, err = _kill_after(recipe, out, lines=len(read_metrics(out)) + 1, extra_delay=0.0, sig=signal.SIGINT)
-    assert code == 130 and err.splitlines()[-1] == f"mmbert train: interrupted; {cli_train.INTERRUPTED}"
+    assert code == 130 and err.splitlines()[-1] == f"mmbert train: interrupted; {cli_train.INTERRUPTED}", (
+        code,
+        err[-3000:],
+    )
     checkpoints = ckpt.list_checkpoints(out)
     assert checkpoints and all(ckpt.is_complete(c.path) for c in checkpoints)
     done = subprocess.run(_cli(recipe, out), env=ENV, capture_output=True, text=True)

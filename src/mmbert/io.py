@@ -27,7 +27,9 @@ import errno
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
@@ -88,8 +90,49 @@ def _temp_prefix(path: Path) -> str:
 
 
 @contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C back until the block is done, then deliver it; a second Ctrl-C goes through at once.
+
+    torch.save's zip writer calls back into Python for every write: a KeyboardInterrupt raised inside one
+    of those calls unwinds through its C++ destructors and can abort the process (SIGABRT, seen once in
+    the kill-and-rerun test) instead of reaching the command's "interrupted" line. Only in the main
+    thread, where Python runs signal handlers.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield
+        return
+    pending: list[tuple] = []
+
+    def hold(signum, frame):
+        if pending:  # asked twice: stop now
+            raise KeyboardInterrupt
+        pending.append((signum, frame))
+
+    signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        if callable(previous):
+            previous(*pending[0])
+        elif previous == signal.SIG_DFL:
+            signal.raise_signal(signal.SIGINT)
+
+
+@contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file next to `path`; on success it replaces `path`, on error it is removed."""
+    """Open a temporary file next to `path`; on success it replaces `path`, on error it is removed.
+
+    A Ctrl-C during the write is held back until the file is complete (`interrupts_deferred`)."""
+    with interrupts_deferred():
+        with _atomic_open(path, mode) as f:
+            yield f
+
+
+@contextlib.contextmanager
+def _atomic_open(path: str | Path, mode: str) -> Iterator[IO]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
