@@ -94,9 +94,10 @@ def interrupts_deferred() -> Iterator[None]:
     """Hold a Ctrl-C back until the block is done, then deliver it; a second Ctrl-C goes through at once.
 
     torch.save's zip writer calls back into Python for every write: a KeyboardInterrupt raised inside one
-    of those calls unwinds through its C++ destructors and can abort the process (SIGABRT, seen once in
-    the kill-and-rerun test) instead of reaching the command's "interrupted" line. Only in the main
-    thread, where Python runs signal handlers.
+    of those calls unwinds through its C++ code, and the writer has surfaced it as its own RuntimeError
+    (`_raise_interrupt_behind`); the likely cause, too, of the one SIGABRT seen in the kill-and-rerun
+    test instead of the command's "interrupted" line. Only in the main thread, where Python runs
+    signal handlers.
     """
     previous = signal.getsignal(signal.SIGINT)
     if threading.current_thread() is not threading.main_thread() or previous is None:
