@@ -113,6 +113,10 @@ def interrupts_deferred() -> Iterator[None]:
     signal.signal(signal.SIGINT, hold)
     try:
         yield
+    except Exception as err:
+        if pending:  # the block failed after a held Ctrl-C: the interrupt is what the user asked for
+            raise KeyboardInterrupt from err
+        raise
     finally:
         signal.signal(signal.SIGINT, previous)
     if pending:
