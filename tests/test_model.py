@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn.attention.flex_attention import create_block_mask
 
-from mmbert import MmBertConfig, MmBertForMaskedLM, MmBertForSequenceClassification, MmBertModel
+from mmbert import MmBertConfig, MmBertForMaskedLM, MmBertForSequenceClassification, MmBertModel, attention
 from mmbert.attention import VarlenBatch, flex_block_mask, get_backend, reference_attention, sdpa_attention
 from mmbert.model import compiles
 from mmbert.optim import build_optimizer
@@ -59,6 +59,24 @@ def test_backend_matches_reference(backend, window, lengths):
     ref = reference_attention(q, k, v, batch, window, 0.3)
     out = get_backend(backend)(q, k, v, VarlenBatch(batch.cu_seqlens, batch.max_seqlen), window, 0.3)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("block", [32, 7])
+@pytest.mark.parametrize("window", [40, 64])
+def test_local_inference_blocks_match_reference(block, window, monkeypatch):
+    """Without autograd, local layers run query blocks smaller than the window (B + 2W keys each): the
+    same values as the reference and as the training blocks, across sequence ends and the tail padding."""
+    monkeypatch.setattr(attention, "LOCAL_INFERENCE_BLOCK", block)
+    q, k, v, batch = _random_qkv([300, 3, 130, 1, 77, 129], heads=2, dim=16, seed=3)
+    ref = reference_attention(q, k, v, batch, window, 0.25)
+    with torch.no_grad():
+        fresh = VarlenBatch(batch.cu_seqlens, batch.max_seqlen)
+        out = sdpa_attention(q, k, v, fresh, window, 0.25)
+        assert ("local_block_mask", window, block, q.dtype) in fresh._cache  # the inference blocks ran
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    train = sdpa_attention(q, k, v, fresh, window, 0.25)  # grad enabled: blocks of `window`, same batch
+    assert ("local_block_mask", window, window, q.dtype) in fresh._cache
+    torch.testing.assert_close(train, ref, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("window", [None, 3, 20])
