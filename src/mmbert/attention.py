@@ -9,9 +9,9 @@ layer. No token ever attends across a sequence boundary.
 Backends:
 - `reference`: explicit scores and fp32 softmax, one sequence at a time. Slow; the ground truth in tests.
 - `sdpa`: PyTorch's scaled_dot_product_attention. Global layers run one SDPA call per sequence (or one
-  batched call when all sequences have the same length); local layers cut the whole stream into blocks of
-  `window` tokens, each attending to itself and its two neighbours under a band + same-sequence mask, so
-  memory and time grow linearly with length. A packer's stream of short rows (at most `ROWS_MAX` tokens,
+  batched call when all sequences have the same length); local layers cut the whole stream into query
+  blocks (`window` tokens, 32 without autograd), each attending to the `window` keys on either side of it
+  under a band + same-sequence mask, so memory and time grow linearly with length. A packer's stream of short rows (at most `ROWS_MAX` tokens,
   no sequence crossing a row end) runs as one call over the rows under a per-row mask instead, when that
   is cheaper: many short documents per row (global layers), rows under 8 windows (local layers).
 - `flex`: `flex_attention` with a document + sliding-window block mask (block-sparse, built from
