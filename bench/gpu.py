@@ -1,11 +1,12 @@
 """The GPU check in one command: attention parity, training and inference throughput, memory, DDP.
 
-    python bench/gpu.py              # on a CUDA GPU, bf16; ends within --deadline (420 s) + one section
+    python bench/gpu.py              # on a CUDA GPU, bf16; ends within --deadline (400 s) + one section
     python bench/gpu.py --smoke      # tiny shapes on any device, seconds (the test suite runs it on CPU)
     make bench-gpu                   # the first line, with PYTHONPATH=src
 
-Prints one table and writes it as JSON (`--out`, default bench/results/gpu.json); the exit status is 1
-when a check fails or a section raises (the table still prints). Sections, run cheapest first (parity,
+Prints one table and writes it as JSON (`--out`, default bench/results/gpu.json), rewritten after every
+row, so a run killed at its time limit keeps what it printed; the exit status is 1 when a check fails or a
+section raises (the table still prints). Sections, run cheapest first (parity,
 ddp, train, memory, inference), each skipped (and listed as skipped) once the deadline has passed:
 
 1. parity: each attention backend that runs here (`sdpa`, `flex`, `flash` when importable) against
@@ -34,7 +35,8 @@ torch-optimi), carry torch-optimi as a wheel. Here, once:
     echo /.whl/ >> .git/info/exclude
     python3 -m pip download --no-deps --only-binary=:all: -d .whl torch-optimi==0.3.3
 
-then one call with carry [".whl"] and timeout_s 540:
+then one call with carry [".whl"] and timeout_s 590 (the sections' first compiles are not measured yet:
+the deadline leaves about three minutes for the last section that starts):
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
     PYTHONPATH=/tmp/site:src PYTHONUNBUFFERED=1 python3 bench/gpu.py --out $OUT/gpu.json 2>&1 | tee $OUT/gpu.log
@@ -136,17 +138,46 @@ SMOKE = Plan(
 
 
 class Report:
-    """The table: one row per figure, with its check (None: a figure, no check)."""
+    """The table: one row per figure, with its check (None: a figure, no check).
 
-    def __init__(self) -> None:
+    Written to `path` (atomically) after every row, so that a run killed at the device call's time limit
+    keeps every figure it printed. `deadline` (seconds after `start`): `past_deadline` tells a section to
+    stop starting new work."""
+
+    def __init__(
+        self,
+        path: Path | None = None,
+        meta: dict | None = None,
+        deadline: float = math.inf,
+        start: float | None = None,
+    ) -> None:
         self.rows: list[dict] = []
         self.skipped: list[str] = []
         self.errors: list[dict] = []
+        self.path, self.meta, self.deadline = path, meta if meta is not None else {}, deadline
+        self.start = time.monotonic() if start is None else start
 
     def add(self, section: str, item: str, value: str, ok: bool | None = None, **data) -> None:
         self.rows.append({"section": section, "item": item, "value": value, "ok": ok, **data})
         check = "" if ok is None else ("ok" if ok else "FAILED")
         print(f"{section:<10} {item:<52} {value:<44} {check}", flush=True)
+        self.save()
+
+    def skip(self, what: str) -> None:
+        self.skipped.append(what)
+        print(f"{what:<10} skipped: past the {self.deadline:.0f} s deadline", flush=True)
+        self.save()
+
+    def past_deadline(self) -> bool:
+        return time.monotonic() - self.start > self.deadline
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        self.meta["seconds"] = time.monotonic() - self.start
+        result = {"meta": self.meta, "rows": self.rows, "skipped": self.skipped, "errors": self.errors}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.path, json.dumps(result, indent=2, default=str) + "\n")
 
     @property
     def failed(self) -> bool:
@@ -228,6 +259,9 @@ def inference_section(plan: Plan, device: torch.device, peak: float, report: Rep
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     xlmr = inference.build_xlmr(device.type, dtype, **plan.xlmr)
     for preset in plan.presets:
+        if report.past_deadline():
+            report.skip(f"inference {preset}")
+            continue
         rows = inference.measure(preset, plan.inputs, device.type, dtype, plan.reps,
                                  xlmr if preset == plan.presets[-1] else None, **plan.overrides)  # fmt: skip
         _free(device)
@@ -270,6 +304,7 @@ def memory(plan: Plan, device: torch.device, peak: float, report: Report) -> Non
 
 def ddp(plan: Plan, device: torch.device, peak: float, report: Report) -> None:
     backend = "nccl" if device.type == "cuda" else "gloo"
+    os.environ.setdefault("NCCL_SOCKET_IFNAME", "lo")  # one local rank: loopback (the device has no network)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -330,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny shapes (seconds, any device)")
     ap.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
-    ap.add_argument("--deadline", type=float, default=420.0, help="seconds; later sections are skipped")
+    ap.add_argument("--deadline", type=float, default=400.0, help="seconds; later sections are skipped")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gpu.json")
     args = ap.parse_args(argv)
     start = time.monotonic()
@@ -352,12 +387,11 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     print(f"{name}, torch {torch.__version__}, {peak_what} matmul peak {peak / 1e9:,.0f} GFLOP/s "
           f"(measured now), flash_attn {'installed' if flash_available() else 'not installed'}")  # fmt: skip
-    report = Report()
+    report = Report(args.out, meta, args.deadline, start)
     print(f"{'section':<10} {'item':<52} {'value':<44} check")
     for section in args.sections:
-        if time.monotonic() - start > args.deadline:
-            report.skipped.append(section)
-            print(f"{section:<10} skipped: past the {args.deadline:.0f} s deadline", flush=True)
+        if report.past_deadline():
+            report.skip(section)
             continue
         try:
             SECTIONS[section](plan, device, peak, report)
@@ -365,10 +399,7 @@ def main(argv: list[str] | None = None) -> int:
             report.errors.append({"section": section, "error": repr(e), "traceback": traceback.format_exc()})
             print(f"{section:<10} ERROR {e!r}", flush=True)
             traceback.print_exc()
-    meta["seconds"] = time.monotonic() - start
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"meta": meta, "rows": report.rows, "skipped": report.skipped, "errors": report.errors}
-    atomic_write_text(args.out, json.dumps(result, indent=2, default=str) + "\n")
+    report.save()
     print(f"{meta['seconds']:.0f} s; wrote {args.out}" + ("; SOME CHECKS FAILED" if report.failed else ""))
     return 1 if report.failed else 0
 

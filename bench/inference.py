@@ -8,6 +8,10 @@ Also measures this machine's fp32 matmul peak in the same run, in every round of
 3 square matmuls), and reports model FLOPs utilization (MFU) on real tokens against the peak of the same
 round; and the fill-mask path (decoder only at masked positions) against full-vocabulary logits.
 
+The process keeps freed tensor memory for reuse (`mmbert.process.retain_freed_memory`, as the `mmbert`
+commands that run models do; all sides run under it; `--no-retain-freed-memory` leaves glibc's defaults);
+each row records `ours`'s minor page faults and system seconds per call.
+
 Sides: `ours` (the model's `compile="auto"`: compiled layer regions where they pay,
 `mmbert.model.compiles`), `ours_eager` (`compile="off"`, the same weights; its largest difference from
 `ours` is reported), transformers' `ModernBertModel` (SDPA, its best CPU attention; it pads) and XLM-R
@@ -39,6 +43,7 @@ import torch
 from mmbert import MmBertConfig, MmBertForMaskedLM, MmBertModel
 from mmbert.flops import doc_attention_pairs, measure_matmul_flops
 from mmbert.io import atomic_write_text
+from mmbert.process import retain_freed_memory
 
 # (name, seq_len, kind, batch on CPU, batch on GPU)
 INPUTS = [
@@ -130,6 +135,18 @@ def time_interleaved(fns: dict[str, Callable], device: str, reps: int) -> dict[s
     return times
 
 
+def page_faults(fn: Callable, calls: int = 2) -> tuple[float, float]:
+    """Minor page faults and system seconds per call of `fn` (this process, Linux): what the allocator's
+    handling of freed memory costs (see `--no-retain-freed-memory`)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    for _ in range(calls):
+        fn()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return (after.ru_minflt - before.ru_minflt) / calls, (after.ru_stime - before.ru_stime) / calls
+
+
 def rate(n: float, times: list[float]) -> dict[str, float | list[float]]:
     """n / time: the median over the repetitions and the min-max."""
     rates = [n / t for t in times]
@@ -219,11 +236,14 @@ def measure(
                 ours(ids, attention_mask=mask).last_hidden_state
                 - eager(ids, attention_mask=mask).last_hidden_state
             )
+            faults = page_faults(sides["ours"]) if device == "cpu" else None
         flops = encoder_flops_per_token(cfg, lengths)
         row = {"preset": preset, "input": name, "batch": batch, "real_tokens": real, "padded_tokens": ids.numel(),
                "hf_attn": hf_attn, "reps": reps, "ours_vs_eager_max_abs_diff": diff[mask.bool()].abs().max().item()}  # fmt: skip
         for side, t in times.items():
             row[f"{side}_tok_s"] = rate(real, t)
+        if faults is not None:
+            row["ours_page_faults_per_call"], row["ours_system_s_per_call"] = faults
         row["matmul_peak_gflops"] = {
             "median": statistics.median(peaks) / 1e9,
             "min_max": [min(peaks) / 1e9, max(peaks) / 1e9],
@@ -277,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-fill-mask", dest="fill_mask", action="store_false")
+    ap.add_argument(
+        "--no-retain-freed-memory", dest="retain", action="store_false",
+        help="leave glibc's defaults (freed activations go back to the kernel; see mmbert.process)",
+    )  # fmt: skip
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "inference.json"))
     args = ap.parse_args(argv)
     if args.reps < 5:
@@ -292,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.inputs:
         inputs = [i for i in inputs if i[0] in args.inputs]
 
+    # As the `mmbert` commands that run models do; every side runs under it.
+    retained = retain_freed_memory() if args.retain else False
     start = time.monotonic()
     peak = measure_matmul_flops(PEAK_N[device], 5, device, dtype)
     load = os.getloadavg()[0]
@@ -303,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += measure(preset, inputs, device, dtype, args.reps, xlmr if preset == "mmbert-base" else None)
     fill = fill_mask(device, dtype, args.reps) if args.fill_mask else None
     meta = {"device": device, "dtype": str(dtype), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "matmul_peak_gflops": peak / 1e9, "load_average_1min": load, "seconds": time.monotonic() - start,
+            "matmul_peak_gflops": peak / 1e9, "load_average_1min": load, "retain_freed_memory": retained, "seconds": time.monotonic() - start,
             "command": "python bench/inference.py " + " ".join(argv if argv is not None else sys.argv[1:])}  # fmt: skip
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

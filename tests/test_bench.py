@@ -33,3 +33,31 @@ def test_gpu_bench_smoke_runs_every_section_on_cpu(tmp_path):
     }
     assert {("sdpa", 4, "backward"), ("sdpa", None, "forward"), ("flex", 4, "forward")} <= parity
     assert "ours / transformers padded" in proc.stdout and "DDP step" in proc.stdout
+
+
+def test_gpu_bench_writes_its_table_row_by_row_and_skips_past_the_deadline(tmp_path):
+    """A device call killed at its time limit keeps what was printed: the JSON is rewritten after each
+    row; a section that would start past --deadline is listed as skipped (here: all of them)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import gpu
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    out = tmp_path / "partial.json"
+    report = gpu.Report(out, {"device": "cpu"}, deadline=0.0)
+    report.add("parity", "sdpa float32 forward", "max rel err 1e-7", True, error=1e-7)
+    on_disk = json.loads(out.read_text())
+    assert [r["item"] for r in on_disk["rows"]] == ["sdpa float32 forward"] and on_disk["meta"][
+        "device"
+    ] == "cpu"
+    assert report.past_deadline()
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--smoke", "--deadline", "0", "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["skipped"] == list(gpu.SECTIONS) and result["rows"] == [] and result["errors"] == []

@@ -180,3 +180,21 @@ def test_bad_inputs_give_one_line_and_no_traceback(fx, capsys, argv, message):
     assert rc == 2 and err and "Traceback" not in "\n".join(err)
     assert err[-1].startswith(f"mmbert {command}: error: ") and message in err[-1], err[-1]
     assert not [line for line in err[:-1] if "error" in line.lower()]  # the one error line is the last
+
+
+def test_model_commands_keep_freed_memory_and_the_others_do_not(tmp_path, monkeypatch):
+    """`retain_freed_memory` (glibc's mallopt) applies here, and runs for the commands that run models."""
+    import ctypes
+    import sys
+
+    from mmbert.process import retain_freed_memory
+
+    glibc = sys.platform.startswith("linux") and hasattr(ctypes.CDLL(None), "gnu_get_libc_version")
+    assert retain_freed_memory() is glibc
+    calls = []
+    monkeypatch.setattr(cli, "retain_freed_memory", lambda: calls.append(True))
+    missing = tmp_path / "missing.yaml"
+    assert cli.main(["plan", str(missing), "--released-counts"]) == 2
+    assert calls == []
+    assert cli.main(["fill-mask", str(tmp_path / "no-model"), "a <mask>"]) == 2  # fails after the setting
+    assert calls == [True]

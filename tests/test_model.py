@@ -326,6 +326,20 @@ def test_flex_refuses_backward_on_cpu(tiny_config):
         model(ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100))
 
 
+@pytest.mark.parametrize("before", [8, 200])
+def test_compiled_flex_raises_the_recompile_limit(before):
+    """Compiling flex (on CUDA) lifts dynamo's limit of 8 entries, which a run that trains and then infers
+    passes (past it flex runs uncompiled, N x N scores); a higher limit a user set stays."""
+    config = torch._dynamo.config
+    attention._compiled_flex.cache_clear()
+    try:
+        with config.patch(recompile_limit=before):
+            attention._compiled_flex()
+            assert config.recompile_limit == max(before, attention.FLEX_RECOMPILE_LIMIT)
+    finally:
+        attention._compiled_flex.cache_clear()
+
+
 def test_input_errors_name_the_problem(tiny_config):
     model = MmBertModel(tiny_config)
     with pytest.raises(ValueError, match="cu_seqlens ends at 5"):

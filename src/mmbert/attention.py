@@ -275,8 +275,18 @@ def sdpa_attention(
 FLEX_BLOCK = 128  # flex_attention's tile (its default sparse block size)
 
 
+# Every compiled flex_attention in a process shares one dynamo cache (on flex_attention's code), and grad
+# mode, autocast, the dtype, the number of heads and the mask function (window or none) each take an entry
+# of it: training two model sizes and then running inference passes dynamo's default limit of 8, past which
+# flex silently runs uncompiled and materializes the N x N scores (out of memory at GPU batch sizes).
+FLEX_RECOMPILE_LIMIT = 64
+
+
 @functools.cache
 def _compiled_flex():
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.6
+    setattr(config, name, max(getattr(config, name), FLEX_RECOMPILE_LIMIT))
     return torch.compile(flex_attention, dynamic=True)
 
 

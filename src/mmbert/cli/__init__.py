@@ -29,6 +29,7 @@ from typing import Any, TextIO, TypeVar
 
 from mmbert import __version__
 from mmbert.errors import MmbertError
+from mmbert.process import retain_freed_memory
 
 # name -> (module, one line of help). Modules are imported only when their command runs: importing
 # every command pulls in torch and transformers (3-6 s here), which `mmbert --help` should not pay.
@@ -46,6 +47,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("mmbert.cli.demo", "the end-to-end demo on the bundled corpus"),
     "ablate": ("mmbert.cli.ablate", "seeded ablations of the recipe's choices, with intervals"),
 }
+# Commands that run a model forward again and again: their processes keep freed tensor memory for the next
+# step (`mmbert.process.retain_freed_memory`).
+RUNS_MODELS = {"train", "evaluate", "fill-mask", "embed", "finetune", "demo", "ablate"}
 DEBUG_ENV = "MMBERT_DEBUG"
 T = TypeVar("T")
 
@@ -176,6 +180,8 @@ def run_command(name: str, argv: list[str]) -> int:
     )
     debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     setup_logging()
+    if name in RUNS_MODELS:
+        retain_freed_memory()
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
