@@ -11,9 +11,10 @@ Backends:
 - `sdpa`: PyTorch's scaled_dot_product_attention. Global layers run one SDPA call per sequence (or one
   batched call when all sequences have the same length); local layers cut the whole stream into query
   blocks (`window` tokens, 32 without autograd), each attending to the `window` keys on either side of it
-  under a band + same-sequence mask, so memory and time grow linearly with length. A packer's stream of short rows (at most `ROWS_MAX` tokens,
-  no sequence crossing a row end) runs as one call over the rows under a per-row mask instead, when that
-  is cheaper: many short documents per row (global layers), rows under 8 windows (local layers).
+  under a band + same-sequence mask, so memory and time grow linearly with length. A packer's stream of
+  short rows (at most `ROWS_MAX` tokens, no sequence crossing a row end) runs as one call over the rows
+  under a per-row mask instead, when that is cheaper: many short documents per row (global layers), rows
+  under 8 windows (local layers). Masks are additive and built once per batch.
 - `flex`: `flex_attention` with a document + sliding-window block mask (block-sparse, built from
   `cu_seqlens` tile by tile). Compiled on CUDA, where it has a backward; forward only (eager) on CPU.
 - `flash`: FlashAttention-2 `flash_attn_varlen_func` (CUDA, fp16/bf16). Without CUDA or flash-attn it

@@ -6,9 +6,9 @@
   parent's id. Left running, such a process keeps writing, or sits in a collective for half an hour.
 - `retain_freed_memory()`: glibc keeps the memory of freed tensors (up to 32 MiB each) for the next ones
   instead of handing it back to the kernel, so that each forward does not fault in and zero its
-  activations' pages anew (mmBERT-small, 8 x 512 tokens, 2 threads: 11-31k page faults and 0.05-0.11 s
-  of system time per forward without it, 0-1.5k and 0.02-0.05 s with it; `bench/inference.py` records
-  both, `--no-retain-freed-memory` turns it off). Called by the commands that run models.
+  activations' pages anew (mmBERT-small, 8 x 512 tokens, 2 threads: 18.7k page faults and 0.09 s of
+  system time per forward without it, none and 0.04 s with it; `bench/inference.py` records both per
+  row, `--no-retain-freed-memory` turns it off). Called by the commands that run models.
 - `directory_lock(directory, command)`: at most one writer per output directory (`prepare`'s DATA,
   `train`'s run directories). It is a POSIX record lock (`fcntl.lockf`) on `DIRECTORY/.lock`; the file
   also holds the holder's pid, host, command and start time, which a refused writer names. The kernel
