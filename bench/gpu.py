@@ -6,8 +6,8 @@
 
 Prints one table and writes it as JSON (`--out`, default bench/results/gpu.json), rewritten after every
 row, so a run killed at its time limit keeps what it printed; the exit status is 1 when a check fails or a
-section raises (the table still prints). Sections, run cheapest first (parity,
-ddp, train, memory, inference), each skipped (and listed as skipped) once the deadline has passed:
+section raises (the table still prints). Sections, run cheapest first (parity, ddp, train, memory,
+inference), each skipped (and listed as skipped) once the deadline has passed:
 
 1. parity: each attention backend that runs here (`sdpa`, `flex`, `flash` when importable) against
    `reference` (fp32) on mixed sequence lengths with a window shorter than the longest ones and without

@@ -47,9 +47,8 @@ def test_gpu_bench_writes_its_table_row_by_row_and_skips_past_the_deadline(tmp_p
     report = gpu.Report(out, {"device": "cpu"}, deadline=0.0)
     report.add("parity", "sdpa float32 forward", "max rel err 1e-7", True, error=1e-7)
     on_disk = json.loads(out.read_text())
-    assert [r["item"] for r in on_disk["rows"]] == ["sdpa float32 forward"] and on_disk["meta"][
-        "device"
-    ] == "cpu"
+    assert [r["item"] for r in on_disk["rows"]] == ["sdpa float32 forward"]
+    assert on_disk["meta"]["device"] == "cpu"
     assert report.past_deadline()
 
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
@@ -61,3 +60,19 @@ def test_gpu_bench_writes_its_table_row_by_row_and_skips_past_the_deadline(tmp_p
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["skipped"] == list(gpu.SECTIONS) and result["rows"] == [] and result["errors"] == []
+
+
+def test_inference_profile_splits_a_forward_into_its_groups(tmp_path):
+    """bench/profile_inference.py (the README's breakdown) runs, on the tiny preset, and its shares add up."""
+    out = tmp_path / "profile.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "profile_inference.py"), "--preset", "tiny", "--forwards", "1",
+         "--threads", "1", "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    share = result["share"]
+    assert abs(sum(share.values()) - 1) < 1e-9 and share["matmul"] > 0 and share["attention"] > 0
+    assert result["real_tokens"] > 0 and 0 < result["matmul_fraction_of_peak"] and 0 < result["mfu"]
