@@ -22,6 +22,7 @@ from mmbert.data.shards import open_data
 from mmbert.plan import format_plan, plan_recipe
 from mmbert.recipe import Recipe, RecipeError, format_tokens, load_recipe
 from mmbert.run_inputs import planned_config
+from mmbert.run_layout import RunLayout
 from mmbert.runs import run_recipe
 from mmbert.schedule import Schedule
 from mmbert.train import TrainOptions
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         dist.shutdown()
     if env.is_main:
         for run_dir in runs:
-            exports = sorted(p.name for p in (run_dir / "export").glob("[!.]*"))
+            exports = sorted(p.name for p in RunLayout(run_dir).exports.glob("[!.]*"))
             print(f"{run_dir}: metrics.jsonl, checkpoints/, exports: {', '.join(exports)}")
     return 0
 
