@@ -181,9 +181,10 @@ def check_same_inputs(
         return
     started = saved["run"].get("init_from")
     if init_from is not None and str(init_from) != started:
+        how = f"from --init-from {started}" if started else "without --init-from"
         raise InputsChangedError(
-            f"{source}: this run started from --init-from {started}, not {init_from}: rerun it with the "
-            "same --init-from (or none), or start a new run directory"
+            f"{source}: this run started {how}, not from --init-from {init_from}: rerun it as it "
+            "started (or without --init-from), or start a new run directory"
         )
     named, before = recipe.tokenizer, saved["run"]["recipe"].get("tokenizer")
     if named and named != before and Path(named).is_dir():
