@@ -233,7 +233,9 @@ class ModelState:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
         result = set_model_state_dict(self.model, state_dict, options=StateDictOptions(strict=False))
-        missing = sorted(set(result.missing_keys) - set(tied_names(self.model)))
+        # DDP reports its wrapper's names ("module.<name>")
+        missing = {k.removeprefix("module.") if self.model is not unwrap(self.model) else k for k in result.missing_keys}
+        missing = sorted(missing - set(tied_names(self.model)))
         if missing or result.unexpected_keys:
             raise MmbertError(
                 f"checkpoint and model differ: missing {missing[:5]}, unexpected {list(result.unexpected_keys)[:5]}"

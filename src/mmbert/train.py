@@ -276,16 +276,19 @@ class Trainer:
         flops = 0.0
         on_cuda = self.device.type == "cuda"
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda else contextlib.nullcontext()
-        # A rank whose slice of a small batch is empty still takes part in the gradient sync: one
-        # forward and backward of a three-token stand-in, weighted 0.
-        for i, m in enumerate(micro or [_STAND_IN]):
-            with dist.no_grad_sync(self.model, i < len(micro) - 1):
+        # Every rank runs as many passes as the rank with the most rows; a rank with fewer (or none: a
+        # small batch on many ranks) runs a three-token stand-in weighted 0, so that its collectives
+        # (FSDP's gathers, the gradient sync) match the others'.
+        passes = self.loader.micro_batches(at.step_tokens, at.seq_len)
+        for i in range(passes):
+            m = micro[i] if i < len(micro) else _STAND_IN
+            with dist.no_grad_sync(self.model, i < passes - 1):
                 with autocast:
                     out = self.model(**m.model_inputs(self.device))
                 # Weight of this micro-batch in the global mean; x world because DDP/FSDP average over ranks.
-                scale = m.num_masked / max(n_masked, 1) * self.env.world_size if micro else 0.0
+                scale = m.num_masked / max(n_masked, 1) * self.env.world_size if i < len(micro) else 0.0
                 (out.loss * scale).backward()
-            if micro:
+            if i < len(micro):
                 loss_sum += out.loss.detach().double() * m.num_masked
                 flops += train_flops(self.config, m.lengths(), m.num_masked)
         loss = float(dist.all_reduce_sum(loss_sum).item()) / max(n_masked, 1)

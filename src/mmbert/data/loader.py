@@ -87,13 +87,24 @@ class BatchLoader:
                 self.packer.log_efficiency()
             self.sampler.set_phase(mixture)
 
+    def rows_per_micro(self, seq_len: int) -> int:
+        return max(1, self.micro_batch_tokens // seq_len)
+
+    def micro_batches(self, step_tokens: int, seq_len: int) -> int:
+        """Micro-batches of the rank with the most rows: every rank runs as many forward and backward
+        passes (FSDP gathers each layer's weights in every one), a rank with fewer rows pads with
+        passes that weigh nothing."""
+        most = -(-global_rows(step_tokens, seq_len) // self.world_size)
+        return -(-most // self.rows_per_micro(seq_len))
+
     def next_step(self, step_tokens: int, seq_len: int, mask_rate: float) -> list[PackedBatch]:
         """This rank's slice of the next global batch of `step_tokens` tokens, as masked micro-batches
-        (none when the batch has fewer rows than there are ranks and this rank's slice is empty)."""
+        (at most `micro_batches(...)`; none when the batch has fewer rows than there are ranks and this
+        rank's slice is empty)."""
         rows = global_rows(step_tokens, seq_len)
         mine = rank_rows(rows, self.rank, self.world_size)
         self._skip(mine.start, seq_len)
-        rows_per_micro = max(1, self.micro_batch_tokens // seq_len)
+        rows_per_micro = self.rows_per_micro(seq_len)
         micro = []
         for first in range(mine.start, mine.stop, rows_per_micro):
             take = min(rows_per_micro, mine.stop - first)
