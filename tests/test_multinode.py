@@ -142,3 +142,11 @@ def test_elastic_survivor_continues_on_one_node(train_inputs, reference, tmp_pat
     assert "written by 2 rank(s)" in text and "resuming from" in text
     _same_run(read_metrics(out), reference)
     assert ckpt.read_train_state(ckpt.latest(out))["run"]["world_size"] == 1
+
+
+def test_slurm_example_is_valid_bash_and_launches_as_rehearsed():
+    script = ROOT / "examples" / "slurm" / "train.sbatch"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    for flag in ("--rdzv-backend c10d", '--nnodes "$MIN_NODES:$SLURM_NNODES"', "--max-restarts", "-m mmbert.cli train"):
+        assert flag in text, flag
