@@ -225,3 +225,53 @@ def test_resume_into_the_same_phase_keeps_realized_counts() -> None:
     b.load_state_dict(a.state_dict())
     b.set_phase(mix)  # what a trainer does after restoring: re-enter the current phase
     assert b.realized_tokens == a.realized_tokens and sum(b.realized_docs.values()) == 50
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 16, 17, 1000, 4099])
+def test_index_permutation_is_a_bijection(n: int) -> None:
+    from mmbert.data.permutation import IndexPermutation
+
+    perm = IndexPermutation(n, 12345)
+    assert sorted(perm[i] for i in range(n)) == list(range(n))
+    with pytest.raises(IndexError):
+        perm[n]
+    if n >= 1000:  # a shuffle: another key gives another order, and the order is far from the identity
+        other = IndexPermutation(n, 12346)
+        assert sum(perm[i] == other[i] for i in range(n)) < n // 100
+        assert sum(perm[i] == i for i in range(n)) < n // 100
+        assert abs(np.corrcoef(np.arange(n), [perm[i] for i in range(n)])[0, 1]) < 0.1
+
+
+def test_cell_of_tens_of_millions_of_documents_in_bounded_memory_and_time() -> None:
+    """Drawing from a 50M-document cell allocates nothing per document and starts at once, on every resume."""
+    import time
+    import tracemalloc
+
+    class Metadata(FakeStore):  # the sampler needs the counts; the documents are a few tokens each
+        def num_tokens(self, source, lang):
+            return 8 * self.num_docs(source, lang)
+
+        def num_docs(self, source, lang):
+            return 50_000_000 if lang == "eng_Latn" else 1000
+
+        def doc(self, source, lang, i):
+            return np.full(8, i % 1000, dtype=np.uint32)
+
+    store = Metadata({("web", "eng_Latn"): [], ("web", "fra_Latn"): []})
+    mix = phase_mixture(phase(sources=[{"name": "web", "share": 1.0}]), store.counts(), 0)
+    tracemalloc.start()
+    start = time.perf_counter()
+    a = DataSampler(store, mix, seed=5, rank=3, world_size=64)
+    big = [d.index for d in (a.next_document() for _ in range(2000)) if d.lang == "eng_Latn"]
+    b = DataSampler(store, mix, seed=5, rank=3, world_size=64)
+    b.load_state_dict(a.state_dict())
+    nxt = [a.next_document() for _ in range(200)]
+    assert [(d.lang, d.index) for d in nxt] == [
+        (d.lang, d.index) for d in (b.next_document() for _ in range(200))
+    ]
+    seconds = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 2 << 20, peak  # a materialized permutation would be 400 MB
+    assert seconds < 5, seconds  # building it: seconds per cell
+    assert len(big) > 1000 and len(set(big)) == len(big) and max(big) > 40_000_000  # spread over the cell

@@ -15,10 +15,14 @@ equal to the target. Within a cell, documents come in epochs: each epoch is a fr
 cell's documents (seeded by seed, cell and epoch, identical on every rank), and rank r of w takes
 positions r, r + w, r + 2w, ... of the concatenated epochs, so ranks never draw the same document of
 an epoch and together cover each epoch exactly once. Repeats are therefore counted (`epochs`).
+The permutation is computed one index at a time (`mmbert.data.permutation`): no per-document array,
+so a cell of 10^9 documents costs what a cell of ten does, and nothing is rebuilt on a resume or at
+an epoch wrap.
 
-The sampler is Stateful: its state is the random generator's state, each cell's position and the
-realized counts; `load_state_dict` on a fresh sampler continues the identical stream. Positions
-persist across phase changes (`set_phase`), so a later phase does not restart a language's data.
+The sampler is Stateful: its state is the random generator's state, each cell's position (a count of
+documents drawn) and the realized counts; `load_state_dict` on a fresh sampler continues the
+identical stream. Positions persist across phase changes (`set_phase`), so a later phase does not
+restart a language's data.
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
+from mmbert.data.permutation import IndexPermutation, mix_key
 from mmbert.languages import counts_code, iso3, resolve_languages
 from mmbert.recipe import Phase, RecipeError, SourceSpec
 from mmbert.seeds import stable_hash
@@ -232,9 +237,8 @@ class _Cell:
     source: str
     lang: str
     num_docs: int
+    key: int  # with the epoch, chooses the epoch's order (the same on every rank)
     drawn: int = 0  # documents this rank has drawn from the cell (its position in the stream)
-    perm_epoch: int = -1
-    perm: np.ndarray | None = field(default=None, repr=False)
 
 
 class DataSampler:
@@ -283,7 +287,8 @@ class DataSampler:
                         self.world_size,
                     )
                 key = (src.name, lang)
-                self._cells.setdefault(key, _Cell(src.name, lang, n_docs))
+                if key not in self._cells:
+                    self._cells[key] = self._new_cell(src.name, lang, n_docs)
                 # Tokens per document include <bos>/<eos> (2 per document), as the packer emits them.
                 mean_len = n_tokens / n_docs + 2
                 cells.append(key)
@@ -301,21 +306,21 @@ class DataSampler:
             self.realized_tokens = {k: 0 for k in cells}
 
     # -- drawing --------------------------------------------------------------------------------------
-    def _permutation(self, cell: _Cell, epoch: int) -> np.ndarray:
-        if cell.perm_epoch != epoch:
-            # Same on every rank (no rank in the seed): ranks split one permutation per epoch.
-            seq = [self.seed, stable_hash(cell.source), stable_hash(cell.lang), epoch]
-            cell.perm = np.random.default_rng(seq).permutation(cell.num_docs)
-            cell.perm_epoch = epoch
-        assert cell.perm is not None
-        return cell.perm
+    def _new_cell(self, source: str, lang: str, num_docs: int) -> _Cell:
+        # No rank in the key: ranks split one permutation per epoch.
+        key = mix_key(self.seed % 2**64, stable_hash(source), stable_hash(lang))
+        return _Cell(source, lang, num_docs, key)
+
+    def _locate(self, cell: _Cell, drawn: int) -> tuple[int, int]:
+        """(document index, epoch) of this rank's `drawn`-th draw from `cell`."""
+        position = self.rank + drawn * self.world_size  # in the concatenation of all epochs
+        epoch, offset = divmod(position, cell.num_docs)
+        return IndexPermutation(cell.num_docs, mix_key(cell.key, epoch))[offset], epoch
 
     def next_document(self) -> SampledDocument:
         key = self._phase_cells[int(np.searchsorted(self._cum, self._rng.random(), side="right"))]
         cell = self._cells[key]
-        position = self.rank + cell.drawn * self.world_size  # in the concatenation of all epochs
-        epoch, offset = divmod(position, cell.num_docs)
-        index = int(self._permutation(cell, epoch)[offset])
+        index, epoch = self._locate(cell, cell.drawn)
         cell.drawn += 1
         tokens = self.store.doc(cell.source, cell.lang, index)
         self.realized_docs[key] += 1
@@ -387,7 +392,9 @@ class DataSampler:
             source, lang = joined.split("\t")
             cell = self._cells.get((source, lang))
             if cell is None:
-                cell = self._cells[(source, lang)] = _Cell(source, lang, self.store.num_docs(source, lang))
+                cell = self._cells[(source, lang)] = self._new_cell(
+                    source, lang, self.store.num_docs(source, lang)
+                )
             cell.drawn = int(drawn)
         self.realized_docs = {tuple(k.split("\t")): int(v) for k, v in state["realized_docs"].items()}  # type: ignore[misc]
         self.realized_tokens = {tuple(k.split("\t")): int(v) for k, v in state["realized_tokens"].items()}  # type: ignore[misc]
