@@ -62,6 +62,7 @@ from mmbert.data.manifest import (
     write_manifest,
 )
 from mmbert.data.records import BadInputError
+from mmbert.data.shards import shard_id_range
 from mmbert.data.sources import DocumentSource, SkipReport, Unit
 from mmbert.errors import MmbertError
 from mmbert.io import atomic_open, atomic_write_text, check_output, inside, remove_stale_temps
@@ -219,6 +220,8 @@ class _UnitWriter:
                 "tokens": int(offsets[-1]),
                 # lang -> [first doc, end doc, tokens]
                 "langs": {lang: [a, b, int(offsets[b] - offsets[a])] for lang, (a, b) in langs.items()},
+                # checked here once, so that a run reads the range from the manifest, not the shard
+                "ids": [int(tokens.min()), int(tokens.max())],
             }
         )
 
@@ -386,6 +389,16 @@ def _record_complete(record: dict[str, Any], data: Path, where: Path) -> bool:
     return True
 
 
+def _with_id_ranges(record: dict[str, Any], data: Path, where: Path) -> dict[str, Any]:
+    """A unit record with each shard's token-id range (a record written before they were: its shards read once)."""
+    missing = [shard for shard in record["shards"] if "ids" not in shard]
+    for shard in missing:
+        shard["ids"] = shard_id_range(data / shard["path"])
+    if missing:
+        _write_json(where, record)
+    return record
+
+
 # --------------------------------------------------------------------------------------------------
 # Driver
 
@@ -524,7 +537,7 @@ def prepare(
             if path.exists():
                 record = _read_json(path)
                 if _record_complete(record, data, path):
-                    records[unit.uid] = record
+                    records[unit.uid] = _with_id_ranges(record, data, path)
         todo = [u for u in units if u.uid not in records]
         resumed = len(records)
         if resumed:
