@@ -275,3 +275,45 @@ def test_cell_of_tens_of_millions_of_documents_in_bounded_memory_and_time() -> N
     assert peak < 2 << 20, peak  # a materialized permutation would be 400 MB
     assert seconds < 5, seconds  # building it: seconds per cell
     assert len(big) > 1000 and len(set(big)) == len(big) and max(big) > 40_000_000  # spread over the cell
+
+
+def test_read_ahead_gives_the_same_stream_and_state() -> None:
+    """Reading ahead in a thread changes nothing the sampler returns or saves, across phase changes and
+    resumes; a document that fails to read raises in the draw that needs it."""
+    counts = STORE.counts()
+    web = [{"name": "web", "share": 0.6}, {"name": "code", "share": 0.4}]
+    first = phase_mixture(phase(sources=web), counts, 0)
+    second = phase_mixture(
+        phase(name="q", languages=["fra_Latn"], sources=[{"name": "web", "share": 1.0}]), counts, 1
+    )
+
+    def run(sampler, n):
+        return [
+            (d.source, d.lang, d.index, d.epoch, d.tokens.tolist()) for d in (next(sampler) for _ in range(n))
+        ]
+
+    plain, ahead = DataSampler(STORE, first, seed=4), DataSampler(STORE, first, seed=4, read_ahead=16)
+    a, b = iter(plain), iter(ahead)
+    assert run(a, 300) == run(b, 300)
+    assert plain.state_dict() == ahead.state_dict()  # the position of what was returned, not read ahead
+    resumed = DataSampler(STORE, first, seed=4, read_ahead=8)
+    resumed.load_state_dict(ahead.state_dict())
+    plain.set_phase(second), ahead.set_phase(second), resumed.set_phase(second)
+    assert run(a, 200) == run(b, 200) == run(iter(resumed), 200)
+    ahead.close(), resumed.close()
+
+    class Failing(FakeStore):
+        def doc(self, source, lang, i):
+            if i == 7:
+                raise OSError(f"{source}/{lang}: document {i} unreadable")
+            return super().doc(source, lang, i)
+
+    failing = DataSampler(Failing(STORE.cells), first, seed=4, read_ahead=16)
+    reference = DataSampler(STORE, first, seed=4)
+    before = 0
+    while reference.next_document().index != 7:
+        before += 1
+    for _ in range(before):
+        failing.next_document()
+    with pytest.raises(OSError, match="document 7 unreadable"):
+        failing.next_document()

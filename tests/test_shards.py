@@ -243,9 +243,10 @@ def test_token_id_ranges_come_from_the_manifest(prepared, tmp_path):
     assert all(0 <= lo <= hi < 300 for lo, hi in ranges)
     top = max(hi for langs in manifest["sources"].values() for e in langs.values() for _, hi in e["ids"])
     store = TokenStore(data, vocab_size=top + 1)
+    store.check_vocabulary()
     assert store.shard_opens == 0  # nothing read to check the ids
     with pytest.raises(ShardError, match=rf"{data}/\w+/\S+\.tokens\.npy: token id {top} is outside"):
-        TokenStore(data, vocab_size=top)
+        TokenStore(data, vocab_size=top).doc("web", "fra_Latn", 0)  # the first read checks them all
     # an old manifest: the ranges are recorded once, the manifest rewritten with them
     for langs in manifest["sources"].values():
         for e in langs.values():
@@ -253,7 +254,7 @@ def test_token_id_ranges_come_from_the_manifest(prepared, tmp_path):
     (data / "manifest.json").write_text(json.dumps(manifest))
     TokenStore(data)  # without a vocabulary nothing is checked or written
     assert "ids" not in json.loads((data / "manifest.json").read_text())["sources"]["web"]["deu_Latn"]
-    TokenStore(data, vocab_size=1000)
+    TokenStore(data, vocab_size=1000).doc("web", "fra_Latn", 0)
     upgraded = json.loads((data / "manifest.json").read_text())
     assert upgraded["sources"]["web"]["deu_Latn"]["ids"] == ranges
     # a shard changed after prepare: caught when one of its documents is read

@@ -21,8 +21,8 @@ each document read), and in full by `verify()`.
 
 What the ids mean: `check_tokenizer` stops a run whose tokenizer is not the one the data was prepared
 with. `prepare` records each shard's token-id range in the manifest as it writes the shard, so a store
-given the model's `vocab_size` checks every shard against it at once from the manifest, reading no
-shard (an id the model has no embedding for never reaches it: a `ShardError` naming the shard). A
+given the model's `vocab_size` checks every shard against it at its first read, from the manifest alone
+(no shard read) (an id the model has no embedding for never reaches it: a `ShardError` naming the shard). A
 manifest written before the ranges were recorded is upgraded once (`record_id_ranges`: one pass over
 its shards under the data directory's lock, written atomically); the ranks that wait for the lock
 find it done. Each document read is still checked against `vocab_size` (it costs no I/O), in case a
@@ -271,8 +271,6 @@ class TokenStore:
         self.vocab_size = vocab_size
         self.max_open_shards = max_open_shards
         manifest = _read(self.root)
-        if vocab_size is not None and _missing_id_ranges(manifest):
-            manifest = record_id_ranges(self.root)
         self.manifest: dict[str, Any] = manifest
         # Documents before each of a language's shards, plus the total: [0, n0, n0 + n1, ...].
         self._cum: dict[tuple[str, str], np.ndarray] = {}
@@ -280,20 +278,28 @@ class TokenStore:
             for lang, entry in langs.items():
                 counts = [b - a for a, b in entry["ranges"]]
                 self._cum[(source, lang)] = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
-        if vocab_size is not None:
-            self._check_vocabulary(vocab_size)
+        self._vocabulary_checked = vocab_size is None
         self._open: OrderedDict[str, _Shard] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
         self.bytes_read = 0
         self.shard_opens = 0
 
-    def _check_vocabulary(self, vocab_size: int) -> None:
-        """Every shard's recorded largest id is below `vocab_size` (the manifest alone: no shard read)."""
+    def check_vocabulary(self) -> None:
+        """Every shard's recorded largest id is below the store's `vocab_size` (the manifest alone: no
+        shard read, except once for a manifest without id ranges). Done by the first `doc`, so that a
+        run's tokenizer check, which says more, comes first."""
+        if self._vocabulary_checked:
+            return
+        vocab_size = self.vocab_size
+        assert vocab_size is not None
+        if _missing_id_ranges(self.manifest):
+            self.manifest = record_id_ranges(self.root)
         for langs in self.manifest["sources"].values():
             for entry in langs.values():
                 for rel, (_, top) in zip(entry["shards"], entry["ids"], strict=True):
                     if top >= vocab_size:
                         raise _vocabulary_error(self.root / rel, top, vocab_size, self.root / MANIFEST)
+        self._vocabulary_checked = True
 
     # -- the manifest's tables ----------------------------------------------------------------------
 
@@ -404,6 +410,7 @@ class TokenStore:
         """Document `i` (0 <= i < num_docs) of a source's language: a read-only uint32 array."""
         k, j = self._locate(source, lang, i)
         with self._lock:
+            self.check_vocabulary()
             shard, a, _ = self._shard(source, lang, k)
             tokens = shard.doc(a + j)
             self.bytes_read += 2 * _OFFSETS.itemsize + tokens.nbytes
