@@ -36,7 +36,6 @@ import json
 import math
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -135,9 +134,14 @@ def mmbert_layout(
 
 
 # ------------------------------------------------------------------------------------------ one rank
-def _rss_kb() -> int:
+def _status_kb(key: str) -> int:
+    """A memory figure of this process from /proc/self/status (VmRSS: now, VmHWM: the peak).
+
+    VmHWM, not getrusage's ru_maxrss: Linux carries the peak of the process this one was forked from
+    across exec into ru_maxrss (the benchmark's own, which holds the data it wrote).
+    """
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(key + ":"):
             return int(line.split()[1])
     return 0
 
@@ -160,7 +164,7 @@ def measure(data: str, draws: int, world_size: int = 64) -> dict[str, Any]:
     from mmbert.data.shards import open_data
 
     imports = time.perf_counter() - started
-    base_rss, (base_fds, base_maps) = _rss_kb(), _counts()
+    base_rss, (base_fds, base_maps) = _status_kb("VmRSS"), _counts()
     rchar = _rchar()
     t0 = time.perf_counter()
     store = open_data([data], vocab_size=VOCAB)
@@ -197,8 +201,8 @@ def measure(data: str, draws: int, world_size: int = 64) -> dict[str, Any]:
         "token_bytes_per_draw": 4 * tokens / draws,
         "rchar_per_draw": (_rchar() - rchar) / (draws + 1),
         "base_rss_mb": base_rss / 1024,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "data_rss_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024,
+        "peak_rss_mb": _status_kb("VmHWM") / 1024,
+        "data_rss_mb": (_status_kb("VmHWM") - base_rss) / 1024,
         "open_fds": fds - base_fds,
         "maps": maps - base_maps,
         "open_shards": store.open_shards,
@@ -314,8 +318,12 @@ def sampler_vs_plan(draws: int) -> list[dict[str, Any]]:
         above = [lang for lang, share in target.items() if share > 0.001]
         errors = {lang: realized.get(lang, 0.0) / target[lang] - 1 for lang in above}
         worst = max(above, key=lambda lang: abs(errors[lang]))
-        # The sampling error of that language's share: its documents are a binomial count of the draws.
-        p_doc = sum(p for (s, lang), p in sampler.doc_probs.items() if lang == worst)
+        # The sampling error of a language's share: its documents are a binomial count of the draws.
+        p_docs: dict[str, float] = {}
+        for (_, lang), p in sampler.doc_probs.items():
+            p_docs[lang] = p_docs.get(lang, 0.0) + p
+        sd = {lang: math.sqrt((1 - p_docs[lang]) / (draws * p_docs[lang])) for lang in above}
+        p_doc = p_docs[worst]
         rows.append(
             {
                 "phase": phase.name,
@@ -328,13 +336,17 @@ def sampler_vs_plan(draws: int) -> list[dict[str, Any]]:
                 "worst_target_share": target[worst],
                 "worst_sampling_sd": math.sqrt((1 - p_doc) / (draws * p_doc)),
                 "mean_abs_relative_error": float(np.mean([abs(e) for e in errors.values()])),
+                # The largest error in units of its own sampling error: ~2.5 is the expected largest of
+                # ~100 languages drawn exactly at their targets.
+                "max_error_in_sd": max(abs(errors[lang]) / sd[lang] for lang in above),
             }
         )
         r = rows[-1]
         print(
             f"plan {phase.name:>8}: {len(above)} of {len(target)} languages above 0.1%, largest relative error "
             f"{100 * r['max_relative_error']:.2f}% ({worst}, target {100 * r['worst_target_share']:.2f}%, "
-            f"sampling sd {100 * r['worst_sampling_sd']:.2f}%), {r['draws_per_s']:,.0f} draws/s",
+            f"sampling sd {100 * r['worst_sampling_sd']:.2f}%; largest error {r['max_error_in_sd']:.1f} sd), "
+            f"{r['draws_per_s']:,.0f} draws/s",
             flush=True,
         )
     return rows
