@@ -372,6 +372,8 @@ def test_attention_output_dropout_on_every_backend(tiny_config, backend):
         evaluated = model(ids, attention_mask=mask).logits
         torch.testing.assert_close(evaluated, plain.eval()(ids, attention_mask=mask).logits)
     # None (the default) keeps transformers' meaning: attention_dropout also drops after Wo.
-    assert MmBertForMaskedLM(tiny_config.replace(attention_dropout=0.2)).model.layers[0].attn.out_drop.p == 0.2
+    assert (
+        MmBertForMaskedLM(tiny_config.replace(attention_dropout=0.2)).model.layers[0].attn.out_drop.p == 0.2
+    )
     with pytest.raises(ValueError, match="attention_output_dropout"):
         tiny_config.replace(attention_output_dropout=1.0)

@@ -90,3 +90,37 @@ def test_plan_released_recipes_with_released_counts(size: str, capsys: pytest.Ca
     assert "15,895 steps of 4,608 x 8192 tokens (37.7M), LR peak" in out
     assert "2,650 steps of 4,608 x 8192 tokens (37.7M), LR peak" in out and "at the end 1.60e-05" in out
     assert "vs released decay-all (planned / released):" in out
+
+
+def test_a_run_takes_the_schedules_batches_and_the_output_dropout(train_inputs, tmp_path: Path) -> None:
+    """The trainer runs what the schedule says: per-phase batches, ModernBERT's equal-steps warmup
+    (64, 128, 192 tokens before the full 256), and the model gets the recipe's output dropout."""
+    from mmbert import distributed, train
+    from tests.conftest import read_metrics
+
+    overrides = [
+        "train.batch_tokens=256", "train.batch_warmup_mode=equal_steps",
+        "train.batch_warmup_start_tokens=64", "train.batch_warmup_tokens=400",
+        "phases.1.batch_tokens=128", "phases.2.batch_tokens=192", "model.attention_output_dropout=0.1",
+    ]  # fmt: skip
+    recipe = load_recipe(train_inputs[0], overrides)
+    trainer = train.Trainer(
+        recipe,
+        tmp_path,
+        distributed.init_distributed("cpu"),
+        train.TrainOptions(progress=False, tensorboard=False),
+    )
+    assert {layer.attn.out_drop.p for layer in trainer.model.model.layers} == {0.1}
+    assert trainer.run() == 0
+    schedule, records = Schedule(recipe), read_metrics(tmp_path)
+    for r in records:  # a phase's last step is cut at its end, up to whole rows
+        at = schedule.at(r["tokens"] - r["batch_tokens"])
+        assert (r["phase"], r["batch_tokens"]) == (
+            at.phase.name,
+            -(-at.step_tokens // at.seq_len) * at.seq_len,
+        )
+    assert records[-1]["tokens"] >= schedule.total_tokens
+    logged = [(r["phase"], r["batch_tokens"]) for r in records]
+    # K = 4 sizes: 64 while t < 400 x 2 / 12 = 66.7 tokens (two steps), 128 while t < 200, 192 while t < 400.
+    assert [b for _, b in logged[:5]] == [64, 64, 128, 192, 256]
+    assert ("mid", 128) in logged and ("decay", 192) in logged
