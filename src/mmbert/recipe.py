@@ -15,6 +15,7 @@ Shape of a recipe (units are in the names: `*_tokens` are token counts, which al
     data: [runs/demo/data]
     train: {optimizer: stable_adamw, lr: 8e-4, betas: [0.9, 0.95], eps: 1e-8, weight_decay: 8e-5,
             batch_tokens: 4096, batch_warmup_start_tokens: 1024, batch_warmup_tokens: 100K,
+            batch_warmup_mode: linear,      # or equal_steps (ModernBERT's)
             checkpoint_every_tokens: 200K, keep_last: 2, log_every_steps: 1}
     phases:
       - name: pretrain
@@ -25,6 +26,7 @@ Shape of a recipe (units are in the names: `*_tokens` are token counts, which al
         seq_len: 1024
         global_rope_theta: 10000
         local_rope_theta: 10000
+        batch_tokens: 4096            # optional: this phase's global batch (default train.batch_tokens)
         warmup_tokens: 3B             # the phase's part of the LR schedule
         decay: constant               # constant | one_minus_sqrt | linear | inverse_sqrt
         sources:

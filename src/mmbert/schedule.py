@@ -15,7 +15,7 @@ trainer asks it before every step; nothing else decides any of these.
   the phase's batch (B), as `train.batch_warmup_mode` says:
   - `linear` (ours): `S + (B - S) * t / T` at token t of a warmup of T tokens. The batch is linear in
     tokens, so the small early batches take most of the warmup's steps: from 48 to 4608 sequences of
-    1024 over 60B tokens, `T / (B - S) * ln(B / S)` ~ 58.6k steps.
+    1024 over 60B tokens, `T / (B - S) * ln(B / S)` ~ 58.6k steps (58.8k in whole rows).
   - `equal_steps` (ModernBERT's `BatchSizeWarmupScheduler`): the sizes S, 2S, ..., (K - 1)S with
     K = B // S, each held for the same number of steps, then B: size kS applies while
     `t < T * k (k + 1) / (K (K - 1))`. ModernBERT counts in micro-batches per device (mmBERT's files:
@@ -108,6 +108,7 @@ class Schedule:
         return max(seq_len, int(target) // seq_len * seq_len)
 
     def in_batch_warmup(self, tokens: int) -> bool:
+        """Whether the step after `tokens` tokens is inside the batch-size warmup."""
         train = self.recipe.train
         return train.batch_warmup_start_tokens is not None and tokens < train.batch_warmup_tokens
 
