@@ -56,6 +56,8 @@ _LIMIT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 _TOKENS = np.dtype("<u4")
 _OFFSETS = np.dtype("<i8")
 _SCAN_TOKENS = 1 << 22  # tokens per read when a whole shard is scanned (16 MiB)
+_HEADER_BYTES = 128
+_MAX_HEADER_BYTES = 1 << 16
 
 
 class ShardError(MmbertError, RuntimeError):
@@ -70,8 +72,21 @@ def _offsets_path(tokens_path: Path) -> Path:
     return tokens_path.with_name(tokens_path.name.replace(".tokens.npy", ".offsets.npy"))
 
 
-def _open_array(path: Path, dtype: np.dtype) -> tuple[int, int, int]:
-    """(descriptor, byte offset of the data, number of elements) of a 1-D `.npy` file of `dtype`.
+def _read_header(fd: int) -> bytes:
+    """A `.npy` file's header: one small read (128 bytes is what numpy writes for a 1-D array), a
+    second one only for a longer header. Not a page: a shard opened for one document reads ~300 bytes
+    besides it."""
+    head = os.pread(fd, _HEADER_BYTES, 0)
+    if len(head) >= 12 and head[:6] == b"\x93NUMPY":
+        width = 2 if head[6] == 1 else 4  # the header length: uint16 in version 1, uint32 after
+        need = 8 + width + int.from_bytes(head[8 : 8 + width], "little")
+        if len(head) < need <= _MAX_HEADER_BYTES:
+            head += os.pread(fd, need - len(head), len(head))
+    return head
+
+
+def _open_array(path: Path, dtype: np.dtype) -> tuple[int, int, int, int]:
+    """(descriptor, byte offset of the data, number of elements, bytes read) of a 1-D `.npy` file of `dtype`.
 
     A limit on open files (EMFILE, ENFILE, ENOMEM) is raised as the `OSError` it is, for the caller
     to make room; anything else wrong with the file is a `ShardError` naming it.
@@ -85,7 +100,8 @@ def _open_array(path: Path, dtype: np.dtype) -> tuple[int, int, int]:
             raise
         raise ShardError(f"{path}: cannot open shard file: {e.strerror}") from None
     try:
-        head = io.BytesIO(os.pread(fd, 4096, 0))
+        raw = _read_header(fd)
+        head = io.BytesIO(raw)
         try:
             version = np.lib.format.read_magic(head)
             if version == (1, 0):
@@ -102,7 +118,7 @@ def _open_array(path: Path, dtype: np.dtype) -> tuple[int, int, int]:
             raise ShardError(
                 f"{path}: corrupt shard file: {size} bytes, its header says {start + length * dtype.itemsize}"
             )
-        return fd, start, length
+        return fd, start, length, len(raw)
     except BaseException:
         os.close(fd)
         raise
@@ -118,12 +134,13 @@ class _Shard:
     def __init__(self, tokens_path: Path) -> None:
         self.path = tokens_path
         self.offsets_path = _offsets_path(tokens_path)
-        self._tokens_fd, self._tokens_start, self.num_tokens = _open_array(tokens_path, _TOKENS)
+        self._tokens_fd, self._tokens_start, self.num_tokens, head = _open_array(tokens_path, _TOKENS)
         try:
-            self._offsets_fd, self._offsets_start, n = _open_array(self.offsets_path, _OFFSETS)
+            self._offsets_fd, self._offsets_start, n, head2 = _open_array(self.offsets_path, _OFFSETS)
         except BaseException:
             os.close(self._tokens_fd)
             raise
+        self.bytes_read = head + head2  # everything read from the two files, headers included
         try:
             if n < 1 or self.offsets(0, 1)[0] != 0:
                 raise ShardError(f"{self.offsets_path}: corrupt offsets (must start at 0 and not decrease)")
@@ -142,6 +159,7 @@ class _Shard:
     def _read(self, fd: int, path: Path, start: int, first: int, count: int, dtype: np.dtype) -> np.ndarray:
         nbytes = count * dtype.itemsize
         data = os.pread(fd, nbytes, start + first * dtype.itemsize)
+        self.bytes_read += len(data)
         if len(data) != nbytes:
             raise ShardError(f"{path}: shorter than its header says (changed while being read?)")
         return np.frombuffer(data, dtype)
@@ -281,7 +299,7 @@ class TokenStore:
         self._vocabulary_checked = vocab_size is None
         self._open: OrderedDict[str, _Shard] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
-        self.bytes_read = 0
+        self._closed_bytes = 0  # read from shards since closed
         self.shard_opens = 0
 
     def check_vocabulary(self) -> None:
@@ -384,6 +402,13 @@ class TokenStore:
     def _close_oldest(self) -> None:
         _, shard = self._open.popitem(last=False)
         shard.close()
+        self._closed_bytes += shard.bytes_read
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes read from shard files so far: documents, and the headers and offsets of every open."""
+        with self._lock:
+            return self._closed_bytes + sum(shard.bytes_read for shard in self._open.values())
 
     def close(self) -> None:
         """Close every open shard (reading again reopens them)."""
@@ -413,7 +438,6 @@ class TokenStore:
             self.check_vocabulary()
             shard, a, _ = self._shard(source, lang, k)
             tokens = shard.doc(a + j)
-            self.bytes_read += 2 * _OFFSETS.itemsize + tokens.nbytes
         if self.vocab_size is not None and tokens.size and int(tokens.max()) >= self.vocab_size:
             raise _vocabulary_error(
                 shard.path, int(tokens.max()), self.vocab_size, self.root / MANIFEST,
