@@ -154,8 +154,10 @@ def test_open_data_reads_several_directories_as_one(prepared, tmp_path):
     assert union.doc("web2", "fra_Latn", 7).tolist() == store.doc("web", "fra_Latn", 7).tolist()
     with pytest.raises(ShardError, match="mixed/deu_Latn is in both"):
         open_data([data, prepared[0]])
-    # a source spread over two directories, one language in each (a language added to a mixture)
+    # a source spread over two directories, one language in each (a language added to a mixture,
+    # prepared from other data: another fingerprint)
     manifest["sources"] = {"web": {"ell_Grek": manifest["sources"]["web2"].pop("ell_Grek")}}
+    manifest["source_info"]["web"]["fingerprint"] = {"kind": "files", "sha256": "another"}
     (other / "manifest.json").write_text(json.dumps(manifest))
     (data / "manifest.json").write_text(
         json.dumps({**json.loads((data / "manifest.json").read_text()), "sources": {"web": {
@@ -165,6 +167,30 @@ def test_open_data_reads_several_directories_as_one(prepared, tmp_path):
     assert union.sources() == ["web"] and union.languages("web") == sorted(WORDS)
     assert union.doc("web", "ell_Grek", 3).tolist() == store.doc("web", "ell_Grek", 3).tolist()
     assert union.doc("web", "fra_Latn", 3).tolist() == store.doc("web", "fra_Latn", 3).tolist()
+    # one cell in two directories (prepared in pieces): its documents are the first's, then the second's
+    whole = store.manifest["sources"]["web"]["fra_Latn"]
+    assert len(whole["shards"]) > 2
+    halves = []
+    for part in (slice(0, 2), slice(2, None)):
+        entry = {key: whole[key][part] for key in ("shards", "ranges", "ids")}
+        entry["docs"] = sum(b - a for a, b in entry["ranges"])
+        entry["tokens"] = -1  # recomputed below
+        halves.append(entry)
+    lengths = store.doc_lengths("web", "fra_Latn")
+    halves[0]["tokens"] = int(lengths[: halves[0]["docs"]].sum())
+    halves[1]["tokens"] = int(lengths[halves[0]["docs"] :].sum())
+    for root, entry in zip((data, other), halves, strict=True):
+        m = json.loads((root / "manifest.json").read_text())
+        m["sources"] = {"web": {"fra_Latn": entry}}
+        (root / "manifest.json").write_text(json.dumps(m))
+    union = open_data([data, other])
+    assert union.num_docs("web", "fra_Latn") == store.num_docs("web", "fra_Latn") == 50
+    assert union.num_tokens("web", "fra_Latn") == store.num_tokens("web", "fra_Latn")
+    assert [union.doc("web", "fra_Latn", i).tolist() for i in range(50)] == [
+        store.doc("web", "fra_Latn", i).tolist() for i in range(50)
+    ]
+    with pytest.raises(IndexError):
+        union.doc("web", "fra_Latn", 50)
 
 
 def _tiny_shards(data, n_shards: int, docs: int = 3) -> None:

@@ -478,21 +478,32 @@ class TokenStore:
 class UnionStore:
     """Several prepared data directories read as one.
 
-    A source may be spread over several directories as long as each of its languages is in one of them:
-    a language added to a released mixture (its own directory, prepared under the mixture's source
-    name) joins that source's sampling.
+    A (source, language) cell may be spread over several directories: its documents are those of each
+    directory in the order listed. So a language added to a released mixture (its own directory,
+    prepared under the mixture's source name) joins that source's sampling, and a cell prepared in
+    pieces on machines that share no storage is read whole. The same data listed twice (a cell whose
+    source has the same fingerprint in two directories: a copy) is an error.
     """
 
     def __init__(self, stores: Sequence[TokenStore]) -> None:
         self.stores = list(stores)
-        self._by_cell: dict[tuple[str, str], TokenStore] = {}
+        self._by_cell: dict[tuple[str, str], list[TokenStore]] = {}
         for store in stores:
             for source in store.sources():
                 for lang in store.languages(source):
-                    other = self._by_cell.get((source, lang))
-                    if other is not None:
-                        raise ShardError(f"{source}/{lang} is in both {other.root} and {store.root}")
-                    self._by_cell[(source, lang)] = store
+                    holders = self._by_cell.setdefault((source, lang), [])
+                    for other in holders:
+                        if _same_data(other, store, source):
+                            raise ShardError(
+                                f"{source}/{lang} is in both {other.root} and {store.root}, prepared from "
+                                "the same data (a copy listed twice?)"
+                            )
+                    holders.append(store)
+        # Documents before each directory's part of a cell, plus the total.
+        self._cum = {
+            key: np.concatenate([[0], np.cumsum([s.num_docs(*key) for s in holders], dtype=np.int64)])
+            for key, holders in self._by_cell.items()
+        }
 
     def sources(self) -> list[str]:
         return sorted({source for source, _ in self._by_cell})
@@ -500,7 +511,7 @@ class UnionStore:
     def languages(self, source: str | None = None) -> list[str]:
         return sorted({lang for s, lang in self._by_cell if source in (None, s)})
 
-    def _store(self, source: str, lang: str) -> TokenStore:
+    def _holders(self, source: str, lang: str) -> list[TokenStore]:
         try:
             return self._by_cell[(source, lang)]
         except KeyError:
@@ -509,13 +520,40 @@ class UnionStore:
             ) from None
 
     def num_tokens(self, source: str, lang: str) -> int:
-        return self._store(source, lang).num_tokens(source, lang)
+        return sum(s.num_tokens(source, lang) for s in self._holders(source, lang))
 
     def num_docs(self, source: str, lang: str) -> int:
-        return self._store(source, lang).num_docs(source, lang)
+        return sum(s.num_docs(source, lang) for s in self._holders(source, lang))
 
     def doc(self, source: str, lang: str, i: int) -> np.ndarray:
-        return self._store(source, lang).doc(source, lang, i)
+        holders, cum = self._holders(source, lang), self._cum[(source, lang)]
+        if not 0 <= i < cum[-1]:
+            raise IndexError(f"document {i} out of range for {source}/{lang} ({int(cum[-1])} documents)")
+        k = int(np.searchsorted(cum, i, side="right")) - 1
+        return holders[k].doc(source, lang, i - int(cum[k]))
+
+    def close(self) -> None:
+        for store in self.stores:
+            store.close()
+
+
+def _same_data(a: TokenStore, b: TokenStore, source: str) -> bool:
+    """Whether two directories hold `source` prepared from the same data (by its fingerprint; without
+    one, by the shard files themselves)."""
+    info_a = a.manifest.get("source_info", {}).get(source, {}).get("fingerprint")
+    info_b = b.manifest.get("source_info", {}).get(source, {}).get("fingerprint")
+    if info_a is not None and info_b is not None:
+        return info_a == info_b
+    files = {
+        (a.root / rel).resolve()
+        for entry in a.manifest["sources"][source].values()
+        for rel in entry["shards"]
+    }
+    return any(
+        (b.root / rel).resolve() in files
+        for entry in b.manifest["sources"][source].values()
+        for rel in entry["shards"]
+    )
 
 
 def open_data(
