@@ -293,3 +293,22 @@ def test_token_id_ranges_come_from_the_manifest(prepared, tmp_path):
             store.doc("web", "deu_Latn", i)
     with pytest.raises(ShardError, match=rf"{shard}: holds ids in \[999, 999\]"):
         TokenStore(data).verify()
+
+
+def test_a_reopened_shard_reads_only_its_document(prepared, tmp_path):
+    """With more shards than the cache holds, a draw reopens its shard: its headers and end offsets,
+    checked at the first open, are not read again (a file whose size changed is checked again)."""
+    data, _ = _copy(prepared, tmp_path)
+    store = TokenStore(data, max_open_shards=1)
+    entry = store.manifest["sources"]["web"]["deu_Latn"]
+    n0 = entry["ranges"][0][1] - entry["ranges"][0][0]  # documents 0 .. n0 - 1 are in shard 0
+    store.doc("web", "deu_Latn", n0 - 1)
+    store.doc("web", "deu_Latn", n0)  # shard 1: closes shard 0
+    before = store.bytes_read
+    tokens = store.doc("web", "deu_Latn", n0 - 1)  # reopens shard 0
+    assert store.bytes_read - before == 16 + tokens.nbytes and store.shard_opens == 3
+    tokens_file = data / entry["shards"][0]
+    np.save(tokens_file, np.load(tokens_file)[:-1])  # changed: checked again, and found wrong
+    store.doc("web", "deu_Latn", n0)
+    with pytest.raises(ShardError, match=rf"{tokens_file}: .*tokens but its offsets end"):
+        store.doc("web", "deu_Latn", 0)
