@@ -13,7 +13,8 @@ shards, which a rank soon touches all of (sampling is uniform inside a cell): ke
 would run into `ulimit -n` and the kernel's map count long before the run ends. When the process
 still runs out of descriptors (a low limit, other files open), the store closes shards and tries
 again, and shrinks its cache to what fitted; it reports a limit as a limit (`OpenFilesError`), never
-as a corrupt shard.
+as a corrupt shard. A shard's layout (where its arrays start, their lengths), checked at its first
+open, is kept (~150 bytes per shard), so a reopen reads no header.
 
 A shard that is missing, unreadable or inconsistent with the manifest raises `ShardError` naming the
 file; a shard is checked where it is read (its header, its first and last offsets, the offsets of
