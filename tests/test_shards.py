@@ -191,6 +191,7 @@ def test_open_data_reads_several_directories_as_one(prepared, tmp_path):
     ]
     with pytest.raises(IndexError):
         union.doc("web", "fra_Latn", 50)
+    assert [union.doc_length("web", "fra_Latn", i) for i in range(50)] == lengths.tolist()
 
 
 def _tiny_shards(data, n_shards: int, docs: int = 3) -> None:

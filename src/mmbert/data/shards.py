@@ -465,6 +465,15 @@ class TokenStore:
             )  # fmt: skip
         return tokens
 
+    def doc_length(self, source: str, lang: str, i: int) -> int:
+        """Tokens in document `i`, from its two offsets (16 bytes read): for a reader that passes over
+        documents without using them (another rank's rows of a global batch)."""
+        k, j = self._locate(source, lang, i)
+        with self._lock:
+            shard, a, _ = self._shard(source, lang, k)
+            begin, end = (int(x) for x in shard.offsets(a + j, a + j + 2))
+        return end - begin
+
     def doc_lengths(self, source: str, lang: str) -> np.ndarray:
         """Token count of every document of a source's language, in document order: (num_docs,) int64."""
         parts = []
@@ -545,12 +554,21 @@ class UnionStore:
     def num_docs(self, source: str, lang: str) -> int:
         return sum(s.num_docs(source, lang) for s in self._holders(source, lang))
 
-    def doc(self, source: str, lang: str, i: int) -> np.ndarray:
+    def _locate(self, source: str, lang: str, i: int) -> tuple[TokenStore, int]:
+        """The directory holding a cell's document `i`, and its number there."""
         holders, cum = self._holders(source, lang), self._cum[(source, lang)]
         if not 0 <= i < cum[-1]:
             raise IndexError(f"document {i} out of range for {source}/{lang} ({int(cum[-1])} documents)")
         k = int(np.searchsorted(cum, i, side="right")) - 1
-        return holders[k].doc(source, lang, i - int(cum[k]))
+        return holders[k], i - int(cum[k])
+
+    def doc(self, source: str, lang: str, i: int) -> np.ndarray:
+        store, j = self._locate(source, lang, i)
+        return store.doc(source, lang, j)
+
+    def doc_length(self, source: str, lang: str, i: int) -> int:
+        store, j = self._locate(source, lang, i)
+        return store.doc_length(source, lang, j)
 
     def close(self) -> None:
         for store in self.stores:
