@@ -375,11 +375,12 @@ class FitSettings:
     patience: int = 3  # evaluations without improvement before stopping
     seed: int = 0
     progress: bool = True
+    keep_best: bool = True  # end with the best dev checkpoint (else the last step's weights)
 
     @classmethod
     def of(cls, options: Any) -> FitSettings:
-        """The fields of this class taken from any object that has them (FinetuneOptions, benchmark settings)."""
-        return cls(**{name: getattr(options, name) for name in cls.__dataclass_fields__})
+        """The fields of this class that `options` has (FinetuneOptions: all but keep_best)."""
+        return cls(**{name: getattr(options, name) for name in cls.__dataclass_fields__ if hasattr(options, name)})
 
 
 @dataclass
@@ -407,7 +408,8 @@ def fit(
 
     AdamW with linear warmup and decay; the dev split (`evaluate_dev`, which returns `metric`) is evaluated
     before training, every `eval_every` steps and at the end; training stops after `patience`
-    evaluations without improvement. The best weights by `metric` are loaded back into `model`.
+    evaluations without improvement. The best weights by `metric` are loaded back into `model`
+    (`keep_best`), or the last step's are kept, when dev only watches and must not pick.
     """
     steps_per_epoch = math.ceil(n_train / settings.batch_size)
     total = settings.max_steps or max(1, math.ceil(settings.epochs * steps_per_epoch))
@@ -420,7 +422,8 @@ def fit(
     history: list[dict[str, Any]] = []
     before = evaluate_dev(model)
     history.append({"step": 0, **before})
-    best_value, best_step, best_state = before[metric], 0, copy.deepcopy(model.state_dict())
+    keep = settings.keep_best
+    best_value, best_step, best_state = before[metric], 0, copy.deepcopy(model.state_dict()) if keep else None
     bad_evals, step, losses = 0, 0, []
     bar = tqdm(total=total, desc="finetune", unit="step", disable=not settings.progress)
     t0 = time.perf_counter()
@@ -445,17 +448,17 @@ def fit(
                 history.append({"step": step, "train_loss": sum(recent) / len(recent), **m})
                 improved = m[metric] > best_value if higher_better else m[metric] < best_value
                 log.info(
-                    "step %d | train loss %.4f | dev loss %.4f | dev %s %.4f%s",
+                    "step %d | train loss %.4f |%s dev %s %.4f%s",
                     step,
                     history[-1]["train_loss"],
-                    m.get("loss", float("nan")),
+                    f" dev loss {m['loss']:.4f} |" if "loss" in m else "",
                     metric,
                     m[metric],
-                    " (best)" if improved else "",
+                    " (best)" if improved and keep else "",
                 )
                 if improved:
                     best_value, best_step, bad_evals = m[metric], step, 0
-                    best_state = copy.deepcopy(model.state_dict())
+                    best_state = copy.deepcopy(model.state_dict()) if keep else None
                 else:
                     bad_evals += 1
                     if bad_evals >= settings.patience:
@@ -465,9 +468,10 @@ def fit(
                 stop = True
                 break
     bar.close()
-    model.load_state_dict(best_state)
+    if keep:
+        model.load_state_dict(best_state)
     model.eval()
-    return Fitted(history, best_step, losses, step, round(time.perf_counter() - t0, 2))
+    return Fitted(history, best_step if keep else step, losses, step, round(time.perf_counter() - t0, 2))
 
 
 @dataclass
