@@ -26,9 +26,9 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -380,7 +380,9 @@ class FitSettings:
     @classmethod
     def of(cls, options: Any) -> FitSettings:
         """The fields of this class that `options` has (FinetuneOptions: all but keep_best)."""
-        return cls(**{name: getattr(options, name) for name in cls.__dataclass_fields__ if hasattr(options, name)})
+        return cls(
+            **{name: getattr(options, name) for name in cls.__dataclass_fields__ if hasattr(options, name)}
+        )
 
 
 @dataclass

@@ -478,7 +478,9 @@ class MmBertForMultipleChoice(MmBertPreTrainedModel):
         flat_ids, batch, _ = unpad_inputs(input_ids, attention_mask, cu_seqlens, max_seqlen)
         pooled = pool_packed(self.model.encode(flat_ids, batch), batch, self.config.classifier_pooling)
         if pooled.shape[0] % num_choices:
-            raise ValueError(f"{pooled.shape[0]} sequences are not a whole number of {num_choices}-choice examples")
+            raise ValueError(
+                f"{pooled.shape[0]} sequences are not a whole number of {num_choices}-choice examples"
+            )
         logits = self.classifier(self.drop(self.head(pooled))).view(-1, num_choices)
         loss = F.cross_entropy(logits.float(), labels.long().reshape(-1)) if labels is not None else None
         return SequenceClassifierOutput(loss, logits, pooled)

@@ -83,7 +83,9 @@ def _local_file(root: Path, part: Part, config: str) -> Path:
     if root.is_file():
         if len(part.configs) == 1:
             return root
-        raise BenchmarkDataError(f"--data {root}: a file, but the protocol reads configs {list(part.configs)}")
+        raise BenchmarkDataError(
+            f"--data {root}: a file, but the protocol reads configs {list(part.configs)}"
+        )
     folders = [root / config] + ([root] if len(part.configs) == 1 else [])
     tried = [folder / f"{part.split}{ext}" for folder in folders for ext in EXTENSIONS]
     for path in tried:
@@ -103,7 +105,9 @@ def read_rows(path: Path) -> list[Row]:
             out = []
             for line, obj in iter_jsonl(path):
                 if not isinstance(obj, dict):
-                    raise BenchmarkDataError(f"{path}:{line}: expected a JSON object, got {type(obj).__name__}")
+                    raise BenchmarkDataError(
+                        f"{path}:{line}: expected a JSON object, got {type(obj).__name__}"
+                    )
                 out.append((f"{path}:{line}", obj))
             return out
         if suffix == ".csv":
@@ -125,7 +129,9 @@ def _json_rows(path: Path, data: Any) -> list[Row]:
     if isinstance(data, list) and data and isinstance(data[0], dict) and "paragraphs" in data[0]:
         return _flatten_squad(path, data)
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise BenchmarkDataError(f"{path}: expected a list of objects, {{'data': [...]}} or SQuAD's nested format")
+        raise BenchmarkDataError(
+            f"{path}: expected a list of objects, {{'data': [...]}} or SQuAD's nested format"
+        )
     return [(f"{path}[{i}]", r) for i, r in enumerate(data)]
 
 
@@ -150,7 +156,9 @@ def _flatten_squad(path: Path, articles: list[dict]) -> list[Row]:
     return rows
 
 
-def _load_hf(name: str, config: str | None, split: str, revision: str | None) -> tuple[list[Row], dict[str, Any]]:
+def _load_hf(
+    name: str, config: str | None, split: str, revision: str | None
+) -> tuple[list[Row], dict[str, Any]]:
     try:
         import datasets  # optional (the `hf` extra): only Hub data needs it
     except ImportError as e:  # pragma: no cover - datasets is in the hf/dev extras

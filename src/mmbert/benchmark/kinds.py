@@ -102,7 +102,10 @@ class Classification:
     def config(self) -> dict[str, Any]:
         if self.regression:
             return {"num_labels": 1, "id2label": {0: "score"}, "problem_type": "regression"}
-        return {"id2label": dict(enumerate(map(str, self.s["labels"]))), "problem_type": "single_label_classification"}
+        return {
+            "id2label": dict(enumerate(map(str, self.s["labels"]))),
+            "problem_type": "single_label_classification",
+        }
 
     def encode(self, rows: list[Row], tokenizer, group: str) -> Encoded:
         cols = self.s["columns"]
@@ -116,7 +119,9 @@ class Classification:
                 try:
                     labels.append(float(value))
                 except (TypeError, ValueError):
-                    raise BenchmarkDataError(f"{r[0]}: column {cols['label']!r}: {value!r} is not a number") from None
+                    raise BenchmarkDataError(
+                        f"{r[0]}: column {cols['label']!r}: {value!r} is not a number"
+                    ) from None
         else:
             labels = [_class_id(r, cols["label"], len(self.s["labels"])) for r in rows]
         enc = tokenizer(firsts, seconds, truncation=True, max_length=self.s["max_length"])
@@ -127,13 +132,18 @@ class Classification:
         return {**_packed([enc.ids[i] for i in idx], device), "labels": labels}
 
     def evaluate(self, model, enc: Encoded, device: torch.device) -> dict[str, Any]:
-        outs = _predict(model, enc, lambda idx: _packed([enc.ids[i] for i in idx], device), self.s["batch_size"], device)
+        outs = _predict(
+            model, enc, lambda idx: _packed([enc.ids[i] for i in idx], device), self.s["batch_size"], device
+        )
         logits = torch.cat([o.logits.float().cpu() for _, o in outs])
         if self.regression:
             return score_groups(logits[:, 0].tolist(), enc.targets, enc.groups, metrics.regression_scores)
         n = len(self.s["labels"])
         return score_groups(
-            logits.argmax(-1).tolist(), enc.targets, enc.groups, lambda p, g: metrics.classification_scores(p, g, n)
+            logits.argmax(-1).tolist(),
+            enc.targets,
+            enc.groups,
+            lambda p, g: metrics.classification_scores(p, g, n),
         )
 
 
@@ -221,7 +231,7 @@ class TokenClassification:
         pieces = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
         budget = self.s["max_length"] - 2
         ids, labels, firsts, k = [], [], [], 0
-        for words, t in zip(sentences, tags, strict=True):
+        for t in tags:
             seq, lab, first = [tokenizer.cls_token_id], [IGNORE_INDEX], []
             for tag in t:
                 p = pieces[k]
@@ -242,7 +252,9 @@ class TokenClassification:
         return {**_packed([enc.ids[i] for i in idx], device), "labels": labels}
 
     def evaluate(self, model, enc: Encoded, device: torch.device) -> dict[str, Any]:
-        outs = _predict(model, enc, lambda idx: _packed([enc.ids[i] for i in idx], device), self.s["batch_size"], device)
+        outs = _predict(
+            model, enc, lambda idx: _packed([enc.ids[i] for i in idx], device), self.s["batch_size"], device
+        )
         pred_tags: list[list[str]] = []
         for idx, out in outs:
             best = out.logits.argmax(-1).cpu()
@@ -250,7 +262,9 @@ class TokenClassification:
             for i in idx:
                 token_pred = best[start : start + len(enc.ids[i])].tolist()
                 start += len(enc.ids[i])
-                pred_tags.append([self.names[token_pred[f]] if f >= 0 else "O" for f in enc.extra["firsts"][i]])
+                pred_tags.append(
+                    [self.names[token_pred[f]] if f >= 0 else "O" for f in enc.extra["firsts"][i]]
+                )
         gold = [[self.names[t] for t in tags] for tags in enc.extra["tags"]]
         return score_groups(pred_tags, gold, enc.groups, metrics.entity_scores)
 
@@ -294,9 +308,7 @@ class QuestionAnswering:
             feature_example.append(ex)
             targets.append(_span(offs, answers[ex]))
         lang_from = self.s.get("language_from")
-        groups = [
-            str(_column(r, cols["id"])).split("-", 1)[0] if lang_from == "id" else group for r in rows
-        ]
+        groups = [str(_column(r, cols["id"])).split("-", 1)[0] if lang_from == "id" else group for r in rows]
         extra = {"feature_example": feature_example, "offsets": offsets, "contexts": contexts,
                  "answers": [a["text"] for a in answers], "example_groups": groups}  # fmt: skip
         return Encoded(ids, targets, [groups[e] for e in feature_example], extra)
@@ -304,22 +316,38 @@ class QuestionAnswering:
     @staticmethod
     def _answers(row: Row, name: str, context: str) -> dict[str, list]:
         a = _column(row, name)
-        if not isinstance(a, dict) or not isinstance(a.get("text"), list) or not isinstance(a.get("answer_start"), list):
-            raise BenchmarkDataError(f"{row[0]}: column {name!r} must be {{'text': [...], 'answer_start': [...]}}")
+        if (
+            not isinstance(a, dict)
+            or not isinstance(a.get("text"), list)
+            or not isinstance(a.get("answer_start"), list)
+        ):
+            raise BenchmarkDataError(
+                f"{row[0]}: column {name!r} must be {{'text': [...], 'answer_start': [...]}}"
+            )
         if len(a["text"]) != len(a["answer_start"]):
-            raise BenchmarkDataError(f"{row[0]}: column {name!r}: as many answer_start as text entries needed")
+            raise BenchmarkDataError(
+                f"{row[0]}: column {name!r}: as many answer_start as text entries needed"
+            )
         for text, start in zip(a["text"], a["answer_start"], strict=True):
             if not isinstance(start, int) or not 0 <= start <= len(context) - len(text):
-                raise BenchmarkDataError(f"{row[0]}: answer {text!r} starts at {start!r}, outside the context")
+                raise BenchmarkDataError(
+                    f"{row[0]}: answer {text!r} starts at {start!r}, outside the context"
+                )
         return a
 
     def batch(self, enc: Encoded, idx: list[int], device: torch.device) -> dict[str, Any]:
         starts = torch.tensor([enc.targets[i][0] for i in idx], device=device)
         ends = torch.tensor([enc.targets[i][1] for i in idx], device=device)
-        return {**_packed([enc.ids[i] for i in idx], device), "start_positions": starts, "end_positions": ends}
+        return {
+            **_packed([enc.ids[i] for i in idx], device),
+            "start_positions": starts,
+            "end_positions": ends,
+        }
 
     def evaluate(self, model, enc: Encoded, device: torch.device) -> dict[str, Any]:
-        outs = _predict(model, enc, lambda idx: _packed([enc.ids[i] for i in idx], device), self.s["batch_size"], device)
+        outs = _predict(
+            model, enc, lambda idx: _packed([enc.ids[i] for i in idx], device), self.s["batch_size"], device
+        )
         x = enc.extra
         best: dict[int, tuple[float, str]] = {}
         for idx, out in outs:

@@ -42,7 +42,10 @@ def sentence_transformer(model_dir: str | Path, max_length: int, device: torch.d
     if (model_dir / "modules.json").is_file():
         return SentenceTransformer(str(model_dir), device=str(device))
     hidden = MmBertConfig.load(model_dir).hidden_size
-    modules = [models.Transformer(str(model_dir), max_seq_length=max_length), models.Pooling(hidden, pooling_mode="mean")]
+    modules = [
+        models.Transformer(str(model_dir), max_seq_length=max_length),
+        models.Pooling(hidden, pooling_mode="mean"),
+    ]
     return SentenceTransformer(modules=modules, device=str(device))
 
 
@@ -56,7 +59,9 @@ def local_sts_task(rows: list[tuple[str, dict]], score_range: list[float]):
     for where, r in rows:
         for c in columns:
             if c not in r:
-                raise BenchmarkDataError(f"{where}: missing column {c!r} (an STS row has sentence1, sentence2, score)")
+                raise BenchmarkDataError(
+                    f"{where}: missing column {c!r} (an STS row has sentence1, sentence2, score)"
+                )
         columns["sentence1"].append(str(r["sentence1"]))
         columns["sentence2"].append(str(r["sentence2"]))
         columns["score"].append(float(r["score"]))
@@ -103,7 +108,9 @@ def run_mteb(model_dir: str, settings: Settings, source: DataSource, device: tor
     else:
         names = settings["tasks"]
         if not names:
-            raise SettingsError("mteb: name the tasks, e.g. `tasks=[STS22,SprintDuplicateQuestions]`, or give --data")
+            raise SettingsError(
+                "mteb: name the tasks, e.g. `tasks=[STS22,SprintDuplicateQuestions]`, or give --data"
+            )
         tasks = list(mteb.get_tasks(tasks=list(names), languages=settings.get("languages")))
         record["eval"] = {t.metadata.name: {"dataset": t.metadata.dataset} for t in tasks}
     model = sentence_transformer(model_dir, settings["max_length"], device)
@@ -117,7 +124,9 @@ def run_mteb(model_dir: str, settings: Settings, source: DataSource, device: tor
     groups = {}
     for task_result in results.task_results:
         groups[task_result.task_name] = {"main_score": float(task_result.get_score())}
-        log.info("mteb %s: main score %.4f", task_result.task_name, groups[task_result.task_name]["main_score"])
+        log.info(
+            "mteb %s: main score %.4f", task_result.task_name, groups[task_result.task_name]["main_score"]
+        )
     score = sum(g["main_score"] for g in groups.values()) / len(groups)
     run = {"lr": None, "seed": settings["seeds"][0], "score": score, "eval": {"all": {}, "groups": groups}}
     return [run], record, "main_score"

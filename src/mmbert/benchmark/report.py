@@ -41,7 +41,9 @@ def differences(result: dict[str, Any]) -> list[str]:
         f"seeds {v['seeds']}, checkpoint `{v['select']}`."
     )
     if v.get("protocol"):
-        out.append(f"Protocol `{v['protocol']}` (the paper's XTREME figures follow zero-shot transfer from English).")
+        out.append(
+            f"Protocol `{v['protocol']}` (the paper's XTREME figures follow zero-shot transfer from English)."
+        )
     if result["paper"]:
         out.append(f"The paper's table does not name its metric; this run reports `{result['metric']}`.")
     if v.get("max_steps"):
@@ -53,7 +55,9 @@ def differences(result: dict[str, Any]) -> list[str]:
     if result["kind"] == "qa":
         out.append("EM/F1 use SQuAD v1.1's English normalization for every language (as XTREME does).")
     if result["kind"] == "token":
-        out.append(f"Words tokenized one by one, prefix space {'on' if v.get('prefix_space', True) else 'off'}.")
+        out.append(
+            f"Words tokenized one by one, prefix space {'on' if v.get('prefix_space', True) else 'off'}."
+        )
     return out
 
 
@@ -66,7 +70,11 @@ def write_report(path: Path, result: dict[str, Any]) -> None:
         f"Model: `{result['model']['path']}` (sha256 {result['model']['sha256'][:16]}...). "
         f"Settings: `{Path(s['file']).name}` version {s['version']}"
         + (f", protocol `{result['protocol']}`" if result.get("protocol") else "")
-        + (f", learning rate {result['lr']:g} (best mean of the sweep)" if isinstance(s['values'].get('lr'), list) else "")
+        + (
+            f", learning rate {result['lr']:g} (best mean of the sweep)"
+            if isinstance(s["values"].get("lr"), list)
+            else ""
+        )
         + f". Device {result['device']}, {result['seconds']:.0f} s.",
         "",
         f"| task | metric | this run | {' | '.join(PAPER_MODELS)} |",

@@ -85,7 +85,9 @@ def model_fingerprint(directory: str | Path) -> dict[str, Any]:
 def run_benchmark(options: BenchmarkOptions) -> BenchmarkResult:
     settings = load_settings(options.task, options.settings, tuple(options.overrides))
     out = Path(options.out or Path("benchmarks") / options.task)
-    inputs = tuple(x for x in (options.model, options.data, options.settings) if x and not x.startswith("hf:"))
+    inputs = tuple(
+        x for x in (options.model, options.data, options.settings) if x and not x.startswith("hf:")
+    )
     check_output(out, inputs, is_own=lambda d: (d / RESULT).is_file(), overwrite=options.overwrite)
     device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model_dir = resolve_model(options.model)
@@ -140,7 +142,9 @@ def _group_means(runs: list[dict[str, Any]], metric: str) -> dict[str, float]:
     return {g: 100 * sum(r["eval"]["groups"][g][metric] for r in runs) / len(runs) for g in groups}
 
 
-def _read_part(source: DataSource, settings: Settings, role: str, record: dict) -> list[tuple[str, list[Row]]]:
+def _read_part(
+    source: DataSource, settings: Settings, role: str, record: dict
+) -> list[tuple[str, list[Row]]]:
     part = settings.part(role)
     out = []
     for config in part.configs:
@@ -167,7 +171,9 @@ def _encode(kind, parts: list[tuple[str, list[Row]]], tokenizer) -> Encoded:
     return first
 
 
-def _finetune_runs(model_dir: str, settings: Settings, source: DataSource, device: torch.device, progress: bool):
+def _finetune_runs(
+    model_dir: str, settings: Settings, source: DataSource, device: torch.device, progress: bool
+):
     kind = KINDS[settings.kind](settings)
     record: dict[str, Any] = {}
     tokenizer = load_with_layout(model_dir)

@@ -74,7 +74,9 @@ class Settings:
         if not isinstance(raw, dict) or "split" not in raw:
             raise SettingsError(f"{self.file}: task {self.task}: `{role}` needs a split")
         configs = raw.get("configs") or ["default"]
-        return Part(raw.get("dataset") or self.values.get("dataset"), tuple(map(str, configs)), str(raw["split"]))
+        return Part(
+            raw.get("dataset") or self.values.get("dataset"), tuple(map(str, configs)), str(raw["split"])
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -123,7 +125,9 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_settings(task: str, file: str | Path | None = None, overrides: tuple[str, ...] | list[str] = ()) -> Settings:
+def load_settings(
+    task: str, file: str | Path | None = None, overrides: tuple[str, ...] | list[str] = ()
+) -> Settings:
     """Resolve `task`'s settings from `file` (default: the built-in file that defines it)."""
     if file is None:
         known = task_names()
@@ -135,22 +139,30 @@ def load_settings(task: str, file: str | Path | None = None, overrides: tuple[st
     if task not in data["tasks"]:
         raise SettingsError(f"{path}: no task {task!r} (tasks: {', '.join(sorted(data['tasks']))})")
     values = _merge(data.get("defaults") or {}, data["tasks"][task] or {})
-    protocol = next((o.split("=", 1)[1].strip() for o in overrides if o.split("=", 1)[0].strip() == "protocol"), None)
+    protocol = next(
+        (o.split("=", 1)[1].strip() for o in overrides if o.split("=", 1)[0].strip() == "protocol"), None
+    )
     protocols = values.pop("protocols", None)
     if protocols:
         protocol = protocol or values.get("protocol")
         if protocol not in protocols:
-            raise SettingsError(f"{path}: task {task}: protocol {protocol!r} is not one of {', '.join(protocols)}")
+            raise SettingsError(
+                f"{path}: task {task}: protocol {protocol!r} is not one of {', '.join(protocols)}"
+            )
         values = _merge(values, protocols[protocol])
         values["protocol"] = protocol
     elif protocol is not None:
-        raise SettingsError(f"{path}: task {task} has a single protocol; `protocol={protocol}` does not apply")
+        raise SettingsError(
+            f"{path}: task {task} has a single protocol; `protocol={protocol}` does not apply"
+        )
     for assignment in overrides:
         try:
             apply_override(values, _numbers_as_numbers(assignment))
         except RecipeError as err:
             raise SettingsError(f"override {assignment!r}: {err.key}: {err.message}") from None
-    settings = Settings(task, str(data.get("family", path.stem)), data["version"], path, values, tuple(overrides))
+    settings = Settings(
+        task, str(data.get("family", path.stem)), data["version"], path, values, tuple(overrides)
+    )
     _check(settings)
     return settings
 
@@ -190,22 +202,49 @@ def _check(s: Settings) -> None:
 
     need(v.get("kind") in KINDS, "kind", f"must be one of {', '.join(KINDS)}")
     seeds = v.get("seeds")
-    need(isinstance(seeds, list) and seeds and all(isinstance(x, int) for x in seeds), "seeds", "must be a list of integers")
+    need(
+        isinstance(seeds, list) and seeds and all(isinstance(x, int) for x in seeds),
+        "seeds",
+        "must be a list of integers",
+    )
     if v["kind"] == "mteb":
         return
     lrs = v.get("lr") if isinstance(v.get("lr"), list) else [v.get("lr")]
-    need(all(isinstance(x, int | float) and x >= 0 for x in lrs) and lrs, "lr", "must be a number >= 0 or a list of them")
-    need(isinstance(v.get("batch_size"), int) and v["batch_size"] >= 1, "batch_size", "must be an integer >= 1")
-    need(isinstance(v.get("max_length"), int) and v["max_length"] >= 8, "max_length", "must be an integer >= 8")
+    need(
+        all(isinstance(x, int | float) and x >= 0 for x in lrs) and lrs,
+        "lr",
+        "must be a number >= 0 or a list of them",
+    )
+    need(
+        isinstance(v.get("batch_size"), int) and v["batch_size"] >= 1, "batch_size", "must be an integer >= 1"
+    )
+    need(
+        isinstance(v.get("max_length"), int) and v["max_length"] >= 8, "max_length", "must be an integer >= 8"
+    )
     need(isinstance(v.get("epochs"), int | float) and v["epochs"] > 0, "epochs", "must be > 0")
-    need(v.get("max_steps") is None or (isinstance(v["max_steps"], int) and v["max_steps"] >= 1), "max_steps", "must be null or >= 1")
+    need(
+        v.get("max_steps") is None or (isinstance(v["max_steps"], int) and v["max_steps"] >= 1),
+        "max_steps",
+        "must be null or >= 1",
+    )
     need(v.get("select") in ("best", "last"), "select", "must be best or last")
     need(v.get("classifier_pooling") in ("mean", "cls"), "classifier_pooling", "must be mean or cls")
     for role in ("train", "dev", "eval"):
         part = v.get(role)
-        need(isinstance(part, dict) and "split" in part and not set(part) - PART_KEYS, role, f"must be a mapping of {sorted(PART_KEYS)} with a split")
+        need(
+            isinstance(part, dict) and "split" in part and not set(part) - PART_KEYS,
+            role,
+            f"must be a mapping of {sorted(PART_KEYS)} with a split",
+        )
     if v["kind"] == "qa":
-        need(isinstance(v.get("doc_stride"), int) and 0 < v["doc_stride"] < v["max_length"] // 2, "doc_stride",
-             f"(the overlap of a context's windows) must be an integer in 1..{v['max_length'] // 2 - 1} (max_length / 2)")
+        need(
+            isinstance(v.get("doc_stride"), int) and 0 < v["doc_stride"] < v["max_length"] // 2,
+            "doc_stride",
+            f"(the overlap of a context's windows) must be an integer in 1..{v['max_length'] // 2 - 1} (max_length / 2)",
+        )
     if v["kind"] in ("classification", "token"):
-        need(isinstance(v.get("labels"), list) and len(v["labels"]) >= 2, "labels", "must list the label names (ids in order)")
+        need(
+            isinstance(v.get("labels"), list) and len(v["labels"]) >= 2,
+            "labels",
+            "must list the label names (ids in order)",
+        )

@@ -29,7 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a local folder (CONFIG/SPLIT.jsonl|json|parquet|csv) or file, or hf:NAME "
         "(default: the settings' dataset names through `datasets`)",
     )
-    p.add_argument("--out", default=None, help="output directory for result.json and report.md (default: benchmarks/TASK)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output directory for result.json and report.md (default: benchmarks/TASK)",
+    )
     p.add_argument("--settings", default=None, help="a settings file (default: the built-in one for TASK)")
     add_shared(p, "device", "progress", "overwrite")
 
@@ -37,7 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     result = run_benchmark(call(BenchmarkOptions, args, overrides=tuple(args.overrides)))
     s = result.settings
-    print(f"settings: {s.file} version {s.version}" + (f", overrides {' '.join(s.overrides)}" if s.overrides else ""))
+    print(
+        f"settings: {s.file} version {s.version}"
+        + (f", overrides {' '.join(s.overrides)}" if s.overrides else "")
+    )
     paper = ", ".join(f"{k} {v}" for k, v in result.paper.items() if k != "table" and v is not None)
     print(
         f"benchmark {result.task}: {result.metric} {score_text(result.score)}"
