@@ -445,3 +445,34 @@ def test_qa_spans_map_back_to_the_answer_text_and_ner_to_the_gold_entities(expor
     assert any(len(ids) > len(r["tokens"]) + 2 for ids, (_, r) in zip(enc.ids, rows, strict=True))  # split words
     scores = ner.evaluate(_Oracle(enc.targets), enc, torch.device("cpu"))
     assert scores["all"]["f1"] == 1.0
+
+
+def test_hub_names_configs_and_splits_as_the_real_datasets(export, tmp_path, monkeypatch):
+    """Without --data, XCOPA asks `datasets` for English COPA to train and XCOPA's languages to score,
+    under their real Hub names, configs and splits (load_dataset stood in: nothing downloads)."""
+    import datasets
+
+    calls = []
+
+    def load_dataset(name, config, split, revision=None):
+        calls.append((name, config, split, revision))
+        return datasets.Dataset.from_list(_copa(6, len(calls)))
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    argv = ["benchmark", "xcopa", "--model", str(export), "--out", str(tmp_path / "o"), *FAST,
+            "eval.configs=[et,zh]", "revision=abc123"]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert calls == [
+        ("aps/super_glue", "copa", "train", "abc123"),
+        ("aps/super_glue", "copa", "validation", "abc123"),
+        ("cambridgeltl/xcopa", "et", "test", "abc123"),
+        ("cambridgeltl/xcopa", "zh", "test", "abc123"),
+    ]
+    result = json.loads((tmp_path / "o" / "result.json").read_text())
+    rec = result["data"]["splits"]["eval"]["zh"]
+    assert rec["dataset"] == "cambridgeltl/xcopa" and rec["revision"] == "abc123" and rec["fingerprint"]
+    # hf:NAME replaces the task's dataset, not the training part's own.
+    calls.clear()
+    argv[argv.index("--out") + 1] = str(tmp_path / "o2")
+    assert cli.main([*argv, "--data", "hf:me/xcopa-copy"]) == 0
+    assert [c[0] for c in calls] == ["aps/super_glue", "aps/super_glue", "me/xcopa-copy", "me/xcopa-copy"]
