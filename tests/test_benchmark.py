@@ -83,23 +83,45 @@ def _glue_rows(task: str, n: int, seed: int) -> list[dict]:
 GLUE = ["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte"]
 
 
-def test_every_glue_task_runs_and_records_its_protocol(export, tmp_path):
+def test_every_glue_task_runs_and_records_its_protocol(export, tmp_path, capsys):
+    """`mmbert benchmark glue`: the eight tasks from one folder of config folders, then the average."""
     data = tmp_path / "glue"
     for task in GLUE:
         _jsonl(data / task / "train.jsonl", _glue_rows(task, 12, 0))
         dev = "validation_matched" if task == "mnli" else "validation"
         _jsonl(data / task / f"{dev}.jsonl", _glue_rows(task, 8, 1))
-    paper = {"cola": "61.8", "stsb": "90.3", "rte": "81.9"}
+    out = tmp_path / "out"
+    argv = [
+        "benchmark",
+        "glue",
+        "--model",
+        str(export),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        *FAST,
+        "lr=1e-4",
+    ]
+    assert cli.main(argv) == 0
+    metric = {"cola": "matthews", "stsb": "pearson", "mrpc": "f1", "qqp": "f1"}
     for task in GLUE:
-        result = _run(task, export, data, tmp_path / task, "lr=1e-4")
+        result = json.loads((out / task / "result.json").read_text())
         _check_records(result, data)
-        assert result["metric"] == {"cola": "matthews", "stsb": "pearson", "mrpc": "f1", "qqp": "f1"}.get(
-            task, "accuracy"
-        )
+        assert result["metric"] == metric.get(task, "accuracy")
         assert result["settings"]["values"]["batch_size"] == 4 and result["lr"] == 1e-4
-        if task in paper:
-            report = (tmp_path / task / "report.md").read_text()
-            assert paper[task] in report and "differs from the paper" in report and "`max_steps=2`" in report
+        assert set(result["data"]["splits"]["train"]) == {task}
+    report = (out / "cola" / "report.md").read_text()
+    assert "61.8" in report and "differs from the paper" in report and "`max_steps=2`" in report
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["average"] == pytest.approx(sum(t["mean"] for t in summary["tasks"].values()) / 8)
+    # The paper's published GLUE averages (84.7 / 86.3 / 83.3) are not the means of its eight columns
+    # (85.6 / 86.9 / 84.0): the report shows both and says so.
+    assert summary["paper_average_published"]["mmBERT-small"] == 84.7
+    assert summary["paper_average_same_tasks"]["mmBERT-small"] == pytest.approx(685.0 / 8)
+    report = (out / "report.md").read_text()
+    assert "| average |" in report and "not the mean of its per-task figures" in report
+    assert "glue average" in capsys.readouterr().out
 
 
 def test_lr_sweep_and_seeds_give_an_interval(export, tmp_path):
@@ -194,6 +216,21 @@ def _squad_rows(n: int, seed: int, id_prefix: str = "") -> list[dict]:
         rows.append({"id": f"{id_prefix}{seed}-{i}", "title": "udhr", "context": context,
                      "question": f"Which word is {word[::-1]}?", "answers": {"text": [word], "answer_start": [start]}})  # fmt: skip
     return rows
+
+
+def test_xquad_and_mlqa_score_each_language_config(export, tmp_path):
+    data = tmp_path / "qa"
+    _jsonl(data / "plain_text" / "train.jsonl", _squad_rows(8, 0))
+    _jsonl(data / "plain_text" / "validation.jsonl", _squad_rows(4, 1))
+    _jsonl(data / "xquad.de" / "validation.jsonl", _squad_rows(4, 2))
+    _jsonl(data / "xquad.ru" / "validation.jsonl", _squad_rows(4, 3))
+    _jsonl(data / "mlqa.de.de" / "test.jsonl", _squad_rows(4, 4))
+    result = _run("xquad", export, data, tmp_path / "x", "doc_stride=16", "eval.configs=[xquad.de,xquad.ru]")
+    assert (
+        set(result["score"]["groups"]) == {"xquad.de", "xquad.ru"} and result["paper"]["mmBERT-base"] == 77.6
+    )
+    result = _run("mlqa", export, data, tmp_path / "m", "doc_stride=16", "eval.configs=[mlqa.de.de]")
+    assert set(result["score"]["groups"]) == {"mlqa.de.de"} and result["paper"]["XLM-R base"] == 62.1
 
 
 def test_tydiqa_zero_shot_from_squad_per_language(export, tmp_path):
@@ -364,7 +401,9 @@ def test_metrics_by_hand():
 # ---------------------------------------------------------------------------------------------- settings
 def test_every_task_has_a_versioned_protocol_and_overrides_are_checked():
     names = task_names()
-    assert set(GLUE + ["xnli", "pawsx", "xcopa", "tydiqa", "squad", "wikiann", "mteb"]) <= set(names)
+    assert set(
+        GLUE + ["xnli", "pawsx", "xcopa", "xquad", "mlqa", "tydiqa", "squad", "wikiann", "mteb"]
+    ) <= set(names)
     for task in names:
         s = load_settings(task)
         assert s.version >= 1 and s["seeds"]
@@ -432,7 +471,9 @@ def test_qa_spans_map_back_to_the_answer_text_and_ner_to_the_gold_entities(expor
     from mmbert.tokenizer import load_with_layout
 
     tok = load_with_layout(export)
-    qa = QuestionAnswering(load_settings("squad", overrides=["max_length=40", "doc_stride=12", "batch_size=3"]))
+    qa = QuestionAnswering(
+        load_settings("squad", overrides=["max_length=40", "doc_stride=12", "batch_size=3"])
+    )
     rows = [(f"r{i}", r) for i, r in enumerate(_squad_rows(8, 5))]
     enc = qa.encode(rows, tok, "x")
     assert len(enc) > len(rows)  # long contexts became several windows
@@ -442,7 +483,9 @@ def test_qa_spans_map_back_to_the_answer_text_and_ner_to_the_gold_entities(expor
     ner = TokenClassification(load_settings("wikiann", overrides=["batch_size=2"]))
     rows = [(f"w{i}", r) for i, r in enumerate(_wikiann(5, 3, "en"))]
     enc = ner.encode(rows, tok, "en")
-    assert any(len(ids) > len(r["tokens"]) + 2 for ids, (_, r) in zip(enc.ids, rows, strict=True))  # split words
+    assert any(
+        len(ids) > len(r["tokens"]) + 2 for ids, (_, r) in zip(enc.ids, rows, strict=True)
+    )  # split words
     scores = ner.evaluate(_Oracle(enc.targets), enc, torch.device("cpu"))
     assert scores["all"]["f1"] == 1.0
 

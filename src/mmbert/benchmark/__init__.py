@@ -8,6 +8,13 @@ mteb_tasks.py MTEB tasks through the `mteb` package (optional), a local STS task
 paper.py      the paper's figures; report.py the markdown report
 """
 
-from mmbert.benchmark.run import BenchmarkOptions, BenchmarkResult, run_benchmark
+from mmbert.benchmark.run import (
+    FAMILIES,
+    BenchmarkOptions,
+    BenchmarkResult,
+    FamilyResult,
+    run_benchmark,
+    run_family,
+)
 
-__all__ = ["BenchmarkOptions", "BenchmarkResult", "run_benchmark"]
+__all__ = ["FAMILIES", "BenchmarkOptions", "BenchmarkResult", "FamilyResult", "run_benchmark", "run_family"]

@@ -92,3 +92,49 @@ def write_report(path: Path, result: dict[str, Any]) -> None:
     lines += ["", "## Where this protocol differs from the paper's", ""]
     lines += [f"- {d}" for d in differences(result)]
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def write_family_report(path: Path, summary: dict[str, Any]) -> None:
+    """A family's table: each task beside the paper's figures, and the averages."""
+    lines = [
+        f"# `mmbert benchmark {summary['family']}`",
+        "",
+        f"| task | metric | this run | {' | '.join(PAPER_MODELS)} |",
+        "|---|---|---|" + "---|" * len(PAPER_MODELS),
+    ]
+    for task, t in summary["tasks"].items():
+        paper = t["paper"]
+        lines.append(
+            f"| {task} | {t['metric']} | {score_text(t)} | "
+            + " | ".join(_num(paper.get(m)) for m in PAPER_MODELS)
+            + " |"
+        )
+    same = summary["paper_average_same_tasks"]
+    lines.append(
+        f"| average | | {summary['average']:.1f} | "
+        + " | ".join(_num(same.get(m)) for m in PAPER_MODELS)
+        + " |"
+    )
+    published = summary["paper_average_published"]
+    mismatch = [
+        m
+        for m in PAPER_MODELS
+        if None not in (same.get(m), published.get(m)) and abs(same[m] - published[m]) > 0.1
+    ]
+    lines += [
+        "",
+        "The paper's averages in the last row are over the same tasks, from its per-task figures; its published "
+        "averages are "
+        + ", ".join(f"{m} {_num(published.get(m))}" for m in PAPER_MODELS)
+        + "."
+        + (" They include UDPOS, which this command does not run." if summary["family"] == "xtreme" else "")
+        + (
+            f" For {', '.join(mismatch)} the published average is not the mean of its per-task figures "
+            "(the paper does not say how it averaged)."
+            if mismatch and summary["family"] != "xtreme"
+            else ""
+        ),
+        "",
+        "Each task's folder has its result.json and a report.md that says where its protocol differs from the paper's.",
+    ]
+    atomic_write_text(path, "\n".join(lines) + "\n")

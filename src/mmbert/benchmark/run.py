@@ -18,7 +18,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from mmbert import __version__
 from mmbert.benchmark.data import DataSource, Row, load_split
 from mmbert.benchmark.kinds import KINDS, Encoded
 from mmbert.benchmark.paper import paper_figures
-from mmbert.benchmark.report import write_report
+from mmbert.benchmark.report import PAPER_MODELS, write_family_report, write_report
 from mmbert.benchmark.settings import Settings, load_settings
 from mmbert.finetune import FitSettings, fit, resolve_model
 from mmbert.io import atomic_write_text, check_output
@@ -40,6 +40,12 @@ log = logging.getLogger(__name__)
 
 RESULT = "result.json"
 REPORT = "report.md"
+SUMMARY = "summary.json"  # a family run's (glue, xtreme): every task's score and the average
+# A family runs its tasks one after another, each into OUT/TASK; its average sits beside the paper's.
+FAMILIES = {
+    "glue": ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte"),
+    "xtreme": ("xnli", "pawsx", "xcopa", "xquad", "mlqa", "tydiqa", "wikiann"),
+}
 
 
 @dataclass
@@ -126,6 +132,53 @@ def run_benchmark(options: BenchmarkOptions) -> BenchmarkResult:
     atomic_write_text(out / RESULT, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     write_report(out / REPORT, result)
     return BenchmarkResult(out, settings.task, metric, score, chosen_lr, paper, settings, runs)
+
+
+@dataclass
+class FamilyResult:
+    out: Path
+    family: str
+    tasks: list[BenchmarkResult]
+    average: float  # mean of the tasks' mean scores (x 100)
+    paper_average: dict[str, float | None]  # the paper's figures averaged over the same tasks
+
+
+def run_family(options: BenchmarkOptions) -> FamilyResult:
+    """Every task of a family (`FAMILIES`) with the same model, data root and overrides, then the average.
+
+    `--data DIR` gives each task `DIR/TASK` when that folder exists, else `DIR` itself (GLUE's configs
+    are its task names, so one folder of config folders serves all eight).
+    """
+    family = options.task
+    out = Path(options.out or Path("benchmarks") / family)
+    inputs = tuple(
+        x for x in (options.model, options.data, options.settings) if x and not x.startswith("hf:")
+    )
+    check_output(out, inputs, is_own=lambda d: (d / SUMMARY).is_file(), overwrite=options.overwrite)
+    results = []
+    for task in FAMILIES[family]:
+        data = options.data
+        if data and not data.startswith("hf:") and (Path(data) / task).is_dir():
+            data = str(Path(data) / task)
+        log.info("%s: %s", family, task)
+        results.append(
+            run_benchmark(replace(options, task=task, data=data, out=str(out / task), overwrite=True))
+        )
+    average = sum(r.score["mean"] for r in results) / len(results)
+    paper_average = {}
+    for model in PAPER_MODELS:
+        figures = [r.paper.get(model) for r in results]
+        paper_average[model] = None if None in figures else sum(figures) / len(figures)
+    summary = {
+        "family": family,
+        "average": average,
+        "paper_average_same_tasks": paper_average,
+        "paper_average_published": paper_figures(f"{family}.average"),
+        "tasks": {r.task: {"metric": r.metric, **r.score, "lr": r.lr, "paper": r.paper} for r in results},
+    }
+    atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    write_family_report(out / REPORT, summary)
+    return FamilyResult(out, family, results, average, paper_average)
 
 
 def _choose(runs: list[dict[str, Any]]) -> tuple[float | None, list[dict[str, Any]]]:

@@ -3,7 +3,8 @@
     mmbert benchmark cola --model runs/demo/export --data glue/ --out runs/bench/cola seeds=[0] lr=3e-5
 
 TASK is a task of the built-in settings files (GLUE: cola sst2 mrpc qqp stsb mnli qnli rte; XTREME:
-xnli pawsx xcopa tydiqa wikiann; squad: any SQuAD-format set; mteb). key=value overrides change the
+xnli pawsx xcopa xquad mlqa tydiqa wikiann; squad: any SQuAD-format set; mteb), or a family (glue,
+xtreme: its tasks one after another, then the average beside the paper's). key=value overrides change the
 task's resolved settings; the options are `mmbert.benchmark.BenchmarkOptions`.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from mmbert.benchmark import BenchmarkOptions, run_benchmark
+from mmbert.benchmark import FAMILIES, BenchmarkOptions, run_benchmark, run_family
 from mmbert.benchmark.report import score_text
 from mmbert.cli import add_shared, call
 
@@ -20,7 +21,9 @@ INTERMIXED = True  # TASK key=value --model M key=value keeps every override
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = parser
-    p.add_argument("task", help="the task (e.g. cola, xnli, tydiqa, wikiann, mteb)")
+    p.add_argument(
+        "task", help="the task (e.g. cola, xnli, tydiqa, wikiann, mteb) or a family (glue, xtreme)"
+    )
     p.add_argument("overrides", nargs="*", default=[], help="key=value changes to the task's settings")
     p.add_argument("--model", required=True, help="HF-format model directory or Hub name")
     p.add_argument(
@@ -39,7 +42,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = run_benchmark(call(BenchmarkOptions, args, overrides=tuple(args.overrides)))
+    options = call(BenchmarkOptions, args, overrides=tuple(args.overrides))
+    if args.task in FAMILIES:
+        family = run_family(options)
+        for result in family.tasks:
+            _print(result)
+        paper = ", ".join(f"{k} {v:.1f}" for k, v in family.paper_average.items() if v is not None)
+        print(
+            f"{family.family} average {family.average:.1f}; paper (same tasks): {paper}; wrote {family.out}/summary.json"
+        )
+        return 0
+    _print(run_benchmark(options))
+    return 0
+
+
+def _print(result) -> None:
     s = result.settings
     print(
         f"settings: {s.file} version {s.version}"
@@ -52,4 +69,3 @@ def run(args: argparse.Namespace) -> int:
         + (f"; paper: {paper}" if paper else "")
         + f"; wrote {result.out}/result.json and report.md"
     )
-    return 0
