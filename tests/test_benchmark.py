@@ -165,12 +165,13 @@ def test_xnli_zero_shot_and_translate_train_all(export, tmp_path):
     assert result["score"]["mean"] == pytest.approx(sum(result["score"]["groups"].values()) / 3)
     assert "74.6" in (tmp_path / "zs" / "report.md").read_text()  # XLM-R base's XNLI figure
 
+    # Every language's training data, less the languages filtered out (de: "unsupported").
     overrides = ["protocol=translate-train-all", "train.configs=[en,fr,de]", "dev.configs=[en,fr]", langs]
-    result = _run("xnli", export, data, tmp_path / "tta", *overrides)
-    assert result["protocol"] == "translate-train-all" and set(result["data"]["splits"]["train"]) == {
+    result = _run("xnli", export, data, tmp_path / "tta", *overrides, "languages=[en,fr]")
+    assert result["protocol"] == "translate-train-all"
+    assert set(result["data"]["splits"]["train"]) == {"en", "fr"} and set(result["score"]["groups"]) == {
         "en",
         "fr",
-        "de",
     }
     assert "translate-train-all" in (tmp_path / "tta" / "report.md").read_text()
 
@@ -245,6 +246,9 @@ def test_tydiqa_zero_shot_from_squad_per_language(export, tmp_path):
     groups = result["runs"][0]["eval"]["groups"]
     assert set(groups) == {"english", "swahili"} and set(groups["english"]) == {"exact_match", "f1"}
     assert result["paper"]["XLM-R base"] == 70.5
+    result = _run("tydiqa", export, data, tmp_path / "sw", "doc_stride=16", "languages=[swahili]")
+    assert set(result["score"]["groups"]) == {"swahili"}
+    assert result["data"]["splits"]["eval"]["secondary_task"]["rows_kept"] == 4
 
 
 def test_squad_format_set_from_nested_json(export, tmp_path):
@@ -529,7 +533,7 @@ def test_a_learnable_task_is_learned(export, tmp_path):
     rows = [
         {"sentence": s, "label": y, "idx": 0}
         for pair in zip(eng, fra, strict=False)
-        for s, y in zip(pair, (0, 1))
+        for s, y in zip(pair, (0, 1), strict=True)
     ]
     data = tmp_path / "sst2"
     _jsonl(data / "train.jsonl", rows[:48])

@@ -29,7 +29,7 @@ from mmbert.benchmark.data import DataSource, Row, load_split
 from mmbert.benchmark.kinds import KINDS, Encoded
 from mmbert.benchmark.paper import paper_figures
 from mmbert.benchmark.report import PAPER_MODELS, write_family_report, write_report
-from mmbert.benchmark.settings import Settings, load_settings
+from mmbert.benchmark.settings import Settings, SettingsError, load_settings
 from mmbert.finetune import FitSettings, fit, resolve_model
 from mmbert.io import atomic_write_text, check_output
 from mmbert.stats import seed_interval
@@ -198,12 +198,23 @@ def _group_means(runs: list[dict[str, Any]], metric: str) -> dict[str, float]:
 def _read_part(
     source: DataSource, settings: Settings, role: str, record: dict
 ) -> list[tuple[str, list[Row]]]:
+    """The rows of each config of a part, after the settings' `languages` filter (if any)."""
     part = settings.part(role)
+    keep = settings.get("languages")
+    by_id = settings.get("language_from") == "id"
     out = []
     for config in part.configs:
+        if keep is not None and not by_id and config not in keep:
+            continue  # a language config outside the filter: not read at all
         rows, rec = load_split(source, part, config, settings.get("dataset"), settings.get("revision"))
+        if keep is not None and by_id and role == "eval":
+            rows = [r for r in rows if str(r[1].get(settings["columns"]["id"], "")).split("-", 1)[0] in keep]
+            rec = {**rec, "rows_kept": len(rows)}
         record.setdefault(role, {})[config] = rec
-        out.append((config, rows))
+        if rows:
+            out.append((config, rows))
+    if not out:
+        raise SettingsError(f"task {settings.task}: no {role} data left after `languages={keep}`")
     return out
 
 
