@@ -541,3 +541,19 @@ def test_a_learnable_task_is_learned(export, tmp_path):
     result = _run("sst2", export, data, tmp_path / "o", "max_steps=8", "batch_size=8", "lr=2e-3")
     before = result["runs"][0]["dev_history"][0]["accuracy"]
     assert result["score"]["mean"] >= 80 and result["score"]["mean"] > 100 * before
+
+
+def test_ner_words_past_max_length_are_cut_not_skipped(export):
+    """A sentence longer than max_length keeps its first words whole; every later word is predicted O,
+    even one short enough to fit after a long word was cut."""
+    from mmbert.benchmark.kinds import TokenClassification
+    from mmbert.tokenizer import load_with_layout
+
+    tok = load_with_layout(export)
+    ner = TokenClassification(load_settings("wikiann", overrides=["max_length=10"]))
+    words = ["Everyone", "has", "the", "right", "Zzxqvbnmplkjh", "a"]
+    enc = ner.encode([("r", {"tokens": words, "ner_tags": [1, 0, 0, 0, 3, 0]})], tok, "en")
+    first = enc.extra["firsts"][0]
+    cut = first.index(-1)
+    assert all(f >= 1 for f in first[:cut]) and all(f == -1 for f in first[cut:])
+    assert len(enc.ids[0]) <= 10 and enc.targets[0][first[0]] == 1

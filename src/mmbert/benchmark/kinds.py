@@ -232,11 +232,12 @@ class TokenClassification:
         budget = self.s["max_length"] - 2
         ids, labels, firsts, k = [], [], [], 0
         for t in tags:
-            seq, lab, first = [tokenizer.cls_token_id], [IGNORE_INDEX], []
+            seq, lab, first, full = [tokenizer.cls_token_id], [IGNORE_INDEX], [], False
             for tag in t:
                 p = pieces[k]
                 k += 1
-                if not p or len(seq) - 1 + len(p) > budget:  # no piece, or cut by max_length: predicted O
+                full = full or len(seq) - 1 + len(p) > budget  # the words from here on are cut
+                if full or not p:  # cut by max_length, or no piece at all: predicted O
                     first.append(-1)
                     continue
                 first.append(len(seq))

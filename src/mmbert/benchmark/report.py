@@ -40,6 +40,10 @@ def differences(result: dict[str, Any]) -> list[str]:
         f"file's: lr {v['lr']}, {v['epochs']} epochs, batch {v['batch_size']}, max length {v['max_length']}, "
         f"seeds {v['seeds']}, checkpoint `{v['select']}`."
     )
+    if v["select"] == "best" and v["dev"] == v["eval"]:
+        out.append(
+            "The checkpoint is picked on the reported split (`select: best` with dev = eval): optimistic."
+        )
     if v.get("protocol"):
         out.append(
             f"Protocol `{v['protocol']}` (the paper's XTREME figures follow zero-shot transfer from English)."
