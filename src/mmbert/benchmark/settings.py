@@ -10,6 +10,7 @@ refused with the file and key named, so a typo cannot silently run the default.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -95,6 +96,18 @@ def builtin_files() -> list[Path]:
 
 
 def _read(path: Path) -> dict[str, Any]:
+    """The settings file's data (a fresh copy: callers merge into it)."""
+    try:
+        stat = path.stat()
+    except OSError as err:
+        raise SettingsError(f"{path}: cannot read settings: {err.strerror}") from None
+    return copy.deepcopy(_parse(str(path), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=32)
+def _parse(path_text: str, mtime_ns: int, size: int) -> dict[str, Any]:
+    """Parse once per file version (pure-Python YAML is slow, and every task lookup reads all files)."""
+    path = Path(path_text)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as err:
