@@ -421,6 +421,10 @@ def test_every_task_has_a_versioned_protocol_and_overrides_are_checked():
         load_settings("xnli", overrides=["protocol=bogus"])
     with pytest.raises(SettingsError, match="seeds"):
         load_settings("rte", overrides=["seeds=[]"])
+    with pytest.raises(SettingsError, match="metric must be one of pearson, spearman, mse"):
+        load_settings("stsb", overrides=["metric=accuracy"])
+    with pytest.raises(SettingsError, match="binary tasks only"):
+        load_settings("mnli", overrides=["metric=f1"])
     with pytest.raises(SettingsError, match="doc_stride"):
         load_settings("tydiqa", overrides=["max_length=48"])  # the 128-token stride does not fit
 

@@ -29,7 +29,7 @@ from mmbert.benchmark.data import DataSource, Row, load_split
 from mmbert.benchmark.kinds import KINDS, Encoded
 from mmbert.benchmark.paper import paper_figures
 from mmbert.benchmark.report import PAPER_MODELS, write_family_report, write_report
-from mmbert.benchmark.settings import Settings, SettingsError, load_settings
+from mmbert.benchmark.settings import LOWER_IS_BETTER, Settings, SettingsError, load_settings
 from mmbert.finetune import FitSettings, fit, resolve_model
 from mmbert.io import atomic_write_text, check_output
 from mmbert.stats import seed_interval
@@ -89,6 +89,7 @@ def model_fingerprint(directory: str | Path) -> dict[str, Any]:
 
 
 def run_benchmark(options: BenchmarkOptions) -> BenchmarkResult:
+    """One task under its settings (module docstring); writes OUT/result.json and OUT/report.md."""
     settings = load_settings(options.task, options.settings, tuple(options.overrides))
     out = Path(options.out or Path("benchmarks") / options.task)
     inputs = tuple(
@@ -105,7 +106,7 @@ def run_benchmark(options: BenchmarkOptions) -> BenchmarkResult:
         runs, data_record, metric = run_mteb(model_dir, settings, source, device)
     else:
         runs, data_record, metric = _finetune_runs(model_dir, settings, source, device, options.progress)
-    chosen_lr, chosen = _choose(runs)
+    chosen_lr, chosen = _choose(runs, metric)
     stats = seed_interval([r["score"] for r in chosen])
     score = {"mean": 100 * stats.mean, "sd": None if stats.sd is None else 100 * stats.sd,
              "ci": [None if x is None else 100 * x for x in (stats.interval.low, stats.interval.high)],
@@ -181,12 +182,13 @@ def run_family(options: BenchmarkOptions) -> FamilyResult:
     return FamilyResult(out, family, results, average, paper_average)
 
 
-def _choose(runs: list[dict[str, Any]]) -> tuple[float | None, list[dict[str, Any]]]:
+def _choose(runs: list[dict[str, Any]], metric: str) -> tuple[float | None, list[dict[str, Any]]]:
     """The runs of the learning rate with the best mean score (the only one without a sweep)."""
     by_lr: dict[Any, list[dict[str, Any]]] = {}
     for r in runs:
         by_lr.setdefault(r.get("lr"), []).append(r)
-    lr = max(by_lr, key=lambda k: sum(r["score"] for r in by_lr[k]) / len(by_lr[k]))
+    sign = -1 if metric in LOWER_IS_BETTER else 1
+    lr = max(by_lr, key=lambda k: sign * sum(r["score"] for r in by_lr[k]) / len(by_lr[k]))
     return lr, by_lr[lr]
 
 
@@ -265,7 +267,7 @@ def _finetune_runs(
                 lambda idx: kind.batch(train, idx, device),
                 lambda m: _headline(kind.evaluate(m, dev, device), metric),
                 metric,
-                metric not in ("mse",),
+                metric not in LOWER_IS_BETTER,
                 fit_settings,
                 device,
             )

@@ -33,6 +33,15 @@ KEYS = {
     "local_score_range",
 }  # fmt: skip
 PART_KEYS = {"dataset", "configs", "split"}
+# The metrics each kind computes (any may be the task's `metric`); mse is the one where lower is better.
+METRICS = {
+    "classification": ("accuracy", "matthews", "f1"),
+    "regression": ("pearson", "spearman", "mse"),
+    "multiple_choice": ("accuracy",),
+    "qa": ("f1", "exact_match"),
+    "token": ("f1", "precision", "recall"),
+}
+LOWER_IS_BETTER = {"mse"}
 
 
 class SettingsError(MmbertError, ValueError):
@@ -241,6 +250,9 @@ def _check(s: Settings) -> None:
         "must be null or >= 1",
     )
     need(v.get("select") in ("best", "last"), "select", "must be best or last")
+    need(v.get("metric") in METRICS[v["kind"]], "metric", f"must be one of {', '.join(METRICS[v['kind']])}")
+    if v.get("metric") == "f1" and v["kind"] == "classification":
+        need(len(v.get("labels") or []) == 2, "metric", "f1 is the positive class's: binary tasks only")
     need(v.get("classifier_pooling") in ("mean", "cls"), "classifier_pooling", "must be mean or cls")
     for role in ("train", "dev", "eval"):
         part = v.get(role)
