@@ -9,12 +9,12 @@ paper.py      the paper's figures; report.py the markdown report
 """
 
 from mmbert.benchmark.run import (
-    FAMILIES,
     BenchmarkOptions,
     BenchmarkResult,
     FamilyResult,
     run_benchmark,
     run_family,
 )
+from mmbert.benchmark.settings import FAMILIES
 
 __all__ = ["FAMILIES", "BenchmarkOptions", "BenchmarkResult", "FamilyResult", "run_benchmark", "run_family"]

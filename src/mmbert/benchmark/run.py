@@ -29,7 +29,7 @@ from mmbert.benchmark.data import DataSource, Row, load_split
 from mmbert.benchmark.kinds import KINDS, Encoded
 from mmbert.benchmark.paper import paper_figures
 from mmbert.benchmark.report import PAPER_MODELS, write_family_report, write_report
-from mmbert.benchmark.settings import LOWER_IS_BETTER, Settings, SettingsError, load_settings
+from mmbert.benchmark.settings import FAMILIES, LOWER_IS_BETTER, Settings, SettingsError, load_settings
 from mmbert.finetune import FitSettings, fit, resolve_model
 from mmbert.io import atomic_write_text, check_output
 from mmbert.stats import seed_interval
@@ -41,11 +41,6 @@ log = logging.getLogger(__name__)
 RESULT = "result.json"
 REPORT = "report.md"
 SUMMARY = "summary.json"  # a family run's (glue, xtreme): every task's score and the average
-# A family runs its tasks one after another, each into OUT/TASK; its average sits beside the paper's.
-FAMILIES = {
-    "glue": ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte"),
-    "xtreme": ("xnli", "pawsx", "xcopa", "xquad", "mlqa", "tydiqa", "wikiann"),
-}
 
 
 @dataclass

@@ -23,6 +23,11 @@ from mmbert.errors import MmbertError
 from mmbert.recipe import RecipeError, apply_override
 
 FAMILY_FILES = ("glue.yaml", "xtreme.yaml", "mteb.yaml")
+# A family runs its tasks one after another, each into OUT/TASK; its average sits beside the paper's.
+FAMILIES = {
+    "glue": ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte"),
+    "xtreme": ("xnli", "pawsx", "xcopa", "xquad", "mlqa", "tydiqa", "wikiann"),
+}
 KINDS = ("classification", "regression", "multiple_choice", "qa", "token", "mteb")
 # Every key a task may have, and what it means (the result prints the resolved settings).
 KEYS = {
@@ -154,7 +159,9 @@ def load_settings(
     if file is None:
         known = task_names()
         if task not in known:
-            raise SettingsError(f"unknown benchmark task {task!r}; tasks: {', '.join(sorted(known))}")
+            raise SettingsError(
+                f"unknown benchmark task {task!r}; tasks: {', '.join(sorted(known))}; families: {', '.join(FAMILIES)}"
+            )
         file = known[task]
     path = Path(file)
     data = _read(path)
