@@ -313,3 +313,34 @@ def test_a_reopened_shard_reads_only_its_document(prepared, tmp_path):
     store.doc("web", "deu_Latn", n0)
     with pytest.raises(ShardError, match=rf"{tokens_file}: .*tokens but its offsets end"):
         store.doc("web", "deu_Latn", 0)
+
+
+def test_ranks_upgrading_an_old_manifest_together_scan_it_once(prepared, tmp_path):
+    """Ranks starting at once on a manifest without id ranges: one scans and records them (under the
+    data directory's lock), the others wait and read them."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data, _ = _copy(prepared, tmp_path)
+    manifest = json.loads((data / "manifest.json").read_text())
+    for langs in manifest["sources"].values():
+        for entry in langs.values():
+            del entry["ids"]
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    code = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "from mmbert.data.shards import TokenStore\n"
+        "TokenStore(sys.argv[1], vocab_size=1000).check_vocabulary()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    ranks = [
+        subprocess.Popen([sys.executable, "-c", code, str(data)], env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    logs = [rank.communicate(timeout=120)[1] for rank in ranks]
+    assert all(rank.returncode == 0 for rank in ranks), logs
+    assert sum("recording each shard's token-id range" in log for log in logs) == 1
+    assert "ids" in json.loads((data / "manifest.json").read_text())["sources"]["web"]["fra_Latn"]

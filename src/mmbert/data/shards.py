@@ -255,7 +255,13 @@ def record_id_ranges(root: str | os.PathLike) -> dict[str, Any]:
         fd = None
     try:
         if fd is not None:
-            fcntl.lockf(fd, fcntl.LOCK_EX)  # waits while another rank (or a prepare) holds it
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                logger.info(
+                    "%s: waiting for its lock (another rank recording the id ranges, or a prepare)", root
+                )
+                fcntl.lockf(fd, fcntl.LOCK_EX)
         manifest = _read(root)
         if not _missing_id_ranges(manifest):
             return manifest  # another rank did it while this one waited
@@ -268,7 +274,10 @@ def record_id_ranges(root: str | os.PathLike) -> dict[str, Any]:
                         found[rel] = shard_id_range(root / rel)
                 entry["ids"] = [found[rel] for rel in entry["shards"]]
         if fd is not None:
-            write_manifest(root, manifest)
+            try:
+                write_manifest(root, manifest)
+            except OSError as e:
+                logger.warning("%s: cannot record the id ranges (%s): every run checks them again", root, e)
         return manifest
     finally:
         if fd is not None:
