@@ -54,13 +54,22 @@ def _text(row: Row, name: str) -> str:
     return value
 
 
-def _class_id(row: Row, name: str, n: int) -> int:
-    value = _column(row, name)
+def _class_id(row: Row, name: str, names: list[str] | int) -> int:
+    """The label id in column `name`: an id (also as digits, as CSV holds it) or, where the settings name
+    the labels, a label name (`entailment`, `B-PER`), as exports that write ClassLabel names hold it."""
+    return _label_id(_column(row, name), names, f"{row[0]}: column {name!r}")
+
+
+def _label_id(value: Any, names: list[str] | int, where: str) -> int:
+    n = names if isinstance(names, int) else len(names)
+    if isinstance(value, str) and not isinstance(names, int) and value in names:
+        return names.index(value)
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < n:
+        named = "" if isinstance(names, int) else f" or a name of {names}"
         raise BenchmarkDataError(
-            f"{row[0]}: column {name!r}: {value!r} is not a label id in 0..{n - 1}"
+            f"{where}: {value!r} is not a label id in 0..{n - 1}{named}"
             + (" (-1 marks an unlabelled test split)" if value == -1 else "")
         )
     return value
@@ -122,8 +131,13 @@ class Classification:
                     raise BenchmarkDataError(
                         f"{r[0]}: column {cols['label']!r}: {value!r} is not a number"
                     ) from None
+            if all(x == -1 for x in labels):
+                raise BenchmarkDataError(
+                    f"{rows[0][0]}: column {cols['label']!r} is -1 in every row: an unlabelled test "
+                    "split cannot be scored (GLUE's test labels are private; score the validation split)"
+                )
         else:
-            labels = [_class_id(r, cols["label"], len(self.s["labels"])) for r in rows]
+            labels = [_class_id(r, cols["label"], [str(x) for x in self.s["labels"]]) for r in rows]
         enc = tokenizer(firsts, seconds, truncation=True, max_length=self.s["max_length"])
         return Encoded(enc["input_ids"], labels, [group] * len(rows))
 
@@ -225,7 +239,8 @@ class TokenClassification:
                     f"{r[0]}: {cols['tokens']!r} and {cols['tags']!r} must be non-empty lists of one length"
                 )
             sentences.append([str(w) for w in words])
-            tags.append([_class_id((r[0], {"tag": x}), "tag", len(self.names)) for x in t])
+            where = f"{r[0]}: column {cols['tags']!r}"
+            tags.append([_label_id(x, self.names, f"{where}[{j}]") for j, x in enumerate(t)])
         # One tokenizer call for every word of the split: each word alone, with or without a leading space.
         flat = [prefix + w for words in sentences for w in words]
         pieces = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
@@ -287,6 +302,7 @@ class QuestionAnswering:
         questions = [_text(r, cols["question"]).lstrip() for r in rows]
         contexts = [_text(r, cols["context"]) for r in rows]
         answers = [self._answers(r, cols["answers"], c) for r, c in zip(rows, contexts, strict=True)]
+        self._check_question_lengths(rows, questions, tokenizer)
         try:
             enc = tokenizer(
                 questions,
@@ -313,6 +329,19 @@ class QuestionAnswering:
         extra = {"feature_example": feature_example, "offsets": offsets, "contexts": contexts,
                  "answers": [a["text"] for a in answers], "example_groups": groups}  # fmt: skip
         return Encoded(ids, targets, [groups[e] for e in feature_example], extra)
+
+    def _check_question_lengths(self, rows: list[Row], questions: list[str], tokenizer) -> None:
+        """Each window holds the whole question; the context's share must exceed the stride (tokenizers
+        aborts the process otherwise, with a panic that is not an Exception)."""
+        room = self.s["max_length"] - tokenizer.num_special_tokens_to_add(pair=True) - self.s["doc_stride"]
+        lengths = [len(ids) for ids in tokenizer(questions, add_special_tokens=False)["input_ids"]]
+        for row, n in zip(rows, lengths, strict=True):
+            if n >= room:
+                raise BenchmarkDataError(
+                    f"{row[0]}: the question is {n} tokens; with max_length={self.s['max_length']} and "
+                    f"doc_stride={self.s['doc_stride']} a question must be under {room} tokens "
+                    "(raise max_length or lower doc_stride)"
+                )
 
     @staticmethod
     def _answers(row: Row, name: str, context: str) -> dict[str, list]:

@@ -195,13 +195,19 @@ def _group_means(runs: list[dict[str, Any]], metric: str) -> dict[str, float]:
 def _read_part(
     source: DataSource, settings: Settings, role: str, record: dict
 ) -> list[tuple[str, list[Row]]]:
-    """The rows of each config of a part, after the settings' `languages` filter (if any)."""
+    """The rows of each config of a part, after the settings' `languages` filter (if any).
+
+    The filter applies to what is scored (eval), and to training and dev data only where they span
+    several languages (translate-train-all): a single-config part is the protocol's source language
+    (English MNLI, COPA, SQuAD), which zero-shot transfer trains on whatever languages are scored.
+    """
     part = settings.part(role)
     keep = settings.get("languages")
     by_id = settings.get("language_from") == "id"
+    filtered = keep is not None and (role == "eval" or len(part.configs) > 1)
     out = []
     for config in part.configs:
-        if keep is not None and not by_id and config not in keep:
+        if filtered and not by_id and config not in keep:
             continue  # a language config outside the filter: not read at all
         rows, rec = load_split(source, part, config, settings.get("dataset"), settings.get("revision"))
         if keep is not None and by_id and role == "eval":
