@@ -393,8 +393,28 @@ class QuestionAnswering:
                     a, b = span[1]
                     best[ex] = (span[0], x["contexts"][ex][a:b].strip())
         predictions = [best.get(e, (0.0, ""))[1] for e in range(len(x["contexts"]))]
-        gold = [a if a else [""] for a in x["answers"]]
-        return score_groups(predictions, gold, x["example_groups"], metrics.squad_scores)
+        mlqa = self.s.get("answer_normalization", "squad") == "mlqa"
+        gold = [(a if a else [""], _mlqa_language(g) if mlqa else None)
+                for a, g in zip(x["answers"], x["example_groups"], strict=True)]  # fmt: skip
+        return score_groups(
+            predictions,
+            gold,
+            x["example_groups"],
+            lambda p, g: metrics.squad_scores(p, [a for a, _ in g], [lang for _, lang in g]),
+        )
+
+
+def _mlqa_language(group: str) -> str | None:
+    """The context language of an MLQA config (`mlqa.zh.en` -> zh), whose answers MLQA's script
+    normalizes; None (SQuAD's normalization) for any other config, such as SQuAD's own dev set."""
+    parts = group.split(".")
+    if len(parts) != 3 or parts[0] != "mlqa":
+        return None
+    if parts[1] not in metrics.MLQA_LANGUAGES:
+        raise BenchmarkDataError(
+            f"config {group}: MLQA's normalization knows {', '.join(metrics.MLQA_LANGUAGES)}, not {parts[1]!r}"
+        )
+    return parts[1]
 
 
 def _span(offsets: list, answers: dict[str, list]) -> tuple[int, int]:

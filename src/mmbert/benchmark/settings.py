@@ -35,7 +35,7 @@ KEYS = {
     "train", "dev", "eval", "lr", "epochs", "max_steps", "batch_size", "max_length", "warmup_ratio",
     "weight_decay", "seeds", "select", "eval_every", "patience", "classifier_pooling", "template",
     "language_from", "doc_stride", "max_answer_length", "n_best", "prefix_space", "tasks", "languages",
-    "local_score_range",
+    "local_score_range", "answer_normalization",
 }  # fmt: skip
 PART_KEYS = {"dataset", "configs", "split"}
 # The metrics each kind computes (any may be the task's `metric`); mse is the one where lower is better.
@@ -269,6 +269,11 @@ def _check(s: Settings) -> None:
             f"must be a mapping of {sorted(PART_KEYS)} with a split",
         )
     if v["kind"] == "qa":
+        need(
+            v.get("answer_normalization", "squad") in ("squad", "mlqa"),
+            "answer_normalization",
+            "must be squad (SQuAD v1.1's script) or mlqa (MLQA's, per context language)",
+        )
         need(
             isinstance(v.get("doc_stride"), int) and 0 < v["doc_stride"] < v["max_length"] // 2,
             "doc_stride",

@@ -1,0 +1,168 @@
+"""`mmbert benchmark` on inputs as users download them, beyond test_benchmark.py's fixtures: a Hub
+dataset repository's parquet shards, label names instead of ids, unlabelled test splits, the languages
+filter under zero-shot transfer, questions too long for QA windows, and MLQA's own answer normalization.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from mmbert import cli
+from mmbert.benchmark import metrics
+from mmbert.benchmark.settings import load_settings
+from tests.test_benchmark import FAST, _copa, _jsonl, _pairs, _squad_rows, export  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
+
+
+def _parquet(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+def _bench(task, export, data, out, *extra):  # noqa: F811 (export is the fixture's value)
+    return cli.main(
+        ["benchmark", task, "--model", str(export), "--data", str(data), "--out", str(out), *FAST, *extra]
+    )
+
+
+def test_hub_repository_shards_and_label_names(export, tmp_path, capsys):  # noqa: F811
+    """RTE as a download of nyu-mll/glue holds it (rte/train-0000K-of-00002.parquet) and a dev split in
+    the Hub's parquet-conversion layout (rte/validation/0000.parquet), its labels written as names."""
+    data = tmp_path / "glue"
+    rows = _pairs(12, 0, ("sentence1", "sentence2"), 2, idx=0)
+    _parquet(data / "rte" / "train-00000-of-00002.parquet", rows[:7])
+    _parquet(data / "rte" / "train-00001-of-00002.parquet", rows[7:])
+    dev = [
+        {**r, "label": ["entailment", "not_entailment"][r["label"]]}
+        for r in _pairs(6, 1, ("sentence1", "sentence2"), 2)
+    ]
+    _parquet(data / "rte" / "validation" / "0000.parquet", dev)
+    assert _bench("rte", export, data, tmp_path / "o") == 0
+    result = json.loads((tmp_path / "o" / "result.json").read_text())
+    train = result["data"]["splits"]["train"]["rte"]
+    assert train["rows"] == 12 and [p.rsplit("/", 1)[1] for p in train["files"]] == [
+        "train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]  # fmt: skip
+    assert len(train["sha256"]) == 2 and result["data"]["splits"]["dev"]["rte"]["rows"] == 6
+
+    # GLUE's test splits carry label -1: refused with the file, not scored as if labelled.
+    _parquet(
+        data / "stsb" / "train.parquet",
+        [{"sentence1": "a b", "sentence2": "c d", "label": 2.5, "idx": 0}] * 4,
+    )
+    _parquet(
+        data / "stsb" / "test.parquet",
+        [{"sentence1": "a b", "sentence2": "c d", "label": -1.0, "idx": 0}] * 4,
+    )
+    capsys.readouterr()
+    assert _bench("stsb", export, data, tmp_path / "s", "dev.split=test", "eval.split=test") == 2
+    err = capsys.readouterr().err
+    assert "stsb/test.parquet" in err and "-1 in every row" in err
+    dev[2]["label"] = "neutral"  # not one of RTE's names
+    _parquet(data / "rte" / "validation" / "0000.parquet", dev)
+    assert _bench("rte", export, data, tmp_path / "o2") == 2
+    assert (
+        "validation/0000.parquet[2]: column 'label': 'neutral' is not a label id" in capsys.readouterr().err
+    )
+
+
+def test_ner_tags_as_names_equal_tags_as_ids(export):  # noqa: F811
+    from mmbert.benchmark.kinds import TokenClassification
+    from mmbert.tokenizer import load_with_layout
+
+    tok = load_with_layout(export)
+    ner = TokenClassification(load_settings("wikiann"))
+    words, ids = ["Eleanor", "Roosevelt", "spoke", "in", "Paris"], [1, 2, 0, 0, 5]
+    names = [ner.names[i] for i in ids]
+    a = ner.encode([("a", {"tokens": words, "ner_tags": ids})], tok, "en")
+    b = ner.encode([("b", {"tokens": words, "ner_tags": names})], tok, "en")
+    assert a.targets == b.targets and a.extra["tags"] == b.extra["tags"] == [ids]
+    with pytest.raises(ValueError, match=r"b: column 'ner_tags'\[4\]: 'B-MISC' is not a label id"):
+        ner.encode([("b", {"tokens": words, "ner_tags": [*names[:4], "B-MISC"]})], tok, "en")
+
+
+def test_languages_filter_keeps_the_zero_shot_training_data(export, tmp_path):  # noqa: F811
+    """`languages=[...]` picks the scored languages; zero-shot transfer still trains on English COPA
+    (it used to drop the `copa` config too and stop with "no train data left")."""
+    data = tmp_path / "xcopa"
+    _jsonl(data / "copa" / "train.jsonl", _copa(8, 0))
+    _jsonl(data / "copa" / "validation.jsonl", _copa(4, 1))
+    for lang in ("et", "ht"):
+        _jsonl(data / lang / "test.jsonl", _copa(4, 2))
+    assert _bench("xcopa", export, data, tmp_path / "o", "languages=[ht]") == 0
+    result = json.loads((tmp_path / "o" / "result.json").read_text())
+    assert set(result["data"]["splits"]["train"]) == {"copa"} and set(result["score"]["groups"]) == {"ht"}
+
+
+def test_a_question_too_long_for_the_windows_is_named(export):  # noqa: F811
+    """tokenizers panics (not an Exception: the CLI died with a Rust backtrace) when the question leaves
+    no more than doc_stride tokens of context; the longest question that fits still encodes."""
+    from mmbert.benchmark.kinds import QuestionAnswering
+    from mmbert.tokenizer import load_with_layout
+
+    tok = load_with_layout(export)
+    qa = QuestionAnswering(load_settings("squad", overrides=["max_length=40", "doc_stride=12"]))
+    room = 40 - tok.num_special_tokens_to_add(pair=True) - 12
+    row = _squad_rows(1, 0)[0]
+    words = ("right " * 60).split()
+    for n in range(1, 60):  # the longest question under `room` tokens, and one token more
+        if len(tok(" ".join(words[:n]), add_special_tokens=False)["input_ids"]) >= room:
+            break
+    fits, too_long = " ".join(words[: n - 1]), " ".join(words[:n])
+    assert len(tok(fits, add_special_tokens=False)["input_ids"]) < room
+    assert len(qa.encode([("ok", {**row, "question": fits})], tok, "x")) >= 1
+    with pytest.raises(ValueError, match=rf"q:3: the question is \d+ tokens.*under {room} tokens"):
+        qa.encode([("q:3", {**row, "question": too_long})], tok, "x")
+
+
+def test_mlqa_scores_with_mlqa_normalization_xquad_with_xtremes_languages(export):  # noqa: F811
+    """MLQA's script (as XTREME scores MLQA): Chinese compared by character, each language's articles,
+    Unicode punctuation; SQuAD's v1.1 script elsewhere. Values by hand."""
+    assert metrics.token_f1("北京大学", "北京", "zh") == pytest.approx(2 / 3)  # 2 of 4 characters
+    assert metrics.token_f1("北京大学", "北京") == 0.0  # SQuAD's: one "word" each
+    assert (
+        metrics.exact_match("Der Hund.", "hund", "de") == 1.0
+        and metrics.exact_match("Der Hund", "hund") == 0.0
+    )
+    assert metrics.normalize_answer("«Hola», el mundo¡", "es") == "hola mundo"
+    assert metrics.normalize_answer("الكتاب", "ar") == "كتاب"
+    s = metrics.squad_scores(
+        ["in Paris, France", "The Eiffel Tower!"], [["Paris"], ["eiffel tower", "Tower"]]
+    )
+    assert s == {"exact_match": 0.5, "f1": 0.75}  # F1 (1/3 precision, recall 1) = 0.5, then 1
+    with pytest.raises(ValueError, match="not 'th'"):
+        metrics.normalize_answer("x", "th")
+
+    from mmbert.benchmark.kinds import QuestionAnswering
+    from mmbert.tokenizer import load_with_layout
+    from tests.test_benchmark import _Oracle
+
+    mlqa = load_settings("mlqa")
+    assert (
+        mlqa["answer_normalization"] == "mlqa" and load_settings("tydiqa")["answer_normalization"] == "squad"
+    )
+    assert "xquad.ro" not in load_settings("xquad").part("eval").configs
+    assert len(load_settings("xquad").part("eval").configs) == 11
+    # Through the kind: a prediction of "北京大学" for gold "北京" scores 2/3 under mlqa.zh.zh.
+    tok = load_with_layout(export)
+    qa = QuestionAnswering(load_settings("mlqa", overrides=["max_length=64", "doc_stride=16"]))
+    context = "他在北京大学工作。"
+    row = {
+        "id": "1",
+        "context": context,
+        "question": "在哪里?",
+        "answers": {"text": ["北京"], "answer_start": [2]},
+    }
+    enc = qa.encode([("r", row)], tok, "mlqa.zh.zh")
+    offsets = enc.extra["offsets"][0]
+    start = next(i for i, o in enumerate(offsets) if o is not None and o[0] <= 2 < o[1])
+    end = next(i for i, o in enumerate(offsets) if o is not None and o[0] < 6 <= o[1])
+    span = context[offsets[start][0] : offsets[end][1]]
+    scores = qa.evaluate(_Oracle([(start, end)]), enc, torch.device("cpu"))
+    assert scores["groups"]["mlqa.zh.zh"]["f1"] == pytest.approx(metrics.token_f1(span, "北京", "zh"))
+    assert metrics.token_f1(span, "北京", "zh") > 0 == metrics.token_f1(span, "北京")  # SQuAD: all or nothing
