@@ -166,3 +166,29 @@ def test_mlqa_scores_with_mlqa_normalization_xquad_with_xtremes_languages(export
     scores = qa.evaluate(_Oracle([(start, end)]), enc, torch.device("cpu"))
     assert scores["groups"]["mlqa.zh.zh"]["f1"] == pytest.approx(metrics.token_f1(span, "北京", "zh"))
     assert metrics.token_f1(span, "北京", "zh") > 0 == metrics.token_f1(span, "北京")  # SQuAD: all or nothing
+
+
+def test_fine_tuning_drops_the_pretraining_only_output_dropout(export, tmp_path, monkeypatch):  # noqa: F811
+    """An export trained under the released recipes says `attention_output_dropout: 0.1`; transformers
+    ignores that key, so the paper's HF fine-tuning ran without it: the benchmark's model does too."""
+    import shutil
+
+    from mmbert.benchmark import run
+
+    model = shutil.copytree(export, tmp_path / "model")
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "attention_output_dropout": 0.1}))
+    seen, fit = [], run.fit
+    monkeypatch.setattr(
+        run, "fit", lambda m, *a, **k: seen.append(m.config.attention_output_dropout) or fit(m, *a, **k)
+    )
+    data = tmp_path / "sst2"
+    _jsonl(
+        data / "train.jsonl", [{"sentence": s["premise"], "label": s["label"], "idx": 0} for s in _copa(8, 0)]
+    )
+    _jsonl(
+        data / "validation.jsonl",
+        [{"sentence": s["premise"], "label": s["label"], "idx": 0} for s in _copa(4, 1)],
+    )
+    assert _bench("sst2", model, data, tmp_path / "o", "lr=1e-4") == 0
+    assert seen == [None]

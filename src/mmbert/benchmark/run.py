@@ -249,7 +249,14 @@ def _finetune_runs(
     evals = _encode(kind, _read_part(source, settings, "eval", record), tokenizer)
     metric = settings["metric"]
     lrs = settings["lr"] if isinstance(settings["lr"], list) else [settings["lr"]]
-    overrides = {**kind.config(), "classifier_pooling": settings["classifier_pooling"]}
+    overrides = {
+        **kind.config(),
+        "classifier_pooling": settings["classifier_pooling"],
+        # The model fine-tunes as transformers reads the same directory (the paper's HF scripts): an
+        # export of a run under the released recipes carries the pre-training-only dropout after Wo
+        # (`attention_output_dropout: 0.1`), a key transformers ignores.
+        "attention_output_dropout": None,
+    }
     runs = []
     for lr in lrs:
         for seed in settings["seeds"]:
