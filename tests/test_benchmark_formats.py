@@ -192,3 +192,25 @@ def test_fine_tuning_drops_the_pretraining_only_output_dropout(export, tmp_path,
     )
     assert _bench("sst2", model, data, tmp_path / "o", "lr=1e-4") == 0
     assert seen == [None]
+
+
+def test_pawsx_translated_training_rows_with_blank_sentences_are_kept(export, tmp_path, capsys):  # noqa: F811
+    """PAWS-X's machine-translated training sets have blank sentences where translation failed
+    (google-research-datasets/paws#4): translate-train-all trains on them as the HF scripts do; a
+    missing value (null) is still an error naming the row."""
+    data = tmp_path / "pawsx"
+    for lang in ("en", "zh"):
+        rows = _pairs(8, 0, ("sentence1", "sentence2"), 2, id=1)
+        rows[3]["sentence2"] = ""
+        _jsonl(data / lang / "train.jsonl", rows)
+        _jsonl(data / lang / "validation.jsonl", _pairs(4, 1, ("sentence1", "sentence2"), 2, id=2))
+        _jsonl(data / lang / "test.jsonl", _pairs(4, 2, ("sentence1", "sentence2"), 2, id=3))
+    langs = ["protocol=translate-train-all", "languages=[en,zh]"]
+    assert _bench("pawsx", export, data, tmp_path / "o", *langs) == 0
+    result = json.loads((tmp_path / "o" / "result.json").read_text())
+    assert set(result["data"]["splits"]["train"]) == {"en", "zh"}
+    rows[5]["sentence1"] = None
+    _jsonl(data / "zh" / "train.jsonl", rows)
+    capsys.readouterr()
+    assert _bench("pawsx", export, data, tmp_path / "o2", *langs) == 2
+    assert "zh/train.jsonl:6: column 'sentence1' must be a string, got None" in capsys.readouterr().err

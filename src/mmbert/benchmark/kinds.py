@@ -47,10 +47,14 @@ def _column(row: Row, name: str) -> Any:
     return record[name]
 
 
-def _text(row: Row, name: str) -> str:
+def _text(row: Row, name: str, empty_ok: bool = False) -> str:
+    """A text column. Sentence (pair) tasks take an empty string as it is: the released data has such
+    rows (PAWS-X's machine-translated training sets have blank sentences where translation failed, and
+    the HF scripts the paper ran keep them); extractive QA needs a question and a context."""
     value = _column(row, name)
-    if not isinstance(value, str) or not value.strip():
-        raise BenchmarkDataError(f"{row[0]}: column {name!r} must be a non-empty string, got {value!r}")
+    if not isinstance(value, str) or not (empty_ok or value.strip()):
+        kind = "a string" if empty_ok else "a non-empty string"
+        raise BenchmarkDataError(f"{row[0]}: column {name!r} must be {kind}, got {value!r}")
     return value
 
 
@@ -119,8 +123,8 @@ class Classification:
     def encode(self, rows: list[Row], tokenizer, group: str) -> Encoded:
         cols = self.s["columns"]
         names = cols["text"]
-        firsts = [_text(r, names[0]) for r in rows]
-        seconds = [_text(r, names[1]) for r in rows] if len(names) > 1 else None
+        firsts = [_text(r, names[0], empty_ok=True) for r in rows]
+        seconds = [_text(r, names[1], empty_ok=True) for r in rows] if len(names) > 1 else None
         if self.regression:
             labels = []
             for r in rows:
