@@ -214,3 +214,36 @@ def test_pawsx_translated_training_rows_with_blank_sentences_are_kept(export, tm
     capsys.readouterr()
     assert _bench("pawsx", export, data, tmp_path / "o2", *langs) == 2
     assert "zh/train.jsonl:6: column 'sentence1' must be a string, got None" in capsys.readouterr().err
+
+
+def test_the_sweep_picks_its_learning_rate_on_dev_not_on_the_reported_split(export, tmp_path):  # noqa: F811
+    """A sweep over XNLI must not pick on the target languages' test sets (XTREME picks on English dev)."""
+    from mmbert.benchmark.run import _choose
+
+    runs = [{"lr": 1e-5, "seed": 0, "score": 0.9, "dev_score": 0.5},
+            {"lr": 3e-5, "seed": 0, "score": 0.6, "dev_score": 0.7}]  # fmt: skip
+    assert _choose(runs, "accuracy")[0] == 3e-5
+    assert _choose(runs, "mse")[0] == 1e-5  # lower is better
+    data = tmp_path / "xnli"
+    for split, n in (("train", 8), ("validation", 4), ("test", 4)):
+        _jsonl(data / "en" / f"{split}.jsonl", _pairs(n, len(split), ("premise", "hypothesis"), 3))
+    assert _bench("xnli", export, data, tmp_path / "o", "eval.configs=[en]", "lr=[1e-5,1e-3]") == 0
+    result = json.loads((tmp_path / "o" / "result.json").read_text())
+    by_lr = {r["lr"]: r for r in result["runs"]}
+    for r in result["runs"]:
+        assert r["dev_score"] == next(h["accuracy"] for h in r["dev_history"] if h["step"] == r["best_step"])
+    assert result["lr"] == max(by_lr, key=lambda lr: by_lr[lr]["dev_score"])
+    assert "the sweep's best mean dev score)" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_overrides_with_the_usual_learning_rates_are_numbers():
+    """`lr=2e-5` was written back as JSON's `2e-05`, which YAML 1.1 reads as a string: refused (lr) or
+    kept as text (weight_decay) before."""
+    assert load_settings("cola", overrides=["lr=2e-5"])["lr"] == 2e-5
+    assert load_settings("cola", overrides=["lr=[1e-5, 3e-5, 0.00005]"])["lr"] == [1e-5, 3e-5, 5e-5]
+    assert load_settings("cola", overrides=["weight_decay=1e-6"])["weight_decay"] == 1e-6
+    assert load_settings("xnli", overrides=["eval={configs: [en], split: test}"]).part("eval").configs == (
+        "en",
+    )
+    with pytest.raises(ValueError, match="warmup_ratio must be a number"):
+        load_settings("cola", overrides=["warmup_ratio=lots"])

@@ -83,7 +83,9 @@ def write_report(path: Path, result: dict[str, Any]) -> None:
         f"Settings: `{Path(s['file']).name}` version {s['version']}"
         + (f", protocol `{result['protocol']}`" if result.get("protocol") else "")
         + (
-            f", learning rate {result['lr']:g} (best mean of the sweep)"
+            f", learning rate {result['lr']:g} (the sweep's best mean dev score"
+            + ("; dev is the reported split" if s["values"]["dev"] == s["values"]["eval"] else "")
+            + ")"
             if isinstance(s["values"].get("lr"), list)
             else ""
         )
