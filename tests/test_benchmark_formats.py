@@ -247,3 +247,20 @@ def test_overrides_with_the_usual_learning_rates_are_numbers():
     )
     with pytest.raises(ValueError, match="warmup_ratio must be a number"):
         load_settings("cola", overrides=["warmup_ratio=lots"])
+
+
+def test_a_json_file_written_by_datasets_to_json_is_json_lines(tmp_path):
+    """`Dataset.to_json("test.json")` writes JSON Lines (lines=True by default) whatever the name; a
+    broken single-document .json still names its line."""
+    from mmbert.benchmark.data import read_rows
+
+    path = tmp_path / "test.json"
+    path.write_text(
+        '{"premise":"a b","hypothesis":"c","label":1}\n{"premise":"d","hypothesis":"e","label":0}\n'
+    )
+    rows = read_rows(path)
+    assert [r for _, r in rows][1] == {"premise": "d", "hypothesis": "e", "label": 0}
+    assert rows[1][0] == f"{path}:2"
+    path.write_text('{"data": [\n{"a": 1},\n')
+    with pytest.raises(ValueError, match=r"test.json:3: invalid JSON"):
+        read_rows(path)

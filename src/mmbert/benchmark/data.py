@@ -117,18 +117,19 @@ def read_rows(path: Path) -> list[Row]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".jsonl":
-            out = []
-            for line, obj in iter_jsonl(path):
-                if not isinstance(obj, dict):
-                    raise BenchmarkDataError(
-                        f"{path}:{line}: expected a JSON object, got {type(obj).__name__}"
-                    )
-                out.append((f"{path}:{line}", obj))
-            return out
+            return _jsonl_rows(path)
         if suffix == ".csv":
             return [(f"{path}:{line}", row) for line, row in iter_csv(path)]
         if suffix == ".json":
-            return _json_rows(path, read_json(path))
+            try:
+                data = read_json(path)
+            except BadInputError as whole:
+                # `datasets`' to_json writes JSON Lines whatever the name (lines=True by default).
+                try:
+                    return _jsonl_rows(path)
+                except (BadInputError, BenchmarkDataError):
+                    raise whole from None
+            return _json_rows(path, data)
         if suffix == ".parquet":
             import pyarrow.parquet as pq  # heavy: only parquet input needs it
 
@@ -136,6 +137,15 @@ def read_rows(path: Path) -> list[Row]:
     except BadInputError as e:
         raise BenchmarkDataError(str(e)) from None
     raise BenchmarkDataError(f"{path}: unsupported file type {suffix!r} (use {', '.join(EXTENSIONS)})")
+
+
+def _jsonl_rows(path: Path) -> list[Row]:
+    out = []
+    for line, obj in iter_jsonl(path):
+        if not isinstance(obj, dict):
+            raise BenchmarkDataError(f"{path}:{line}: expected a JSON object, got {type(obj).__name__}")
+        out.append((f"{path}:{line}", obj))
+    return out
 
 
 def _json_rows(path: Path, data: Any) -> list[Row]:
