@@ -264,3 +264,22 @@ def test_a_json_file_written_by_datasets_to_json_is_json_lines(tmp_path):
     path.write_text('{"data": [\n{"a": 1},\n')
     with pytest.raises(ValueError, match=r"test.json:3: invalid JSON"):
         read_rows(path)
+
+
+def test_tydiqa_languages_filter_trains_in_language_on_the_kept_languages_only(export, tmp_path):  # noqa: F811
+    data = tmp_path / "tydiqa"
+    rows = _squad_rows(4, 0, "english-") + _squad_rows(4, 1, "swahili-") + _squad_rows(4, 2, "thai-")
+    _jsonl(data / "secondary_task" / "train.jsonl", rows)
+    _jsonl(data / "secondary_task" / "validation.jsonl", rows)
+    _jsonl(data / "plain_text" / "train.jsonl", _squad_rows(4, 3))
+    _jsonl(data / "plain_text" / "validation.jsonl", _squad_rows(4, 4))
+    keep = ["languages=[english,swahili]", "doc_stride=16"]
+    assert _bench("tydiqa", export, data, tmp_path / "in", "protocol=in-language", *keep) == 0
+    splits = json.loads((tmp_path / "in" / "result.json").read_text())["data"]["splits"]
+    assert [splits[r]["secondary_task"]["rows_kept"] for r in ("train", "dev", "eval")] == [8, 8, 8]
+    assert _bench("tydiqa", export, data, tmp_path / "zs", *keep) == 0  # zero-shot: all of SQuAD
+    splits = json.loads((tmp_path / "zs" / "result.json").read_text())["data"]["splits"]
+    assert (
+        "rows_kept" not in splits["train"]["plain_text"]
+        and splits["eval"]["secondary_task"]["rows_kept"] == 8
+    )

@@ -206,19 +206,24 @@ def _read_part(
     """The rows of each config of a part, after the settings' `languages` filter (if any).
 
     The filter applies to what is scored (eval), and to training and dev data only where they span
-    several languages (translate-train-all): a single-config part is the protocol's source language
-    (English MNLI, COPA, SQuAD), which zero-shot transfer trains on whatever languages are scored.
+    several languages (translate-train-all; TyDiQA's in-language training on its own data): a
+    single-config part, or one from a dataset of its own, is the protocol's source language (English
+    MNLI, COPA, SQuAD), which zero-shot transfer trains on whatever languages are scored.
     """
     part = settings.part(role)
     keep = settings.get("languages")
-    by_id = settings.get("language_from") == "id"
-    filtered = keep is not None and (role == "eval" or len(part.configs) > 1)
+    if settings.get("language_from") == "id":  # one config, the language in each row's id
+        filter_configs = False
+        filter_rows = keep is not None and (role == "eval" or part.dataset == settings.get("dataset"))
+    else:
+        filter_configs = keep is not None and (role == "eval" or len(part.configs) > 1)
+        filter_rows = False
     out = []
     for config in part.configs:
-        if filtered and not by_id and config not in keep:
+        if filter_configs and config not in keep:
             continue  # a language config outside the filter: not read at all
         rows, rec = load_split(source, part, config, settings.get("dataset"), settings.get("revision"))
-        if keep is not None and by_id and role == "eval":
+        if filter_rows:
             rows = [r for r in rows if str(r[1].get(settings["columns"]["id"], "")).split("-", 1)[0] in keep]
             rec = {**rec, "rows_kept": len(rows)}
         record.setdefault(role, {})[config] = rec
