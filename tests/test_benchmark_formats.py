@@ -82,6 +82,8 @@ def test_ner_tags_as_names_equal_tags_as_ids(export):  # noqa: F811
     a = ner.encode([("a", {"tokens": words, "ner_tags": ids})], tok, "en")
     b = ner.encode([("b", {"tokens": words, "ner_tags": names})], tok, "en")
     assert a.targets == b.targets and a.extra["tags"] == b.extra["tags"] == [ids]
+    c = ner.encode([("c", {"tokens": words, "ner_tags": [float(i) for i in ids]})], tok, "en")
+    assert c.extra["tags"] == [ids]  # 1.0: an int column with gaps, as pandas writes it
     with pytest.raises(ValueError, match=r"b: column 'ner_tags'\[4\]: 'B-MISC' is not a label id"):
         ner.encode([("b", {"tokens": words, "ner_tags": [*names[:4], "B-MISC"]})], tok, "en")
 

@@ -70,6 +70,8 @@ def _label_id(value: Any, names: list[str] | int, where: str) -> int:
         return names.index(value)
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         value = int(value)
+    if isinstance(value, float) and value.is_integer():  # a pandas export of an int column with gaps
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < n:
         named = "" if isinstance(names, int) else f" or a name of {names}"
         raise BenchmarkDataError(
