@@ -20,7 +20,9 @@ started from a later phase, `mmbert train --from-phase`) are never drawn from an
 
 Stateful: `state_dict()` holds the sampler's and the packer's states and the number of global rows
 drawn; it is the same on every rank, and `load_state_dict` on a fresh loader (any rank, any world
-size) continues the identical stream (nothing is re-read or re-drawn).
+size) continues the identical stream (nothing is re-read or re-drawn). The sampler reads up to
+`read_ahead` documents ahead in a background thread (0: none), which changes neither the stream nor the
+state.
 """
 
 from __future__ import annotations
@@ -32,7 +34,14 @@ import torch
 
 from mmbert.data.masking import mask_tokens
 from mmbert.data.packing import PackedBatch, Packer
-from mmbert.data.sampler import DataSampler, DocumentStore, Mixture, recipe_mixtures, store_counts
+from mmbert.data.sampler import (
+    DEFAULT_READ_AHEAD,
+    DataSampler,
+    DocumentStore,
+    Mixture,
+    recipe_mixtures,
+    store_counts,
+)
 from mmbert.recipe import Phase
 from mmbert.seeds import derive_seed
 
@@ -61,13 +70,14 @@ class BatchLoader:
         vocab_size: int,
         micro_batch_tokens: int,
         first_phase: int = 0,
+        read_ahead: int = DEFAULT_READ_AHEAD,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
         resolved = recipe_mixtures(phases[first_phase:], store_counts(store))
         self.mixtures: list[Mixture | None] = [None] * first_phase + resolved
         # One stream for the whole run, the same on every rank (the sampler's own rank split unused).
-        self.sampler = DataSampler(store, resolved[0], seed=seed)
+        self.sampler = DataSampler(store, resolved[0], seed=seed, read_ahead=read_ahead)
         self.packer = Packer()
         self.seed = seed
         self.rank, self.world_size = rank, world_size

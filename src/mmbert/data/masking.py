@@ -5,10 +5,13 @@ original id (-100 everywhere else, which the loss ignores), and its input become
 probability 0.8, a random token with probability 0.1, and stays unchanged with probability 0.1.
 
 Special tokens: pad, eos, bos, unk and mask (ids 0-4, `mmbert.tokens`) are never selected and never
-drawn as the random replacement. This follows mmBERT/ModernBERT, whose collators mask only text tokens:
-predicting `<bos>`/`<eos>` is trivial (they sit at fixed places) and pad is not data. `<unk>` is
-excluded too because predicting "unknown" teaches nothing. A tokenizer with more special tokens
-(Gemma 2's control tokens) passes its own `special_ids`.
+drawn as the random replacement; random replacements are uniform over the rest of the vocabulary.
+This differs from mmBERT's trainer on purpose. ModernBERT's sequence packer (`SequencePacker.mlm_masking`,
+which mmBERT's released configs ran) selects every non-pad position, `<bos>` and `<eos>` included, and
+draws random replacements from `[0, max id in the masked batch]`, so they can be special ids and never
+exceed the batch's largest id. Here predicting `<bos>`/`<eos>` is not trained (they sit at fixed
+places: trivial), pad is not data, `<unk>` teaches nothing, and every ordinary token can replace.
+A tokenizer with more special tokens (Gemma 2's control tokens) passes its own `special_ids`.
 """
 
 from __future__ import annotations
