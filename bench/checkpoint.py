@@ -201,7 +201,9 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"{args.preset}, {args.strategy}, 2 CPU ranks (gloo); per rank: seconds / read / written / peak extra memory")
+    print(
+        f"{args.preset}, {args.strategy}, 2 CPU ranks (gloo); per rank: seconds / read / written / peak extra memory"
+    )
     for op in OPERATIONS:
         cells = [
             f"{r[op]['seconds']:7.2f} s {r[op]['bytes_read'] / 1e9:6.2f} GB {r[op]['bytes_written'] / 1e9:6.2f} GB "
@@ -216,9 +218,12 @@ def main() -> None:
     results[f"{args.preset}/{args.strategy}"] = {
         "ranks": ranks,
         "command": f"PYTHONPATH=src python bench/checkpoint.py --preset {args.preset} --strategy {args.strategy}",
-        "machine": {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                    "torch": torch.__version__},  # fmt: skip
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+        },  # fmt: skip
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")

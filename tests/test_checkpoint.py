@@ -53,7 +53,14 @@ def test_training_state_keys_are_pinned(train_inputs, tmp_path):
     assert list(state["trainer"]) == ["step", "tokens", "phase", "first_phase", "nonfinite_streak"]
     assert list(state["data"]) == ["sampler", "packer", "rows_drawn"]
     assert list(state["fingerprints"]) == ["data", "tokenizer"]
-    assert list(state["run"]) == ["recipe", "model_config", "tokenizer_dir", "init_from", "world_size", "strategy"]
+    assert list(state["run"]) == [
+        "recipe",
+        "model_config",
+        "tokenizer_dir",
+        "init_from",
+        "world_size",
+        "strategy",
+    ]
     assert set(state["rng"]) == {"python", "numpy", "torch"}
     assert ckpt.TENSOR_PARTS == ("model", "optimizer") and ckpt.RANK_PARTS == ("rng",)
     # The model's keys: every parameter and buffer, the decoder tied to the embedding stored once.
@@ -77,7 +84,9 @@ def test_checkpoint_directory_round_trip(train_inputs, tmp_path):
     files = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
     assert files == [".metadata", "__0_0.distcp", "rng/rank-00000.json", "train_state.json"]
     shared = ckpt.read_train_state(path)
-    assert shared["format"] == ckpt.FORMAT_VERSION and set(shared["files"]) == set(files) - {"train_state.json"}
+    assert shared["format"] == ckpt.FORMAT_VERSION and set(shared["files"]) == set(files) - {
+        "train_state.json"
+    }
     assert shared["trainer"]["step"] == 3 and shared["run"]["world_size"] == 1
     # The tied embedding is stored once (the decoder's weight is the embedding).
     stored = FileSystemReader(path).read_metadata().state_dict_metadata
@@ -163,13 +172,17 @@ def test_resume_over_other_data_tokenizer_or_init_from_is_refused(train_inputs, 
 
     # The recipe now names another tokenizer.
     other = make_tokenizer(tmp_path / "tok", [t for _, t in fake_documents(seed=1)], 400)
-    with pytest.raises(InputsChangedError, match=rf"fingerprint {saved['tokenizer']}.*now names {other} .fingerprint"):
+    with pytest.raises(
+        InputsChangedError, match=rf"fingerprint {saved['tokenizer']}.*now names {other} .fingerprint"
+    ):
         _trainer(recipe, run, f"tokenizer={other}")
 
     # Another --init-from than the run started with (it started with none: any one is another).
     export = tmp_path / "export"
     MmBertForMaskedLM(MmBertConfig.preset("tiny", vocab_size=TINY.vocab_size)).save_pretrained(export)
-    with pytest.raises(InputsChangedError, match=f"started without --init-from, not from --init-from {export}"):
+    with pytest.raises(
+        InputsChangedError, match=f"started without --init-from, not from --init-from {export}"
+    ):
         _trainer(recipe, run, init_from=export)
 
 

@@ -311,7 +311,9 @@ def _kill_after_new_checkpoint(proc: subprocess.Popen, out: Path, logs: Path, af
         while time.monotonic() < deadline and proc.poll() is None and newest <= after:
             newest = max((c.step for c in ckpt.list_checkpoints(out) if ckpt.is_complete(c.path)), default=-1)
             time.sleep(0.01)
-        assert proc.poll() is None, f"the run finished before it could be killed: make it longer\n{rank_logs(logs)}"
+        assert proc.poll() is None, (
+            f"the run finished before it could be killed: make it longer\n{rank_logs(logs)}"
+        )
         ranks = child_pids(proc.pid)
         proc.kill()
     finally:

@@ -43,7 +43,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _agent(recipe: Path, out: Path, logs: Path, nnodes: str, port: int, restarts: int = 0) -> subprocess.Popen:
+def _agent(
+    recipe: Path, out: Path, logs: Path, nnodes: str, port: int, restarts: int = 0
+) -> subprocess.Popen:
     """One node's `torchrun` agent (one rank) joining the c10d rendezvous at 127.0.0.1:`port`."""
     logs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}",
@@ -62,7 +64,9 @@ def _agent(recipe: Path, out: Path, logs: Path, nnodes: str, port: int, restarts
     return subprocess.Popen(cmd, env=env, stdout=out_file, stderr=subprocess.STDOUT)
 
 
-def _two_agents(recipe: Path, out: Path, logs: Path, nnodes: str, restarts: int = 0) -> list[subprocess.Popen]:
+def _two_agents(
+    recipe: Path, out: Path, logs: Path, nnodes: str, restarts: int = 0
+) -> list[subprocess.Popen]:
     port = _free_port()
     first = _agent(recipe, out, logs / "node0", nnodes, port, restarts)
     time.sleep(1.0)  # the first agent hosts the rendezvous store
@@ -70,7 +74,9 @@ def _two_agents(recipe: Path, out: Path, logs: Path, nnodes: str, restarts: int 
 
 
 def _logs(logs: Path) -> str:
-    return "\n".join(f"----- {f}\n{f.read_text(errors='replace')[-3000:]}" for f in sorted(logs.rglob("*.log")))
+    return "\n".join(
+        f"----- {f}\n{f.read_text(errors='replace')[-3000:]}" for f in sorted(logs.rglob("*.log"))
+    )
 
 
 def _wait(procs: list[subprocess.Popen], logs: Path, timeout: float = 300) -> list[int]:
@@ -106,7 +112,10 @@ def reference(train_inputs, tmp_path_factory) -> list[dict]:
     """The same recipe, one process, never interrupted."""
     recipe, _ = train_inputs
     out = tmp_path_factory.mktemp("reference")
-    assert cli_main(["train", str(recipe), "--out", str(out), "--no-progress", "--no-tensorboard", *OVERRIDES]) == 0
+    assert (
+        cli_main(["train", str(recipe), "--out", str(out), "--no-progress", "--no-tensorboard", *OVERRIDES])
+        == 0
+    )
     return read_metrics(out)
 
 
@@ -148,5 +157,10 @@ def test_slurm_example_is_valid_bash_and_launches_as_rehearsed():
     script = ROOT / "examples" / "slurm" / "train.sbatch"
     subprocess.run(["bash", "-n", str(script)], check=True)
     text = script.read_text()
-    for flag in ("--rdzv-backend c10d", '--nnodes "$MIN_NODES:$SLURM_NNODES"', "--max-restarts", "-m mmbert.cli train"):
+    for flag in (
+        "--rdzv-backend c10d",
+        '--nnodes "$MIN_NODES:$SLURM_NNODES"',
+        "--max-restarts",
+        "-m mmbert.cli train",
+    ):
         assert flag in text, flag

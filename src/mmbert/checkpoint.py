@@ -153,7 +153,9 @@ def save_checkpoint(
     if rank == 0:
         layout.checkpoints.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(layout.checkpoints)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp", dir=layout.checkpoints))
+        tmp = Path(
+            tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp", dir=layout.checkpoints)
+        )
     tmp = Path(dist.all_gather_objects(tmp)[0])  # rank 0's, everywhere
     try:
         with _quiet_alone():
@@ -238,7 +240,9 @@ def load_model_weights(path: str | os.PathLike, model: torch.nn.Module) -> None:
 def _quiet_alone() -> Iterator[None]:
     """DCP warns on every call in a single process that it assumes one process: that is intended here."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        warnings.filterwarnings(
+            "ignore", message="torch.distributed is disabled, unavailable or uninitialized"
+        )
         yield
 
 
@@ -251,7 +255,13 @@ def capture_rng_state() -> dict[str, Any]:
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
         "python": [int(version), list(mt_state), gauss],
-        "numpy": [str(np_name), np.asarray(np_keys).tolist(), int(np_pos), int(np_has_gauss), float(np_gauss)],
+        "numpy": [
+            str(np_name),
+            np.asarray(np_keys).tolist(),
+            int(np_pos),
+            int(np_has_gauss),
+            float(np_gauss),
+        ],
         "torch": torch.get_rng_state().tolist(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():

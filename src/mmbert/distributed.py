@@ -195,7 +195,10 @@ def full_model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Full, CPU state dict of the (possibly wrapped) model, for the HF export at a phase end (the one
     full gather of a run); with FSDP every rank takes part and only rank 0 gets the tensors."""
     if is_fsdp(model):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict  # FSDP (1.4 s)
+        from torch.distributed.checkpoint.state_dict import (  # FSDP (1.4 s)
+            StateDictOptions,
+            get_model_state_dict,
+        )
 
         return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     return {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
@@ -234,7 +237,10 @@ class ModelState:
 
         result = set_model_state_dict(self.model, state_dict, options=StateDictOptions(strict=False))
         # DDP reports its wrapper's names ("module.<name>")
-        missing = {k.removeprefix("module.") if self.model is not unwrap(self.model) else k for k in result.missing_keys}
+        missing = {
+            k.removeprefix("module.") if self.model is not unwrap(self.model) else k
+            for k in result.missing_keys
+        }
         missing = sorted(missing - set(tied_names(self.model)))
         if missing or result.unexpected_keys:
             raise MmbertError(

@@ -61,7 +61,13 @@ from mmbert.metrics import RunLog
 from mmbert.model import MmBertForMaskedLM
 from mmbert.optim import build_optimizer, set_schedule
 from mmbert.recipe import Phase, Recipe, RecipeError
-from mmbert.run_inputs import check_same_inputs, checked_tokenizer, data_fingerprint, initial_model, used_recipe
+from mmbert.run_inputs import (
+    check_same_inputs,
+    checked_tokenizer,
+    data_fingerprint,
+    initial_model,
+    used_recipe,
+)
 from mmbert.run_layout import RunLayout
 from mmbert.schedule import Schedule
 from mmbert.seeds import derive_seed
@@ -149,7 +155,10 @@ class Trainer:
         recipe.check_fits(self.config, env.world_size, where)
         store = open_data(recipe.data, vocab_size=self.config.vocab_size)
         tokenizer = checked_tokenizer(self.tokenizer_dir, self.config, store)
-        self.fingerprints = {"data": data_fingerprint(recipe.data), "tokenizer": tokenizer.identity()["fingerprint"]}
+        self.fingerprints = {
+            "data": data_fingerprint(recipe.data),
+            "tokenizer": tokenizer.identity()["fingerprint"],
+        }
         if saved is not None:
             check_same_inputs(source, saved, self.fingerprints, recipe, init_from, resume is not None)
         # transformers (seconds to import) only where exports are written
