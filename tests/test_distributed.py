@@ -182,6 +182,19 @@ def test_one_and_two_ranks_train_the_same_stream(strategy, train_inputs, tmp_pat
     assert {p.name for p in path.iterdir()} >= {"__0_0.distcp", "__1_0.distcp", "rng", "train_state.json"}
     assert sorted(p.name for p in (path / "rng").iterdir()) == ["rank-00000.json", "rank-00001.json"]
 
+    # A run started from the two ranks' end-of-mid checkpoint on one process (as a decay variant
+    # started on another number of ranks) continues the stream: its steps are the two-rank run's.
+    start = ckpt.phase_end_checkpoint(tmp_path / "two", "mid")
+    variant = train.Trainer(
+        load_recipe(recipe, OVERRIDES), tmp_path / "variant", env, options, start_from=start
+    )
+    variant.run()
+    decay = [r for r in two if r["phase"] == "decay"]
+    continued = read_metrics(tmp_path / "variant")
+    assert [{k: r[k] for k in keys} for r in continued] == [{k: r[k] for k in keys} for r in decay]
+    for a, b in zip(continued, decay, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
+
 
 # ---------------------------------------------------------------------------------------------- deaths
 def _start_killable(recipe: Path, out: Path, logs: Path) -> tuple[subprocess.Popen, list[int]]:
