@@ -135,7 +135,6 @@ class Trainer:
         self.run_dir = self.layout.root
         self.schedule = Schedule(recipe)
         self.device = env.device
-        self.init_from = init_from
         if not recipe.data:
             raise RecipeError("data", "the recipe lists no prepared data directory (`mmbert prepare`)")
 
@@ -143,6 +142,9 @@ class Trainer:
         resume = ckpt.latest(self.run_dir)
         source = resume or start_from
         saved = self._read_state(source, resume is not None) if source else None
+        # Where the weights first came from: a continued run keeps its checkpoint's record.
+        started = saved["run"]["init_from"] if saved is not None else None
+        self.init_from = Path(started) if started else init_from
 
         # 2. Build, as a new run would.
         # The phase this run started at: a continued run keeps the one its checkpoint records.
