@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -201,3 +205,36 @@ def test_rng_state_roundtrip_through_json():
     assert got[0] == expected[0]
     assert np.array_equal(got[1], expected[1])
     assert torch.equal(got[2], expected[2])
+
+
+KILLED_IN_WRITE = """
+import os, signal, sys
+from pathlib import Path
+from mmbert import checkpoint, distributed, train
+from mmbert.recipe import load_recipe
+
+def killed(tmp, final):  # every file of the checkpoint written, not yet renamed into place
+    os.kill(os.getpid(), signal.SIGKILL)
+
+checkpoint._publish = killed
+recipe = load_recipe(sys.argv[1], sys.argv[3:])
+options = train.TrainOptions(progress=False, tensorboard=False)
+train.Trainer(recipe, Path(sys.argv[2]), distributed.init_distributed("cpu"), options).run()
+"""
+
+
+def test_a_kill_during_a_write_leaves_no_checkpoint_to_resume_from(train_inputs, tmp_path):
+    recipe, _ = train_inputs
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-c", KILLED_IN_WRITE, str(recipe), str(run), *SHORT], env=env)
+    assert proc.returncode == -signal.SIGKILL
+    (leftover,) = RunLayout(run).checkpoints.iterdir()  # the whole checkpoint, under its temporary name
+    assert leftover.name.startswith(".step-") and (leftover / "train_state.json").exists()
+    assert ckpt.latest(run) is None and ckpt.list_checkpoints(run) == []
+    t = _trainer(recipe, run)  # starts afresh, and its first save clears the dead writer's directory
+    assert t.step == 0
+    t.train_step()
+    t.save()
+    t.close()
+    assert [p.name for p in RunLayout(run).checkpoints.iterdir()] == ["step-000000001"]
