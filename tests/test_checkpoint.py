@@ -26,7 +26,7 @@ from mmbert.model import MmBertForMaskedLM
 from mmbert.recipe import load_recipe
 from mmbert.run_inputs import InputsChangedError
 from mmbert.run_layout import RunLayout
-from tests.conftest import TINY, fake_documents, make_tokenizer
+from tests.conftest import TINY, fake_documents, make_tokenizer, read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -216,7 +216,7 @@ from mmbert.recipe import load_recipe
 def killed(tmp, final):  # every file of the checkpoint written, not yet renamed into place
     os.kill(os.getpid(), signal.SIGKILL)
 
-checkpoint._publish = killed
+checkpoint._rename_into_place = killed
 recipe = load_recipe(sys.argv[1], sys.argv[3:])
 options = train.TrainOptions(progress=False, tensorboard=False)
 train.Trainer(recipe, Path(sys.argv[2]), distributed.init_distributed("cpu"), options).run()
@@ -238,3 +238,25 @@ def test_a_kill_during_a_write_leaves_no_checkpoint_to_resume_from(train_inputs,
     t.save()
     t.close()
     assert [p.name for p in RunLayout(run).checkpoints.iterdir()] == ["step-000000001"]
+
+
+def test_asynchronous_writes_publish_the_same_checkpoints(train_inputs, tmp_path):
+    """`--async-checkpoint`: the same checkpoints, each published once written (by the next save or the
+    end of the run), and the same losses."""
+    recipe, _ = train_inputs
+    runs = {}
+    for name, asynchronous in (("sync", False), ("async", True)):
+        options = train.TrainOptions(progress=False, tensorboard=False, async_checkpoint=asynchronous)
+        t = train.Trainer(
+            load_recipe(recipe, SHORT), tmp_path / name, distributed.init_distributed("cpu"), options
+        )
+        t.run()
+        runs[name] = t
+    names = {n: [c.path.name for c in ckpt.list_checkpoints(tmp_path / n)] for n in runs}
+    assert names["async"] == names["sync"] and names["sync"]
+    assert all(ckpt.is_complete(c.path) for c in ckpt.list_checkpoints(tmp_path / "async"))
+    assert not list(RunLayout(tmp_path / "async").checkpoints.glob(".*"))
+    losses = {n: [r["loss"] for r in read_metrics(tmp_path / n)] for n in runs}
+    assert losses["async"] == losses["sync"]
+    a, b = (ckpt.read_train_state(ckpt.latest(tmp_path / n)) for n in ("sync", "async"))
+    assert a["data"] == b["data"] and a["trainer"] == b["trainer"]

@@ -337,15 +337,16 @@ def _kill_after_new_checkpoint(proc: subprocess.Popen, out: Path, logs: Path, af
 def test_killed_on_two_ranks_resumed_on_one_then_on_two(train_inputs, tmp_path):
     """FSDP on two ranks, several micro-batches per rank and step, SIGKILLed after a checkpoint; the same
     command on one process, killed again after its next checkpoint; then two ranks with DDP finish it.
+    The two-rank runs write their checkpoints asynchronously (`--async-checkpoint`).
     The steps, tokens and LRs are those of a run that was never interrupted, the losses equal to float
     summation order: the checkpoint reshards, and the data stream does not depend on the ranks."""
     recipe, _ = train_inputs
     overrides = ["phases.0.tokens=768", "phases.0.warmup_tokens=64", "phases.1.tokens=512", "phases.2.tokens=256",
                  "train.batch_tokens=256", "train.checkpoint_every_tokens=256"]  # fmt: skip
 
-    def args(out: Path, strategy: str) -> list[str]:
+    def args(out: Path, strategy: str, *extra: str) -> list[str]:
         return [*TRAIN, str(recipe), "--out", str(out), "--strategy", strategy, "--micro-batch-tokens", "32",
-                *overrides]  # fmt: skip
+                *extra, *overrides]  # fmt: skip
 
     # The uninterrupted reference, in this process.
     assert cli_main(args(tmp_path / "ref", "ddp")[2:]) == 0
@@ -355,7 +356,7 @@ def test_killed_on_two_ranks_resumed_on_one_then_on_two(train_inputs, tmp_path):
 
     out = tmp_path / "killed"
     logs = tmp_path / "logs-two"
-    _kill_after_new_checkpoint(_start(args(out, "fsdp"), logs), out, logs, after=-1)
+    _kill_after_new_checkpoint(_start(args(out, "fsdp", "--async-checkpoint"), logs), out, logs, after=-1)
     first = ckpt.latest(out)
     assert ckpt.read_train_state(first)["run"]["world_size"] == 2
     log = tmp_path / "one.log"
@@ -365,7 +366,7 @@ def test_killed_on_two_ranks_resumed_on_one_then_on_two(train_inputs, tmp_path):
     assert "resuming from" in log.read_text() and one.returncode == -signal.SIGKILL
     assert ckpt.read_train_state(ckpt.latest(out))["run"]["world_size"] == 1
     assert len(read_metrics(out)) < len(expected)
-    assert "resuming from" in run_torchrun(args(out, "ddp"), tmp_path / "logs-rerun")
+    assert "resuming from" in run_torchrun(args(out, "ddp", "--async-checkpoint"), tmp_path / "logs-rerun")
 
     keys = ("step", "tokens", "phase", "lr", "batch_tokens", "masked_tokens")
     resumed = read_metrics(out)

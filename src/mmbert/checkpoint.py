@@ -28,7 +28,6 @@ Checkpoints from before this layout (one `.pt` file, format 1) are refused with 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -36,7 +35,6 @@ import random
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +49,8 @@ from mmbert.io import atomic_write_text, fsync_dir, remove_stale_temps
 from mmbert.run_layout import CHECKPOINT_RE, RunLayout
 
 logger = logging.getLogger(__name__)
+# DCP warns on every call in a single process that it assumes one process: that is intended here.
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
 
 FORMAT_VERSION = 2
 STATE_FILE = "train_state.json"
@@ -131,6 +131,101 @@ def phase_end_checkpoint(run_dir: str | os.PathLike, phase: str) -> Path | None:
 # --- writing -----------------------------------------------------------------------------------------
 
 
+class CheckpointWriter:
+    """Writes a run's checkpoints; every rank holds one and calls `save` at the same steps.
+
+    With `asynchronous`, `save` returns once the tensors are copied (DCP's staging: a second copy of
+    this rank's part in host memory, for as long as the write lasts), and the files are written in a
+    background thread (`torch.distributed.checkpoint.async_save`, on a gloo group of its own so that its
+    collectives never interleave with training's); the checkpoint is published when the write has
+    ended, at the latest at the next `save` or at `wait()`. A run killed meanwhile leaves only the
+    temporary directory: the previous checkpoint stays the newest.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, *, rank: int = 0, keep_last: int = 3,
+                 asynchronous: bool = False) -> None:  # fmt: skip
+        if keep_last < 1:
+            raise ValueError(f"keep_last must be >= 1, got {keep_last}")
+        self.layout, self.rank, self.keep_last, self.asynchronous = (
+            RunLayout(run_dir),
+            rank,
+            keep_last,
+            asynchronous,
+        )
+        self._group = dist.new_gloo_group() if asynchronous and dist.initialized() else None
+        self._pending: tuple[Any, Path, Path, str] | None = None
+
+    def save(self, state: dict[str, Any], *, step: int, phase_end: str | None = None) -> Path:
+        """Write `state` (a `Trainer.state_dict()`) as the checkpoint of `step`; returns its final path.
+
+        The `keep_last` newest periodic checkpoints are kept; phase-end checkpoints are always kept
+        (decay variants and merges start from them).
+        """
+        self.wait()
+        final = self.layout.checkpoint(step, phase_end)
+        tmp = self._temp_dir(final)
+        try:
+            _write_json(tmp / RNG_DIR / rank_file(self.rank), state["rng"])
+            # The shared part as it is now (the data stream moves on while an asynchronous write runs).
+            shared = json.dumps({k: v for k, v in state.items() if k not in TENSOR_PARTS + RANK_PARTS})
+            tensors = {k: state[k] for k in TENSOR_PARTS}
+            alone = not dist.initialized()
+            if self.asynchronous:
+                written = dcp.async_save(tensors, checkpoint_id=tmp, process_group=self._group, no_dist=alone)
+                self._pending = (written, tmp, final, shared)
+                return final
+            dcp.save(tensors, checkpoint_id=tmp, no_dist=alone)
+            dist.barrier()  # every rank's part is on disk
+            self._publish(tmp, final, shared)
+        except BaseException:
+            self._discard(tmp)
+            raise
+        dist.barrier()
+        return final
+
+    def wait(self) -> None:
+        """Finish the asynchronous write in flight, if any, and publish its checkpoint (every rank)."""
+        if self._pending is None:
+            return
+        written, tmp, final, shared = self._pending
+        self._pending = None
+        try:
+            getattr(written, "upload_completion", written).result()  # a Future, or DCP's response
+            if self.rank == 0:  # rank 0's write ends after every rank's (it writes the metadata last)
+                self._publish(tmp, final, shared)
+        except BaseException:
+            self._discard(tmp)
+            raise
+        dist.barrier()  # published before any rank looks for it
+
+    def _temp_dir(self, final: Path) -> Path:
+        """A new temporary directory beside `final`, named by rank 0 (with its pid), the same on every rank."""
+        tmp = None
+        if self.rank == 0:
+            self.layout.checkpoints.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.layout.checkpoints)
+            prefix = f".{final.name}.{os.getpid()}."
+            tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=self.layout.checkpoints))
+        return Path(dist.all_gather_objects(tmp)[0])
+
+    def _publish(self, tmp: Path, final: Path, shared: str) -> None:
+        """Rank 0: the shared state with every file's size, written last; then the rename, then pruning."""
+        if self.rank != 0:
+            return
+        files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+        _write_json(tmp / STATE_FILE, {"format": FORMAT_VERSION, **json.loads(shared), "files": files})
+        _rename_into_place(tmp, final)
+        periodic = [c for c in list_checkpoints(self.layout.root) if c.phase_end is None]
+        for old in periodic[: -self.keep_last]:
+            shutil.rmtree(old.path, ignore_errors=True)
+        fsync_dir(self.layout.checkpoints)
+        logger.info("checkpoint %s", final)
+
+    def _discard(self, tmp: Path) -> None:
+        if self.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def save_checkpoint(
     run_dir: str | os.PathLike,
     state: dict[str, Any],
@@ -140,44 +235,10 @@ def save_checkpoint(
     phase_end: str | None = None,
     keep_last: int = 3,
 ) -> Path:
-    """Write `state` (a `Trainer.state_dict()`) as the checkpoint of `step`; every rank calls this.
-
-    The `keep_last` newest periodic checkpoints are kept; phase-end checkpoints are always kept
-    (decay variants and merges start from them). Returns the checkpoint's directory.
-    """
-    if keep_last < 1:
-        raise ValueError(f"keep_last must be >= 1, got {keep_last}")
-    layout = RunLayout(run_dir)
-    final = layout.checkpoint(step, phase_end)
-    tmp = None
-    if rank == 0:
-        layout.checkpoints.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(layout.checkpoints)
-        tmp = Path(
-            tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp", dir=layout.checkpoints)
-        )
-    tmp = Path(dist.all_gather_objects(tmp)[0])  # rank 0's, everywhere
-    try:
-        with _quiet_alone():
-            dcp.save({k: state[k] for k in TENSOR_PARTS}, checkpoint_id=tmp, no_dist=not dist.initialized())
-        _write_json(tmp / RNG_DIR / rank_file(rank), state["rng"])
-        dist.barrier()  # every rank's part is on disk
-        if rank == 0:
-            shared = {k: v for k, v in state.items() if k not in TENSOR_PARTS + RANK_PARTS}
-            files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
-            _write_json(tmp / STATE_FILE, {"format": FORMAT_VERSION, **shared, "files": files})
-            _publish(tmp, final)
-            periodic = [c for c in list_checkpoints(run_dir) if c.phase_end is None]
-            for old in periodic[:-keep_last]:
-                shutil.rmtree(old.path, ignore_errors=True)
-            fsync_dir(layout.checkpoints)
-            logger.info("checkpoint %s", final)
-    except BaseException:
-        if rank == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    dist.barrier()
-    return final
+    """Write `state` as the checkpoint of `step`, synchronously (`CheckpointWriter.save`)."""
+    return CheckpointWriter(run_dir, rank=rank, keep_last=keep_last).save(
+        state, step=step, phase_end=phase_end
+    )
 
 
 def rank_file(rank: int) -> str:
@@ -189,7 +250,7 @@ def _write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, separators=(",", ":")))
 
 
-def _publish(tmp: Path, final: Path) -> None:
+def _rename_into_place(tmp: Path, final: Path) -> None:
     """Rename the written directory to its final name (a rewrite of the same step replaces it)."""
     for path in sorted(tmp.rglob("*"), reverse=True):
         if path.is_dir():
@@ -223,8 +284,7 @@ def load_checkpoint(path: str | os.PathLike, state: dict[str, Any], rank: int = 
     when the checkpoint has no file for this rank)."""
     path = Path(path)
     shared = read_train_state(path)
-    with _quiet_alone():
-        dcp.load({k: state[k] for k in TENSOR_PARTS}, checkpoint_id=path, no_dist=not dist.initialized())
+    dcp.load({k: state[k] for k in TENSOR_PARTS}, checkpoint_id=path, no_dist=not dist.initialized())
     rng_path = path / RNG_DIR / rank_file(rank)
     shared["rng"] = json.loads(rng_path.read_text(encoding="utf-8")) if rng_path.exists() else None
     return shared
@@ -232,18 +292,7 @@ def load_checkpoint(path: str | os.PathLike, state: dict[str, Any], rank: int = 
 
 def load_model_weights(path: str | os.PathLike, model: torch.nn.Module) -> None:
     """Read only the model's tensors of checkpoint `path` into `model` (one process, no optimizer)."""
-    with _quiet_alone():
-        dcp.load({"model": dist.ModelState(model)}, checkpoint_id=Path(path), no_dist=True)
-
-
-@contextlib.contextmanager
-def _quiet_alone() -> Iterator[None]:
-    """DCP warns on every call in a single process that it assumes one process: that is intended here."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message="torch.distributed is disabled, unavailable or uninitialized"
-        )
-        yield
+    dcp.load({"model": dist.ModelState(model)}, checkpoint_id=Path(path), no_dist=True)
 
 
 # --- RNG states as JSON ------------------------------------------------------------------------------

@@ -266,6 +266,11 @@ class OptimizerState:
         set_optimizer_state_dict(self.model, self.optimizer, state_dict)
 
 
+def new_gloo_group() -> dist.ProcessGroup:
+    """A gloo group of every rank, beside the default one (every rank must call this at the same point)."""
+    return dist.new_group(backend="gloo")
+
+
 def initialized() -> bool:
     """Whether this process is in a process group (else it runs alone)."""
     return dist.is_initialized()

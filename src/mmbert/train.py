@@ -89,6 +89,7 @@ class TrainOptions:
     progress: bool = True
     tensorboard: bool = True
     gradient_checkpointing: bool = False
+    async_checkpoint: bool = False
 
     def __post_init__(self) -> None:
         if self.micro_batch_tokens < 1:
@@ -193,6 +194,8 @@ class Trainer:
         self.peak_flops = options.peak_flops or default_peak_flops(self.device)
         if self.peak_flops:
             logger.info("MFU against a peak of %.1f GFLOP/s (--peak-flops to set it)", self.peak_flops / 1e9)
+        self.checkpointer = ckpt.CheckpointWriter(self.run_dir, rank=env.rank, keep_last=recipe.train.keep_last,
+                                                  asynchronous=options.async_checkpoint)  # fmt: skip
         self.log: RunLog | None = None
         if env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -353,8 +356,7 @@ class Trainer:
                 self.export(phase_end, full)
         if self.log is not None:
             self.log.sync()
-        ckpt.save_checkpoint(self.run_dir, self.state_dict(), step=self.step, rank=self.env.rank,
-                             phase_end=phase_end, keep_last=self.recipe.train.keep_last)  # fmt: skip
+        self.checkpointer.save(self.state_dict(), step=self.step, phase_end=phase_end)
 
     def export(self, phase_name: str, full_state: dict[str, torch.Tensor] | None = None) -> Path:
         """HF-format model + tokenizer in `export/<phase>/`, swapped in whole (`mmbert.io.atomic_dir`);
@@ -394,6 +396,7 @@ class Trainer:
                 if bar is not None:
                     bar.update(min(self.tokens, self.schedule.phase_end(index)) - before)
                 if self.nonfinite_streak > self.options.max_nonfinite_steps:
+                    self.checkpointer.wait()
                     raise NonFiniteLossError(
                         f"{self.nonfinite_streak} non-finite losses in a row (limit {self.options.max_nonfinite_steps});"
                         f" the last good checkpoint is {ckpt.latest(self.run_dir)}"
@@ -406,6 +409,7 @@ class Trainer:
                         self._enter_phase(self.schedule.phase_index(self.tokens))
                 elif every and self.tokens // every > before // every and self.nonfinite_streak == 0:
                     self.save()
+            self.checkpointer.wait()  # the last checkpoint published before the run returns
         finally:
             if bar is not None:
                 bar.close()

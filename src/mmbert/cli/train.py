@@ -62,6 +62,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--peak-flops", type=float, help="device peak FLOP/s for the MFU estimate")
     p.add_argument("--gradient-checkpointing", action="store_true", help="recompute layers in backward")
     p.add_argument(
+        "--async-checkpoint",
+        action="store_true",
+        help="write checkpoints in the background (a second copy of each rank's state while it is written)",
+    )
+    p.add_argument(
         "--timeout",
         type=float,
         default=1800.0,
