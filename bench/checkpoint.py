@@ -9,7 +9,9 @@ for DDP or FSDP2 and an optimizer with both moments (3.7 GB of state in all), th
 - before, load: every rank checks the whole file's CRCs (`zipfile.testzip`, as `latest()` did) and
   `torch.load`s all of it, then loads the state into its model and optimizer;
 - after, save / load: `mmbert.checkpoint.save_checkpoint` / `latest` + `load_checkpoint`
-  (torch.distributed.checkpoint: each rank writes and reads its own part).
+  (torch.distributed.checkpoint: each rank writes and reads its own part);
+- async save / wait: `CheckpointWriter(asynchronous=True)`: `save` holds training for the staging copy
+  only; `wait` is the rest of the write and the publication (training would run meanwhile).
 
 Per rank it records the wall time, the bytes its process read and wrote (`/proc/self/io` rchar /
 wchar: file reads through the page cache count, so a warm cache does not hide them) and the peak
@@ -40,7 +42,7 @@ import torch.distributed as tdist
 import torch.multiprocessing as mp
 
 RESULTS = Path(__file__).parent / "results" / "checkpoint.json"
-OPERATIONS = ("before_save", "before_load", "after_save", "after_load")
+OPERATIONS = ("before_save", "before_load", "after_save", "after_load", "async_save", "async_wait")
 
 
 def _io() -> dict[str, int]:
@@ -174,6 +176,10 @@ def _worker(rank: int, world: int, port: int, preset: str, strategy: str, work: 
         ckpt.load_checkpoint(path, state(), rank)
 
     _measure("after_load", after_load, results)
+    # Asynchronous: the time training is held (the staging copy), then the rest of the write.
+    writer = ckpt.CheckpointWriter(work_dir / "async", rank=rank, asynchronous=True)
+    _measure("async_save", lambda: writer.save(state(), step=1), results)
+    _measure("async_wait", writer.wait, results)
     if env.is_main:
         path = ckpt.latest(run)
         results["after_dir_bytes"] = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
