@@ -81,6 +81,9 @@ def fx(tmp_path_factory, train_inputs) -> dict[str, Path]:
         "in.txt": "hello\n\nworld\n",
         "bad.yaml": "phases: [\n",
         "plain.txt": "x",
+        "comma.csv": "text,label\nsample text 1,pos\nsample text 2,neg\nsample text 3, with a comma,pos\n",
+        "twolabels.csv": "text,label,label\na,pos,neg\nb,neg,pos\n",
+        "openquote.csv": 'text,label\na,pos\n"b,neg\nc,pos\nd,neg\n',
     }.items():
         (root / name).write_text(text)
         paths[name.replace(".", "_")] = root / name
@@ -168,6 +171,10 @@ BAD_INPUTS = [
     ("finetune --model {model} --train {good_jsonl} --out {model}", "would overwrite the input"),
     ("finetune --model {model} --train {good_jsonl} --out {root}/f3 --batch-size 0", "--batch-size must be"),
     ("demo --recipe /no/such.yaml --out {root}/demo", "no such recipe file"),
+    # issue 23: labels never silently wrong
+    ("finetune --model {model} --train {comma_csv} --out {root}/f4", "comma.csv:4: 3 fields where the header has 2"),
+    ("finetune --model {model} --train {twolabels_csv} --out {root}/f5", "twolabels.csv:1: duplicate column"),
+    ("finetune --model {model} --train {openquote_csv} --out {root}/f6", "openquote.csv:3: unbalanced quote"),
 ]
 
 

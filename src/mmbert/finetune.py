@@ -225,6 +225,25 @@ def label_space(examples: list[Example], name: str, label_column: str) -> dict[i
     return dict(enumerate(values))
 
 
+def label_counts(examples: list[Example], id2label: dict[int, str]) -> dict[str, int]:
+    """How many examples each class has, in class-id order."""
+    counts = dict.fromkeys(id2label.values(), 0)
+    for e in examples:
+        counts[label_key(e.label)] += 1
+    return counts
+
+
+def log_label_counts(examples: list[Example], id2label: dict[int, str], name: str) -> dict[str, int]:
+    """Say which classes training will learn, with counts, before it starts: a label set that is not
+    the one meant (a text's comma read as a label) shows here; a class seen once is warned about."""
+    counts = label_counts(examples, id2label)
+    log.info("%d labels in %s: %s", len(counts), name, ", ".join(f"{k!r} {n}" for k, n in counts.items()))
+    rare = [k for k, n in counts.items() if n == 1]
+    if rare:
+        log.warning("%s: labels seen once: %s; is the label column right?", name, ", ".join(map(repr, rare)))
+    return counts
+
+
 def _is_int(v: str) -> bool:
     return v.lstrip("-").isdigit()
 
@@ -494,6 +513,7 @@ def finetune(options: FinetuneOptions) -> FinetuneResult:
     if task == "classification":
         id2label = label_space(train, options.train, options.label_column)
         label2id = {v: k for k, v in id2label.items()}
+        log_label_counts(train, id2label, options.train)
         overrides.update(id2label=id2label, problem_type="single_label_classification")
     else:
         overrides.update(num_labels=1, id2label={0: "score"}, problem_type="regression")
