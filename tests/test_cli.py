@@ -172,7 +172,10 @@ BAD_INPUTS = [
     ("finetune --model {model} --train {good_jsonl} --out {root}/f3 --batch-size 0", "--batch-size must be"),
     ("demo --recipe /no/such.yaml --out {root}/demo", "no such recipe file"),
     # issue 23: labels never silently wrong
-    ("finetune --model {model} --train {comma_csv} --out {root}/f4", "comma.csv:4: 3 fields where the header has 2"),
+    (
+        "finetune --model {model} --train {comma_csv} --out {root}/f4",
+        "comma.csv:4: 3 fields where the header has 2",
+    ),
     ("finetune --model {model} --train {twolabels_csv} --out {root}/f5", "twolabels.csv:1: duplicate column"),
     ("finetune --model {model} --train {openquote_csv} --out {root}/f6", "openquote.csv:3: unbalanced quote"),
 ]

@@ -93,7 +93,13 @@ def test_csv_tsv_and_json(tmp_path):
         ('text,label\n"a"b,pos\n', ":2: broken CSV"),
         ('text,label\n"a,pos\nb",neg,x\n', ":2: 3 fields where the header has 2: .* runs to line 3"),
     ],
-    ids=["unquoted-comma", "duplicate-header", "unbalanced-quote-where-it-opens", "text-after-quote", "spans"],
+    ids=[
+        "unquoted-comma",
+        "duplicate-header",
+        "unbalanced-quote-where-it-opens",
+        "text-after-quote",
+        "spans",
+    ],
 )
 def test_csv_never_guesses_a_row_it_cannot_read(tmp_path, text, error):
     """A row that the header does not describe is an error at its line, not a shifted label."""
