@@ -153,7 +153,7 @@ BAD_INPUTS = [
     ("merge --method ties --models {model} {model} --out {root}/m1", "needs a base model"),
     ("merge --method linear --models /no/such --out {root}/m2", "not a model directory or a checkpoint file"),
     ("merge --method linear --models {model} {foreign} --out {root}/m3", "no config.json"),
-    ("merge --method linear --models {model} --out {foreign}", "already exists"),
+    ("merge --method linear --models {model} --out {foreign}", "did not write"),
     ("convert /no/such.pt --out {root}/c1", "/no/such.pt"),
     ("convert {plain_txt} --out {root}", "would overwrite the input"),
     ("tokenizer adapt /no/such --out {root}/a1", "no such tokenizer directory"),
@@ -171,6 +171,14 @@ BAD_INPUTS = [
     ("finetune --model {model} --train {good_jsonl} --out {model}", "would overwrite the input"),
     ("finetune --model {model} --train {good_jsonl} --out {root}/f3 --batch-size 0", "--batch-size must be"),
     ("demo --recipe /no/such.yaml --out {root}/demo", "no such recipe file"),
+    # issue 23: options accepted and ignored or misread
+    ("ablate --out {root}/ab1 --seeds 0", "--seeds must be >= 2"),
+    ("ablate --out {root}/ab2 --quick --scale 2", "--quick and --scale cannot be combined"),
+    ("ablate --out {foreign} --quick", "did not write"),
+    # issue 23: outputs never delete inputs
+    ("merge --method linear --models {model} --out {root}", "would overwrite the input"),
+    ("merge --method linear --models {model} --out {root} --overwrite", "would overwrite the input"),
+    ("convert {plain_txt} --out {root} --overwrite", "would overwrite the input"),
     # issue 23: labels never silently wrong
     (
         "finetune --model {model} --train {comma_csv} --out {root}/f4",
@@ -190,6 +198,23 @@ def test_bad_inputs_give_one_line_and_no_traceback(fx, capsys, argv, message):
     assert rc == 2 and err and "Traceback" not in "\n".join(err)
     assert err[-1].startswith(f"mmbert {command}: error: ") and message in err[-1], err[-1]
     assert not [line for line in err[:-1] if "error" in line.lower()]  # the one error line is the last
+
+
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        ("ablate --scale nan", "--scale"),
+        ("demo --scale inf", "--scale"),
+        ("plan {recipe} --max-epochs -1", "--max-epochs"),
+        ("plan {recipe} --max-epochs nan", "--max-epochs"),
+    ],
+)
+def test_a_number_out_of_range_fails_at_parse_naming_the_option(fx, capsys, argv, option):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([part.format(**fx) for part in argv.split()])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"argument {option}: must be a finite number > 0" in err
 
 
 def test_model_commands_keep_freed_memory_and_the_others_do_not(tmp_path, monkeypatch):

@@ -213,6 +213,11 @@ def test_convert_never_replaces_an_input_and_writes_its_output_whole(tmp_path, c
         assert cli.main(["convert", str(path), "--out", str(out), "--tokenizer", str(tok)]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
+    for out in (tmp_path, tok):  # --overwrite into the folder holding the .pt or the tokenizer: refused too
+        assert (
+            cli.main(["convert", str(path), "--out", str(out), "--tokenizer", str(tok), "--overwrite"]) == 2
+        )
+        assert "would overwrite the input" in capsys.readouterr().err
     assert (
         path.is_file()
         and (tok / "tokenizer.json").read_text() == (foreign / "notes.txt").read_text() == "mine"

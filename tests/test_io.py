@@ -145,23 +145,36 @@ def test_an_output_never_replaces_an_input_or_a_foreign_directory(tmp_path):
     own = tmp_path / "own"
     own.mkdir()
     (own / "mine.json").write_text("{}")
+    (tmp_path / "link").symlink_to(model)
 
     def is_own(d: Path) -> bool:
         return (d / "mine.json").exists()
 
+    # An input, directly, through a parent or through a symbolic link: refused even with --overwrite.
     for out, inputs, message in [
-        (model, [model], "would overwrite the input"),
-        (tmp_path, [model], "would overwrite the input"),  # replacing a parent deletes the input
-        (model, [], "non-empty directory that this command did not write"),
+        (model, [model], f"would overwrite the input {model}: choose another --out"),
+        (tmp_path, [model], f"would overwrite the input {model}, which it holds"),
+        (tmp_path / "link", [model], f"would overwrite the input {model}"),
+        (model, [tmp_path / "link"], "would overwrite the input"),
     ]:
-        with pytest.raises(io.OutputRefusedError, match=message):
-            io.check_output(out, inputs, is_own=is_own, overwrite=False)
-        io.check_output(out, inputs, is_own=is_own, overwrite=True)
+        for overwrite in (False, True, None):
+            with pytest.raises(io.OutputRefusedError, match=message):
+                io.check_output(out, inputs, is_own=is_own, overwrite=overwrite)
+    # A foreign directory: refused unless --overwrite.
+    with pytest.raises(io.OutputRefusedError, match="non-empty directory that this command did not write"):
+        io.check_output(model, [], is_own=is_own, overwrite=False)
+    io.check_output(model, [], is_own=is_own, overwrite=True)
     io.check_output(own, [model, "org/hub-name"], is_own=is_own, overwrite=False)
     io.check_output(tmp_path / "new", [model], is_own=is_own, overwrite=False)
     io.check_output(model / "inside", [model], is_own=is_own, overwrite=False)
     with pytest.raises(io.OutputRefusedError, match="choose another --out$"):
         io.check_output(model, [], is_own=is_own, overwrite=None)  # a command without --overwrite
+    # A dangling symbolic link: said so, not "File exists".
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    with pytest.raises(
+        io.OutputRefusedError, match=f"is a symbolic link to {tmp_path / 'gone'}, which does not"
+    ):
+        io.check_output(tmp_path / "dangling", [], is_own=is_own, overwrite=True)
 
 
 # ---------------------------------------------------------------------------------------------- process

@@ -306,23 +306,35 @@ def check_output(
     overwrite: bool | None,
     option: str = "--out",
 ) -> None:
-    """Refuse an output directory that is or holds one of the command's `inputs` (replacing it would
-    delete the input), or that is a non-empty directory `is_own` does not recognise as this command's
-    earlier output.
+    """The one check of every command's output directory, before any work is done.
 
-    `overwrite` (the command's `--overwrite`) allows both; None: the command has no such option. An
-    input that is not an existing path (a Hub name) is ignored.
+    Always refused, `--overwrite` or not: an output that is one of the command's `inputs` or holds
+    one (replacing it would delete the input), symbolic links followed on both sides; and a dangling
+    symbolic link (nothing could be written through it). Refused unless `overwrite`: a non-empty
+    directory that `is_own` does not recognise as this command's earlier output. `overwrite` is the
+    command's `--overwrite`; None: the command has no such option. An input that is not an existing
+    path (a Hub name) is ignored.
     """
-    if overwrite:
-        return
-    advice = f"choose another {option}" + (", or pass --overwrite" if overwrite is not None else "")
-    target = Path(out).resolve()
+    path = Path(out)
+    if path.is_symlink() and not path.exists():
+        raise OutputRefusedError(
+            f"{option} {out} is a symbolic link to {os.readlink(path)}, which does not exist: "
+            f"create its target or choose another {option}"
+        )
+    target = path.resolve()
     for item in inputs:
         if item is None or not Path(item).exists():
             continue
         source = Path(item).resolve()
         if source == target or target in source.parents:
-            raise OutputRefusedError(f"{option} {out} would overwrite the input {item}: {advice}")
+            how = "" if source == target else ", which it holds"
+            raise OutputRefusedError(
+                f"{option} {out} would overwrite the input {item}{how}: choose another {option} "
+                "(--overwrite never replaces an input)"
+            )
+    if overwrite:
+        return
+    advice = f"choose another {option}" + (", or pass --overwrite" if overwrite is not None else "")
     if target.is_dir() and any(target.iterdir()) and not is_own(target):
         raise OutputRefusedError(
             f"{option} {out} is a non-empty directory that this command did not write: {advice}"

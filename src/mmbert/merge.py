@@ -68,7 +68,7 @@ from mmbert import __version__
 from mmbert.composer import infer_config, is_checkpoint_file, read_composer_checkpoint
 from mmbert.config import MmBertConfig, read_hf_config
 from mmbert.errors import MmbertError
-from mmbert.io import atomic_dir
+from mmbert.io import atomic_dir, check_output
 from mmbert.tokenizer import TOKENIZER_FILES, TOKENIZER_IDENTITY_FILES, fingerprint_sha256
 from mmbert.weights import (
     SAFETENSORS,
@@ -619,6 +619,10 @@ def _check_tokenizers(directories: Sequence[Path]) -> Path | None:
     return first[0] if first is not None else None
 
 
+def _is_merge_output(directory: Path) -> bool:
+    return (directory / "merge_config.json").is_file()
+
+
 def merge_dirs(
     method: str,
     base: str | Path | None,
@@ -647,6 +651,7 @@ def merge_dirs(
         method, len(model_dirs), base_dir is not None, weights, density, decay, half_life, chunk_elements
     )
     out = Path(out)
+    check_output(out, [base_dir, *model_dirs], is_own=_is_merge_output, overwrite=overwrite)
     if out.exists() and not overwrite:
         raise MergeError(f"{out} already exists; pass --overwrite to replace it")
     if base_dir is not None:

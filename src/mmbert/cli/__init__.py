@@ -18,6 +18,7 @@ import argparse
 import importlib
 import inspect
 import logging
+import math
 import os
 import re
 import signal
@@ -105,10 +106,14 @@ def setup_logging() -> None:
 
 
 def positive_float(text: str) -> float:
-    """An argparse type: a number > 0 (`--scale`)."""
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    """An argparse type: a finite number > 0 (`--scale`, `--max-epochs`); nan and inf are refused
+    here, naming the option, not deep inside the run."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
 
 
