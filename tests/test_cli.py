@@ -175,6 +175,7 @@ BAD_INPUTS = [
     ("ablate --out {root}/ab1 --seeds 0", "--seeds must be >= 2"),
     ("ablate --out {root}/ab2 --quick --scale 2", "--quick and --scale cannot be combined"),
     ("ablate --out {foreign} --quick", "did not write"),
+    ("demo --out {foreign} --quick", "did not write"),
     # issue 23: outputs never delete inputs
     ("merge --method linear --models {model} --out {root}", "would overwrite the input"),
     ("merge --method linear --models {model} --out {root} --overwrite", "would overwrite the input"),

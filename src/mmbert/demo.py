@@ -64,7 +64,7 @@ from mmbert.evaluate import (
     write_result,
 )
 from mmbert.inference import load
-from mmbert.io import atomic_dir, atomic_write_text, remove_stale_temps
+from mmbert.io import atomic_dir, atomic_write_text, check_output, remove_stale_temps
 from mmbert.merge import merge_dirs
 from mmbert.recipe import Recipe, load_recipe
 from mmbert.report import write_demo_report
@@ -142,8 +142,9 @@ class Demo:
         self.settings = settings
         self.workers = workers
         self.t0 = time.perf_counter()
-        out.mkdir(parents=True, exist_ok=True)
         path = self.layout.state
+        check_output(out, [settings.recipe], is_own=lambda _: path.is_file(), overwrite=None)
+        out.mkdir(parents=True, exist_ok=True)
         state = json.loads(path.read_text()) if path.exists() else None
         wanted = dataclasses.asdict(settings)
         if state is not None and state["settings"] != wanted:
