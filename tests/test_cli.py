@@ -14,7 +14,7 @@ import pytest
 
 from mmbert import cli
 from mmbert.recipe import load_recipe
-from tests.conftest import make_tiny_export
+from tests.conftest import make_tiny_export, make_tokenizer, udhr_texts
 
 PACKAGE = Path(cli.__file__).resolve().parents[1]  # src/mmbert
 
@@ -96,7 +96,34 @@ def fx(tmp_path_factory, train_inputs) -> dict[str, Path]:
     manifest = json.loads((notok / "manifest.json").read_text())
     del manifest["tokenizer"]
     (notok / "manifest.json").write_text(json.dumps(manifest))
-    return {**paths, "root": root, "foreign": root / "foreign", "badtok": root / "badtok", "notok": notok}
+    return {
+        **paths,
+        **_mismatched_models(root, paths["model"]),
+        "root": root,
+        "foreign": root / "foreign",
+        "badtok": root / "badtok",
+        "notok": notok,
+    }
+
+
+def _mismatched_models(root: Path, model: Path) -> dict[str, Path]:
+    """Copies of `model` with another tokenizer (fewer and more ids than its embedding's rows) and with a
+    NaN weight."""
+    out = {}
+    for name, size in (("smalltok", 300), ("bigtok", 700)):
+        out[name] = root / name
+        shutil.copytree(model, out[name])
+        for file in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            (out[name] / file).unlink(missing_ok=True)
+        make_tokenizer(out[name], udhr_texts(), size)
+    from safetensors.torch import load_file, save_file
+
+    out["nanmodel"] = root / "nanmodel"
+    shutil.copytree(model, out["nanmodel"])
+    weights = load_file(out["nanmodel"] / "model.safetensors")
+    weights["model.layers.0.mlp.Wo.weight"][0, 0] = float("nan")
+    save_file(weights, out["nanmodel"] / "model.safetensors", metadata={"format": "pt"})
+    return out
 
 
 # (argv with {name} placeholders for `fx`, a part of the one-line error)
@@ -180,6 +207,16 @@ BAD_INPUTS = [
     ("merge --method linear --models {model} --out {root}", "would overwrite the input"),
     ("merge --method linear --models {model} --out {root} --overwrite", "would overwrite the input"),
     ("convert {plain_txt} --out {root} --overwrite", "would overwrite the input"),
+    # issue 23: a model and its tokenizer checked together; NaN weights said
+    ("fill-mask {bigtok} a-<mask>", "bigtok (the tokenizer) has 700 ids, but the model"),
+    ("fill-mask {smalltok} a-<mask>", "smalltok (the tokenizer) has 300 ids, but the model"),
+    ("embed {bigtok} --input {good_jsonl} --out {root}/e2.npy", "the tokenizer files are not this model's"),
+    ("evaluate {smalltok}", "the tokenizer files are not this model's"),
+    ("finetune --model {bigtok} --train {good_jsonl} --out {root}/f7", "the tokenizer files are not this"),
+    ("merge --method linear --models {bigtok} --out {root}/m4", "the tokenizer files are not this model's"),
+    ("fill-mask {nanmodel} a-<mask>", "model.layers.0.mlp.Wo.weight has 1 NaN and 0 infinite values"),
+    ("embed {nanmodel} --input {good_jsonl} --out {root}/e3.npy", "has 1 NaN"),
+    ("evaluate {nanmodel}", "has 1 NaN"),
     # issue 23: labels never silently wrong
     (
         "finetune --model {model} --train {comma_csv} --out {root}/f4",

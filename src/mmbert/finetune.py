@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from mmbert.data.packing import PackedBatch
 from mmbert.data.records import BadInputError, iter_csv, iter_jsonl, read_json
 from mmbert.errors import MmbertError
+from mmbert.hf import check_loaded_tokenizer
 from mmbert.io import atomic_dir, check_output
 from mmbert.model import MmBertForSequenceClassification
 from mmbert.tokenizer import load_with_layout, write_tokenizer_files
@@ -526,6 +527,7 @@ def finetune(options: FinetuneOptions) -> FinetuneResult:
     tokenizer = load_with_layout(options.tokenizer or model_dir)
     encoded = {k: Encoded(tokenize(tokenizer, v, options.max_length), labels[k]) for k, v in splits.items()}
     model = MmBertForSequenceClassification.from_pretrained(model_dir, device=device, **overrides)
+    check_loaded_tokenizer(model.config, tokenizer, model_dir, options.tokenizer or model_dir)
     model.train()
     log.info(
         "%s with %d labels: train %d, %s (%d); metric %s",

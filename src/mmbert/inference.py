@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from mmbert.data.packing import PackedBatch
 from mmbert.data.records import BadInputError, iter_jsonl, iter_lines
+from mmbert.hf import check_loaded_tokenizer
 from mmbert.io import atomic_open
 from mmbert.model import MmBertForMaskedLM, MmBertModel, pool_packed
 from mmbert.tokenizer import load_with_layout
@@ -63,6 +64,7 @@ def load(model_dir: str | Path, device: str | torch.device | None = None) -> tup
     tokenizer = load_with_layout(path)
     if tokenizer.mask_token_id is None:
         raise ValueError(f"{path}: the tokenizer has no mask token")
+    check_loaded_tokenizer(model.config, tokenizer, path, path)
     return model, tokenizer
 
 

@@ -69,7 +69,14 @@ from mmbert.composer import infer_config, is_checkpoint_file, read_composer_chec
 from mmbert.config import MmBertConfig, read_hf_config
 from mmbert.errors import MmbertError
 from mmbert.io import atomic_dir, check_output
-from mmbert.tokenizer import TOKENIZER_FILES, TOKENIZER_IDENTITY_FILES, fingerprint_sha256
+from mmbert.hf import check_tokenizer_fits
+from mmbert.tokenizer import (
+    TOKENIZER_FILE,
+    TOKENIZER_FILES,
+    TOKENIZER_IDENTITY_FILES,
+    fingerprint_sha256,
+    read_tokenizer_files,
+)
 from mmbert.weights import (
     SAFETENSORS,
     SAFETENSORS_DTYPES,
@@ -619,6 +626,15 @@ def _check_tokenizers(directories: Sequence[Path]) -> Path | None:
     return first[0] if first is not None else None
 
 
+def _check_tokenizer_fits(config: MmBertConfig, model_dir: Path, tokenizer_dir: Path) -> None:
+    """The tokenizer the output gets fits the model it gets (`mmbert.hf.check_tokenizer_fits`)."""
+    if not (tokenizer_dir / TOKENIZER_FILE).is_file():
+        return  # a sentencepiece-only tokenizer: no ids to count without loading it
+    files = read_tokenizer_files(tokenizer_dir)
+    special = {role: id_ for role, id_ in files.special_ids().items() if role in ("pad", "mask")}
+    check_tokenizer_fits(config, files.vocab_size, special, model_dir, tokenizer_dir)
+
+
 def _is_merge_output(directory: Path) -> bool:
     return (directory / "merge_config.json").is_file()
 
@@ -671,6 +687,11 @@ def merge_dirs(
             if d not in opened:
                 opened[d], inferred[d] = open_checkpoint(d)
                 stack.callback(opened[d].close)
+        reference_config = inferred[reference_dir]
+        if tokenizer_dir is not None:
+            _check_tokenizer_fits(
+                reference_config or MmBertConfig.load(reference_dir), reference_dir, tokenizer_dir
+            )
         base_reader = opened[base_dir] if base_dir is not None else None
         model_readers = [opened[d] for d in model_dirs]
         reference = opened[reference_dir]
@@ -678,7 +699,6 @@ def merge_dirs(
         total_params = sum(info.numel for _, info, _ in tensors)
 
         with atomic_dir(out) as tmp:
-            reference_config = inferred[reference_dir]
             if reference_config is not None:  # a checkpoint file: the config its tensors and preset give
                 reference_config.save(tmp)
             else:
