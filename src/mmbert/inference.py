@@ -259,6 +259,8 @@ def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list
     """`<bos> text <eos>` ids, truncated to `max_length` tokens (specials included)."""
     if max_length < 2:
         raise ValueError(f"max_length must be >= 2, got {max_length}")
+    if not texts:  # transformers' fast tokenizers fail on an empty batch
+        return []
     enc = tokenizer(list(texts), truncation=True, max_length=max_length)
     return [list(ids) for ids in enc["input_ids"]]
 
