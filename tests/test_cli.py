@@ -239,6 +239,27 @@ def test_bad_inputs_give_one_line_and_no_traceback(fx, capsys, argv, message):
 
 
 @pytest.mark.parametrize(
+    "argv",
+    [
+        "fill-mask {model} a-<mask> --device cuda",
+        "embed {model} --input {good_jsonl} --out {root}/e9.npy --device cuda:1",
+        "evaluate {model} --device cuda",
+        "finetune --model {model} --train {good_jsonl} --out {root}/f9 --device cuda",
+    ],
+)
+def test_a_cuda_device_on_a_host_without_one_is_one_line(fx, capsys, monkeypatch, argv):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert cli.main([part.format(**fx) for part in argv.split()]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("was asked for, but torch sees no CUDA device") and "Traceback" not in "".join(
+        err
+    )
+
+
+@pytest.mark.parametrize(
     "argv, option",
     [
         ("ablate --scale nan", "--scale"),

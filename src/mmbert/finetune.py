@@ -38,6 +38,7 @@ from mmbert.data.packing import PackedBatch
 from mmbert.data.records import BadInputError, iter_csv, iter_jsonl, read_json
 from mmbert.errors import MmbertError
 from mmbert.hf import check_loaded_tokenizer
+from mmbert.inference import resolve_device
 from mmbert.io import atomic_dir, check_output
 from mmbert.model import MmBertForSequenceClassification
 from mmbert.tokenizer import load_with_layout, write_tokenizer_files
@@ -500,7 +501,7 @@ def finetune(options: FinetuneOptions) -> FinetuneResult:
     check_output(options.out, inputs, is_own=lambda d: (d / SUMMARY).is_file(), overwrite=options.overwrite)
     random.seed(options.seed)
     torch.manual_seed(options.seed)
-    device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(options.device)
 
     train, dev, test, dev_note = load_splits(options)
     task = infer_task(train) if options.task == "auto" else options.task

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from mmbert.data.packing import PackedBatch
 from mmbert.data.records import BadInputError, iter_jsonl, iter_lines
+from mmbert.errors import MmbertError
 from mmbert.hf import check_loaded_tokenizer
 from mmbert.io import atomic_open
 from mmbert.model import MmBertForMaskedLM, MmBertModel, pool_packed
@@ -50,6 +51,23 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`device` (None: `default_device()`), refused in one line when torch cannot use it (a CUDA device
+    on a host without one), instead of an assertion deep inside torch at the first tensor moved."""
+    if device is None:
+        return default_device()
+    resolved = torch.device(device)
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise MmbertError(f"--device {device} was asked for, but torch sees no CUDA device")
+        if resolved.index is not None and resolved.index >= count:
+            raise MmbertError(
+                f"--device {device}: torch sees {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+            )
+    return resolved
+
+
 def load(model_dir: str | Path, device: str | torch.device | None = None) -> tuple[MmBertForMaskedLM, Any]:
     """An HF-format masked-LM directory -> (model in eval mode on `device`, its tokenizer).
 
@@ -59,7 +77,7 @@ def load(model_dir: str | Path, device: str | torch.device | None = None) -> tup
     path = Path(model_dir)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     model = MmBertForMaskedLM.from_pretrained(path, device=device)
     tokenizer = load_with_layout(path)
     if tokenizer.mask_token_id is None:
