@@ -153,6 +153,22 @@ def test_shapes_come_from_the_tensors(tmp_path, caplog):
     )
 
 
+def test_convert_and_merge_errors_name_what_to_do(tmp_path, capsys):
+    """An unknown KEY=VALUE names the key and the known ones; a merge of a checkpoint no preset fits
+    points to `convert --preset` (merge has no such option); a model directory is not a checkpoint."""
+    ref = hf_model(seed=2, hidden_size=96, num_attention_heads=6)
+    path = write_composer_checkpoint(tmp_path / "x.pt", ref.state_dict())
+    assert cli.main(["convert", str(path), "--out", str(tmp_path / "a"), "--preset", "tiny", "hiden_size=3"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model config key hiden_size; the keys are" in err and "hidden_size," in err
+    assert cli.main(["merge", "--method", "linear", "--models", str(path), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "`mmbert convert CKPT --preset NAME`" in err.splitlines()[-1]
+    ref.save_pretrained(tmp_path / "hfdir")
+    assert cli.main(["convert", str(tmp_path / "hfdir"), "--out", str(tmp_path / "c")]) == 2
+    assert "is an HF model directory, not a checkpoint file" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("preset, params", [("mmbert-small", 140_897_536), ("mmbert-base", 307_786_240)])
 def test_released_shapes_pick_their_preset(preset, params):
     """mmBERT's checkpoints: the preset is found from the shapes and gives heads, window, thetas, context."""
