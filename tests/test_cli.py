@@ -239,6 +239,44 @@ def test_bad_inputs_give_one_line_and_no_traceback(fx, capsys, argv, message):
 
 
 @pytest.mark.parametrize(
+    "argv, module, writer, advice",
+    [
+        (
+            "prepare --source {good_jsonl} --tokenizer {tok} --out {root}/full1 --lang eng_Latn --no-progress",
+            "numpy",
+            "save",
+            "finished units are kept: rerun the same command to resume once there is space",
+        ),
+        (
+            "train {recipe} --out {root}/full2 --no-progress",
+            "torch",
+            "save",
+            "the last complete checkpoint is kept: rerun the same command to resume once there is space",
+        ),
+    ],
+    ids=["prepare", "train"],
+)
+def test_a_full_disk_is_one_line_naming_the_file_and_the_rerun(
+    fx, capsys, monkeypatch, argv, module, writer, advice
+):
+    """The writers' own words for a full disk ("N requested and M written", torch's "file write failed")
+    become one line: no space, which file, how much is free, and that a rerun resumes."""
+    import importlib
+
+    from mmbert import io
+
+    def short_write(*args, **kwargs):
+        raise OSError("49601 requested and 24560 written")
+
+    monkeypatch.setattr(importlib.import_module(module), writer, short_write)
+    monkeypatch.setattr(io, "_free_bytes", lambda directory: 0)
+    assert cli.main([part.format(**fx) for part in argv.split()]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "no space left on device: could not write" in err[-1] and "0 bytes free" in err[-1]
+    assert err[-1].endswith(advice) and "Traceback" not in "".join(err)
+
+
+@pytest.mark.parametrize(
     "argv",
     [
         "fill-mask {model} a-<mask> --device cuda",

@@ -158,7 +158,10 @@ def test_convert_and_merge_errors_name_what_to_do(tmp_path, capsys):
     points to `convert --preset` (merge has no such option); a model directory is not a checkpoint."""
     ref = hf_model(seed=2, hidden_size=96, num_attention_heads=6)
     path = write_composer_checkpoint(tmp_path / "x.pt", ref.state_dict())
-    assert cli.main(["convert", str(path), "--out", str(tmp_path / "a"), "--preset", "tiny", "hiden_size=3"]) == 2
+    assert (
+        cli.main(["convert", str(path), "--out", str(tmp_path / "a"), "--preset", "tiny", "hiden_size=3"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "unknown model config key hiden_size; the keys are" in err and "hidden_size," in err
     assert cli.main(["merge", "--method", "linear", "--models", str(path), "--out", str(tmp_path / "m")]) == 2

@@ -177,6 +177,29 @@ def test_an_output_never_replaces_an_input_or_a_foreign_directory(tmp_path):
         io.check_output(tmp_path / "dangling", [], is_own=is_own, overwrite=True)
 
 
+def test_a_full_disk_is_said_with_the_file_and_the_free_space(tmp_path, monkeypatch):
+    """A write that fails on a full file system says so and where, whatever the writer's own words
+    (NumPy: "N requested and M written"); the old file stays, no temporary is left."""
+    target = tmp_path / "a.npy"
+    target.write_bytes(b"old")
+    monkeypatch.setattr(io, "_free_bytes", lambda directory: 0)
+    for failure in (OSError("49601 requested and 24560 written"), RuntimeError("file write failed")):
+        with pytest.raises(io.DiskFullError, match=f"no space left on device: could not write {target} "):
+            with io.atomic_open(target) as f:
+                f.write(b"partial")
+                raise failure
+        with pytest.raises(io.DiskFullError, match=f"0 bytes free in {tmp_path}"):
+            with io.atomic_dir(tmp_path / "d") as d:
+                (d / "x").write_bytes(b"partial")
+                raise failure
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["a.npy"]
+    # With room to spare, an error is the writer's own.
+    monkeypatch.setattr(io, "_free_bytes", lambda directory: 10**12)
+    with pytest.raises(RuntimeError, match="file write failed"):
+        with io.atomic_open(target) as f:
+            raise RuntimeError("file write failed")
+
+
 # ---------------------------------------------------------------------------------------------- process
 _HOLD = """
 import sys, time

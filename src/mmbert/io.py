@@ -136,6 +136,42 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
             yield f
 
 
+class DiskFullError(MmbertError, OSError):
+    """A write that failed because the file system is full (or the quota is used up), saying where."""
+
+
+# Free space under which a failed write is put down to a full disk even when the writer's error says
+# nothing of it (NumPy reports a short write as "N requested and M written", torch's zip writer as
+# "file write failed").
+_NEARLY_FULL = 1 << 20
+
+
+def _free_bytes(directory: Path) -> int | None:
+    try:
+        st = os.statvfs(directory)
+    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def disk_full_error(err: BaseException, path: Path) -> DiskFullError | None:
+    """`err`, raised while writing `path`, as a `DiskFullError` naming `path` and the free space left,
+    when the file system is full; None when it is not the cause. Call it before the partial file is
+    removed (that frees the space again)."""
+    if not isinstance(err, Exception) or isinstance(err, DiskFullError):
+        return None
+    errno_ = getattr(err, "errno", None)
+    free = _free_bytes(path.parent)
+    if errno_ not in (errno.ENOSPC, errno.EDQUOT) and (
+        errno_ is not None or free is None or free >= _NEARLY_FULL
+    ):
+        return None
+    where = f"{free:,} bytes free in {path.parent}" if free is not None else f"in {path.parent}"
+    full = DiskFullError(f"no space left on device: could not write {path} ({where})")
+    full.errno = errno.ENOSPC
+    return full
+
+
 @contextlib.contextmanager
 def _atomic_open(path: str | Path, mode: str) -> Iterator[IO]:
     path = Path(path)
@@ -149,9 +185,12 @@ def _atomic_open(path: str | Path, mode: str) -> Iterator[IO]:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as err:
+        full = disk_full_error(err, path)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         _raise_interrupt_behind(err)
+        if full is not None:
+            raise full from err
         raise
     fsync_dir(path.parent)
 
@@ -236,8 +275,11 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         _fsync_tree(tmp)
         replace_dir(tmp, path)
     except BaseException as err:
+        full = disk_full_error(err, path)
         shutil.rmtree(tmp, ignore_errors=True)
         _raise_interrupt_behind(err)
+        if full is not None:
+            raise full from err
         raise
 
 

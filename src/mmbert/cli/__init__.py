@@ -15,6 +15,7 @@ and the logging set-up live here only, and so does the handling of errors:
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import inspect
 import logging
@@ -196,7 +197,11 @@ def run_command(name: str, argv: list[str]) -> int:
     except (MmbertError, ValueError, OSError) as err:
         if debug:
             traceback.print_exc()
-        print(f"mmbert {name}: error: {_one_line(err)}", file=sys.stderr)
+        message = _one_line(err)
+        advice = getattr(module, "INTERRUPTED", "")
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT) and advice:
+            message += f"; {advice} once there is space"  # what was written whole is kept
+        print(f"mmbert {name}: error: {message}", file=sys.stderr)
         return int(getattr(err, "exit_code", 2))
 
 
