@@ -68,8 +68,8 @@ from mmbert import __version__
 from mmbert.composer import infer_config, is_checkpoint_file, read_composer_checkpoint
 from mmbert.config import MmBertConfig, read_hf_config
 from mmbert.errors import MmbertError
-from mmbert.io import atomic_dir, check_output
 from mmbert.hf import check_tokenizer_fits
+from mmbert.io import atomic_dir, check_output
 from mmbert.tokenizer import (
     TOKENIZER_FILE,
     TOKENIZER_FILES,
