@@ -22,7 +22,8 @@ from mmbert.demo import (
 from mmbert.demo_layout import FILL_MASK_LANGUAGES, STATE_FILE
 from mmbert.inference import load
 from mmbert.recipe import load_recipe
-from mmbert.tokenizer import bundled_texts, save_tokenizer, train_tokenizer
+from mmbert.tokenizer import save_tokenizer
+from mmbert.tokenizer_training import bundled_texts, train_tokenizer
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -75,7 +75,8 @@ from mmbert.stats import (
     seed_interval,
     seeds_needed,
 )
-from mmbert.tokenizer import load_tokenizer, train_and_save, write_tokenizer_files
+from mmbert.tokenizer import load_tokenizer, write_tokenizer_files
+from mmbert.tokenizer_training import train_and_save
 from mmbert.train import TrainOptions, export_dir
 
 logger = logging.getLogger(__name__)

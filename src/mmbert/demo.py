@@ -5,7 +5,7 @@
 Nothing is downloaded. The steps, each a call of the function that the matching command runs:
 
 1. `tokenizer`: train a BPE tokenizer with mmBERT's special ids on the bundled UDHR + code
-   (`mmbert.tokenizer.train_and_save`), and `prepare`: tokenize the corpus into shards
+   (`mmbert.tokenizer_training.train_and_save`), and `prepare`: tokenize the corpus into shards
    (`mmbert.data.prepare.prepare`);
 2. `train`: the tiny recipe (`recipes/tiny.yaml`) through its three phases, 30% → 15% → 5% masking,
    tau 0.7 → 0.5 → 0.3, growing language sets, longer context and a new RoPE theta, then its three
@@ -69,7 +69,7 @@ from mmbert.merge import merge_dirs
 from mmbert.recipe import Recipe, load_recipe
 from mmbert.report import write_demo_report
 from mmbert.runs import run_recipe
-from mmbert.tokenizer import train_and_save
+from mmbert.tokenizer_training import train_and_save
 from mmbert.train import TrainOptions
 
 logger = logging.getLogger(__name__)

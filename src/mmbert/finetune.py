@@ -39,7 +39,7 @@ from mmbert.data.records import BadInputError, iter_csv, iter_jsonl, read_json
 from mmbert.errors import MmbertError
 from mmbert.io import atomic_dir, check_output
 from mmbert.model import MmBertForSequenceClassification
-from mmbert.tokenizer import load_with_layout, write_tokenizer_files
+from mmbert.tokenizer import load_tokenizer, write_tokenizer_files
 
 log = logging.getLogger(__name__)
 
@@ -503,7 +503,7 @@ def finetune(options: FinetuneOptions) -> FinetuneResult:
     labels = {k: encode_labels(v, task, label2id, options.label_column) for k, v in splits.items()}
 
     model_dir = resolve_model(options.model)
-    tokenizer = load_with_layout(options.tokenizer or model_dir)
+    tokenizer = load_tokenizer(options.tokenizer or model_dir, adapt=True)
     encoded = {k: Encoded(tokenize(tokenizer, v, options.max_length), labels[k]) for k, v in splits.items()}
     model = MmBertForSequenceClassification.from_pretrained(model_dir, device=device, **overrides)
     model.train()

@@ -19,8 +19,14 @@ import torch
 
 from mmbert.config import MmBertConfig
 from mmbert.io import update_dir
-from mmbert.tokenizer import is_model_file
-from mmbert.weights import SAFETENSORS, find_weights, load_bin, load_safetensors, write_safetensors
+from mmbert.weights import (
+    SAFETENSORS,
+    find_weights,
+    is_model_file,
+    load_bin,
+    load_safetensors,
+    write_safetensors,
+)
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from mmbert.data.packing import PackedBatch
 from mmbert.data.records import BadInputError, iter_jsonl, iter_lines
 from mmbert.io import atomic_open
 from mmbert.model import MmBertForMaskedLM, MmBertModel, pool_packed
-from mmbert.tokenizer import load_with_layout
+from mmbert.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +53,14 @@ def load(model_dir: str | Path, device: str | torch.device | None = None) -> tup
     """An HF-format masked-LM directory -> (model in eval mode on `device`, its tokenizer).
 
     A tokenizer as shipped (Gemma 2's: `<mask>` not named the mask token, no `<eos>` added) is adapted
-    to mmBERT's layout in memory (`mmbert.tokenizer.load_with_layout`).
+    to mmBERT's layout in memory (`mmbert.tokenizer.load_tokenizer(adapt=True)`).
     """
     path = Path(model_dir)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
     device = torch.device(device) if device is not None else default_device()
     model = MmBertForMaskedLM.from_pretrained(path, device=device)
-    tokenizer = load_with_layout(path)
+    tokenizer = load_tokenizer(path, adapt=True)
     if tokenizer.mask_token_id is None:
         raise ValueError(f"{path}: the tokenizer has no mask token")
     return model, tokenizer
