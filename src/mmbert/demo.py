@@ -42,6 +42,7 @@ from typing import Any
 import torch
 
 from mmbert.data.corpus import load_udhr
+from mmbert.data.masking import never_masked
 from mmbert.data.packing import PackedBatch
 from mmbert.data.prepare import prepare
 from mmbert.data.sources import open_source
@@ -377,7 +378,7 @@ def fill_word(model: Any, tokenizer: Any, masked: MaskedWord, top_k: int = 5) ->
     model.eval()
     device = next(model.parameters()).device
     mask, bos, eos = tokenizer.mask_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id
-    specials = torch.tensor(sorted({int(i) for i in tokenizer.all_special_ids} | {mask}), device=device)
+    specials = torch.tensor(never_masked(tokenizer), device=device)
     before, after = masked.ids[: masked.start], masked.ids[masked.start + masked.length :]
     beams: list[tuple[list[int], float]] = [([], 0.0)]
     for step in range(masked.length):

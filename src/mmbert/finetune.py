@@ -41,7 +41,7 @@ from mmbert.io import atomic_dir, check_output
 from mmbert.model import MmBertForSequenceClassification
 from mmbert.tokenizer import load_tokenizer, write_tokenizer_files
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 TASKS = ("auto", "classification", "regression")
 SUMMARY = "finetune.json"  # in the output directory: what makes it finetune's own
@@ -507,7 +507,7 @@ def finetune(options: FinetuneOptions) -> FinetuneResult:
     encoded = {k: Encoded(tokenize(tokenizer, v, options.max_length), labels[k]) for k, v in splits.items()}
     model = MmBertForSequenceClassification.from_pretrained(model_dir, device=device, **overrides)
     model.train()
-    log.info(
+    logger.info(
         "%s with %d labels: train %d, %s (%d); metric %s",
         task,
         model.config.num_labels,
@@ -553,7 +553,7 @@ def finetune(options: FinetuneOptions) -> FinetuneResult:
                     {"step": step, "train_loss": sum(losses[-eval_every:]) / len(losses[-eval_every:]), **m}
                 )
                 improved = m[metric] > best_value if higher_better else m[metric] < best_value
-                log.info(
+                logger.info(
                     "step %d | train loss %.4f | dev loss %.4f | dev %s %.4f%s",
                     step,
                     history[-1]["train_loss"],
@@ -568,7 +568,7 @@ def finetune(options: FinetuneOptions) -> FinetuneResult:
                 else:
                     bad_evals += 1
                     if bad_evals >= options.patience:
-                        log.info("early stop: no dev %s improvement in %d evaluations", metric, bad_evals)
+                        logger.info("early stop: no dev %s improvement in %d evaluations", metric, bad_evals)
                         stop = True
             if stop or step >= total:
                 stop = True

@@ -28,7 +28,7 @@ from mmbert.weights import (
     write_safetensors,
 )
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -148,7 +148,7 @@ class HFCheckpointMixin:
                     params[our_key].copy_(sd[hf_key].to(params[our_key].dtype))
         self._tie()
         if missing:
-            log.info("%s: newly initialized: %s", source, ", ".join(missing))
+            logger.info("%s: newly initialized: %s", source, ", ".join(missing))
         return missing
 
     @classmethod

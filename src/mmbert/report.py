@@ -32,6 +32,7 @@ from mmbert.io import atomic_write_text
 from mmbert.plots import pyplot, save_figure
 from mmbert.recipe import Phase, Recipe
 from mmbert.runs import variant_dir
+from mmbert.stats import with_interval
 
 # One color per run / model, stable across plots.
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
@@ -294,12 +295,7 @@ def pct(x: float | None) -> str:
 def _ci(stats: Mapping[str, Any], key: str, percent: bool = True) -> str:
     """`value [low, high]` from a group's summary (its 95% bootstrap interval, when it has one)."""
     value, ci = stats.get(key), (stats.get("ci") or {}).get(key)
-    if value is None:
-        return "-"
-    show = (lambda x: f"{100 * x:.1f}") if percent else (lambda x: f"{x:.3f}")  # noqa: E731
-    if not ci or ci[0] is None or ci[1] is None:
-        return show(value)
-    return f"{show(value)} [{show(ci[0])}, {show(ci[1])}]"
+    return with_interval(value, ci, pct if percent else (lambda x: f"{x:.3f}"))
 
 
 def models_table(evals: Mapping[str, Mapping[str, Any]], groups: Sequence[str], key: str) -> str:
