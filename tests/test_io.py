@@ -19,7 +19,8 @@ import pytest
 from mmbert import io
 from mmbert.model import MmBertForMaskedLM
 from mmbert.process import LOCK_FILE, DirectoryInUseError, directory_lock
-from mmbert.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+from mmbert.tokenizer import load_tokenizer, save_tokenizer
+from mmbert.tokenizer_training import train_tokenizer
 from tests.conftest import TINY, running, udhr_texts
 
 

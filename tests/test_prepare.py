@@ -18,10 +18,11 @@ import pytest
 from mmbert import cli
 from mmbert.data import prepare as prep
 from mmbert.data.manifest import ManifestError
-from mmbert.data.prepare import PrepareError, load_tokenizer_info, prepare
+from mmbert.data.prepare import PrepareError, prepare
 from mmbert.data.shards import ShardError, TokenStore
 from mmbert.data.sources import BadInputError, LocalFilesSource, open_source
 from mmbert.io import OutputRefusedError, UnsafePathError
+from mmbert.tokenizer import read_tokenizer_files
 from tests.conftest import (
     WORDS,
     child_pids,
@@ -238,10 +239,9 @@ def test_hf_source(tmp_path, tokdir):
     result = prepare(src, tokdir, tmp_path / "data", name="hf", workers=2, progress=False)
     assert result.units_total == 4 and result.langs["fra_Latn"]["docs"] == 9
     store = TokenStore(tmp_path / "data")
-    info = load_tokenizer_info(tokdir)
     from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_str(info.json)
+    tok = Tokenizer.from_str(read_tokenizer_files(tokdir).text)
     assert store.doc("hf", "deu_Latn", 4).tolist() == tok.encode(texts[13], add_special_tokens=False).ids
 
 
@@ -270,7 +270,8 @@ def test_mds_source_strips_specials_and_checks_ids(tmp_path, tokdir):
 
 def test_real_tokenizer_directory(tmp_path):
     """A directory written by `mmbert tokenizer` (transformers' save_pretrained) is read the same way."""
-    from mmbert.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+    from mmbert.tokenizer import load_tokenizer, save_tokenizer
+    from mmbert.tokenizer_training import train_tokenizer
 
     texts = {lang: make_texts(lang, 40) for lang in WORDS}
     tokdir = save_tokenizer(train_tokenizer(texts, vocab_size=400, model="bpe"), tmp_path / "tok")

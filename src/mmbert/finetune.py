@@ -41,9 +41,9 @@ from mmbert.hf import check_loaded_tokenizer
 from mmbert.inference import resolve_device
 from mmbert.io import atomic_dir, check_output
 from mmbert.model import MmBertForSequenceClassification
-from mmbert.tokenizer import load_with_layout, write_tokenizer_files
+from mmbert.tokenizer import load_tokenizer, write_tokenizer_files
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 TASKS = ("auto", "classification", "regression")
 SUMMARY = "finetune.json"  # in the output directory: what makes it finetune's own
@@ -239,10 +239,12 @@ def log_label_counts(examples: list[Example], id2label: dict[int, str], name: st
     """Say which classes training will learn, with counts, before it starts: a label set that is not
     the one meant (a text's comma read as a label) shows here; a class seen once is warned about."""
     counts = label_counts(examples, id2label)
-    log.info("%d labels in %s: %s", len(counts), name, ", ".join(f"{k!r} {n}" for k, n in counts.items()))
+    logger.info("%d labels in %s: %s", len(counts), name, ", ".join(f"{k!r} {n}" for k, n in counts.items()))
     rare = [k for k, n in counts.items() if n == 1]
     if rare:
-        log.warning("%s: labels seen once: %s; is the label column right?", name, ", ".join(map(repr, rare)))
+        logger.warning(
+            "%s: labels seen once: %s; is the label column right?", name, ", ".join(map(repr, rare))
+        )
     return counts
 
 
@@ -525,12 +527,12 @@ def finetune(options: FinetuneOptions) -> FinetuneResult:
     labels = {k: encode_labels(v, task, label2id, options.label_column) for k, v in splits.items()}
 
     model_dir = resolve_model(options.model)
-    tokenizer = load_with_layout(options.tokenizer or model_dir)
+    tokenizer = load_tokenizer(options.tokenizer or model_dir, adapt=True)
     encoded = {k: Encoded(tokenize(tokenizer, v, options.max_length), labels[k]) for k, v in splits.items()}
     model = MmBertForSequenceClassification.from_pretrained(model_dir, device=device, **overrides)
     check_loaded_tokenizer(model.config, tokenizer, model_dir, options.tokenizer or model_dir)
     model.train()
-    log.info(
+    logger.info(
         "%s with %d labels: train %d, %s (%d); metric %s",
         task,
         model.config.num_labels,
@@ -576,7 +578,7 @@ def finetune(options: FinetuneOptions) -> FinetuneResult:
                     {"step": step, "train_loss": sum(losses[-eval_every:]) / len(losses[-eval_every:]), **m}
                 )
                 improved = m[metric] > best_value if higher_better else m[metric] < best_value
-                log.info(
+                logger.info(
                     "step %d | train loss %.4f | dev loss %.4f | dev %s %.4f%s",
                     step,
                     history[-1]["train_loss"],
@@ -591,7 +593,7 @@ def finetune(options: FinetuneOptions) -> FinetuneResult:
                 else:
                     bad_evals += 1
                     if bad_evals >= options.patience:
-                        log.info("early stop: no dev %s improvement in %d evaluations", metric, bad_evals)
+                        logger.info("early stop: no dev %s improvement in %d evaluations", metric, bad_evals)
                         stop = True
             if stop or step >= total:
                 stop = True

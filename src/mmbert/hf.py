@@ -20,10 +20,16 @@ import torch
 from mmbert.config import MmBertConfig
 from mmbert.errors import MmbertError
 from mmbert.io import update_dir
-from mmbert.tokenizer import is_model_file
-from mmbert.weights import SAFETENSORS, find_weights, load_bin, load_safetensors, write_safetensors
+from mmbert.weights import (
+    SAFETENSORS,
+    find_weights,
+    is_model_file,
+    load_bin,
+    load_safetensors,
+    write_safetensors,
+)
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -208,7 +214,7 @@ class HFCheckpointMixin:
                     params[our_key].copy_(sd[hf_key].to(params[our_key].dtype))
         self._tie()
         if missing:
-            log.info("%s: newly initialized: %s", source, ", ".join(missing))
+            logger.info("%s: newly initialized: %s", source, ", ".join(missing))
         return missing
 
     @classmethod

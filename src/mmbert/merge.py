@@ -87,7 +87,7 @@ from mmbert.weights import (
     read_safetensors_header,
 )
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 METHODS = ("ties", "linear", "ema")
 # 4M elements: 16 MB per fp32 temporary, so the ~10 temporaries of a TIES chunk stay small next to
@@ -612,7 +612,7 @@ def _check_tokenizers(directories: Sequence[Path]) -> Path | None:
     for directory in directories:
         ident = tokenizer_identity(directory)
         if ident is None:
-            log.warning(
+            logger.warning(
                 "%s has no tokenizer files: assuming it uses the same tokenizer as the others", directory
             )
             continue
@@ -722,7 +722,7 @@ def merge_dirs(
                         next_report = math.floor(done / total_params * 10) / 10 + 0.1
                         elapsed = time.perf_counter() - t0
                         eta = elapsed * (total_params - done) / max(done, 1)
-                        log.info(
+                        logger.info(
                             "merged %d/%d tensors | %.1fM/%.1fM params | %.0fs elapsed, eta %.0fs",
                             n, len(tensors), done / 1e6, total_params / 1e6, elapsed, eta,
                         )  # fmt: skip
@@ -731,7 +731,7 @@ def merge_dirs(
             (tmp / "README.md").write_text(_readme(record))
             if out.exists() and not overwrite:  # appeared while merging: leave it alone
                 raise MergeError(f"{out} already exists; pass --overwrite to replace it")
-    log.info(
+    logger.info(
         "wrote %s (%s, %d tensors, %.1fM params) in %.1fs",
         out,
         method,

@@ -39,7 +39,7 @@ import math
 import time
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -61,9 +61,6 @@ from mmbert.tokenizer import (
     adapt_tokenizer,
     write_tokenizer_files,
 )
-
-if TYPE_CHECKING:
-    pass
 
 logger = logging.getLogger(__name__)
 

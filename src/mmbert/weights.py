@@ -37,6 +37,9 @@ from safetensors.torch import load_file
 
 from mmbert.errors import MmbertError
 
+# Files of an HF model directory that are the model (config, weights in any layout), not the tokenizer.
+MODEL_FILES = ("config.json", "generation_config.json")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".index.json")
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 BIN = "pytorch_model.bin"
@@ -81,6 +84,11 @@ class WeightFiles:
     format: str  # "safetensors" or "bin"
     files: list[Path]
     key_to_file: dict[str, Path] | None = None
+
+
+def is_model_file(name: str) -> bool:
+    """Whether a file of a model directory belongs to the model (config, weights), not the tokenizer."""
+    return name in MODEL_FILES or name.endswith(WEIGHT_SUFFIXES)
 
 
 def find_weights(directory: str | Path) -> WeightFiles:

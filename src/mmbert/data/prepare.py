@@ -66,7 +66,7 @@ from mmbert.data.sources import DocumentSource, SkipReport, Unit
 from mmbert.errors import MmbertError
 from mmbert.io import atomic_open, atomic_write_text, check_output, inside, remove_stale_temps
 from mmbert.process import LOCK_FILE, die_with_parent, directory_lock
-from mmbert.tokenizer import TokenizerLayoutError, layout_problems, read_tokenizer_files
+from mmbert.tokenizer import read_tokenizer_files
 
 logger = logging.getLogger(__name__)
 
@@ -100,32 +100,6 @@ def _read_json(path: Path) -> dict[str, Any]:
             f"{path}: damaged record (not a JSON object); delete it to prepare that part again"
         )
     return obj
-
-
-# --------------------------------------------------------------------------------------------------
-# The tokenizer: its serialized form (what workers rebuild it from) and its identity (what shards depend on)
-
-
-@dataclass
-class TokenizerInfo:
-    json: str
-    identity: dict[str, Any]
-
-
-def load_tokenizer_info(spec: str | os.PathLike) -> TokenizerInfo:
-    """Read a tokenizer directory (one with tokenizer.json) or a locally cached HF tokenizer name.
-
-    Its identity is what decides the token ids, not the file's bytes (`mmbert.tokenizer.fingerprint_sha256`):
-    a re-saved file, or other special flags and post-processing, is the same tokenizer to the shards.
-    """
-    try:
-        files = read_tokenizer_files(spec)
-    except TokenizerLayoutError as e:
-        raise PrepareError(str(e)) from None
-    problems = layout_problems(files)
-    if problems:  # every run reads the data with mmBERT's ids: refuse before tokenizing anything
-        raise PrepareError(f"tokenizer {spec} cannot take mmBERT's layout: " + "; ".join(problems))
-    return TokenizerInfo(files.text, files.identity())
 
 
 def _same_tokenizer(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -417,13 +391,9 @@ def _is_prepared_data(data: Path) -> bool:
 
 
 def _check_tokenizer(
-    data: Path, manifest: dict[str, Any] | None, tok: TokenizerInfo, overwrite: bool
+    data: Path, manifest: dict[str, Any] | None, identity: dict[str, Any], overwrite: bool
 ) -> dict | None:
-    if (
-        manifest is None
-        or not manifest.get("sources")
-        or _same_tokenizer(manifest["tokenizer"], tok.identity)
-    ):
+    if manifest is None or not manifest.get("sources") or _same_tokenizer(manifest["tokenizer"], identity):
         return manifest
     if not overwrite:
         raise PrepareError(
@@ -497,19 +467,21 @@ def prepare(
         raise PrepareError(f"--shard-tokens must be positive, not {shard_tokens}")
     if workers < 1:
         raise PrepareError(f"--workers must be at least 1, not {workers}")
-    tok = load_tokenizer_info(tokenizer)
+    # every run reads the data with mmBERT's ids: a tokenizer without them is refused before any work
+    tok = read_tokenizer_files(tokenizer, require_layout=True)
+    identity = tok.identity()
     check_output(
         data, [getattr(source, "root", None), tokenizer], is_own=_is_prepared_data, overwrite=overwrite
     )
     with directory_lock(data, "mmbert prepare"):
         remove_stale_temps(data)  # a killed run's manifest temporaries (its shards': below)
-        manifest = _check_tokenizer(data, read_manifest(data), tok, overwrite)
+        manifest = _check_tokenizer(data, read_manifest(data), identity, overwrite)
         fingerprint = source.fingerprint()
         state = {
             "spec": source.spec(),
             "kind": source.kind,
             "fingerprint": fingerprint,
-            "tokenizer_sha256": tok.identity["sha256"],
+            "tokenizer_sha256": identity["sha256"],
         }
         _check_source(data, name, state, manifest, overwrite)
         source_dir = data / name
@@ -529,18 +501,18 @@ def prepare(
         resumed = len(records)
         if resumed:
             logger.info("%s: %d of %d units already prepared, %d to go", name, resumed, len(units), len(todo))
-        special = tok.identity["special_ids"]
+        special = identity["special_ids"]
         jobs = [
             _Job(source, name, u, str(source_dir), shard_tokens, skip_bad, special["bos"], special["eos"],
-                 tok.identity["vocab_size"], allow_unknown_languages)
+                 identity["vocab_size"], allow_unknown_languages)
             for u in todo
         ]  # fmt: skip
         known = [u.docs for u in todo]
         total = sum(known) if all(d is not None for d in known) else None  # type: ignore[misc]
-        done_docs, done_tokens = _run_jobs(jobs, tok.json, workers, records, total, progress, name)
+        done_docs, done_tokens = _run_jobs(jobs, tok.text, workers, records, total, progress, name)
 
         manifest = read_manifest(data) or new_manifest()
-        manifest["tokenizer"] = tok.identity
+        manifest["tokenizer"] = identity
         skipped = SkipReport()
         no_tokens = 0
         for unit in units:
