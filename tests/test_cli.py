@@ -88,6 +88,7 @@ def fx(tmp_path_factory, train_inputs) -> dict[str, Path]:
         (root / name).write_text(text)
         paths[name.replace(".", "_")] = root / name
     (root / "foreign").mkdir()
+    (root / "emptydir").mkdir()
     (root / "foreign" / "notes.txt").write_text("mine")
     (root / "badtok").mkdir()
     (root / "badtok" / "tokenizer.json").write_text("{not json")
@@ -100,6 +101,7 @@ def fx(tmp_path_factory, train_inputs) -> dict[str, Path]:
         **paths,
         **_mismatched_models(root, paths["model"]),
         "root": root,
+        "emptydir": root / "emptydir",
         "foreign": root / "foreign",
         "badtok": root / "badtok",
         "notok": notok,
@@ -217,6 +219,10 @@ BAD_INPUTS = [
     ("fill-mask {nanmodel} a-<mask>", "model.layers.0.mlp.Wo.weight has 1 NaN and 0 infinite values"),
     ("embed {nanmodel} --input {good_jsonl} --out {root}/e3.npy", "has 1 NaN"),
     ("evaluate {nanmodel}", "has 1 NaN"),
+    ("tokenizer adapt {tok} --out {model} --overwrite", "has 300 ids, but the model in"),
+    ("tokenizer adapt {tok} --out {root}/a3 --model-max-length -5", "--model-max-length must be >= 2"),
+    ("tokenizer info {tok} --model-max-length 0", "--model-max-length must be >= 2"),
+    ("tokenizer info {emptydir}", "emptydir: an empty directory (a tokenizer has tokenizer.json"),
     # issue 23: labels never silently wrong
     (
         "finetune --model {model} --train {comma_csv} --out {root}/f4",
@@ -236,6 +242,28 @@ def test_bad_inputs_give_one_line_and_no_traceback(fx, capsys, argv, message):
     assert rc == 2 and err and "Traceback" not in "\n".join(err)
     assert err[-1].startswith(f"mmbert {command}: error: ") and message in err[-1], err[-1]
     assert not [line for line in err[:-1] if "error" in line.lower()]  # the one error line is the last
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        "tokenizer train --out {root}/ro/t --input {good_jsonl} --lang eng_Latn",
+        "ablate --out {root}/ro/ab --quick",
+        "prepare --source {good_jsonl} --tokenizer {tok} --out {root}/ro/d --lang eng_Latn",
+        "merge --method linear --models {model} --out {root}/ro/m",
+    ],
+)
+def test_a_read_only_out_fails_before_the_work(fx, capsys, monkeypatch, argv):
+    import os
+
+    readonly = fx["root"] / "ro"
+    readonly.mkdir(exist_ok=True)
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != readonly and access(path, mode))
+    assert cli.main([part.format(**fx) for part in argv.split()]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith(f"{readonly} is not writable (read-only): choose another --out")
+    assert not any("training" in line or "step" in line for line in err[:-1])  # nothing ran first
 
 
 @pytest.mark.parametrize(

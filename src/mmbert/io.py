@@ -351,9 +351,10 @@ def check_output(
     """The one check of every command's output directory, before any work is done.
 
     Always refused, `--overwrite` or not: an output that is one of the command's `inputs` or holds
-    one (replacing it would delete the input), symbolic links followed on both sides; and a dangling
-    symbolic link (nothing could be written through it). Refused unless `overwrite`: a non-empty
-    directory that `is_own` does not recognise as this command's earlier output. `overwrite` is the
+    one (replacing it would delete the input), symbolic links followed on both sides; a dangling
+    symbolic link (nothing could be written through it); a place that cannot be written (read-only).
+    Refused unless `overwrite`: a non-empty directory that `is_own` does not recognise as this
+    command's earlier output. `overwrite` is the
     command's `--overwrite`; None: the command has no such option. An input that is not an existing
     path (a Hub name) is ignored.
     """
@@ -374,10 +375,21 @@ def check_output(
                 f"{option} {out} would overwrite the input {item}{how}: choose another {option} "
                 "(--overwrite never replaces an input)"
             )
-    if overwrite:
-        return
     advice = f"choose another {option}" + (", or pass --overwrite" if overwrite is not None else "")
-    if target.is_dir() and any(target.iterdir()) and not is_own(target):
+    if not overwrite and target.is_dir() and any(target.iterdir()) and not is_own(target):
         raise OutputRefusedError(
             f"{option} {out} is a non-empty directory that this command did not write: {advice}"
+        )
+    _check_writable(target, out, option)
+
+
+def _check_writable(target: Path, out: str | Path, option: str) -> None:
+    """The directory `target` would be created or replaced in can be written (a read-only --out fails
+    before the work, not after it)."""
+    existing = target if target.is_dir() else target.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputRefusedError(
+            f"{option} {out}: {existing} is not writable (read-only): choose another {option}"
         )
