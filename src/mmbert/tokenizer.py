@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from tokenizers import Tokenizer, processors
 
-from mmbert.errors import MmbertError
 from mmbert.config import MmBertConfig
+from mmbert.errors import MmbertError
 from mmbert.hf import check_tokenizer_fits
 from mmbert.io import check_output, update_dir
 from mmbert.tokens import BOS, BOS_ID, EOS, EOS_ID, ROLE_ALIASES, SPECIAL_IDS, SPECIAL_TOKENS
