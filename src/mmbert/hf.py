@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -122,29 +123,34 @@ PADDED_ROWS = 128
 
 
 def check_tokenizer_fits(
-    config: MmBertConfig,
+    config: MmBertConfig | Mapping[str, Any],
     n_ids: int,
-    special_ids: dict[str, int | None],
+    special_ids: Mapping[str, int | None],
     model_dir: str | Path,
     tokenizer_dir: str | Path,
 ) -> None:
     """The tokenizer in `tokenizer_dir` belongs to the model in `model_dir`: as many ids as the
     embedding has rows (up to `PADDED_ROWS` spare), and the special ids that config.json names.
+    `config` is the model's config, or its config.json as read (a field it lacks is not checked).
 
     Another tokenizer (one `tokenizer adapt --overwrite` put in the folder) would crash on an id past
     the embedding, or run on the wrong ids without a word. The model's own files agree with each other
     (loading checks every shape against config.json), so the error blames the tokenizer's.
     """
+
+    def field(name: str) -> Any:
+        return config.get(name) if isinstance(config, Mapping) else getattr(config, name, None)
+
     where = f"{tokenizer_dir} (the tokenizer)"
-    rows = config.vocab_size
-    if n_ids > rows or rows - n_ids >= PADDED_ROWS:
+    rows = field("vocab_size")
+    if isinstance(rows, int) and (n_ids > rows or rows - n_ids >= PADDED_ROWS):
         raise ModelFilesError(
             f"{where} has {n_ids} ids, but the model in {model_dir} has {rows} (config.json's vocab_size, "
             "the embedding's rows): the tokenizer files are not this model's"
         )
     for role, found in special_ids.items():
-        expected = getattr(config, f"{role}_token_id", None)
-        if found is not None and expected is not None and found != expected:
+        expected = field(f"{role}_token_id")
+        if found is not None and isinstance(expected, int) and found != expected:
             raise ModelFilesError(
                 f"{where}: its {role} token has id {found}, but {Path(model_dir) / 'config.json'} says "
                 f"{role}_token_id {expected}: the tokenizer files are not this model's"

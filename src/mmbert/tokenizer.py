@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from tokenizers import Tokenizer, processors
 
-from mmbert.config import MmBertConfig
+from mmbert.config import read_hf_config
 from mmbert.errors import MmbertError
 from mmbert.hf import check_tokenizer_fits
 from mmbert.io import check_output, update_dir
@@ -481,7 +481,7 @@ def adapt_and_save(
     tok = adapt_tokenizer(files, model_max_length)
     if (out / "config.json").is_file():  # into a model's folder: only a tokenizer with its vocabulary
         special = {"pad": tok.pad_token_id, "mask": tok.mask_token_id}
-        check_tokenizer_fits(MmBertConfig.load(out), len(tok), special, out, source)
+        check_tokenizer_fits(read_hf_config(out), len(tok), special, out, source)
     save_tokenizer(tok, out)
     return AdaptReport(out, changes, fingerprint(tok), fingerprint(files.backend))
 
