@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -151,6 +153,24 @@ def test_shapes_come_from_the_tensors(tmp_path, caplog):
     torch.testing.assert_close(
         real_logits(model, ids, mask), real_logits(ref, ids, mask), atol=1e-4, rtol=1e-4
     )
+
+
+def test_a_killed_converts_nested_temporary_is_removed_by_the_next_run(tmp_path):
+    """convert writes the model inside its temporary directory through another temporary beside it
+    (`..hf.<pid>.<x>.tmp.<pid>.<y>.tmp`): a kill leaves both, and the next convert removes both."""
+    _, path, _ = _checkpoint(tmp_path)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    pid = int(dead.stdout)
+    outer = tmp_path / f".hf.{pid}.k1ll3d.tmp"
+    nested = tmp_path / f".{outer.name}.{pid}.n3st3d.tmp"
+    for leftover in (outer, nested):
+        leftover.mkdir()
+        (leftover / "model.safetensors").write_bytes(b"\0" * 4096)
+    assert cli.main(["convert", str(path), "--out", str(tmp_path / "hf")]) == 0
+    assert not outer.exists() and not nested.exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_convert_and_merge_errors_name_what_to_do(tmp_path, capsys):

@@ -283,11 +283,20 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def _temp_owner(name: str) -> str:
+    """The output a temporary name is for, through nested temporaries: a writer into a temporary
+    directory (`update_dir` inside `atomic_dir`) names its own `..out.<pid>.<x>.tmp.<pid>.<y>.tmp`."""
+    while (inner := _TEMP_RE.match(name)) is not None:
+        name = inner["name"]
+    return name
+
+
 def remove_stale_temps(directory: str | Path, name: str | None = None, recursive: bool = False) -> int:
     """Delete the temporary files and directories of writers that died (their process is gone).
 
     Only this module's names (`.<name>.<pid>.<random>.tmp`) are touched, and only for `name` when
-    given; a live writer's temporaries are kept. Returns how many were removed.
+    given (its nested temporaries too: `_temp_owner`); a live writer's temporaries are kept. Returns
+    how many were removed.
     """
     root = Path(directory)
     if not root.is_dir():
@@ -296,7 +305,7 @@ def remove_stale_temps(directory: str | Path, name: str | None = None, recursive
     removed = 0
     for path in list(candidates):
         match = _TEMP_RE.match(path.name)
-        if match is None or (name is not None and match["name"] != name):
+        if match is None or (name is not None and _temp_owner(match["name"]) != name):
             continue
         if pid_alive(int(match["pid"])):
             continue
