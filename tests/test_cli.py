@@ -342,6 +342,23 @@ def test_a_number_out_of_range_fails_at_parse_naming_the_option(fx, capsys, argv
     assert f"argument {option}: must be a finite number > 0" in err
 
 
+def test_training_on_a_terminal_shows_bars_and_phase_lines_not_step_lines(fx, capsys):
+    """`--log-every 0` (the demo's default): no per-step log lines; every step is still in metrics.jsonl,
+    and each phase still gets its line."""
+    import importlib
+
+    out = fx["root"] / "quiet"
+    assert (
+        cli.main(["train", str(fx["recipe"]), "--out", str(out), "--log-every", "0", "--no-tensorboard"]) == 0
+    )
+    err = capsys.readouterr().err
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps and " | step " not in err
+    assert all(f"phase {name}:" in err for name in {s["phase"] for s in steps})
+    demo = cli.build_parser("demo", importlib.import_module("mmbert.cli.demo"))
+    assert demo.parse_args([]).log_every_steps == 0
+
+
 def test_model_commands_keep_freed_memory_and_the_others_do_not(tmp_path, monkeypatch):
     """`retain_freed_memory` (glibc's mallopt) applies here, and runs for the commands that run models."""
     import ctypes

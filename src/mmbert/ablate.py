@@ -318,7 +318,7 @@ def run_ablation(
     prepare_inputs(layout, settings, workers)
     base = base_recipe(settings, layout)
     base.save(layout.recipe)
-    options = TrainOptions(progress=progress, tensorboard=False)
+    options = TrainOptions(progress=progress, tensorboard=False, log_every_steps=0 if progress else None)
     eval_set = None
     jobs = [(arm, seed) for seed in range(settings.seeds) for arm in arms]
     for k, (arm, seed) in enumerate(jobs):

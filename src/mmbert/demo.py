@@ -103,11 +103,12 @@ class Settings(ExperimentSettings):
 class Demo:
     """The demo's directory, settings and finished steps."""
 
-    def __init__(self, out: Path, settings: Settings, workers: int) -> None:
+    def __init__(self, out: Path, settings: Settings, workers: int, log_every_steps: int = 0) -> None:
         self.out = out
         self.layout = Layout(out)
         self.settings = settings
         self.workers = workers
+        self.log_every_steps = log_every_steps  # the step lines of training (0: the bars only)
         self.t0 = time.perf_counter()
         check_output(out, [settings.recipe], is_own=lambda _: self.layout.state.is_file(), overwrite=None)
         out.mkdir(parents=True, exist_ok=True)
@@ -180,7 +181,8 @@ def step_prepare(demo: Demo) -> None:
 
 def step_train(demo: Demo) -> None:
     recipe = load_recipe(demo.layout.recipe)
-    run_recipe(recipe, demo.layout.run, init_distributed("cpu"), TrainOptions())
+    options = TrainOptions(log_every_steps=demo.log_every_steps)
+    run_recipe(recipe, demo.layout.run, init_distributed("cpu"), options)
 
 
 def step_merge(demo: Demo, recipe: Recipe) -> None:
@@ -269,9 +271,9 @@ class DemoResult:
     seconds: float  # of all the steps, over every run that made them
 
 
-def run_demo(out: Path, settings: Settings, workers: int = 2) -> DemoResult:
+def run_demo(out: Path, settings: Settings, workers: int = 2, log_every_steps: int = 0) -> DemoResult:
     """Run (or continue) the demo in `out`."""
-    demo = Demo(out, settings, workers)
+    demo = Demo(out, settings, workers, log_every_steps)
     layout = demo.layout
     recipe = resolved_recipe(demo)
     recipe.save(layout.recipe)
