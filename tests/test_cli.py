@@ -89,6 +89,7 @@ def fx(tmp_path_factory, train_inputs) -> dict[str, Path]:
         paths[name.replace(".", "_")] = root / name
     (root / "foreign").mkdir()
     (root / "emptydir").mkdir()
+    (root / "dangling").symlink_to(root / "gone")
     (root / "foreign" / "notes.txt").write_text("mine")
     (root / "badtok").mkdir()
     (root / "badtok" / "tokenizer.json").write_text("{not json")
@@ -102,6 +103,7 @@ def fx(tmp_path_factory, train_inputs) -> dict[str, Path]:
         **_mismatched_models(root, paths["model"]),
         "root": root,
         "emptydir": root / "emptydir",
+        "dangling": root / "dangling",
         "foreign": root / "foreign",
         "badtok": root / "badtok",
         "notok": notok,
@@ -206,6 +208,8 @@ BAD_INPUTS = [
     ("ablate --out {foreign} --quick", "did not write"),
     ("demo --out {foreign} --quick", "did not write"),
     # issue 23: outputs never delete inputs
+    ("merge --method linear --models {model} --out {dangling}", "is a symbolic link to"),
+    ("finetune --model {model} --train {good_jsonl} --out {dangling}", "which does not exist"),
     ("merge --method linear --models {model} --out {root}", "would overwrite the input"),
     ("merge --method linear --models {model} --out {root} --overwrite", "would overwrite the input"),
     ("convert {plain_txt} --out {root} --overwrite", "would overwrite the input"),

@@ -155,6 +155,17 @@ def test_shapes_come_from_the_tensors(tmp_path, caplog):
     )
 
 
+def test_convert_refuses_nan_weights(tmp_path, capsys):
+    ref = hf_model(seed=3)
+    state = ref.state_dict()
+    state["model.layers.1.attn.Wqkv.weight"][0, :3] = float("inf")
+    path = write_composer_checkpoint(tmp_path / "x.pt", state)
+    assert cli.main(["convert", str(path), "--out", str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "model.layers.1.attn.Wqkv.weight has 0 NaN and 3 infinite values" in err
+    assert not (tmp_path / "hf").exists()
+
+
 def test_a_killed_converts_nested_temporary_is_removed_by_the_next_run(tmp_path):
     """convert writes the model inside its temporary directory through another temporary beside it
     (`..hf.<pid>.<x>.tmp.<pid>.<y>.tmp`): a kill leaves both, and the next convert removes both."""
