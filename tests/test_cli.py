@@ -84,6 +84,7 @@ def fx(tmp_path_factory, train_inputs) -> dict[str, Path]:
         "comma.csv": "text,label\nsample text 1,pos\nsample text 2,neg\nsample text 3, with a comma,pos\n",
         "twolabels.csv": "text,label,label\na,pos,neg\nb,neg,pos\n",
         "openquote.csv": 'text,label\na,pos\n"b,neg\nc,pos\nd,neg\n',
+        "twolabels.jsonl": '{"text": "a", "label": "pos"}\n{"text": "b", "label": "neg", "label": "pos"}\n',
     }.items():
         (root / name).write_text(text)
         paths[name.replace(".", "_")] = root / name
@@ -234,6 +235,10 @@ BAD_INPUTS = [
     ),
     ("finetune --model {model} --train {twolabels_csv} --out {root}/f5", "twolabels.csv:1: duplicate column"),
     ("finetune --model {model} --train {openquote_csv} --out {root}/f6", "openquote.csv:3: unbalanced quote"),
+    (
+        "finetune --model {model} --train {twolabels_jsonl} --out {root}/f8",
+        "twolabels.jsonl:2: duplicate key",
+    ),
 ]
 
 

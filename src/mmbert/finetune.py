@@ -78,7 +78,7 @@ def _read_file(path: Path) -> list[tuple[str, dict]]:
             return [(f"{path}:{line}", row) for line, row in rows]
         if suffix in (".jsonl", ".ndjson"):
             out = []
-            for line, obj in iter_jsonl(path):
+            for line, obj in iter_jsonl(path, unique_keys=True):
                 if not isinstance(obj, dict):
                     raise DataError(
                         f"{path}:{line}: expected a JSON object per line, got {type(obj).__name__}"
@@ -86,7 +86,7 @@ def _read_file(path: Path) -> list[tuple[str, dict]]:
                 out.append((f"{path}:{line}", obj))
             return out
         if suffix == ".json":
-            data = read_json(path)
+            data = read_json(path, unique_keys=True)
             if isinstance(data, dict) and "data" in data:
                 data = data["data"]
             if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):

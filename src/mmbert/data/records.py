@@ -78,16 +78,39 @@ def iter_lines(path: Path, on_error: OnError = raise_error) -> Iterator[tuple[in
             yield lineno, line.removesuffix("\n").removesuffix("\r")
 
 
-def iter_jsonl(path: Path, on_error: OnError = raise_error) -> Iterator[tuple[int, Any]]:
-    """The parsed value of every non-blank line of a JSON Lines file (gzip-compressed when `.gz`)."""
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are each given once (json keeps the last of a repeated key silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(f"{key!r} is given twice")
+        out[key] = value
+    return out
+
+
+def iter_jsonl(
+    path: Path, on_error: OnError = raise_error, *, unique_keys: bool = False
+) -> Iterator[tuple[int, Any]]:
+    """The parsed value of every non-blank line of a JSON Lines file (gzip-compressed when `.gz`).
+
+    `unique_keys`: an object with a repeated key is a bad line (fine-tuning data, where the last
+    `label` would win without a word)."""
     opener = gzip.open if path.name.endswith(".gz") else open
+    hook = _unique_keys if unique_keys else None
     try:
         with opener(path, "rb") as f:
             for lineno, line in _decoded(f, path, on_error):
                 if not line.strip():
                     continue
                 try:
-                    value = json.loads(line)
+                    value = json.loads(line, object_pairs_hook=hook)
+                except _DuplicateKey as e:
+                    on_error(BadInputError("duplicate key", str(path), lineno, str(e)))
+                    continue
                 except json.JSONDecodeError as e:
                     on_error(BadInputError("broken JSON line", str(path), lineno, e.msg))
                     continue
@@ -96,11 +119,13 @@ def iter_jsonl(path: Path, on_error: OnError = raise_error) -> Iterator[tuple[in
         on_error(BadInputError("unreadable file", str(path), None, str(e)))
 
 
-def read_json(path: Path) -> Any:
-    """The value of a whole JSON file."""
+def read_json(path: Path, *, unique_keys: bool = False) -> Any:
+    """The value of a whole JSON file (`unique_keys`: as in `iter_jsonl`)."""
     text = read_text(path)
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys if unique_keys else None)
+    except _DuplicateKey as e:
+        raise BadInputError("duplicate key", str(path), None, str(e)) from None
     except json.JSONDecodeError as e:
         raise BadInputError("invalid JSON", str(path), e.lineno, e.msg) from None
 
