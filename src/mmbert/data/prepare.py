@@ -56,7 +56,7 @@ from mmbert.data.documents import Document, TokenizedDocument
 from mmbert.data.manifest import (
     MANIFEST,
     SOURCE_NAME_RE,
-    ManifestError,
+    ManifestTokenizerError,
     language_entries,
     new_manifest,
     read_manifest,
@@ -403,12 +403,13 @@ def _is_prepared_data(data: Path) -> bool:
 
 
 def _usable_manifest(data: Path, overwrite: bool) -> dict[str, Any] | None:
-    """`data`'s manifest; with `overwrite`, one that cannot be used (corrupt, no tokenizer entry) is
+    """`data`'s manifest; with `overwrite`, one without its tokenizer entry (what its error advises) is
     deleted, to be written again: each source's finished units stay in its directory, and a rerun of
-    `prepare` for that source lists it again without tokenizing anew (`_record_complete`)."""
+    `prepare` for that source lists it again without tokenizing anew (`_record_complete`). Nothing it
+    names is followed or deleted; any other fault of a manifest stays an error."""
     try:
         return read_manifest(data)
-    except ManifestError as err:
+    except ManifestTokenizerError as err:
         if not overwrite:
             raise
         logger.warning("--overwrite: %s; writing a new manifest (prepare each source again to list it)", err)
