@@ -158,7 +158,7 @@ def check_tokenizer_fits(
 
 
 def check_loaded_tokenizer(
-    config: MmBertConfig, tokenizer: Any, model_dir: str | Path, tokenizer_dir: str | Path
+    config: MmBertConfig | Mapping[str, Any], tokenizer: Any, model_dir: str | Path, tokenizer_dir: str | Path
 ) -> None:
     """`check_tokenizer_fits` for a loaded transformers tokenizer."""
     special = {role: getattr(tokenizer, f"{role}_token_id", None) for role in ("pad", "mask")}
