@@ -224,6 +224,10 @@ BAD_INPUTS = [
     ("fill-mask {nanmodel} a-<mask>", "model.layers.0.mlp.Wo.weight has 1 NaN and 0 infinite values"),
     ("embed {nanmodel} --input {good_jsonl} --out {root}/e3.npy", "has 1 NaN"),
     ("evaluate {nanmodel}", "has 1 NaN"),
+    (
+        "merge --method linear --models {model} {nanmodel} --out {root}/m5",
+        "nanmodel: model.layers.0.mlp.Wo.weight has 1",
+    ),
     ("tokenizer adapt {tok} --out {model} --overwrite", "has 300 ids, but the model in"),
     ("tokenizer adapt {tok} --out {root}/a3 --model-max-length -5", "--model-max-length must be >= 2"),
     ("tokenizer info {tok} --model-max-length 0", "--model-max-length must be >= 2"),

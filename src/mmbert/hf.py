@@ -105,15 +105,16 @@ def check_finite(sd: dict[str, torch.Tensor], source: str) -> None:
     """Every floating-point weight is a finite number: a model with NaN or Inf weights (a diverged run,
     a corrupt file) would otherwise print nan probabilities and nan embeddings without a word.
 
-    The one check, in `load_hf_state_dict`, which every loader of weights goes through (an HF
-    directory, a training checkpoint in `convert`, `train --init-from`)."""
+    The one check: in `load_hf_state_dict`, which every loader of a model goes through (an HF
+    directory, a training checkpoint in `convert`, `train --init-from`), and on each chunk `merge`
+    streams from its inputs (counts are then the chunk's)."""
     for key, tensor in sd.items():
         if not tensor.is_floating_point() or bool(torch.isfinite(tensor).all()):
             continue
         nan, inf = int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum())
         raise ModelFilesError(
-            f"{source}: {key} has {nan} NaN and {inf} infinite values of {tensor.numel()}: the weights are "
-            "broken (a diverged run, or a damaged file); load an earlier checkpoint"
+            f"{source}: {key} has {nan} NaN and {inf} infinite values: the weights are broken (a diverged "
+            "run, or a damaged file); use an earlier checkpoint"
         )
 
 

@@ -68,7 +68,7 @@ from mmbert import __version__
 from mmbert.composer import infer_config, is_checkpoint_file, read_composer_checkpoint
 from mmbert.config import MmBertConfig, read_hf_config
 from mmbert.errors import MmbertError
-from mmbert.hf import check_tokenizer_fits
+from mmbert.hf import check_finite, check_tokenizer_fits
 from mmbert.io import atomic_dir, check_output
 from mmbert.tokenizer import (
     TOKENIZER_FILE,
@@ -356,6 +356,14 @@ class MergePlan:
     extra: dict = field(default_factory=dict)
 
 
+def _read(reader: TensorReader, key: str, start: int, stop: int) -> torch.Tensor:
+    """A float32 chunk of an input's tensor, checked finite (`mmbert.hf.check_finite`): a broken input
+    would make a broken merge without a word."""
+    values = reader.read(key, start, stop).float()
+    check_finite({key: values}, reader.name)
+    return values
+
+
 def _merge_tensor(
     key: str, info: TensorInfo, base: TensorReader | None, models: Sequence[TensorReader], plan: MergePlan
 ) -> Iterator[torch.Tensor]:
@@ -383,20 +391,20 @@ def _merge_tensor(
 
             def magnitudes(m: TensorReader = m) -> Iterator[torch.Tensor]:
                 for start, stop in _chunks(numel, chunk):
-                    yield (m.read(key, start, stop).float() - base.read(key, start, stop).float()).abs_()
+                    yield (_read(m, key, start, stop) - _read(base, key, start, stop)).abs_()
 
             # One task vector at a time: its magnitude threshold, from two streamed passes.
             trims.append(_Trim.find(magnitudes, numel, k))
         for start, stop in _chunks(numel, chunk):
-            b = base.read(key, start, stop).float()
-            deltas = [m.read(key, start, stop).float() - b for m in models]
+            b = _read(base, key, start, stop)
+            deltas = [_read(m, key, start, stop) - b for m in models]
             yield _ties_chunk(b, deltas, plan.weights, trims).to(info.dtype)
         return
     # linear and EMA: a weighted average with weights that already sum to 1.
     for start, stop in _chunks(numel, chunk):
         acc = torch.zeros(stop - start, dtype=torch.float32)
         for m, w in zip(models, plan.weights, strict=True):
-            acc += m.read(key, start, stop).float() * w
+            acc += _read(m, key, start, stop) * w
         yield acc.to(info.dtype)
 
 
