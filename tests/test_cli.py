@@ -264,6 +264,7 @@ def test_bad_inputs_give_one_line_and_no_traceback(fx, capsys, argv, message):
         "ablate --out {root}/ro/ab --quick",
         "prepare --source {good_jsonl} --tokenizer {tok} --out {root}/ro/d --lang eng_Latn",
         "merge --method linear --models {model} --out {root}/ro/m",
+        "embed {model} --input {good_jsonl} --out {root}/ro/e.npy",
     ],
 )
 def test_a_read_only_out_fails_before_the_work(fx, capsys, monkeypatch, argv):

@@ -42,7 +42,7 @@ from mmbert.data.packing import PackedBatch
 from mmbert.data.records import BadInputError, iter_jsonl, iter_lines
 from mmbert.errors import MmbertError
 from mmbert.hf import check_loaded_tokenizer
-from mmbert.io import atomic_open
+from mmbert.io import atomic_open, check_output
 from mmbert.model import MmBertForMaskedLM, MmBertModel, pool_packed
 from mmbert.tokenizer import load_tokenizer
 
@@ -391,6 +391,8 @@ def embed_file(
         raise ValueError(f"{out}: output must end in .npy or .parquet")
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    # The shared --out check (before the work): not an input, not a directory, somewhere writable.
+    check_output(out, [model_dir, input_path], is_own=lambda _: False, overwrite=None)
     texts = read_texts(input_path, text_field)
     model, tokenizer = load(model_dir, device)
     vectors = embed(model, tokenizer, texts, batch_size, max_length, progress=progress)
