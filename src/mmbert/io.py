@@ -160,11 +160,11 @@ def disk_full_error(err: BaseException, path: Path) -> DiskFullError | None:
     removed (that frees the space again)."""
     if not isinstance(err, Exception) or isinstance(err, DiskFullError):
         return None
-    errno_ = getattr(err, "errno", None)
+    code = getattr(err, "errno", None)
     free = _free_bytes(path.parent)
-    if errno_ not in (errno.ENOSPC, errno.EDQUOT) and (
-        errno_ is not None or free is None or free >= _NEARLY_FULL
-    ):
+    said = code in (errno.ENOSPC, errno.EDQUOT)
+    unsaid = code is None and free is not None and free < _NEARLY_FULL  # a writer's own words
+    if not (said or unsaid):
         return None
     where = f"{free:,} bytes free in {path.parent}" if free is not None else f"in {path.parent}"
     full = DiskFullError(f"no space left on device: could not write {path} ({where})")
@@ -357,15 +357,14 @@ def check_output(
     overwrite: bool | None,
     option: str = "--out",
 ) -> None:
-    """The one check of every command's output directory, before any work is done.
+    """The one check of every command's output (a directory; `embed`'s file), before any work is done.
 
     Always refused, `--overwrite` or not: an output that is one of the command's `inputs` or holds
     one (replacing it would delete the input), symbolic links followed on both sides; a dangling
     symbolic link (nothing could be written through it); a place that cannot be written (read-only).
     Refused unless `overwrite`: a non-empty directory that `is_own` does not recognise as this
-    command's earlier output. `overwrite` is the
-    command's `--overwrite`; None: the command has no such option. An input that is not an existing
-    path (a Hub name) is ignored.
+    command's earlier output. `overwrite` is the command's `--overwrite`; None: the command has no
+    such option. An input that is not an existing path (a Hub name) is ignored.
     """
     path = Path(out)
     if path.is_symlink() and not path.exists():
