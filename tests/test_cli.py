@@ -214,6 +214,20 @@ BAD_INPUTS = [
     ("merge --method linear --models {model} --out {root}", "would overwrite the input"),
     ("merge --method linear --models {model} --out {root} --overwrite", "would overwrite the input"),
     ("convert {plain_txt} --out {root} --overwrite", "would overwrite the input"),
+    (
+        "merge --method linear --models {model} --out {plain_txt} --overwrite",
+        "is a file; a directory goes there",
+    ),
+    ("embed {model} --input {good_jsonl} --out {emptydir}", "must end in .npy"),
+    ("fill-mask {model} a-<mask> --top-k 0", "top_k must be >= 1"),
+    (
+        "tokenizer train --out {root}/t5 --input {good_jsonl} --lang eng_Latn --tau -1",
+        "--tau must be in [0, 1]",
+    ),
+    (
+        "tokenizer train --out {root}/t6 --input {good_jsonl} --lang eng_Latn --max-chars 0",
+        "--max-chars must",
+    ),
     # issue 23: a model and its tokenizer checked together; NaN weights said
     ("fill-mask {bigtok} a-<mask>", "bigtok (the tokenizer) has 700 ids, but the model"),
     ("fill-mask {smalltok} a-<mask>", "smalltok (the tokenizer) has 300 ids, but the model"),
@@ -340,20 +354,22 @@ def test_a_cuda_device_on_a_host_without_one_is_one_line(fx, capsys, monkeypatch
 
 
 @pytest.mark.parametrize(
-    "argv, option",
+    "argv, message",
     [
-        ("ablate --scale nan", "--scale"),
-        ("demo --scale inf", "--scale"),
-        ("plan {recipe} --max-epochs -1", "--max-epochs"),
-        ("plan {recipe} --max-epochs nan", "--max-epochs"),
+        ("ablate --scale nan", "argument --scale: must be a finite number > 0"),
+        ("demo --scale inf", "argument --scale: must be a finite number > 0"),
+        ("plan {recipe} --max-epochs -1", "argument --max-epochs: must be a finite number > 0"),
+        ("plan {recipe} --max-epochs nan", "argument --max-epochs: must be a finite number > 0"),
+        ("plan {recipe} --top -1", "argument --top: must be >= 0"),
+        ("fill-mask {model} a-<mask> --batch-tokens 0", "argument --batch-tokens: must be >= 1"),
+        ("evaluate {model} --batch-tokens x", "argument --batch-tokens: not an integer: 'x'"),
     ],
 )
-def test_a_number_out_of_range_fails_at_parse_naming_the_option(fx, capsys, argv, option):
+def test_a_number_out_of_range_fails_at_parse_naming_the_option(fx, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_:
         cli.main([part.format(**fx) for part in argv.split()])
     assert exit_.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert f"argument {option}: must be a finite number > 0" in err
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]
 
 
 def test_training_on_a_terminal_shows_bars_and_phase_lines_not_step_lines(fx, capsys):

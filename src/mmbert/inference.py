@@ -392,7 +392,7 @@ def embed_file(
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     # The shared --out check (before the work): not an input, not a directory, somewhere writable.
-    check_output(out, [model_dir, input_path], is_own=lambda _: False, overwrite=None)
+    check_output(out, [model_dir, input_path], is_own=lambda _: False, overwrite=None, file=True)
     texts = read_texts(input_path, text_field)
     model, tokenizer = load(model_dir, device)
     vectors = embed(model, tokenizer, texts, batch_size, max_length, progress=progress)

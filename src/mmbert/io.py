@@ -356,13 +356,14 @@ def check_output(
     is_own: Callable[[Path], bool],
     overwrite: bool | None,
     option: str = "--out",
+    file: bool = False,
 ) -> None:
-    """The one check of every command's output (a directory; `embed`'s file), before any work is done.
+    """The one check of every command's output (a directory; with `file`, a file), before any work.
 
     Always refused, `--overwrite` or not: an output that is one of the command's `inputs` or holds
     one (replacing it would delete the input), symbolic links followed on both sides; a dangling
-    symbolic link (nothing could be written through it); a place that cannot be written (read-only).
-    Refused unless `overwrite`: a non-empty directory that `is_own` does not recognise as this
+    symbolic link (nothing could be written through it); a place that cannot be written (read-only);
+    a file where a directory goes, or the other way round. Refused unless `overwrite`: a non-empty directory that `is_own` does not recognise as this
     command's earlier output. `overwrite` is the command's `--overwrite`; None: the command has no
     such option. An input that is not an existing path (a Hub name) is ignored.
     """
@@ -383,6 +384,11 @@ def check_output(
                 f"{option} {out} would overwrite the input {item}{how}: choose another {option} "
                 "(--overwrite never replaces an input)"
             )
+    if target.exists() and target.is_dir() == file:
+        wanted, found = ("file", "directory") if file else ("directory", "file")
+        raise OutputRefusedError(
+            f"{option} {out} is a {found}; a {wanted} goes there: choose another {option}"
+        )
     advice = f"choose another {option}" + (", or pass --overwrite" if overwrite is not None else "")
     if not overwrite and target.is_dir() and any(target.iterdir()) and not is_own(target):
         raise OutputRefusedError(

@@ -119,6 +119,21 @@ def positive_float(text: str) -> float:
     return value
 
 
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= `minimum` (`--batch-tokens 0` refused at parse, naming the option)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
+        return value
+
+    return parse
+
+
 def _device(value: str) -> str:
     if not re.fullmatch(r"cpu|cuda(:\d+)?", value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a device (cpu, cuda or cuda:N)")
@@ -138,7 +153,7 @@ SHARED_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     ),
     "batch_tokens": (
         ("--batch-tokens",),
-        {"type": int, "default": 16_384, "help": "tokens per forward pass"},
+        {"type": int_at_least(1), "default": 16_384, "help": "tokens per forward pass"},
     ),
     "overwrite": (("--overwrite",), {"action": "store_true", "help": "replace the output if it exists"}),
     "json": (("--json",), {"action": "store_true", "help": "print JSON instead of text"}),
