@@ -112,9 +112,12 @@ def fx(tmp_path_factory, train_inputs) -> dict[str, Path]:
 
 
 def _mismatched_models(root: Path, model: Path) -> dict[str, Path]:
-    """Copies of `model` with another tokenizer (fewer and more ids than its embedding's rows) and with a
-    NaN weight."""
-    out = {}
+    """Copies of `model` with another tokenizer (fewer and more ids than its embedding's rows), with a
+    config.json of another vocabulary size, and with a NaN weight."""
+    out = {"badconfig": root / "badconfig"}
+    shutil.copytree(model, out["badconfig"])
+    config = json.loads((model / "config.json").read_text())
+    (out["badconfig"] / "config.json").write_text(json.dumps({**config, "vocab_size": 600}))
     for name, size in (("smalltok", 300), ("bigtok", 700)):
         out[name] = root / name
         shutil.copytree(model, out[name])
@@ -235,6 +238,7 @@ BAD_INPUTS = [
     ("evaluate {smalltok}", "the tokenizer files are not this model's"),
     ("finetune --model {bigtok} --train {good_jsonl} --out {root}/f7", "the tokenizer files are not this"),
     ("merge --method linear --models {bigtok} --out {root}/m4", "the tokenizer files are not this model's"),
+    ("fill-mask {badconfig} a-<mask>", "in the weights, but the config (config.json) gives (600, "),
     ("fill-mask {nanmodel} a-<mask>", "model.layers.0.mlp.Wo.weight has 1 NaN and 0 infinite values"),
     ("embed {nanmodel} --input {good_jsonl} --out {root}/e3.npy", "has 1 NaN"),
     ("evaluate {nanmodel}", "has 1 NaN"),

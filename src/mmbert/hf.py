@@ -212,7 +212,8 @@ class HFCheckpointMixin:
             t = sd[hf_key]
             if t.shape != own[our_key].shape:
                 raise ValueError(
-                    f"{source}: {hf_key} has shape {tuple(t.shape)}, the config expects {tuple(own[our_key].shape)}"
+                    f"{source}: {hf_key} has shape {tuple(t.shape)} in the weights, but the config (config.json) "
+                    f"gives {tuple(own[our_key].shape)}: the two files are not of one model"
                 )
         with torch.no_grad():
             params = dict(self.named_parameters(remove_duplicate=False))
