@@ -90,6 +90,9 @@ class TrainOptions:
     tensorboard: bool = True
     gradient_checkpointing: bool = False
     async_checkpoint: bool = False
+    # A step line in the log every N steps: None the recipe's train.log_every_steps; 0 none (the progress
+    # bar, metrics.jsonl and TensorBoard have every step; each phase still gets its lines).
+    log_every_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.micro_batch_tokens < 1:
@@ -98,6 +101,8 @@ class TrainOptions:
             raise ValueError(f"--max-nonfinite-steps must be >= 0, got {self.max_nonfinite_steps}")
         if self.peak_flops is not None and not self.peak_flops > 0:
             raise ValueError(f"--peak-flops must be > 0, got {self.peak_flops}")
+        if self.log_every_steps is not None and self.log_every_steps < 0:
+            raise ValueError(f"--log-every must be >= 0, got {self.log_every_steps}")
 
 
 _STAND_IN = PackedBatch.from_sequences([[BOS_ID, 5, EOS_ID]])
@@ -200,7 +205,10 @@ class Trainer:
         if env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             used_recipe(recipe, self.config, self.tokenizer_dir).save(self.layout.recipe)
-            self.log = RunLog(self.layout, self.step, recipe.train.log_every_steps, options.tensorboard)
+            every = (
+                recipe.train.log_every_steps if options.log_every_steps is None else options.log_every_steps
+            )
+            self.log = RunLog(self.layout, self.step, every, options.tensorboard)
 
     def _read_state(self, source: Path, resuming: bool) -> dict[str, Any]:
         """The shared part of checkpoint `source` (counters, data position, inputs; no tensors)."""
@@ -394,6 +402,7 @@ class Trainer:
                 if self.log is not None:
                     self.log.write(record)
                 if bar is not None:
+                    bar.set_postfix_str(f"loss {record['loss']:.4f}", refresh=False)
                     bar.update(min(self.tokens, self.schedule.phase_end(index)) - before)
                 if self.nonfinite_streak > self.options.max_nonfinite_steps:
                     self.checkpointer.wait()
