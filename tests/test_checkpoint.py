@@ -260,3 +260,18 @@ def test_asynchronous_writes_publish_the_same_checkpoints(train_inputs, tmp_path
     assert losses["async"] == losses["sync"]
     a, b = (ckpt.read_train_state(ckpt.latest(tmp_path / n)) for n in ("sync", "async"))
     assert a["data"] == b["data"] and a["trainer"] == b["trainer"]
+
+
+def test_an_unreadable_checkpoint_is_an_error_naming_it(train_inputs, tmp_path):
+    """DCP's own failures (a BaseException) come out as `CheckpointError`s naming the checkpoint."""
+    recipe, _ = train_inputs
+    t = _trainer(recipe, tmp_path)
+    t.train_step()
+    t.save()
+    t.close()
+    path = ckpt.latest(tmp_path)
+    metadata = path / ".metadata"
+    metadata.write_bytes(b"\0" * metadata.stat().st_size)  # same size: passes the completeness check
+    model = MmBertForMaskedLM(t.config)
+    with pytest.raises(ckpt.CheckpointError, match=f"{path}: not a readable checkpoint"):
+        ckpt.load_model_weights(path, model)

@@ -37,15 +37,16 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 
 from mmbert import distributed as dist
 from mmbert.errors import MmbertError
-from mmbert.io import atomic_write_text, fsync_dir, remove_stale_temps
+from mmbert.io import atomic_write_text, disk_full_error, fsync_dir, remove_stale_temps
 from mmbert.run_layout import CHECKPOINT_RE, RunLayout
 
 logger = logging.getLogger(__name__)
@@ -177,9 +178,8 @@ class CheckpointWriter:
             dcp.save(tensors, checkpoint_id=tmp, no_dist=alone)
             dist.barrier()  # every rank's part is on disk
             self._publish(tmp, final, shared)
-        except BaseException:
-            self._discard(tmp)
-            raise
+        except BaseException as err:
+            self._fail(err, tmp)
         dist.barrier()
         return final
 
@@ -193,9 +193,8 @@ class CheckpointWriter:
             getattr(written, "upload_completion", written).result()  # a Future, or DCP's response
             if self.rank == 0:  # rank 0's write ends after every rank's (it writes the metadata last)
                 self._publish(tmp, final, shared)
-        except BaseException:
-            self._discard(tmp)
-            raise
+        except BaseException as err:
+            self._fail(err, tmp)
         dist.barrier()  # published before any rank looks for it
 
     def _temp_dir(self, final: Path) -> Path:
@@ -221,9 +220,20 @@ class CheckpointWriter:
         fsync_dir(self.layout.checkpoints)
         logger.info("checkpoint %s", final)
 
-    def _discard(self, tmp: Path) -> None:
+    def _fail(self, err: BaseException, tmp: Path) -> NoReturn:
+        """Remove the unpublished directory and raise `err` as an expected failure where it is one: a
+        full disk (`mmbert.io.DiskFullError`, naming the file) or another rank's or DCP's write error."""
+        rank, cause = _rank_failure(err)
+        full = disk_full_error(
+            cause, tmp / f"__{self.rank if rank is None else rank}_0.distcp"
+        )  # before freeing
         if self.rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
+        if full is not None:
+            raise full from err
+        if cause is not err:
+            raise CheckpointError(f"{tmp}: writing the checkpoint failed on rank {rank}: {cause}") from err
+        raise err
 
 
 def save_checkpoint(
@@ -264,6 +274,24 @@ def _rename_into_place(tmp: Path, final: Path) -> None:
 # --- reading -----------------------------------------------------------------------------------------
 
 
+def _rank_failure(err: BaseException) -> tuple[int | None, BaseException]:
+    """The first failing rank and its own error inside DCP's `CheckpointException` (which derives from
+    BaseException, so that it would escape the command layer's one-line errors); else (None, err)."""
+    if isinstance(err, CheckpointException) and err.failures:
+        rank, (cause, _) = min(err.failures.items(), key=lambda item: item[0])
+        return rank, cause
+    return None, err
+
+
+def _load(state: dict[str, Any], path: Path, no_dist: bool) -> None:
+    """`dcp.load` of `state` from `path`, its failures as `CheckpointError`s naming the checkpoint."""
+    try:
+        dcp.load(state, checkpoint_id=path, no_dist=no_dist)
+    except CheckpointException as err:
+        rank, cause = _rank_failure(err)
+        raise CheckpointError(f"{path}: not a readable checkpoint (rank {rank}: {cause})") from err
+
+
 def read_train_state(path: str | os.PathLike) -> dict[str, Any]:
     """The checkpoint's shared state (`train_state.json`): small, no tensors, read before building."""
     path = Path(path)
@@ -284,7 +312,7 @@ def load_checkpoint(path: str | os.PathLike, state: dict[str, Any], rank: int = 
     when the checkpoint has no file for this rank)."""
     path = Path(path)
     shared = read_train_state(path)
-    dcp.load({k: state[k] for k in TENSOR_PARTS}, checkpoint_id=path, no_dist=not dist.initialized())
+    _load({k: state[k] for k in TENSOR_PARTS}, path, no_dist=not dist.initialized())
     rng_path = path / RNG_DIR / rank_file(rank)
     shared["rng"] = json.loads(rng_path.read_text(encoding="utf-8")) if rng_path.exists() else None
     return shared
@@ -292,7 +320,7 @@ def load_checkpoint(path: str | os.PathLike, state: dict[str, Any], rank: int = 
 
 def load_model_weights(path: str | os.PathLike, model: torch.nn.Module) -> None:
     """Read only the model's tensors of checkpoint `path` into `model` (one process, no optimizer)."""
-    dcp.load({"model": dist.ModelState(model)}, checkpoint_id=Path(path), no_dist=True)
+    _load({"model": dist.ModelState(model)}, Path(path), no_dist=True)
 
 
 # --- RNG states as JSON ------------------------------------------------------------------------------
