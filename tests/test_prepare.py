@@ -525,3 +525,49 @@ def test_cli_shows_progress_in_units_documents_and_tokens(tmp_path, tokdir, caps
     assert re.search(
         rf"prepare corpus: 100%\|.*\| 6/6 \[.*unit/s, 30 docs, {total:,} tok, [\d,]+ tok/s\]", err
     ), err
+
+
+def test_parts_on_several_machines_then_join(tmp_path, tokdir, capsys):
+    """`--part I/N` runs tokenize disjoint units into one DATA at once (no manifest); `--join` records
+    them all: the same data as one machine's run. Parts run concurrently here as processes."""
+    root = write_corpus(tmp_path / "corpus", files_per_lang=2, docs_per_file=10)  # 6 units
+    prepare(LocalFilesSource(root), tokdir, tmp_path / "one", name="web", progress=False)
+    data = tmp_path / "data"
+    args = ["prepare", "--source", str(root), "--tokenizer", str(tokdir), "--out", str(data), "--name", "web",
+            "--no-progress", "--workers", "1"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "mmbert.cli", *args, "--part", f"{i}/4"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in (0, 2, 3)
+    ]  # fmt: skip
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    assert all("no manifest yet" in out for out, _ in outs)
+    assert not (data / "manifest.json").exists()
+    with pytest.raises(ShardError, match="no manifest"):
+        TokenStore(data)
+    assert cli.main([*args, "--join"]) == 2
+    assert re.search(r"2 of 6 units are not prepared yet .*owned by parts 1 of 4", capsys.readouterr().err)
+    assert cli.main([*args, "--part", "1/4"]) == 0
+    assert "part 1/4 of web: " in capsys.readouterr().out
+    with pytest.raises(PrepareError, match="--part 4/4: expected I/N"):
+        prepare(LocalFilesSource(root), tokdir, data, name="web", part=(4, 4))
+    assert cli.main([*args, "--join"]) == 0
+    assert "prepared web" in capsys.readouterr().out
+    one, joined = TokenStore(tmp_path / "one"), TokenStore(data)
+    assert store_docs(one, "web") == store_docs(joined, "web")
+    assert one.manifest["sources"] == joined.manifest["sources"]  # same units, same shard names and order
+    assert no_temporaries(data)
+
+
+def test_an_mds_index_is_parsed_once_per_process(tmp_path, tokdir):
+    """A merged index names every unit's shard: parsed per unit it would cost O(units^2)."""
+    from mmbert.data.sources.mds import _parsed_index
+
+    samples = [{"input_ids": np.arange(5, 9 + i % 5, dtype=np.uint32)} for i in range(40)]
+    write_mds(tmp_path / "mds" / "fra_Latn", {"input_ids": "ndarray:uint32"}, samples, samples_per_shard=2)
+    _parsed_index.cache_clear()
+    result = prepare(open_source(f"mds:{tmp_path / 'mds'}"), tokdir, tmp_path / "data", progress=False)
+    assert result.units_total == 20 and result.docs == 40
+    assert _parsed_index.cache_info().misses == 1

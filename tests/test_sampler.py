@@ -225,3 +225,95 @@ def test_resume_into_the_same_phase_keeps_realized_counts() -> None:
     b.load_state_dict(a.state_dict())
     b.set_phase(mix)  # what a trainer does after restoring: re-enter the current phase
     assert b.realized_tokens == a.realized_tokens and sum(b.realized_docs.values()) == 50
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 16, 17, 1000, 4099])
+def test_index_permutation_is_a_bijection(n: int) -> None:
+    from mmbert.data.permutation import IndexPermutation
+
+    perm = IndexPermutation(n, 12345)
+    assert sorted(perm[i] for i in range(n)) == list(range(n))
+    with pytest.raises(IndexError):
+        perm[n]
+    if n >= 1000:  # a shuffle: another key gives another order, and the order is far from the identity
+        other = IndexPermutation(n, 12346)
+        assert sum(perm[i] == other[i] for i in range(n)) < n // 100
+        assert sum(perm[i] == i for i in range(n)) < n // 100
+        assert abs(np.corrcoef(np.arange(n), [perm[i] for i in range(n)])[0, 1]) < 0.1
+
+
+def test_cell_of_tens_of_millions_of_documents_in_bounded_memory_and_time() -> None:
+    """Drawing from a 50M-document cell allocates nothing per document and starts at once, on every resume."""
+    import time
+    import tracemalloc
+
+    class Metadata(FakeStore):  # the sampler needs the counts; the documents are a few tokens each
+        def num_tokens(self, source, lang):
+            return 8 * self.num_docs(source, lang)
+
+        def num_docs(self, source, lang):
+            return 50_000_000 if lang == "eng_Latn" else 1000
+
+        def doc(self, source, lang, i):
+            return np.full(8, i % 1000, dtype=np.uint32)
+
+    store = Metadata({("web", "eng_Latn"): [], ("web", "fra_Latn"): []})
+    mix = phase_mixture(phase(sources=[{"name": "web", "share": 1.0}]), store.counts(), 0)
+    tracemalloc.start()
+    start = time.perf_counter()
+    a = DataSampler(store, mix, seed=5, rank=3, world_size=64)
+    big = [d.index for d in (a.next_document() for _ in range(2000)) if d.lang == "eng_Latn"]
+    b = DataSampler(store, mix, seed=5, rank=3, world_size=64)
+    b.load_state_dict(a.state_dict())
+    nxt = [a.next_document() for _ in range(200)]
+    assert [(d.lang, d.index) for d in nxt] == [
+        (d.lang, d.index) for d in (b.next_document() for _ in range(200))
+    ]
+    seconds = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 2 << 20, peak  # a materialized permutation would be 400 MB
+    assert seconds < 5, seconds  # building it: seconds per cell
+    assert len(big) > 1000 and len(set(big)) == len(big) and max(big) > 40_000_000  # spread over the cell
+
+
+def test_read_ahead_gives_the_same_stream_and_state() -> None:
+    """Reading ahead in a thread changes nothing the sampler returns or saves, across phase changes and
+    resumes; a document that fails to read raises in the draw that needs it."""
+    counts = STORE.counts()
+    web = [{"name": "web", "share": 0.6}, {"name": "code", "share": 0.4}]
+    first = phase_mixture(phase(sources=web), counts, 0)
+    second = phase_mixture(
+        phase(name="q", languages=["fra_Latn"], sources=[{"name": "web", "share": 1.0}]), counts, 1
+    )
+
+    def run(sampler, n):
+        return [
+            (d.source, d.lang, d.index, d.epoch, d.tokens.tolist()) for d in (next(sampler) for _ in range(n))
+        ]
+
+    plain, ahead = DataSampler(STORE, first, seed=4), DataSampler(STORE, first, seed=4, read_ahead=16)
+    a, b = iter(plain), iter(ahead)
+    assert run(a, 300) == run(b, 300)
+    assert plain.state_dict() == ahead.state_dict()  # the position of what was returned, not read ahead
+    resumed = DataSampler(STORE, first, seed=4, read_ahead=8)
+    resumed.load_state_dict(ahead.state_dict())
+    plain.set_phase(second), ahead.set_phase(second), resumed.set_phase(second)
+    assert run(a, 200) == run(b, 200) == run(iter(resumed), 200)
+    ahead.close(), resumed.close()
+
+    class Failing(FakeStore):
+        def doc(self, source, lang, i):
+            if i == 7:
+                raise OSError(f"{source}/{lang}: document {i} unreadable")
+            return super().doc(source, lang, i)
+
+    failing = DataSampler(Failing(STORE.cells), first, seed=4, read_ahead=16)
+    reference = DataSampler(STORE, first, seed=4)
+    before = 0
+    while reference.next_document().index != 7:
+        before += 1
+    for _ in range(before):
+        failing.next_document()
+    with pytest.raises(OSError, match="document 7 unreadable"):
+        failing.next_document()

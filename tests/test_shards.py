@@ -165,3 +165,105 @@ def test_open_data_reads_several_directories_as_one(prepared, tmp_path):
     assert union.sources() == ["web"] and union.languages("web") == sorted(WORDS)
     assert union.doc("web", "ell_Grek", 3).tolist() == store.doc("web", "ell_Grek", 3).tolist()
     assert union.doc("web", "fra_Latn", 3).tolist() == store.doc("web", "fra_Latn", 3).tolist()
+
+
+def _tiny_shards(data, n_shards: int, docs: int = 3) -> None:
+    """`n_shards` shards of one language written directly (document j of shard k is [k, j])."""
+    from mmbert.data.manifest import language_entries, new_manifest, write_manifest
+
+    (data / "web").mkdir(parents=True)
+    shards = []
+    for k in range(n_shards):
+        np.save(data / f"web/u.{k}.offsets.npy", np.arange(0, 2 * docs + 1, 2, dtype=np.int64))
+        np.save(data / f"web/u.{k}.tokens.npy", np.array([[k, j] for j in range(docs)], np.uint32).ravel())
+        shards.append({"path": f"web/u.{k}.tokens.npy", "langs": {"fra_Latn": [0, docs, 2 * docs]},
+                       "ids": [0, max(k, docs - 1)]})  # fmt: skip
+    manifest = new_manifest()
+    manifest["tokenizer"] = {"vocab_size": 1 << 20, "special_ids": {}, "sha256": "x"}
+    manifest["sources"]["web"] = language_entries(shards)
+    write_manifest(data, manifest)
+
+
+LOW_LIMIT = """
+import os, resource, sys
+import numpy as np
+from mmbert.data.shards import OpenFilesError, TokenStore
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+data, n, cache = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+store = TokenStore(data, vocab_size=1 << 20, max_open_shards=cache)
+order = np.random.default_rng(0).permutation(3 * n)
+for i in list(order) + list(range(3 * n)):  # random, then every shard in turn
+    assert store.doc("web", "fra_Latn", int(i)).tolist() == [i // 3, i % 3]
+fds = len(os.listdir("/proc/self/fd"))
+print("open shards", store.open_shards, "cache", store.max_open_shards, "fds", fds, "opens", store.shard_opens)
+store.close()
+held = []
+try:  # use up every descriptor: the limit is named, not the shard
+    while True:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+try:
+    store.doc("web", "fra_Latn", 5)
+except OpenFilesError as e:
+    print("limit:", e)
+"""
+
+
+@pytest.mark.parametrize("cache", [64, 1000])
+def test_thousands_of_shards_under_a_low_descriptor_limit(tmp_path, cache):
+    """3,000 shards read at random under `ulimit -n 256`: open shards stay bounded (a cache larger than
+    the limit allows shrinks to what fits), and running out of descriptors is reported as such."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _tiny_shards(tmp_path / "data", 3000)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    proc = subprocess.run(
+        [sys.executable, "-c", LOW_LIMIT, str(tmp_path / "data"), "3000", str(cache)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    words = proc.stdout.split()
+    open_shards, kept, fds = int(words[2]), int(words[4]), int(words[6])
+    assert open_shards <= kept <= min(cache, 128) and fds < 256
+    assert "limit: " in proc.stdout and "cannot open the shard: Too many open files" in proc.stdout
+    assert "corrupt" not in proc.stdout + proc.stderr
+
+
+def test_token_id_ranges_come_from_the_manifest(prepared, tmp_path):
+    """prepare records each shard's id range; a run checks it without reading shards; an old manifest
+    (no ranges) is checked once and upgraded in place."""
+    data, shard = _copy(prepared, tmp_path)
+    manifest = json.loads((data / "manifest.json").read_text())
+    ranges = manifest["sources"]["web"]["deu_Latn"]["ids"]
+    assert all(0 <= lo <= hi < 300 for lo, hi in ranges)
+    top = max(hi for langs in manifest["sources"].values() for e in langs.values() for _, hi in e["ids"])
+    store = TokenStore(data, vocab_size=top + 1)
+    store.check_vocabulary()
+    assert store.shard_opens == 0  # nothing read to check the ids
+    with pytest.raises(ShardError, match=rf"{data}/\w+/\S+\.tokens\.npy: token id {top} is outside"):
+        TokenStore(data, vocab_size=top).doc("web", "fra_Latn", 0)  # the first read checks them all
+    # an old manifest: the ranges are recorded once, the manifest rewritten with them
+    for langs in manifest["sources"].values():
+        for e in langs.values():
+            del e["ids"]
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    TokenStore(data)  # without a vocabulary nothing is checked or written
+    assert "ids" not in json.loads((data / "manifest.json").read_text())["sources"]["web"]["deu_Latn"]
+    TokenStore(data, vocab_size=1000).doc("web", "fra_Latn", 0)
+    upgraded = json.loads((data / "manifest.json").read_text())
+    assert upgraded["sources"]["web"]["deu_Latn"]["ids"] == ranges
+    # a shard changed after prepare: caught when one of its documents is read
+    tokens = np.load(shard)
+    tokens[:] = 999
+    np.save(shard, tokens)
+    store = TokenStore(data, vocab_size=500)
+    with pytest.raises(ShardError, match=rf"{shard}: token id 999 .* the shard changed after `prepare`"):
+        for i in range(store.num_docs("web", "deu_Latn")):
+            store.doc("web", "deu_Latn", i)
+    with pytest.raises(ShardError, match=rf"{shard}: holds ids in \[999, 999\]"):
+        TokenStore(data).verify()

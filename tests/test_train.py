@@ -413,6 +413,11 @@ def test_token_ids_outside_the_vocabulary_never_reach_the_model(train_inputs, tm
     tokens = np.load(shard)
     tokens[len(tokens) // 2] = 70_000
     np.save(shard, tokens)
+    # A manifest from before id ranges were recorded: checked (and upgraded) once, before the first step.
+    manifest = json.loads((data / "manifest.json").read_text())
+    for entry in manifest["sources"]["web"].values():
+        del entry["ids"]
+    (data / "manifest.json").write_text(json.dumps(manifest))
     assert run_main(recipe_path, "--out", tmp_path / "run", f"data=[{data}]") == 2
     err = capsys.readouterr().err
     assert f"{shard}: token id 70000 is outside the model's vocabulary of" in err

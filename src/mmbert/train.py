@@ -22,8 +22,8 @@ a directory, or a Composer `.pt` file read by `mmbert.composer`).
 
 Before the first step the run's tokenizer (the checkpoint's, `init_from`'s, or the recipe's:
 `mmbert.run_inputs`) must be the one the prepared data was cut with (by fingerprint) and
-must hold mmBERT's special ids; shards are checked for ids outside the model's vocabulary as they are
-first read. Every export holds the tokenizer with mmBERT's layout (`mmbert.tokenizer.adapt_tokenizer`),
+must hold mmBERT's special ids; the shards' token-id ranges (recorded in the manifest by `prepare`) are
+checked against the model's vocabulary before the first step. Every export holds the tokenizer with mmBERT's layout (`mmbert.tokenizer.adapt_tokenizer`),
 so that it works as it is in `mmbert fill-mask` and transformers' pipelines.
 
 Outputs in a run directory: `metrics.jsonl`, `tb/`, `checkpoints/`, `export/<phase>/` (HF-format model

@@ -49,6 +49,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="accept language keys outside the bundled and released lists (e.g. a language mmBERT never saw)",
     )
     p.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS, help="tokens per shard file")
+    machines = p.add_mutually_exclusive_group()
+    machines.add_argument(
+        "--part",
+        type=_part,
+        metavar="I/N",
+        help="tokenize only part I of N (0 <= I < N: units I, I+N, ...) and write no manifest; "
+        "N machines run one part each into one shared --out, then one --join",
+    )
+    machines.add_argument(
+        "--join",
+        action="store_true",
+        help="write the manifest once every --part is done (tokenizes nothing; an error lists the parts left)",
+    )
     add_shared(p, "overwrite", "progress", overwrite={"help": "prepare the source again from scratch"})
 
 
@@ -62,13 +75,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _part(text: str) -> tuple[int, int]:
+    i, slash, n = text.partition("/")
+    if not (slash and i.isdigit() and n.isdigit() and int(i) < int(n)):
+        raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N (e.g. 3/16), not {text!r}")
+    return int(i), int(n)
+
+
 def _summary(result: PrepareResult) -> list[str]:
     rate = result.tokens_this_run / max(result.seconds, 1e-9)
     work = "nothing left to do" if result.units_resumed == result.units_total else f"{rate:,.0f} tok/s"
+    what = result.name if result.part is None else f"part {result.part[0]}/{result.part[1]} of {result.name}"
+    where = (
+        result.manifest_path
+        if result.part is None
+        else "no manifest yet (once every part is done: the same command with --join instead of --part)"
+    )
     lines = [
-        f"prepared {result.name}: {result.docs:,} documents, {result.tokens:,} tokens in "
+        f"prepared {what}: {result.docs:,} documents, {result.tokens:,} tokens in "
         f"{len(result.langs)} languages ({result.units_total} units, {result.units_resumed} resumed) "
-        f"-> {result.manifest_path} in {result.seconds:.1f} s ({work})"
+        f"-> {where} in {result.seconds:.1f} s ({work})"
     ]
     skipped = result.skipped["counts"]
     if skipped:

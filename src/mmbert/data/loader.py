@@ -13,6 +13,8 @@ started from a later phase, `mmbert train --from-phase`) are never drawn from an
 
 Stateful: `state_dict()` holds the sampler's, the packer's and the masking generator's states, and
 `load_state_dict` on a fresh loader continues the identical stream (nothing is re-read or re-drawn).
+The sampler reads up to `read_ahead` documents ahead in a background thread (0: none), which changes
+neither the stream nor the state.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ import torch
 
 from mmbert.data.masking import mask_tokens
 from mmbert.data.packing import PackedBatch, Packer
-from mmbert.data.sampler import DataSampler, DocumentStore, Mixture, recipe_mixtures, store_counts
+from mmbert.data.sampler import (
+    DEFAULT_READ_AHEAD,
+    DataSampler,
+    DocumentStore,
+    Mixture,
+    recipe_mixtures,
+    store_counts,
+)
 from mmbert.recipe import Phase
 from mmbert.seeds import derive_seed
 
@@ -44,10 +53,13 @@ class BatchLoader:
         vocab_size: int,
         micro_batch_tokens: int,
         first_phase: int = 0,
+        read_ahead: int = DEFAULT_READ_AHEAD,
     ) -> None:
         resolved = recipe_mixtures(phases[first_phase:], store_counts(store))
         self.mixtures: list[Mixture | None] = [None] * first_phase + resolved
-        self.sampler = DataSampler(store, resolved[0], seed=seed, rank=rank, world_size=world_size)
+        self.sampler = DataSampler(
+            store, resolved[0], seed=seed, rank=rank, world_size=world_size, read_ahead=read_ahead
+        )
         self.packer = Packer()
         self.mask_generator = torch.Generator().manual_seed(derive_seed(seed, "mask", rank))
         self.world_size = world_size

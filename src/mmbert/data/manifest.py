@@ -7,13 +7,17 @@
      "tokenizer": {"path", "vocab_size", "special_ids", "sha256", "fingerprint"},
      "sources": {SOURCE: {LANG: {"docs": int, "tokens": int,
                                  "shards": [path of a .tokens.npy relative to DATA, ...],
-                                 "ranges": [[first, end), the documents LANG owns in that shard, ...]}}},
+                                 "ranges": [[first, end), the documents LANG owns in that shard, ...],
+                                 "ids": [[smallest, largest] token id in that shard, ...]}}},
      "source_info": {SOURCE: {"spec", "kind", "fingerprint", "tokenizer_sha256", "units", "skipped",
                               "no_tokens", "prepared_at"}}}
 
 `tokenizer` says what the token ids mean (`mmbert.tokenizer.fingerprint_sha256` is `sha256`, its first
 16 hex digits `fingerprint`); a shard holds the documents of several languages, each a contiguous
-range, so a language's entry lists its shards and its range in each.
+range, so a language's entry lists its shards and its range in each. `ids` is each shard's token-id
+range as `prepare` wrote it (a run checks it against the model's vocabulary instead of reading every
+shard); manifests written before it was recorded lack it, and `mmbert.data.shards.record_id_ranges`
+adds it.
 """
 
 from __future__ import annotations
@@ -97,6 +101,16 @@ def _check_entry(path: Path, name: str, entry: Any) -> None:
         for r in ranges
     ):
         raise ManifestError(f"{path}: {name}: a shard range is not [first, end] document numbers")
+    ids = entry.get("ids")
+    if ids is not None and not (
+        isinstance(ids, list)
+        and len(ids) == len(shards)
+        and all(
+            isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r) and 0 <= r[0] <= r[1]
+            for r in ids
+        )
+    ):
+        raise ManifestError(f"{path}: {name}: ids is not a [smallest, largest] token id per shard")
     docs = sum(b - a for a, b in ranges)
     if docs != entry.get("docs"):
         raise ManifestError(
@@ -114,14 +128,16 @@ def write_manifest(data: str | Path, manifest: dict[str, Any]) -> Path:
 def language_entries(shards: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """One source's per-language entries from its shards, in order, sorted by language.
 
-    A shard is `{"path": ..., "langs": {lang: [first, end, tokens]}}`, as `mmbert prepare` records it.
+    A shard is `{"path": ..., "langs": {lang: [first, end, tokens]}, "ids": [smallest, largest]}`, as
+    `mmbert prepare` records it.
     """
     langs: dict[str, dict[str, Any]] = {}
     for shard in shards:
         for lang, (a, b, n_tokens) in shard["langs"].items():
-            entry = langs.setdefault(lang, {"docs": 0, "tokens": 0, "shards": [], "ranges": []})
+            entry = langs.setdefault(lang, {"docs": 0, "tokens": 0, "shards": [], "ranges": [], "ids": []})
             entry["docs"] += b - a
             entry["tokens"] += n_tokens
             entry["shards"].append(shard["path"])
             entry["ranges"].append([a, b])
+            entry["ids"].append(list(shard["ids"]))
     return dict(sorted(langs.items()))

@@ -1,6 +1,7 @@
 """`mmbert prepare`: tokenize a document source into token shards, indexed per language, plus a manifest.
 
     mmbert prepare --source bundled|PATH|hf:NAME|mds:PATH --tokenizer DIR --out DATA [--workers N]
+                   [--part I/N | --join]
 
 Layout of DATA (read back by `mmbert.data.shards.TokenStore`):
 
@@ -13,6 +14,7 @@ Layout of DATA (read back by `mmbert.data.shards.TokenStore`):
     DATA/<source>/<unit>.<k>.offsets.npy int64 document boundaries (docs + 1 entries, from 0)
     DATA/<source>/_units/<unit>.json     a finished work unit (what makes a rerun resume)
     DATA/<source>/_source.json           the source's fingerprint and the tokenizer it was cut with
+    DATA/<source>/_parts/<i>-of-<n>/     the lock of one part (`--part`), when prepared across machines
 
 Why it is built this way:
 - A source is split into work units (a file, a chunk of rows, an MDS shard) that worker processes
@@ -24,6 +26,11 @@ Why it is built this way:
   made writing 25x slower than tokenizing.
 - The manifest is written (atomically) only when every unit of the source is finished, and it is a
   merge: several sources (`--name`) can be prepared into one DATA directory.
+- Several machines prepare one source into one shared DATA with `--part I/N` each (units I, I + N,
+  I + 2N, ...: disjoint, and together all of them); a part locks only `<source>/_parts/I-of-N/` and
+  writes no manifest, so the parts run at once. `--join` (once, when they are done) writes the
+  manifest from the unit records, tokenizing nothing. A cell (source, language) then spans the
+  parts' shards like any other.
 - The tokenizer's identity (vocab size, special ids, `mmbert.tokenizer.fingerprint_sha256`) and the
   source's fingerprint are checked on every run: resuming with different ones would mix incompatible
   shards, so it is an error unless `--overwrite` starts that source (or, for a new tokenizer, DATA)
@@ -62,6 +69,7 @@ from mmbert.data.manifest import (
     write_manifest,
 )
 from mmbert.data.records import BadInputError
+from mmbert.data.shards import shard_id_range
 from mmbert.data.sources import DocumentSource, SkipReport, Unit
 from mmbert.errors import MmbertError
 from mmbert.io import atomic_open, atomic_write_text, check_output, inside, remove_stale_temps
@@ -70,6 +78,7 @@ from mmbert.tokenizer import read_tokenizer_files
 
 logger = logging.getLogger(__name__)
 
+PARTS = "_parts"  # DATA/<source>/_parts/<i>-of-<n>/: the lock of one part of a prepare across machines
 DEFAULT_SHARD_TOKENS = 1 << 25  # 32M tokens = 128 MiB of uint32 per shard file (and in memory)
 BATCH_DOCS = 256  # documents per encode_batch call: amortizes the Python <-> Rust crossing
 # Characters per encode_batch call and per piece of a long document. The tokenizer holds about 100
@@ -193,6 +202,8 @@ class _UnitWriter:
                 "tokens": int(offsets[-1]),
                 # lang -> [first doc, end doc, tokens]
                 "langs": {lang: [a, b, int(offsets[b] - offsets[a])] for lang, (a, b) in langs.items()},
+                # checked here once, so that a run reads the range from the manifest, not the shard
+                "ids": [int(tokens.min()), int(tokens.max())],
             }
         )
 
@@ -283,6 +294,8 @@ def _run_unit(job: _Job) -> dict[str, Any]:
     # Shards of an earlier, interrupted attempt at this unit: not recorded anywhere, so stale.
     for stale in source_dir.glob(f"{uid}.*.npy"):
         stale.unlink()
+    for stale in source_dir.glob(f".{uid}.*.tmp"):  # its temporaries (a unit runs in one process at a time)
+        stale.unlink(missing_ok=True)
     writer = _UnitWriter(source_dir, uid, job.shard_tokens)
     report = SkipReport() if job.skip_bad else None
     no_tokens = 0
@@ -360,6 +373,16 @@ def _record_complete(record: dict[str, Any], data: Path, where: Path) -> bool:
     return True
 
 
+def _with_id_ranges(record: dict[str, Any], data: Path, where: Path) -> dict[str, Any]:
+    """A unit record with each shard's token-id range (a record written before they were: its shards read once)."""
+    missing = [shard for shard in record["shards"] if "ids" not in shard]
+    for shard in missing:
+        shard["ids"] = shard_id_range(data / shard["path"])
+    if missing:
+        _write_json(where, record)
+    return record
+
+
 # --------------------------------------------------------------------------------------------------
 # Driver
 
@@ -374,7 +397,8 @@ class PrepareResult:
     seconds: float
     tokens_this_run: int = 0
     docs_this_run: int = 0
-    manifest_path: Path = field(default_factory=Path)
+    manifest_path: Path = field(default_factory=Path)  # Path() for a part (no manifest written)
+    part: tuple[int, int] | None = None
 
     @property
     def docs(self) -> int:
@@ -386,8 +410,13 @@ class PrepareResult:
 
 
 def _is_prepared_data(data: Path) -> bool:
-    """Whether a directory was written by `mmbert prepare` (a manifest, or a run's lock or sources)."""
-    return (data / MANIFEST).exists() or (data / LOCK_FILE).exists() or any(data.glob("*/_source.json"))
+    """Whether a directory was written by `mmbert prepare` (a manifest, or a run's lock, sources or parts)."""
+    return (
+        (data / MANIFEST).exists()
+        or (data / LOCK_FILE).exists()
+        or any(data.glob("*/_source.json"))
+        or any(data.glob(f"*/{PARTS}"))
+    )
 
 
 def _check_tokenizer(
@@ -426,7 +455,9 @@ def _check_source(
             write_manifest(data, manifest)
         return
     if old is None:
-        if source_dir.exists() and any(source_dir.iterdir()):
+        # A part's lock (`_parts`) or another part's first files may already be there.
+        own = re.compile(r"^(_parts|_units|\..*\.tmp)$")
+        if source_dir.exists() and any(not own.match(p.name) for p in source_dir.iterdir()):
             raise PrepareError(
                 f"{source_dir} exists but was not written by `mmbert prepare`: use --overwrite"
             )
@@ -452,11 +483,18 @@ def prepare(
     overwrite: bool = False,
     progress: bool = True,
     allow_unknown_languages: bool = False,
+    part: tuple[int, int] | None = None,
+    join: bool = False,
 ) -> PrepareResult:
     """Tokenize `source` into `out` (resuming a previous run), then merge it into `out/manifest.json`.
 
     A document whose language key is not a known one (`mmbert.languages.check_key`) is bad input,
     unless `allow_unknown_languages`.
+
+    Several machines: `part=(i, n)` tokenizes only units i, i + n, i + 2n, ... of the source (0 <= i < n)
+    and writes no manifest, so that n machines can prepare one source into one shared `out` at once,
+    each under its own lock; `join=True` then records every unit in the manifest, tokenizing nothing
+    (an error lists the parts with units left).
     """
     start = time.perf_counter()
     data = Path(out)
@@ -467,14 +505,26 @@ def prepare(
         raise PrepareError(f"--shard-tokens must be positive, not {shard_tokens}")
     if workers < 1:
         raise PrepareError(f"--workers must be at least 1, not {workers}")
+    if part is not None:
+        if not 0 <= part[0] < part[1]:
+            raise PrepareError(f"--part {part[0]}/{part[1]}: expected I/N with 0 <= I < N")
+        if join or overwrite:
+            raise PrepareError(
+                f"--part cannot be combined with {'--join' if join else '--overwrite'} (to start a source "
+                f"afresh, delete {data / name} before the parts run)"
+            )
     # every run reads the data with mmBERT's ids: a tokenizer without them is refused before any work
     tok = read_tokenizer_files(tokenizer, require_layout=True)
     identity = tok.identity()
     check_output(
         data, [getattr(source, "root", None), tokenizer], is_own=_is_prepared_data, overwrite=overwrite
     )
-    with directory_lock(data, "mmbert prepare"):
-        remove_stale_temps(data)  # a killed run's manifest temporaries (its shards': below)
+    # A part holds its own lock only: the parts run at once, on several machines, and none of them
+    # touches the manifest or another part's files.
+    lock = data if part is None else data / name / PARTS / f"{part[0]}-of-{part[1]}"
+    with directory_lock(lock, "mmbert prepare"):
+        if part is None:
+            remove_stale_temps(data)  # a killed run's manifest temporaries (its shards': below)
         manifest = _check_tokenizer(data, read_manifest(data), identity, overwrite)
         fingerprint = source.fingerprint()
         state = {
@@ -487,20 +537,24 @@ def prepare(
         source_dir = data / name
         source_dir.mkdir(parents=True, exist_ok=True)
         _write_json(source_dir / "_source.json", state)
-        remove_stale_temps(source_dir, recursive=True)  # of a killed run: never referenced
+        if part is None:  # of a killed run: never referenced (a part removes only its own units')
+            remove_stale_temps(source_dir, recursive=True)
 
         units = source.units()
+        mine = units if part is None else units[part[0] :: part[1]]
         records: dict[str, dict[str, Any]] = {}
-        for unit in units:
+        for unit in mine:
             path = source_dir / "_units" / f"{unit.uid}.json"
             if path.exists():
                 record = _read_json(path)
                 if _record_complete(record, data, path):
-                    records[unit.uid] = record
-        todo = [u for u in units if u.uid not in records]
+                    records[unit.uid] = _with_id_ranges(record, data, path)
+        todo = [u for u in mine if u.uid not in records]
+        if join and todo:
+            raise PrepareError(_parts_missing(source_dir, units, todo))
         resumed = len(records)
         if resumed:
-            logger.info("%s: %d of %d units already prepared, %d to go", name, resumed, len(units), len(todo))
+            logger.info("%s: %d of %d units already prepared, %d to go", name, resumed, len(mine), len(todo))
         special = identity["special_ids"]
         jobs = [
             _Job(source, name, u, str(source_dir), shard_tokens, skip_bad, special["bos"], special["eos"],
@@ -511,34 +565,52 @@ def prepare(
         total = sum(known) if all(d is not None for d in known) else None  # type: ignore[misc]
         done_docs, done_tokens = _run_jobs(jobs, tok.text, workers, records, total, progress, name)
 
-        manifest = read_manifest(data) or new_manifest()
-        manifest["tokenizer"] = identity
         skipped = SkipReport()
         no_tokens = 0
-        for unit in units:
+        for unit in mine:
             skipped.merge(records[unit.uid]["skipped"])
             no_tokens += records[unit.uid]["no_tokens"]
         # In unit order, so that shard lists do not depend on which worker finished first.
-        langs = language_entries(shard for unit in units for shard in records[unit.uid]["shards"])
-        manifest["sources"][name] = langs
-        manifest.setdefault("source_info", {})[name] = {
-            **state,
-            "units": len(units),
-            "skipped": skipped.to_dict(),
-            "no_tokens": no_tokens,
-            "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        manifest_path = write_manifest(data, manifest)
+        langs = language_entries(shard for unit in mine for shard in records[unit.uid]["shards"])
+        manifest_path = Path()
+        if part is None:
+            manifest = read_manifest(data) or new_manifest()
+            manifest["tokenizer"] = identity
+            manifest["sources"][name] = langs
+            manifest.setdefault("source_info", {})[name] = {
+                **state,
+                "units": len(units),
+                "skipped": skipped.to_dict(),
+                "no_tokens": no_tokens,
+                "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            manifest_path = write_manifest(data, manifest)
     return PrepareResult(
         name=name,
         langs={k: {"docs": v["docs"], "tokens": v["tokens"]} for k, v in langs.items()},
         skipped=skipped.to_dict(),
-        units_total=len(units),
+        units_total=len(mine),
         units_resumed=resumed,
         seconds=time.perf_counter() - start,
         tokens_this_run=done_tokens,
         docs_this_run=done_docs,
         manifest_path=manifest_path,
+        part=part,
+    )
+
+
+def _parts_missing(source_dir: Path, units: list[Unit], todo: list[Unit]) -> str:
+    """The `--join` error: how many units are left, and which parts (as the parts' locks name them) own them."""
+    counts = {int(d.name.split("-of-")[1]) for d in (source_dir / PARTS).glob("*-of-*") if d.is_dir()}
+    position = {u.uid: k for k, u in enumerate(units)}
+    left = [position[u.uid] for u in todo]
+    owners = "; ".join(
+        f"parts {', '.join(str(i) for i in sorted({k % n for k in left}))} of {n}" for n in sorted(counts)
+    )
+    return (
+        f"{source_dir}: {len(todo)} of {len(units)} units are not prepared yet ({todo[0].uid}, ...)"
+        + (f", owned by {owners}" if owners else "")
+        + ": finish those parts (`--part I/N`), or prepare without --join to tokenize them here"
     )
 
 

@@ -15,27 +15,38 @@ equal to the target. Within a cell, documents come in epochs: each epoch is a fr
 cell's documents (seeded by seed, cell and epoch, identical on every rank), and rank r of w takes
 positions r, r + w, r + 2w, ... of the concatenated epochs, so ranks never draw the same document of
 an epoch and together cover each epoch exactly once. Repeats are therefore counted (`epochs`).
+The permutation is computed one index at a time (`mmbert.data.permutation`): no per-document array,
+so a cell of 10^9 documents costs what a cell of ten does, and nothing is rebuilt on a resume or at
+an epoch wrap.
 
-The sampler is Stateful: its state is the random generator's state, each cell's position and the
-realized counts; `load_state_dict` on a fresh sampler continues the identical stream. Positions
-persist across phase changes (`set_phase`), so a later phase does not restart a language's data.
+The sampler is Stateful: its state is the random generator's state, each cell's position (a count of
+documents drawn) and the realized counts; `load_state_dict` on a fresh sampler continues the
+identical stream. Positions persist across phase changes (`set_phase`), so a later phase does not
+restart a language's data.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import queue
+import threading
+import weakref
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
+from mmbert.data.permutation import IndexPermutation, mix_key
 from mmbert.languages import counts_code, iso3, resolve_languages
 from mmbert.recipe import Phase, RecipeError, SourceSpec
 from mmbert.seeds import stable_hash
 
 logger = logging.getLogger(__name__)
+
+# Documents read ahead of the step: a rank draws ~74 per step at mmBERT's scale, a few KiB each.
+DEFAULT_READ_AHEAD = 256
 
 Counts = Mapping[str, Mapping[str, float]]  # source -> language key -> tokens (may be estimates)
 
@@ -227,32 +238,71 @@ class SampledDocument:
     tokens: np.ndarray
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Cell:
     source: str
     lang: str
     num_docs: int
-    drawn: int = 0  # documents this rank has drawn from the cell (its position in the stream)
-    perm_epoch: int = -1
-    perm: np.ndarray | None = field(default=None, repr=False)
+    key: int  # with the epoch, chooses the epoch's order (the same on every rank)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How a phase draws: the cell a uniform number picks, and where a cell's n-th draw on a rank lands.
+
+    Immutable, so that the read-ahead thread draws from a copy of the state exactly as the sampler does.
+    """
+
+    cells: tuple[_Cell, ...]
+    cum: np.ndarray  # cumulative document probabilities of `cells`, the last one exactly 1
+    rank: int
+    world_size: int
+
+    def draw(
+        self, rng: np.random.Generator, drawn: dict[tuple[str, str], int]
+    ) -> tuple[_Cell, int, int, int]:
+        """Advance (rng, drawn) by one draw: (cell, how many were drawn from it before, index, epoch)."""
+        cell = self.cells[int(np.searchsorted(self.cum, rng.random(), side="right"))]
+        key = (cell.source, cell.lang)
+        n = drawn.get(key, 0)
+        drawn[key] = n + 1
+        position = self.rank + n * self.world_size  # in the concatenation of all epochs
+        epoch, offset = divmod(position, cell.num_docs)
+        return cell, n, IndexPermutation(cell.num_docs, mix_key(cell.key, epoch))[offset], epoch
 
 
 class DataSampler:
-    """Draws documents for one rank from a phase's mixture; iterate it or call `next_document()`."""
+    """Draws documents for one rank from a phase's mixture; iterate it or call `next_document()`.
+
+    `read_ahead` > 0 reads up to that many of the next documents in a background thread (`ReadAhead`),
+    so a step rarely waits on storage; the stream, and the state, are the same with it or without it.
+    """
 
     def __init__(
-        self, store: DocumentStore, mixture: Mixture, seed: int = 0, rank: int = 0, world_size: int = 1
+        self,
+        store: DocumentStore,
+        mixture: Mixture,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        read_ahead: int = 0,
     ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        if read_ahead < 0:
+            raise ValueError(f"read_ahead is a number of documents, not {read_ahead}")
         self.store = store
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        self.read_ahead = read_ahead
+        self._ahead: ReadAhead | None = None
         # Each rank draws its own cell sequence (seeded by rank); documents are disjoint through the
         # per-cell position arithmetic, not through the generator.
         self._rng = np.random.Generator(np.random.PCG64([seed, rank, 0x6D6D62]))
         self._cells: dict[tuple[str, str], _Cell] = {}
+        # Documents this rank has drawn from each cell: its position in the cell's stream.
+        self._drawn: dict[tuple[str, str], int] = {}
         self.mixture: Mixture | None = None
         self.realized_docs: dict[tuple[str, str], int] = {}
         self.realized_tokens: dict[tuple[str, str], int] = {}
@@ -261,6 +311,7 @@ class DataSampler:
     # -- phase ----------------------------------------------------------------------------------------
     def set_phase(self, mixture: Mixture) -> None:
         """Switch to another phase's mixture, keeping the generator and every cell's position."""
+        self._stop_read_ahead()
         previous = self.mixture
         self.mixture = mixture
         cells, weights, targets = [], [], []
@@ -283,16 +334,17 @@ class DataSampler:
                         self.world_size,
                     )
                 key = (src.name, lang)
-                self._cells.setdefault(key, _Cell(src.name, lang, n_docs))
+                if key not in self._cells:
+                    self._cells[key] = self._new_cell(src.name, lang, n_docs)
                 # Tokens per document include <bos>/<eos> (2 per document), as the packer emits them.
                 mean_len = n_tokens / n_docs + 2
                 cells.append(key)
                 weights.append(src.share * p / mean_len)
                 targets.append(src.share * p)
-        self._phase_cells = cells
         w = np.asarray(weights, dtype=np.float64)
-        self._cum = np.cumsum(w / w.sum())
-        self._cum[-1] = 1.0
+        cum = np.cumsum(w / w.sum())
+        cum[-1] = 1.0
+        self._plan = _Plan(tuple(self._cells[k] for k in cells), cum, self.rank, self.world_size)
         self.doc_probs = dict(zip(cells, (w / w.sum()).tolist(), strict=True))
         self.target_shares = dict(zip(cells, targets, strict=True))
         if previous is None or previous.phase_name != mixture.phase_name:
@@ -301,26 +353,32 @@ class DataSampler:
             self.realized_tokens = {k: 0 for k in cells}
 
     # -- drawing --------------------------------------------------------------------------------------
-    def _permutation(self, cell: _Cell, epoch: int) -> np.ndarray:
-        if cell.perm_epoch != epoch:
-            # Same on every rank (no rank in the seed): ranks split one permutation per epoch.
-            seq = [self.seed, stable_hash(cell.source), stable_hash(cell.lang), epoch]
-            cell.perm = np.random.default_rng(seq).permutation(cell.num_docs)
-            cell.perm_epoch = epoch
-        assert cell.perm is not None
-        return cell.perm
+    def _new_cell(self, source: str, lang: str, num_docs: int) -> _Cell:
+        # No rank in the key: ranks split one permutation per epoch.
+        key = mix_key(self.seed % 2**64, stable_hash(source), stable_hash(lang))
+        return _Cell(source, lang, num_docs, key)
 
     def next_document(self) -> SampledDocument:
-        key = self._phase_cells[int(np.searchsorted(self._cum, self._rng.random(), side="right"))]
-        cell = self._cells[key]
-        position = self.rank + cell.drawn * self.world_size  # in the concatenation of all epochs
-        epoch, offset = divmod(position, cell.num_docs)
-        index = int(self._permutation(cell, epoch)[offset])
-        cell.drawn += 1
-        tokens = self.store.doc(cell.source, cell.lang, index)
+        cell, n, index, epoch = self._plan.draw(self._rng, self._drawn)
+        tokens = self._ahead.take(cell, n) if self._ahead is not None else None
+        if tokens is None:
+            tokens = self.store.doc(cell.source, cell.lang, index)
+            if self.read_ahead:  # (re)start reading ahead from the state after this draw
+                self._stop_read_ahead()
+                self._ahead = ReadAhead(self.store, self._plan, self._rng, self._drawn, self.read_ahead)
+        key = (cell.source, cell.lang)
         self.realized_docs[key] += 1
         self.realized_tokens[key] += int(tokens.size) + 2
         return SampledDocument(cell.source, cell.lang, index, epoch, tokens)
+
+    def _stop_read_ahead(self) -> None:
+        if self._ahead is not None:
+            self._ahead.stop()
+            self._ahead = None
+
+    def close(self) -> None:
+        """Stop reading ahead (drawing again starts it anew)."""
+        self._stop_read_ahead()
 
     def __iter__(self) -> Iterator[SampledDocument]:
         while True:
@@ -328,7 +386,7 @@ class DataSampler:
 
     def epochs(self) -> dict[tuple[str, str], float]:
         """Epochs over each cell's documents drawn so far by all ranks together (this rank's view)."""
-        return {k: c.drawn * self.world_size / c.num_docs for k, c in self._cells.items()}
+        return {k: self._drawn.get(k, 0) * self.world_size / c.num_docs for k, c in self._cells.items()}
 
     # -- reporting ------------------------------------------------------------------------------------
     def realized_shares(self) -> dict[str, dict[str, float]]:
@@ -365,7 +423,7 @@ class DataSampler:
             "world_size": self.world_size,
             "phase_name": self.mixture.phase_name,
             "rng": self._rng.bit_generator.state,
-            "drawn": {f"{s}\t{lang}": c.drawn for (s, lang), c in self._cells.items()},
+            "drawn": {f"{s}\t{lang}": self._drawn.get((s, lang), 0) for s, lang in self._cells},
             "realized_docs": {f"{s}\t{lang}": n for (s, lang), n in self.realized_docs.items()},
             "realized_tokens": {f"{s}\t{lang}": n for (s, lang), n in self.realized_tokens.items()},
         }
@@ -382,12 +440,86 @@ class DataSampler:
             raise ValueError(
                 f"sampler state is for phase {state['phase_name']!r}, this sampler is in {self.mixture.phase_name!r}"
             )
+        self._stop_read_ahead()
         self._rng.bit_generator.state = state["rng"]
         for joined, drawn in state["drawn"].items():
             source, lang = joined.split("\t")
-            cell = self._cells.get((source, lang))
-            if cell is None:
-                cell = self._cells[(source, lang)] = _Cell(source, lang, self.store.num_docs(source, lang))
-            cell.drawn = int(drawn)
+            if (source, lang) not in self._cells:
+                self._cells[(source, lang)] = self._new_cell(source, lang, self.store.num_docs(source, lang))
+            self._drawn[(source, lang)] = int(drawn)
         self.realized_docs = {tuple(k.split("\t")): int(v) for k, v in state["realized_docs"].items()}  # type: ignore[misc]
         self.realized_tokens = {tuple(k.split("\t")): int(v) for k, v in state["realized_tokens"].items()}  # type: ignore[misc]
+
+
+class ReadAhead:
+    """Reads the documents a sampler will draw next, up to `depth` of them, in a background thread.
+
+    The thread draws from a copy of the sampler's state (its generator and positions), with the same
+    `_Plan`, so it reads exactly the documents the sampler will ask for, in order. The sampler still
+    makes every draw itself and only takes the tokens from here: its state is always the position of
+    the documents it returned (what a checkpoint saves), never that of those read ahead. A read that
+    fails in the thread ends the thread; the sampler then reads that document itself, where its error
+    is raised in the step that needs it.
+    """
+
+    def __init__(
+        self,
+        store: DocumentStore,
+        plan: _Plan,
+        rng: np.random.Generator,
+        drawn: dict[tuple[str, str], int],
+        depth: int,
+    ) -> None:
+        copy = np.random.Generator(np.random.PCG64())
+        copy.bit_generator.state = rng.bit_generator.state
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=_read_ahead,
+            args=(store, plan, copy, dict(drawn), self._queue, self._stop),
+            name="mmbert-read-ahead",
+            daemon=True,
+        )
+        self._thread.start()
+        # The thread holds no reference to the sampler: dropping the sampler stops it.
+        weakref.finalize(self, self._stop.set)
+
+    def take(self, cell: _Cell, n: int) -> np.ndarray | None:
+        """The tokens of `cell`'s n-th draw when they are the next read ahead, else None (read it yourself)."""
+        while True:
+            try:
+                key, m, tokens = self._queue.get(timeout=0.05)
+                break
+            except queue.Empty:
+                if not self._thread.is_alive():
+                    return None
+        if (key, m) != ((cell.source, cell.lang), n):  # cannot happen with one plan; never trust it blindly
+            return None
+        return tokens
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _read_ahead(
+    store: DocumentStore,
+    plan: _Plan,
+    rng: np.random.Generator,
+    drawn: dict[tuple[str, str], int],
+    out: queue.Queue,
+    stop: threading.Event,
+) -> None:
+    """The read-ahead thread: draw as the sampler will, read, queue; until stopped or a read fails."""
+    while not stop.is_set():
+        cell, n, index, _ = plan.draw(rng, drawn)
+        try:
+            item = ((cell.source, cell.lang), n, store.doc(cell.source, cell.lang, index))
+        except Exception:  # the sampler reads this document again and raises there
+            return
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.05)
+                break
+            except queue.Full:
+                continue

@@ -1,108 +1,305 @@
 """TokenStore: random access to the documents `mmbert prepare` wrote, by source, language and index.
 
 The trainer's sampler draws random documents of a language, so a document must be cheap to fetch by
-number: each shard's tokens and offsets are memory-mapped (opened on first use), and a per-(source,
-language) table of cumulative document counts maps a document number to its shard with one bisection.
+number: a per-(source, language) table of cumulative document counts maps a document number to its
+shard with one bisection, and the document is read from the shard with two positional reads (`os.pread`:
+its two offsets, then its tokens), so a draw reads what it uses and nothing else.
 A shard holds the documents of several languages grouped by language; the manifest gives, for each
 language, its shards and the document range [first, end) it owns in each.
-A shard that is missing, unreadable or inconsistent with the manifest raises `ShardError` naming the file.
-The manifest's format is `mmbert.data.manifest`'s. `open_data` reads several data directories as one.
+
+Open files are bounded whatever the number of shards: a store keeps at most `max_open_shards` shards
+open (two descriptors each, no memory maps), closing the least recently used. The real run has ~82k
+shards, which a rank soon touches all of (sampling is uniform inside a cell): keeping them all open
+would run into `ulimit -n` and the kernel's map count long before the run ends. When the process
+still runs out of descriptors (a low limit, other files open), the store closes shards and tries
+again, and shrinks its cache to what fitted; it reports a limit as a limit (`OpenFilesError`), never
+as a corrupt shard.
+
+A shard that is missing, unreadable or inconsistent with the manifest raises `ShardError` naming the
+file; a shard is checked where it is read (its header, its first and last offsets, the offsets of
+each document read), and in full by `verify()`.
 
 What the ids mean: `check_tokenizer` stops a run whose tokenizer is not the one the data was prepared
-with, and a store given the model's `vocab_size` checks each shard the first time it is read, so that
-an id the model has no embedding for never reaches it (a `ShardError` naming the shard instead).
+with. `prepare` records each shard's token-id range in the manifest as it writes the shard, so a store
+given the model's `vocab_size` checks every shard against it at its first read, from the manifest alone
+(no shard read) (an id the model has no embedding for never reaches it: a `ShardError` naming the shard). A
+manifest written before the ranges were recorded is upgraded once (`record_id_ranges`: one pass over
+its shards under the data directory's lock, written atomically); the ranks that wait for the lock
+find it done. Each document read is still checked against `vocab_size` (it costs no I/O), in case a
+shard was changed after `prepare`.
 """
 
 from __future__ import annotations
 
-import bisect
+import errno
+import fcntl
+import io
+import logging
 import os
+import resource
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mmbert.data.manifest import MANIFEST, ManifestError, read_manifest
+from mmbert.data.manifest import MANIFEST, ManifestError, read_manifest, write_manifest
 from mmbert.errors import MmbertError
+from mmbert.process import LOCK_FILE
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OPEN_SHARDS = 64  # 128 descriptors: well inside the usual `ulimit -n` of 1024
+_LIMIT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+_TOKENS = np.dtype("<u4")
+_OFFSETS = np.dtype("<i8")
+_SCAN_TOKENS = 1 << 22  # tokens per read when a whole shard is scanned (16 MiB)
 
 
 class ShardError(MmbertError, RuntimeError):
     """A prepared shard (or the manifest) is missing or corrupt; the message names the file."""
 
 
+class OpenFilesError(MmbertError, OSError):
+    """The process cannot open another file (descriptor or memory limit): not the shard's fault."""
+
+
+def _offsets_path(tokens_path: Path) -> Path:
+    return tokens_path.with_name(tokens_path.name.replace(".tokens.npy", ".offsets.npy"))
+
+
+def _open_array(path: Path, dtype: np.dtype) -> tuple[int, int, int]:
+    """(descriptor, byte offset of the data, number of elements) of a 1-D `.npy` file of `dtype`.
+
+    A limit on open files (EMFILE, ENFILE, ENOMEM) is raised as the `OSError` it is, for the caller
+    to make room; anything else wrong with the file is a `ShardError` naming it.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ShardError(f"{path}: shard file missing") from None
+    except OSError as e:
+        if e.errno in _LIMIT_ERRNOS:
+            raise
+        raise ShardError(f"{path}: cannot open shard file: {e.strerror}") from None
+    try:
+        head = io.BytesIO(os.pread(fd, 4096, 0))
+        try:
+            version = np.lib.format.read_magic(head)
+            if version == (1, 0):
+                shape, _, found = np.lib.format.read_array_header_1_0(head)
+            else:
+                shape, _, found = np.lib.format.read_array_header_2_0(head)
+        except (ValueError, OSError, EOFError, SyntaxError) as e:
+            raise ShardError(f"{path}: corrupt shard file: {e}") from None
+        if found != dtype or len(shape) != 1:
+            raise ShardError(f"{path}: expected a 1-D {dtype.name} array, found {found} {shape}")
+        start, length = head.tell(), int(shape[0])
+        size = os.fstat(fd).st_size
+        if size != start + length * dtype.itemsize:
+            raise ShardError(
+                f"{path}: corrupt shard file: {size} bytes, its header says {start + length * dtype.itemsize}"
+            )
+        return fd, start, length
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class _Shard:
-    """One shard: memory-mapped uint32 tokens and int64 document offsets (docs + 1 entries)."""
+    """One shard's two open files: uint32 tokens and int64 document offsets (docs + 1 entries).
+
+    Reads are positional, so a shard holds two descriptors and no memory map, and what a read costs is
+    what it returns.
+    """
 
     def __init__(self, tokens_path: Path) -> None:
         self.path = tokens_path
-        offsets_path = tokens_path.with_name(tokens_path.name.replace(".tokens.npy", ".offsets.npy"))
-        self.tokens = _load(tokens_path, np.uint32)
-        self.offsets = _load(offsets_path, np.int64)
-        if len(self.offsets) < 1 or self.offsets[0] != 0 or np.any(np.diff(self.offsets) < 0):
-            raise ShardError(f"{offsets_path}: corrupt offsets (must start at 0 and not decrease)")
-        if int(self.offsets[-1]) != len(self.tokens):
-            raise ShardError(
-                f"{tokens_path}: {len(self.tokens)} tokens but its offsets end at {int(self.offsets[-1])}"
-            )
+        self.offsets_path = _offsets_path(tokens_path)
+        self._tokens_fd, self._tokens_start, self.num_tokens = _open_array(tokens_path, _TOKENS)
+        try:
+            self._offsets_fd, self._offsets_start, n = _open_array(self.offsets_path, _OFFSETS)
+        except BaseException:
+            os.close(self._tokens_fd)
+            raise
+        try:
+            if n < 1 or self.offsets(0, 1)[0] != 0:
+                raise ShardError(f"{self.offsets_path}: corrupt offsets (must start at 0 and not decrease)")
+            last = int(self.offsets(n - 1, n)[0])
+            if last != self.num_tokens:
+                raise ShardError(f"{tokens_path}: {self.num_tokens} tokens but its offsets end at {last}")
+        except BaseException:
+            self.close()
+            raise
+        self.num_docs = n - 1
 
-    @property
-    def num_docs(self) -> int:
-        return len(self.offsets) - 1
+    def close(self) -> None:
+        os.close(self._tokens_fd)
+        os.close(self._offsets_fd)
+
+    def _read(self, fd: int, path: Path, start: int, first: int, count: int, dtype: np.dtype) -> np.ndarray:
+        nbytes = count * dtype.itemsize
+        data = os.pread(fd, nbytes, start + first * dtype.itemsize)
+        if len(data) != nbytes:
+            raise ShardError(f"{path}: shorter than its header says (changed while being read?)")
+        return np.frombuffer(data, dtype)
+
+    def offsets(self, first: int, end: int) -> np.ndarray:
+        """Offsets [first, end) (read-only int64)."""
+        return self._read(
+            self._offsets_fd, self.offsets_path, self._offsets_start, first, end - first, _OFFSETS
+        )
+
+    def tokens(self, first: int, end: int) -> np.ndarray:
+        """Tokens [first, end) (read-only uint32)."""
+        return self._read(self._tokens_fd, self.path, self._tokens_start, first, end - first, _TOKENS)
 
     def doc(self, i: int) -> np.ndarray:
-        return self.tokens[self.offsets[i] : self.offsets[i + 1]]
-
-    def check_ids(self, vocab_size: int, manifest: Path) -> None:
-        """Every token id is below `vocab_size` (one pass over the memory-mapped file)."""
-        top = int(self.tokens.max()) if len(self.tokens) else -1
-        if top >= vocab_size:
+        begin, end = (int(x) for x in self.offsets(i, i + 2))
+        if not 0 <= begin <= end <= self.num_tokens:
             raise ShardError(
-                f"{self.path}: token id {top} is outside the model's vocabulary of {vocab_size}: it was cut "
-                f"with another tokenizer than this run's (the tokenizer in {manifest})"
+                f"{self.offsets_path}: corrupt offsets (document {i} at [{begin}, {end}) of {self.num_tokens} tokens)"
             )
+        return self.tokens(begin, end)
+
+    def check_offsets(self) -> np.ndarray:
+        """All the offsets, checked to never decrease (one pass over the offsets file)."""
+        offsets = self.offsets(0, self.num_docs + 1)
+        if np.any(np.diff(offsets) < 0):
+            raise ShardError(f"{self.offsets_path}: corrupt offsets (must start at 0 and not decrease)")
+        return offsets
+
+    def id_range(self) -> list[int]:
+        """[smallest, largest] token id (one pass over the tokens file, in bounded reads)."""
+        low, high = None, None
+        for first in range(0, self.num_tokens, _SCAN_TOKENS):
+            part = self.tokens(first, min(first + _SCAN_TOKENS, self.num_tokens))
+            low = int(part.min()) if low is None else min(low, int(part.min()))
+            high = int(part.max()) if high is None else max(high, int(part.max()))
+        return [low or 0, high or 0]
 
 
-def _load(path: Path, dtype: type) -> np.ndarray:
-    if not path.exists():
-        raise ShardError(f"{path}: shard file missing")
+def shard_id_range(tokens_path: str | os.PathLike) -> list[int]:
+    """[smallest, largest] token id of a shard file (one pass over it)."""
+    shard = _Shard(Path(tokens_path))
     try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise ShardError(f"{path}: corrupt shard file: {e}") from None
-    if arr.dtype != dtype or arr.ndim != 1:
-        raise ShardError(
-            f"{path}: expected a 1-D {np.dtype(dtype).name} array, found {arr.dtype} {arr.shape}"
+        return shard.id_range()
+    finally:
+        shard.close()
+
+
+def _vocabulary_error(path: Path, top: int, vocab_size: int, manifest: Path, note: str = "") -> ShardError:
+    return ShardError(
+        f"{path}: token id {top} is outside the model's vocabulary of {vocab_size}: it was cut "
+        f"with another tokenizer than this run's (the tokenizer in {manifest}){note}"
+    )
+
+
+def _missing_id_ranges(manifest: Mapping[str, Any]) -> bool:
+    return any("ids" not in entry for langs in manifest["sources"].values() for entry in langs.values())
+
+
+def record_id_ranges(root: str | os.PathLike) -> dict[str, Any]:
+    """Add each shard's token-id range to a manifest written before `prepare` recorded them; returns it.
+
+    One pass over every shard, once: under the data directory's lock (the one `prepare` holds), so that
+    ranks starting together scan it once between them, and written atomically. A directory this
+    process cannot write is checked in memory only (every run checks it again).
+    """
+    root = Path(root)
+    try:
+        fd: int | None = os.open(
+            root / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666
         )
-    return arr
+    except OSError as e:
+        logger.warning(
+            "%s: cannot lock it (%s): checking its shards without recording them", root, e.strerror
+        )
+        fd = None
+    try:
+        if fd is not None:
+            fcntl.lockf(fd, fcntl.LOCK_EX)  # waits while another rank (or a prepare) holds it
+        manifest = _read(root)
+        if not _missing_id_ranges(manifest):
+            return manifest  # another rank did it while this one waited
+        logger.info("%s: recording each shard's token-id range in the manifest (once)", root / MANIFEST)
+        found: dict[str, list[int]] = {}
+        for langs in manifest["sources"].values():
+            for entry in langs.values():
+                for rel in entry["shards"]:
+                    if rel not in found:
+                        found[rel] = shard_id_range(root / rel)
+                entry["ids"] = [found[rel] for rel in entry["shards"]]
+        if fd is not None:
+            write_manifest(root, manifest)
+        return manifest
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _read(root: Path) -> dict[str, Any]:
+    try:
+        manifest = read_manifest(root)
+    except ManifestError as e:
+        raise ShardError(str(e)) from None
+    if manifest is None:
+        raise ShardError(f"{root / MANIFEST}: no manifest (run `mmbert prepare --out {root}` first)")
+    return manifest
 
 
 class TokenStore:
     """Read a prepared data directory: `TokenStore(DATA).doc(source, lang, i) -> np.ndarray` of uint32 ids.
 
     Documents carry no special tokens (the packer adds `<bos>`/`<eos>`). Shards open lazily, so opening
-    a store with thousands of shards is instant and a process only maps the shards it reads.
+    a store with thousands of shards is instant, and at most `max_open_shards` are open at a time.
+    Safe to read from several threads (the sampler's read-ahead); `bytes_read` and `shard_opens` count
+    what the reads cost.
     """
 
-    def __init__(self, root: str | os.PathLike, vocab_size: int | None = None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        vocab_size: int | None = None,
+        max_open_shards: int = DEFAULT_OPEN_SHARDS,
+    ) -> None:
+        if max_open_shards < 1:
+            raise ValueError(f"max_open_shards must be at least 1, not {max_open_shards}")
         self.root = Path(root)
-        self.vocab_size = vocab_size  # when given, each shard's ids are checked against it on first use
-        try:
-            manifest = read_manifest(self.root)
-        except ManifestError as e:
-            raise ShardError(str(e)) from None
-        if manifest is None:
-            raise ShardError(
-                f"{self.root / MANIFEST}: no manifest (run `mmbert prepare --out {self.root}` first)"
-            )
+        self.vocab_size = vocab_size
+        self.max_open_shards = max_open_shards
+        manifest = _read(self.root)
         self.manifest: dict[str, Any] = manifest
         # Documents before each of a language's shards, plus the total: [0, n0, n0 + n1, ...].
-        self._cum: dict[tuple[str, str], list[int]] = {}
+        self._cum: dict[tuple[str, str], np.ndarray] = {}
         for source, langs in manifest["sources"].items():
             for lang, entry in langs.items():
-                self._cum[(source, lang)] = list(accumulate((b - a for a, b in entry["ranges"]), initial=0))
-        self._shards: dict[str, _Shard] = {}
+                counts = [b - a for a, b in entry["ranges"]]
+                self._cum[(source, lang)] = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+        self._vocabulary_checked = vocab_size is None
+        self._open: OrderedDict[str, _Shard] = OrderedDict()  # least recently used first
+        self._lock = threading.Lock()
+        self.bytes_read = 0
+        self.shard_opens = 0
+
+    def check_vocabulary(self) -> None:
+        """Every shard's recorded largest id is below the store's `vocab_size` (the manifest alone: no
+        shard read, except once for a manifest without id ranges). Done by the first `doc`, so that a
+        run's tokenizer check, which says more, comes first."""
+        if self._vocabulary_checked:
+            return
+        vocab_size = self.vocab_size
+        assert vocab_size is not None
+        if _missing_id_ranges(self.manifest):
+            self.manifest = record_id_ranges(self.root)
+        for langs in self.manifest["sources"].values():
+            for entry in langs.values():
+                for rel, (_, top) in zip(entry["shards"], entry["ids"], strict=True):
+                    if top >= vocab_size:
+                        raise _vocabulary_error(self.root / rel, top, vocab_size, self.root / MANIFEST)
+        self._vocabulary_checked = True
 
     # -- the manifest's tables ----------------------------------------------------------------------
 
@@ -136,18 +333,19 @@ class TokenStore:
             raise KeyError(f"no language {lang!r} in source {source!r} of {self.root}")
         return langs[lang]
 
-    # -- documents ----------------------------------------------------------------------------------
+    # -- open shards --------------------------------------------------------------------------------
 
     def _shard(self, source: str, lang: str, k: int) -> tuple[_Shard, int, int]:
-        """A language's k-th shard and the document range it owns there."""
+        """A language's k-th shard and the document range it owns there (the caller holds the lock)."""
         entry = self._entry(source, lang)
         rel = entry["shards"][k]
-        shard = self._shards.get(rel)
+        shard = self._open.get(rel)
         if shard is None:
-            shard = _Shard(self.root / rel)
-            if self.vocab_size is not None:
-                shard.check_ids(self.vocab_size, self.root / MANIFEST)
-            self._shards[rel] = shard
+            while len(self._open) >= self.max_open_shards:
+                self._close_oldest()
+            shard = self._open[rel] = self._open_shard(rel)
+        else:
+            self._open.move_to_end(rel)
         a, b = entry["ranges"][k]
         if not 0 <= a <= b <= shard.num_docs:
             raise ShardError(
@@ -155,27 +353,96 @@ class TokenStore:
             )
         return shard, a, b
 
-    def doc(self, source: str, lang: str, i: int) -> np.ndarray:
-        """Document `i` (0 <= i < num_docs) of a source's language: a read-only uint32 array view."""
+    def _open_shard(self, rel: str) -> _Shard:
+        """Open a shard; out of descriptors (or memory), close shards and try again, keeping the cache smaller."""
+        path = self.root / rel
+        while True:
+            try:
+                shard = _Shard(path)
+            except OSError as e:
+                if e.errno not in _LIMIT_ERRNOS:
+                    raise
+                if not self._open:
+                    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+                    raise OpenFilesError(
+                        f"{path}: cannot open the shard: {e.strerror}, though no other shard is open "
+                        f"(`ulimit -n` is {soft}): the process holds too many other files, or the limit is too low"
+                    ) from None
+                self.max_open_shards = max(1, len(self._open) // 2)
+                logger.warning(
+                    "%s while opening %s: keeping at most %d shards open",
+                    e.strerror,
+                    path,
+                    self.max_open_shards,
+                )
+                while len(self._open) > self.max_open_shards - 1:
+                    self._close_oldest()
+                continue
+            self.shard_opens += 1
+            return shard
+
+    def _close_oldest(self) -> None:
+        _, shard = self._open.popitem(last=False)
+        shard.close()
+
+    def close(self) -> None:
+        """Close every open shard (reading again reopens them)."""
+        with self._lock:
+            while self._open:
+                self._close_oldest()
+
+    @property
+    def open_shards(self) -> int:
+        return len(self._open)
+
+    # -- documents ----------------------------------------------------------------------------------
+
+    def _locate(self, source: str, lang: str, i: int) -> tuple[int, int]:
+        """(shard number within the language, document number within that shard's range)."""
         self._entry(source, lang)
         cum = self._cum[(source, lang)]
         if not 0 <= i < cum[-1]:
-            raise IndexError(f"document {i} out of range for {source}/{lang} ({cum[-1]} documents)")
-        k = bisect.bisect_right(cum, i) - 1
-        shard, a, _ = self._shard(source, lang, k)
-        return shard.doc(a + i - cum[k])
+            raise IndexError(f"document {i} out of range for {source}/{lang} ({int(cum[-1])} documents)")
+        k = int(np.searchsorted(cum, i, side="right")) - 1
+        return k, i - int(cum[k])
+
+    def doc(self, source: str, lang: str, i: int) -> np.ndarray:
+        """Document `i` (0 <= i < num_docs) of a source's language: a read-only uint32 array."""
+        k, j = self._locate(source, lang, i)
+        with self._lock:
+            self.check_vocabulary()
+            shard, a, _ = self._shard(source, lang, k)
+            tokens = shard.doc(a + j)
+            self.bytes_read += 2 * _OFFSETS.itemsize + tokens.nbytes
+        if self.vocab_size is not None and tokens.size and int(tokens.max()) >= self.vocab_size:
+            raise _vocabulary_error(
+                shard.path, int(tokens.max()), self.vocab_size, self.root / MANIFEST,
+                ", though the manifest's range for it is below: the shard changed after `prepare`",
+            )  # fmt: skip
+        return tokens
 
     def doc_lengths(self, source: str, lang: str) -> np.ndarray:
         """Token count of every document of a source's language, in document order: (num_docs,) int64."""
         parts = []
         for k in range(len(self._entry(source, lang)["shards"])):
-            shard, a, b = self._shard(source, lang, k)
-            parts.append(np.diff(shard.offsets[a : b + 1]))
+            with self._lock:
+                shard, a, b = self._shard(source, lang, k)
+                parts.append(np.diff(shard.offsets(a, b + 1)))
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def verify(self) -> None:
-        """Open every shard and check it against the manifest (raises `ShardError` naming the file)."""
+        """Read every shard in full and check it against the manifest (raises `ShardError` naming the file)."""
         for source, lang in self._cum:
+            entry = self._entry(source, lang)
+            for k in range(len(entry["shards"])):
+                with self._lock:
+                    shard, _, _ = self._shard(source, lang, k)
+                    shard.check_offsets()
+                    ids = shard.id_range() if "ids" in entry else None
+                if ids is not None and ids != entry["ids"][k]:
+                    raise ShardError(
+                        f"{shard.path}: holds ids in {ids}, the manifest records {entry['ids'][k]}"
+                    )
             lengths = self.doc_lengths(source, lang)
             if int(lengths.sum()) != self.num_tokens(source, lang):
                 raise ShardError(
@@ -227,9 +494,16 @@ class UnionStore:
         return self._store(source, lang).doc(source, lang, i)
 
 
-def open_data(paths: Sequence[str | os.PathLike], vocab_size: int | None = None) -> TokenStore | UnionStore:
-    """Prepared data directories (a recipe's `data`) as one store (ids checked against `vocab_size`)."""
-    stores = [TokenStore(p, vocab_size) for p in paths]
+def open_data(
+    paths: Sequence[str | os.PathLike],
+    vocab_size: int | None = None,
+    max_open_shards: int = DEFAULT_OPEN_SHARDS,
+) -> TokenStore | UnionStore:
+    """Prepared data directories (a recipe's `data`) as one store (ids checked against `vocab_size`).
+
+    `max_open_shards` bounds each directory's open shards.
+    """
+    stores = [TokenStore(p, vocab_size, max_open_shards) for p in paths]
     return stores[0] if len(stores) == 1 else UnionStore(stores)
 
 

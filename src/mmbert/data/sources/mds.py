@@ -10,6 +10,7 @@ a shard's `input_ids` column is read, else its `text` column.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -181,6 +182,22 @@ def read_mds_shard(
         yield i, value, lang
 
 
+@functools.lru_cache(maxsize=4)
+def _parsed_index(index: str, mtime_ns: int, size: int) -> list[dict[str, Any]]:
+    """An `index.json`'s shard entries (the file's time and size in the key: a changed file is read again)."""
+    try:
+        obj = json.loads(Path(index).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadInputError("corrupt MDS index", index, None, str(e)) from None
+    if not isinstance(obj, dict) or obj.get("version") != 2 or not isinstance(obj.get("shards"), list):
+        raise BadInputError("unsupported MDS index", index, None, "expected version 2 with a shards list")
+    for k, shard in enumerate(obj["shards"]):
+        if not isinstance(shard, dict) or shard.get("format") != "mds":
+            what = shard.get("format") if isinstance(shard, dict) else shard
+            raise BadInputError("unsupported MDS shard", index, None, f"shard {k} format {what!r}")
+    return obj["shards"]
+
+
 class MdsSource(DocumentSource):
     """MosaicML streaming (MDS) shards of token ids or text: `index.json` + `shard.NNNNN.mds[.zstd]` files.
 
@@ -224,20 +241,16 @@ class MdsSource(DocumentSource):
         return tops
 
     def _load_index(self, index: Path) -> list[dict[str, Any]]:
+        """The index's shard entries, parsed once per process while the file is unchanged.
+
+        Every unit of a merged index names the same `index.json` (125k shards: tens of MB of JSON), so
+        parsing it per unit would cost O(units^2) over a run; the cache keeps the last few parsed.
+        """
         try:
-            obj = json.loads(index.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise BadInputError("corrupt MDS index", str(index), None, str(e)) from None
-        if obj.get("version") != 2 or not isinstance(obj.get("shards"), list):
-            raise BadInputError(
-                "unsupported MDS index", str(index), None, "expected version 2 with a shards list"
-            )
-        for k, shard in enumerate(obj["shards"]):
-            if shard.get("format") != "mds":
-                raise BadInputError(
-                    "unsupported MDS shard", str(index), None, f"shard {k} format {shard.get('format')!r}"
-                )
-        return obj["shards"]
+            st = index.stat()
+        except FileNotFoundError:
+            raise BadInputError("missing MDS index", str(index), None, "the file is gone") from None
+        return _parsed_index(str(index), st.st_mtime_ns, st.st_size)
 
     def _shard_file(self, index: Path, shard: dict[str, Any]) -> Path:
         """The raw shard file when present (already decompressed), else the compressed one."""
