@@ -16,7 +16,7 @@ from transformers import (
     AutoModelForSequenceClassification,
 )
 
-from mmbert import MmBertForMaskedLM, MmBertForSequenceClassification, MmBertModel
+from mmbert import MmBertConfig, MmBertForMaskedLM, MmBertForSequenceClassification, MmBertModel
 from mmbert.hf import convert_state_dict, read_weights
 from tests.conftest import TINY, composer_names, hf_model, ragged_batch, real_logits
 
@@ -196,3 +196,16 @@ def test_gradients_match_transformers(tmp_path):
     ref_params = dict(ref.named_parameters())
     for name, p in ours.named_parameters():
         torch.testing.assert_close(p.grad, ref_params[name].grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("out_dropout", [None, 0.1])
+def test_attention_output_dropout_round_trips_through_transformers(tmp_path, out_dropout):
+    """transformers has no field for it: config.json carries ours by name, transformers keeps it when it
+    loads and saves the config again, and leaving it out (None) writes nothing."""
+    cfg = TINY.replace(attention_output_dropout=out_dropout)
+    cfg.save(tmp_path / "ours")
+    saved = json.loads((tmp_path / "ours" / "config.json").read_text())
+    assert saved.get("attention_output_dropout") == out_dropout and saved["attention_dropout"] == 0.0
+    transformers.AutoConfig.from_pretrained(tmp_path / "ours").save_pretrained(tmp_path / "hf")
+    for directory in ("ours", "hf"):
+        assert MmBertConfig.load(tmp_path / directory) == cfg

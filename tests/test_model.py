@@ -346,3 +346,34 @@ def test_input_errors_name_the_problem(tiny_config):
         model(torch.ones(6, dtype=torch.long), cu_seqlens=torch.tensor([0, 5]))
     with pytest.raises(ValueError, match="attention_mask shape"):
         model(torch.ones(2, 6, dtype=torch.long), attention_mask=torch.ones(2, 5))
+
+
+BACKENDS_HERE = ["reference", "sdpa", "flex"] + (["flash"] if attention.flash_available() else [])
+
+
+@pytest.mark.parametrize("backend", BACKENDS_HERE)
+def test_attention_output_dropout_on_every_backend(tiny_config, backend):
+    """mmBERT's 0.1 after `Wo` (no dropout on the attention weights): active in train mode, a no-op in
+    eval, whatever the backend (it runs outside the kernel; `attention_dropout` > 0 is refused by some)."""
+    cfg = tiny_config.replace(attn_backend=backend, compile="off", attention_output_dropout=0.3)
+    model = MmBertForMaskedLM(cfg)
+    assert all(layer.attn.out_drop.p == 0.3 and layer.attn.dropout_p == 0.0 for layer in model.model.layers)
+    plain = MmBertForMaskedLM(cfg.replace(attention_output_dropout=0.0))
+    plain.load_state_dict(model.state_dict())
+    ids, mask = ragged_batch()
+    device, dtype = ("cuda", torch.bfloat16) if backend == "flash" else ("cpu", torch.float32)
+    model, plain = model.to(device, dtype), plain.to(device, dtype)
+    ids, mask = ids.to(device), mask.to(device)
+    with torch.no_grad():
+        model.train()
+        first, second = (model(ids, attention_mask=mask).logits for _ in range(2))
+        assert not torch.allclose(first, second)  # fresh dropout masks each forward
+        model.eval()
+        evaluated = model(ids, attention_mask=mask).logits
+        torch.testing.assert_close(evaluated, plain.eval()(ids, attention_mask=mask).logits)
+    # None (the default) keeps transformers' meaning: attention_dropout also drops after Wo.
+    assert (
+        MmBertForMaskedLM(tiny_config.replace(attention_dropout=0.2)).model.layers[0].attn.out_drop.p == 0.2
+    )
+    with pytest.raises(ValueError, match="attention_output_dropout"):
+        tiny_config.replace(attention_output_dropout=1.0)

@@ -101,6 +101,8 @@ def test_overrides(tmp_path: Path) -> None:
         ("phases.0.sources.1.fixed_shares={code: 1.5}", "phases[0].sources[1].fixed_shares.code"),
         ("phases.1.variants.eng.name=x", "phases[1].variants.eng.name"),
         ("phases.0.fitted_to_released=[tokens, french_share]", "phases[0].fitted_to_released[1]"),
+        ("phases.1.batch_tokens=0", "phases[1].batch_tokens"),
+        ("train.batch_warmup_mode=steps", "train.batch_warmup_mode"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, override: str, key: str) -> None:

@@ -48,7 +48,13 @@ class MmBertConfig:
     decoder_bias: bool = True
     tie_word_embeddings: bool = True
     embedding_dropout: float = 0.0
+    # transformers' meaning: dropout on the attention weights and, with the same p, after `Wo`.
     attention_dropout: float = 0.0
+    # Dropout after the attention output projection `Wo` only (FlexBERT's `attn_out_dropout_prob`, 0.1
+    # in mmBERT's pre-training, with 0 on the attention weights); None: `attention_dropout` there, as
+    # in transformers. Applied outside the attention kernel, so every backend runs it. transformers
+    # has no such field: `config.json` carries it under this name (transformers keeps and ignores it).
+    attention_output_dropout: float | None = None
     mlp_dropout: float = 0.0
     classifier_dropout: float = 0.0
     initializer_range: float = 0.02
@@ -103,6 +109,9 @@ class MmBertConfig:
             need(getattr(self, key) in ACTIVATIONS, key, f"{getattr(self, key)!r} not in {ACTIVATIONS}")
         for key in ("global_rope_theta", "local_rope_theta"):
             need(float(getattr(self, key)) > 0, key, "must be positive")
+        for key in ("embedding_dropout", "attention_dropout", "attention_output_dropout", "mlp_dropout"):
+            p = getattr(self, key)
+            need(p is None or 0.0 <= float(p) < 1.0, key, f"must be in [0, 1), got {p!r}")
         if self.layer_types is None:
             self.layer_types = [
                 "full_attention" if i % self.global_attn_every_n_layers == 0 else "sliding_attention"
@@ -180,6 +189,8 @@ class MmBertConfig:
             },
             "sliding_window": self.window,
         }
+        if self.attention_output_dropout is not None:
+            d["attention_output_dropout"] = self.attention_output_dropout
         if architecture != "ModernBertForMaskedLM":
             labels = self.id2label or {i: f"LABEL_{i}" for i in range(self.num_labels)}
             d["id2label"] = {str(k): v for k, v in labels.items()}
@@ -204,6 +215,8 @@ class MmBertConfig:
         )
         if d.get("layer_types"):
             kw["layer_types"] = list(d["layer_types"])
+        if d.get("attention_output_dropout") is not None:
+            kw["attention_output_dropout"] = float(d["attention_output_dropout"])
         if "id2label" in d and d["id2label"]:
             kw["id2label"] = {int(k): v for k, v in d["id2label"].items()}
         elif "num_labels" in d:

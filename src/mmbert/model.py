@@ -130,8 +130,9 @@ class MmBertAttention(nn.Module):
         self.attn_fn = get_backend(config.attn_backend, config.attention_dropout)
         self.Wqkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.attention_bias)
         self.Wo = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
-        # mmBERT pre-training used dropout after Wo; the released config sets it to 0.
-        self.out_drop = nn.Dropout(config.attention_dropout)
+        # After Wo, outside the attention kernel (any backend): mmBERT pre-trained with 0.1 here.
+        out_p = config.attention_output_dropout
+        self.out_drop = nn.Dropout(config.attention_dropout if out_p is None else out_p)
 
 
 class MmBertMLP(nn.Module):

@@ -42,6 +42,7 @@ from mmbert.data.sampler import Counts, Mixture, recipe_mixtures, store_counts
 from mmbert.data.shards import TokenStore
 from mmbert.languages import LANGUAGE_SETS, counts_code, released_counts, resolve_languages
 from mmbert.recipe import Phase, Recipe, RecipeError, load_recipe
+from mmbert.schedule import Schedule
 
 # Temperatures of mmBERT's phases, for inverting the released counts into available data.
 RELEASED_TAUS = (("pretrain", 0.7), ("ext", 0.5), ("decay-all", 0.3))
@@ -160,6 +161,7 @@ def plan_recipe(
     """The plan as plain data: per phase, per source and per (source, language) cell."""
     phases = recipe.phases_for_variant(variant)
     mixtures = recipe_mixtures(phases, counts)
+    schedule = Schedule(recipe.with_variant(variant))
     seen_tokens: dict[tuple[str, str], float] = {}
     earlier: set[str] = set()
     out_phases = []
@@ -193,6 +195,7 @@ def plan_recipe(
             "tau": phase.tau,
             "mask_rate": phase.mask_rate,
             "seq_len": phase.seq_len,
+            **_steps(schedule, index),
             "languages": len(mix.languages),
             "english_share": english,
             "code_share": lang_shares.get("code", 0.0),
@@ -213,7 +216,25 @@ def plan_recipe(
         "counts": "released" if released else "data",
         "max_epochs": max_epochs,
         "total_tokens": sum(p.tokens for p in phases),
+        "batch_warmup": {
+            "mode": recipe.train.batch_warmup_mode,
+            "start_tokens": recipe.train.batch_warmup_start_tokens,
+            "tokens": recipe.train.batch_warmup_tokens if recipe.train.batch_warmup_start_tokens else 0,
+        },
         "phases": out_phases,
+    }
+
+
+def _steps(schedule: Schedule, index: int) -> dict[str, Any]:
+    """A phase's optimizer steps and what each takes: its full batch (tokens, rows) and LR range."""
+    full = schedule.full_batch_tokens(index)
+    return {
+        "batch_tokens": full,
+        "batch_rows": full // schedule.phases[index].seq_len,
+        "steps": schedule.steps_in_phase(index),
+        "in_batch_warmup": schedule.in_batch_warmup(schedule.starts[index]),
+        "lr_peak": schedule.phases[index].lr,
+        "lr_end": schedule.lr(schedule.phase_end(index), index),
     }
 
 
@@ -233,12 +254,21 @@ def format_plan(plan: Mapping[str, Any], top: int = 15) -> str:
         + f" ({'released counts' if plan['counts'] == 'released' else 'prepared data'}), "
         f"{_num(plan['total_tokens'])} tokens"
     ]
+    warm = plan["batch_warmup"]
+    if warm["tokens"]:
+        lines.append(
+            f"batch-size warmup ({warm['mode']}): from {_num(warm['start_tokens'])} tokens over the first "
+            f"{_num(warm['tokens'])}"
+        )
     for ph in plan["phases"]:
         lines += [
             "",
             f"phase {ph['index']} {ph['name']}: {_num(ph['tokens'])} tokens, {ph['languages']} languages, "
             f"tau {ph['tau']}, mask {ph['mask_rate']}, seq_len {ph['seq_len']}, "
             f"English {100 * ph['english_share']:.1f}%, code {100 * ph['code_share']:.1f}%",
+            f"  {ph['steps']:,} steps of {ph['batch_rows']:,} x {ph['seq_len']} tokens ({_num(ph['batch_tokens'])}"
+            f"{', fewer in the batch-size warmup' if ph['in_batch_warmup'] else ''}), "
+            f"LR peak {ph['lr_peak']:.2e}, at the end {ph['lr_end']:.2e}",
             f"  {'source':<16} {'share':>7} {'tau':>5} {'langs':>6} {'tokens':>9}",
         ]
         for s in ph["sources"]:

@@ -15,6 +15,7 @@ Shape of a recipe (units are in the names: `*_tokens` are token counts, which al
     data: [runs/demo/data]
     train: {optimizer: stable_adamw, lr: 8e-4, betas: [0.9, 0.95], eps: 1e-8, weight_decay: 8e-5,
             batch_tokens: 4096, batch_warmup_start_tokens: 1024, batch_warmup_tokens: 100K,
+            batch_warmup_mode: linear,      # or equal_steps (ModernBERT's)
             checkpoint_every_tokens: 200K, keep_last: 2, log_every_steps: 1}
     phases:
       - name: pretrain
@@ -25,6 +26,7 @@ Shape of a recipe (units are in the names: `*_tokens` are token counts, which al
         seq_len: 1024
         global_rope_theta: 10000
         local_rope_theta: 10000
+        batch_tokens: 4096            # optional: this phase's global batch (default train.batch_tokens)
         warmup_tokens: 3B             # the phase's part of the LR schedule
         decay: constant               # constant | one_minus_sqrt | linear | inverse_sqrt
         sources:
@@ -57,6 +59,9 @@ from mmbert.errors import MmbertError
 from mmbert.io import atomic_write_text
 
 OPTIMIZERS = ("stable_adamw", "adamw")
+# How the batch grows during batch-size warmup (`mmbert.schedule` computes both): `linear` in tokens,
+# or ModernBERT's `equal_steps` (multiples of the start size, each held for the same number of steps).
+BATCH_WARMUP_MODES = ("linear", "equal_steps")
 # Figures of a phase that a recipe may declare as set from mmBERT's released counts (`fitted_to_released`).
 RELEASED_FIGURES = ("tokens", "english_share", "code_share")
 DECAY_SHAPES = ("constant", "one_minus_sqrt", "linear", "inverse_sqrt")
@@ -142,7 +147,10 @@ class ModelSpec:
 
 @dataclass
 class TrainSpec:
-    """Optimizer, batch size (in tokens) and its warmup, checkpoint and logging cadence."""
+    """Optimizer, batch size (in tokens) and its warmup, checkpoint and logging cadence.
+
+    `batch_tokens` is the global batch of every phase that does not set its own (`Phase.batch_tokens`).
+    """
 
     optimizer: str = "stable_adamw"
     lr: float = 8e-4
@@ -150,10 +158,13 @@ class TrainSpec:
     eps: float = 1e-8
     weight_decay: float = 8e-5
     batch_tokens: int = 4608 * 1024
-    # Batch-size warmup: the batch grows linearly from `batch_warmup_start_tokens` to `batch_tokens`
-    # over the first `batch_warmup_tokens` tokens of the run (0 = no warmup).
+    # Batch-size warmup: the batch grows from `batch_warmup_start_tokens` to the phase's batch over the
+    # first `batch_warmup_tokens` tokens of the run (0 = no warmup), as `batch_warmup_mode` says:
+    # `linear` (linear in tokens, in whole rows) or `equal_steps` (ModernBERT's: start, 2 x start, ...,
+    # each size for the same number of optimizer steps). See `mmbert.schedule`.
     batch_warmup_start_tokens: int | None = None
     batch_warmup_tokens: int = 0
+    batch_warmup_mode: str = "linear"
     checkpoint_every_tokens: int | None = None
     keep_last: int = 3
     log_every_steps: int = 1
@@ -172,6 +183,11 @@ class TrainSpec:
         _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         _check(self.batch_tokens > 0, "batch_tokens", f"must be > 0, got {self.batch_tokens}")
         _check(self.batch_warmup_tokens >= 0, "batch_warmup_tokens", "must be >= 0")
+        _check(
+            self.batch_warmup_mode in BATCH_WARMUP_MODES,
+            "batch_warmup_mode",
+            f"must be one of {BATCH_WARMUP_MODES}, got {self.batch_warmup_mode!r}",
+        )
         if self.batch_warmup_start_tokens is not None:
             _check(
                 0 < self.batch_warmup_start_tokens <= self.batch_tokens,
@@ -234,6 +250,11 @@ class Phase:
     weight decay `weight_decay`; left out, they are `train.lr` / `train.weight_decay`, filled in when the
     recipe is built, so that a loaded recipe holds every phase's own values.
 
+    `batch_tokens` is the phase's global batch in tokens (whole rows of `seq_len`); left out, it is
+    `train.batch_tokens` at the time of use (so a `train.batch_tokens=` override reaches every phase that
+    does not set its own). mmBERT's released configs keep 4608 sequences per step in every phase: 4608 x
+    1024 tokens in pre-training, 4608 x 8192 in the 8192-token phases.
+
     `fitted_to_released` names the figures of the phase (`tokens`, `english_share`, `code_share`) whose
     values the recipe took from mmBERT's released per-language counts: `mmbert plan --released-counts`
     then reports them as fitted (equal by construction), not as predictions. Training ignores it.
@@ -249,6 +270,7 @@ class Phase:
     local_rope_theta: float = 10_000.0
     lr: float | None = None
     weight_decay: float | None = None
+    batch_tokens: int | None = None
     warmup_tokens: int = 0
     decay: str = "constant"
     decay_tokens: int | None = None
@@ -275,6 +297,8 @@ class Phase:
             _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         if self.weight_decay is not None:
             _check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        if self.batch_tokens is not None:
+            _check(self.batch_tokens > 0, "batch_tokens", f"must be > 0, got {self.batch_tokens}")
         _check(
             0 <= self.warmup_tokens <= self.tokens, "warmup_tokens", f"must be in [0, tokens={self.tokens}]"
         )

@@ -9,9 +9,18 @@ trainer asks it before every step; nothing else decides any of these.
 
 - Phases: a phase's first token belongs to it. A step never straddles two phases: the last step of a
   phase is cut to the phase's end (`step_tokens`).
-- Batch size: grows linearly from `train.batch_warmup_start_tokens` to `train.batch_tokens` over the
-  first `train.batch_warmup_tokens` tokens, rounded down to whole rows of the phase's `seq_len` (at
-  least one row), since the packer fills rows.
+- Batch size: each phase's own `batch_tokens` (default `train.batch_tokens`), rounded down to whole
+  rows of the phase's `seq_len` (at least one row), since the packer fills rows. Over the first
+  `train.batch_warmup_tokens` tokens of the run it grows from `train.batch_warmup_start_tokens` (S) to
+  the phase's batch (B), as `train.batch_warmup_mode` says:
+  - `linear` (ours): `S + (B - S) * t / T` at token t of a warmup of T tokens. The batch is linear in
+    tokens, so the small early batches take most of the warmup's steps: from 48 to 4608 sequences of
+    1024 over 60B tokens, `T / (B - S) * ln(B / S)` ~ 58.6k steps (58.8k in whole rows).
+  - `equal_steps` (ModernBERT's `BatchSizeWarmupScheduler`): the sizes S, 2S, ..., (K - 1)S with
+    K = B // S, each held for the same number of steps, then B: size kS applies while
+    `t < T * k (k + 1) / (K (K - 1))`. ModernBERT counts in micro-batches per device (mmBERT's files:
+    48 sequences per device, the micro-batch) and tokens per device; a recipe writes the global
+    figures of the run it follows (8 GPUs: S = 384 sequences). Over 60B tokens: ~25.4k steps.
 - Learning rate, per phase (`recipe.Phase`): linear warmup from ~0 to the phase's peak over
   `warmup_tokens`, constant, then a decay over the phase's last `decay_tokens` (default: everything
   after the warmup) to `final_lr_fraction` (a) x peak, with `s` the fraction of the decay done:
@@ -80,16 +89,39 @@ class Schedule:
         phase = self.phases[index]
         return _phase_lr(tokens - self.starts[index], phase)
 
+    def full_batch_tokens(self, index: int) -> int:
+        """Phase `index`'s global batch after the warmup: its own `batch_tokens` or the recipe's."""
+        own = self.phases[index].batch_tokens
+        return self.recipe.train.batch_tokens if own is None else own
+
     def batch_tokens(self, tokens: int) -> int:
         """Tokens in the global batch taken after `tokens` tokens: batch-size warmup, in whole rows."""
-        train = self.recipe.train
-        full, start = train.batch_tokens, train.batch_warmup_start_tokens
-        if start is None or train.batch_warmup_tokens == 0 or tokens >= train.batch_warmup_tokens:
-            target = full
-        else:
-            target = start + (full - start) * tokens / train.batch_warmup_tokens
-        seq_len = self.phases[self.phase_index(tokens)].seq_len
+        index = self.phase_index(tokens)
+        target = self._warmup_target(tokens, self.full_batch_tokens(index))
+        seq_len = self.phases[index].seq_len
         return max(seq_len, int(target) // seq_len * seq_len)
+
+    def in_batch_warmup(self, tokens: int) -> bool:
+        """Whether the step after `tokens` tokens is inside the batch-size warmup."""
+        train = self.recipe.train
+        return train.batch_warmup_start_tokens is not None and tokens < train.batch_warmup_tokens
+
+    def _warmup_target(self, tokens: int, full: int) -> float:
+        """The batch (tokens, before rounding to rows) after `tokens` tokens when the full batch is `full`."""
+        train = self.recipe.train
+        start, span = train.batch_warmup_start_tokens, train.batch_warmup_tokens
+        if start is None or not self.in_batch_warmup(tokens) or start >= full:
+            return full
+        if train.batch_warmup_mode == "linear":
+            return start + (full - start) * tokens / span
+        # equal_steps: size k * start while tokens < span * k (k + 1) / (K (K - 1)), in integers.
+        sizes = full // start
+        if sizes < 2:
+            return full
+        k = 1
+        while k < sizes and k * (k + 1) * span <= tokens * sizes * (sizes - 1):
+            k += 1
+        return k * start if k < sizes else full
 
     def step_tokens(self, tokens: int) -> int:
         """The batch of the step after `tokens` tokens, cut so that it ends with its phase at the latest."""
@@ -110,12 +142,18 @@ class Schedule:
         )
 
     def steps_in_phase(self, index: int, limit: int = 10_000_000) -> int:
-        """Optimizer steps phase `index` takes (whole-row batches, the last one cut at its end)."""
-        tokens, steps = self.starts[index], 0
-        while tokens < self.phase_end(index) and steps < limit:
+        """Optimizer steps phase `index` takes (whole-row batches, the last one cut at its end).
+
+        Step by step through the batch-size warmup, then at once: past it every step but the phase's
+        last takes the same batch.
+        """
+        tokens, steps, end = self.starts[index], 0, self.phase_end(index)
+        while tokens < end and steps < limit and self.in_batch_warmup(tokens):
             tokens += self.step_tokens(tokens)
             steps += 1
-        return steps
+        if tokens < end:
+            steps += -(-(end - tokens) // self.batch_tokens(tokens))
+        return min(steps, limit)
 
 
 def _phase_lr(tokens_into_phase: float, phase: Phase) -> float:

@@ -121,7 +121,7 @@ def describe(recipe: Recipe, variant: str | None, from_phase: str | None = None)
             continue
         lines.append(
             f"# {phase.name}: tokens {format_tokens(phase.tokens)} from {format_tokens(start)}, "
-            f"~{schedule.steps_in_phase(i)} steps, languages {phase.languages}, tau {phase.tau}, "
+            f"~{schedule.steps_in_phase(i)} steps of {format_tokens(schedule.full_batch_tokens(i))}, languages {phase.languages}, tau {phase.tau}, "
             f"mask {phase.mask_rate}, seq_len {phase.seq_len}, "
             f"lr {schedule.lr(start + 1, i):.2e} -> {schedule.lr(schedule.phase_end(i), i):.2e}"
         )
