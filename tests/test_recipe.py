@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mmbert.data.mixture import source_shares
 from mmbert.recipe import Recipe, RecipeError, apply_override, load_recipe, parse_tokens
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -57,7 +58,7 @@ def test_load_types_and_defaults(tmp_path: Path) -> None:
     assert r.phases[0].tokens == 10_000 and r.phases[0].warmup_tokens == 1000
     assert r.model.preset == "tiny" and r.model.overrides == {"hidden_size": 32}
     assert r.train.optimizer == "stable_adamw" and r.train.betas == (0.9, 0.95)
-    assert r.phases[1].source_shares() == {"web": 0.75, "code": 0.25}
+    assert source_shares(r.phases[1]) == {"web": 0.75, "code": 0.25}
     assert r.total_tokens == 12_000 and r.phase_starts() == [0, 10_000]
 
 
@@ -166,7 +167,7 @@ def test_shipped_recipes_load(path: Path) -> None:
 
 def test_tiny_recipe_mixtures_on_the_bundled_languages() -> None:
     from mmbert.data.corpus import load_udhr
-    from mmbert.data.sampler import recipe_mixtures
+    from mmbert.data.mixture import recipe_mixtures
 
     counts = {"udhr": {d.lang: 1000 for d in load_udhr()}, "code": {"code": 5000}}
     r = load_recipe(RECIPES / "tiny.yaml")

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from mmbert.data.sampler import DataSampler, phase_mixture, temperature_probs
+from mmbert.data.mixture import phase_mixture, temperature_probs
+from mmbert.data.sampler import DataSampler
 from mmbert.languages import released_counts
 from mmbert.recipe import Phase, RecipeError
 from tests.conftest import FakeStore

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from mmbert.data.sampler import phase_mixture, store_counts
+from mmbert.data.mixture import phase_mixture
+from mmbert.data.sampler import store_counts
 from mmbert.data.shards import TokenStore
 from mmbert.demo_layout import FILL_MASK_ARTICLE, QUICK_SCALE, Layout
 from mmbert.evaluate import recipe_groups, variant_languages
