@@ -22,7 +22,7 @@ PACKAGE = Path(cli.__file__).resolve().parents[1]  # src/mmbert
 def test_help_lists_every_command(capsys):
     assert cli.main(["--help"]) == 0
     usage = capsys.readouterr().out
-    for name, (_, help_) in cli.COMMANDS.items():
+    for name, help_ in cli.COMMANDS.items():
         assert re.search(rf"^  {re.escape(name)} +{re.escape(help_)}$", usage, re.MULTILINE), name
 
 

@@ -37,7 +37,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -62,6 +62,7 @@ from mmbert.experiment import (
     ExperimentError,
     ExperimentLayout,
     ExperimentSettings,
+    Under,
     eval_languages,
     find_recipe,
     phase_summary,
@@ -155,15 +156,9 @@ class Settings(ExperimentSettings):
 class Layout(ExperimentLayout):
     """Where an ablation directory keeps what."""
 
-    STATE_FILE: ClassVar[str] = STATE_FILE
-
-    @property
-    def results(self) -> Path:
-        return self.out / "results.json"
-
-    @property
-    def report(self) -> Path:
-        return self.out / "ablations.md"
+    state = Under(STATE_FILE)
+    results = Under("results.json")
+    report = Under("ablations.md")
 
     def run_dir(self, arm: str, seed: int) -> Path:
         return self.out / "runs" / arm / f"seed-{seed}"

@@ -31,21 +31,22 @@ from mmbert import __version__
 from mmbert.errors import MmbertError
 from mmbert.process import retain_freed_memory
 
-# name -> (module, one line of help). Modules are imported only when their command runs: importing
-# every command pulls in torch and transformers (3-6 s here), which `mmbert --help` should not pay.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "tokenizer": ("mmbert.cli.tokenizer", "train, inspect or adapt a multilingual tokenizer"),
-    "prepare": ("mmbert.cli.prepare", "tokenize documents into per-language shards"),
-    "plan": ("mmbert.cli.plan", "show each phase's language/source sampling budget"),
-    "train": ("mmbert.cli.train", "run a recipe's phases (resumable, distributed)"),
-    "merge": ("mmbert.cli.merge", "merge checkpoints (TIES, linear, EMA)"),
-    "convert": ("mmbert.cli.convert", "convert a Composer .pt training checkpoint to HF format"),
-    "evaluate": ("mmbert.cli.evaluate", "per-language MLM accuracy and cross-lingual retrieval"),
-    "fill-mask": ("mmbert.cli.fill_mask", "top predictions for <mask> tokens"),
-    "embed": ("mmbert.cli.embed", "mean-pooled embeddings of a file of texts"),
-    "finetune": ("mmbert.cli.finetune", "fine-tune sequence classification / regression"),
-    "demo": ("mmbert.cli.demo", "the end-to-end demo on the bundled corpus"),
-    "ablate": ("mmbert.cli.ablate", "seeded ablations of the recipe's choices, with intervals"),
+# name -> one line of help; the command's module is `mmbert.cli.<name>` (`-` as `_`: `command_module`).
+# Modules are imported only when their command runs: importing every command pulls in torch and
+# transformers (3-6 s here), which `mmbert --help` should not pay.
+COMMANDS: dict[str, str] = {
+    "tokenizer": "train, inspect or adapt a multilingual tokenizer",
+    "prepare": "tokenize documents into per-language shards",
+    "plan": "show each phase's language/source sampling budget",
+    "train": "run a recipe's phases (resumable, distributed)",
+    "merge": "merge checkpoints (TIES, linear, EMA)",
+    "convert": "convert a Composer .pt training checkpoint to HF format",
+    "evaluate": "per-language MLM accuracy and cross-lingual retrieval",
+    "fill-mask": "top predictions for <mask> tokens",
+    "embed": "mean-pooled embeddings of a file of texts",
+    "finetune": "fine-tune sequence classification / regression",
+    "demo": "the end-to-end demo on the bundled corpus",
+    "ablate": "seeded ablations of the recipe's choices, with intervals",
 }
 # Commands that run a model forward again and again: their processes keep freed tensor memory for the next
 # step (`mmbert.process.retain_freed_memory`).
@@ -54,10 +55,15 @@ DEBUG_ENV = "MMBERT_DEBUG"
 T = TypeVar("T")
 
 
+def command_module(name: str) -> str:
+    """The module of command `name`: `mmbert.cli.fill_mask` for `fill-mask`."""
+    return f"mmbert.cli.{name.replace('-', '_')}"
+
+
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: mmbert [--version] COMMAND [options]", "", "commands:"]
-    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<{width}}  {help_}" for name, help_ in COMMANDS.items()]
     lines += ["", "`mmbert COMMAND --help` describes a command; `--debug` shows tracebacks."]
     return "\n".join(lines)
 
@@ -169,7 +175,7 @@ def build_parser(name: str, module: ModuleType) -> argparse.ArgumentParser:
 
 def run_command(name: str, argv: list[str]) -> int:
     """Parse `argv` for command `name`, run it, and turn expected failures into one line."""
-    module = importlib.import_module(COMMANDS[name][0])
+    module = importlib.import_module(command_module(name))
     parser = build_parser(name, module)
     # Intermixed (train, plan): `RECIPE key=value --out DIR key=value` keeps every override; it cannot
     # parse sub-commands (tokenizer train|info), hence per command.
