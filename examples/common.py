@@ -16,7 +16,7 @@ import argparse
 import json
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +215,24 @@ def write_metrics(out: str | Path, metrics: dict[str, Any]) -> Path:
     path = Path(out) / "metrics.json"
     atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def train_and_save(
+    trainer: Any, model: Any, evaluator: Any, out: str | Path, reload: Callable[[str], Any], **extra: Any
+) -> tuple[dict[str, float], dict[str, float], Path]:
+    """Score `model` with `evaluator`, train it with `trainer`, score it again, save it to OUT/final,
+    load that back with its own library (`reload`), and write OUT/metrics.json (the logged losses,
+    both scores and `extra`); returns the two scores and the saved directory."""
+    before = evaluator(model)
+    trainer.train()
+    after = evaluator(model)
+    final = Path(out) / "final"
+    model.save(str(final))
+    reload(str(final))  # the saved model reloads with its library
+    write_metrics(
+        out, {**extra, "losses": logged_losses(trainer), "eval_before": before, "eval_after": after}
+    )
+    return before, after, final
 
 
 def setup(args: argparse.Namespace) -> None:

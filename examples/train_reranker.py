@@ -21,12 +21,11 @@ from pathlib import Path
 from common import (
     base_parser,
     load_split_rows,
-    logged_losses,
     setup,
+    train_and_save,
     trainer_arguments,
     udhr_declarations,
     udhr_pairs,
-    write_metrics,
 )
 
 
@@ -116,7 +115,6 @@ def main(argv: list[str] | None = None) -> int:
     model = CrossEncoder(args.model, num_labels=1, max_length=args.max_seq_length)
     loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(args.num_negatives)))
     evaluator = CrossEncoderRerankingEvaluator(reranking_samples(dev), name="dev", batch_size=args.batch_size)
-    before = evaluator(model)
     trainer = CrossEncoderTrainer(
         model=model,
         args=CrossEncoderTrainingArguments(**trainer_arguments(args)),
@@ -124,12 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         loss=loss,
         evaluator=evaluator,
     )
-    trainer.train()
-    after = evaluator(model)
-    final = Path(args.out) / "final"
-    model.save(str(final))
-    CrossEncoder(str(final))  # the saved model reloads with its library
-    write_metrics(args.out, {"losses": logged_losses(trainer), "eval_before": before, "eval_after": after})
+    before, after, final = train_and_save(trainer, model, evaluator, args.out, CrossEncoder)
     key = evaluator.primary_metric
     print(f"reranker: {key} {before[key]:.3f} -> {after[key]:.3f}; saved {final}")
     return 0
