@@ -15,6 +15,8 @@ and the logging set-up live here only, and so does the handling of errors:
 from __future__ import annotations
 
 import argparse
+import collections.abc
+import dataclasses
 import importlib
 import inspect
 import logging
@@ -23,7 +25,10 @@ import re
 import signal
 import sys
 import traceback
+import types
+import typing
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any, TextIO, TypeVar
 
@@ -124,44 +129,195 @@ def _device(value: str) -> str:
     return value
 
 
-# Options several commands share, declared once: name -> (flags, argparse keywords). The destination is
-# the library's parameter name (`--no-progress` stores `progress=False`), so `call` can forward it.
+# ---------------------------------------------------------------------------------------------- options
+# Options several commands share, declared once: name (the library's parameter) -> (flags, argparse
+# keywords). Type, default and choices come from the library function the option reaches (`Options`).
 SHARED_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "device": (
         ("--device",),
-        {"type": _device, "help": "cpu, cuda, cuda:1 ... (default: cuda when available)"},
+        {
+            "type": _device,
+            "help": "where the model runs: cpu, cuda, cuda:1 ... (default: cuda when available)",
+        },
     ),
-    "progress": (
-        ("--no-progress",),
-        {"dest": "progress", "action": "store_false", "help": "no progress bars"},
-    ),
-    "batch_tokens": (
-        ("--batch-tokens",),
-        {"type": int, "default": 16_384, "help": "tokens per forward pass"},
-    ),
-    "overwrite": (("--overwrite",), {"action": "store_true", "help": "replace the output if it exists"}),
+    # On the command line progress bars show unless asked not to (the library's default may be off).
+    "progress": (("--no-progress",), {"default": True, "help": "no progress bars"}),
+    "batch_tokens": (("--batch-tokens",), {"help": "tokens per forward pass"}),
+    "overwrite": (("--overwrite",), {"help": "replace the output if it exists"}),
     "json": (("--json",), {"action": "store_true", "help": "print JSON instead of text"}),
-    "text_field": (("--text-field",), {"default": "text", "help": "the JSON/parquet field holding the text"}),
+    "text_field": (("--text-field",), {"help": "the JSON/parquet field holding the text"}),
     "lang_field": (("--lang-field",), {"help": "field holding the language (lang_Script or ISO 639-3)"}),
     "lang": (("--lang",), {"help": "one language key for every document (e.g. fra_Latn)"}),
 }
+# Attributes of the parsed arguments that are no option of the command's own.
+_DECLARED = "_mmbert_options"
+_META = {"debug", "cmd", _DECLARED}
+
+
+@dataclasses.dataclass
+class Declared:
+    """Where each option of a command goes: `routes` maps an option (its destination, the parameter's
+    name) to the library function or dataclass it reaches; `own` holds the options the command uses
+    itself (printing, reading a file). `call` refuses an option that is in neither."""
+
+    routes: dict[str, Any] = dataclasses.field(default_factory=dict)
+    own: set[str] = dataclasses.field(default_factory=set)
+
+
+def declared(parser: argparse.ArgumentParser | argparse._ActionsContainer) -> Declared:
+    """The record of `parser`'s options (an argument group shares its parser's)."""
+    record = parser.get_default(_DECLARED)
+    if record is None:
+        record = Declared()
+        parser.set_defaults(**{_DECLARED: record})
+    return record
+
+
+class Options:
+    """The options of one library function or dataclass (`target`), derived from its typed signature.
+
+    An option is named by the parameter it reaches (`add("top_k")` declares `--top-k`): its type, its
+    default, its choices (a `Literal`), `nargs` (a sequence) and whether it is required (no default) come
+    from the signature, so a default is written once, in the library, and a parameter renamed there
+    fails when the parser is built (every command's parser is built by the tests). The command adds
+    only what is its own: flags, help, and a default where the command line differs from the library
+    on purpose (progress bars on).
+    """
+
+    def __init__(self, parser: argparse.ArgumentParser | argparse._ActionsContainer, target: Any) -> None:
+        self.parser = parser
+        self.target = target
+        self.parameters = inspect.signature(target).parameters
+        self.hints = typing.get_type_hints(target)  # a dataclass: its fields
+
+    def add(
+        self, name: str, *flags: str, positional: bool = False, group: Any = None, **keywords: Any
+    ) -> argparse.Action:
+        """Declare `--name` (or `flags`; `positional`: a positional argument) reaching parameter `name`."""
+        if name not in self.parameters:
+            raise TypeError(
+                f"option {flags[0] if flags else name!r}: {_qualname(self.target)} has no parameter {name!r}"
+            )
+        default = self.parameters[name].default
+        derived = _from_annotation(self.hints.get(name), default, keywords.get("default", default))
+        if positional or "default" in keywords:
+            derived.pop("required", None)
+        if positional:
+            flags = (name,)
+        else:
+            if not flags:
+                negated = {**derived, **keywords}.get("action") == "store_false"
+                flags = (f"--{'no-' if negated else ''}{name.replace('_', '-')}",)
+            derived["dest"] = name
+        options = {**derived, **keywords}
+        shown = options.get("default")
+        help_ = options.get("help")
+        if (
+            help_
+            and "default" not in help_
+            and not (shown is None or isinstance(shown, bool) or shown in ((), []))
+        ):
+            options["help"] = f"{help_} (default: {_show(shown)})"
+        action = (group or self.parser).add_argument(*flags, **options)
+        declared(self.parser).routes[action.dest] = self.target
+        return action
+
+    def shared(self, *names: str, **changes: dict[str, Any]) -> None:
+        """Declare shared options (`SHARED_OPTIONS`) reaching this target; `changes[name]` overrides some
+        of an option's keywords (e.g. its help)."""
+        for name in names:
+            flags, keywords = SHARED_OPTIONS[name]
+            self.add(name, *flags, **{**keywords, **changes.get(name, {})})
+
+
+def own_option(
+    parser: argparse.ArgumentParser | argparse._ActionsContainer, *flags: str, **keywords: Any
+) -> argparse.Action:
+    """An option the command uses itself (what to print, a file to read): it reaches no library call."""
+    action = parser.add_argument(*flags, **keywords)
+    declared(parser).own.add(action.dest)
+    return action
 
 
 def add_shared(parser: argparse.ArgumentParser, *names: str, **changes: dict[str, Any]) -> None:
-    """Declare shared options (`changes[name]` overrides some of its keywords, e.g. the help)."""
+    """Declare shared options the command uses itself (`--json`); those reaching a library call go
+    through `Options.shared`."""
     for name in names:
         flags, keywords = SHARED_OPTIONS[name]
-        parser.add_argument(*flags, **{**keywords, **changes.get(name, {})})
+        own_option(parser, *flags, **{**keywords, **changes.get(name, {})})
+
+
+def _from_annotation(hint: Any, default: Any, shown_default: Any) -> dict[str, Any]:
+    """argparse keywords for a parameter of type `hint` with `default` (inspect's `empty`: required)."""
+    out: dict[str, Any] = {}
+    if default is inspect.Parameter.empty:
+        out["required"] = True
+    else:
+        out["default"] = default
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        hint, args = args[0], list(typing.get_args(args[0]))
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        out["action"] = "store_false" if shown_default is True else "store_true"
+    elif origin is typing.Literal:
+        out["choices"] = list(args)
+    elif origin in (list, collections.abc.Sequence, collections.abc.Iterable) or (
+        origin is tuple and len(args) == 2 and args[1] is Ellipsis
+    ):
+        out["nargs"] = "+"
+        out["type"] = _scalar(args[0])
+    elif origin is not tuple:
+        out["type"] = _scalar(hint)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _scalar(hint: Any) -> Any:
+    """The argparse type of a scalar annotation: int, float, Path (a path, or a path or a name), else str."""
+    members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    for kind in (Path, int, float):
+        if kind in members:
+            return kind
+    return None
+
+
+def _show(value: Any) -> str:
+    return (
+        " ".join(map(str, value))
+        if isinstance(value, (list, tuple))
+        else f"{value:,}"
+        if isinstance(value, int)
+        else str(value)
+    )
+
+
+def _qualname(target: Any) -> str:
+    return f"{target.__module__}.{target.__qualname__}"
 
 
 def call(fn: Callable[..., T], args: argparse.Namespace, *positional: Any, **given: Any) -> T:
-    """`fn(*positional, ...)` with each further parameter taken from the parsed option of that name.
+    """`fn(*positional, **options, **given)`: every option declared for `fn` (`Options`), by name.
 
-    The options are declared under the library's parameter names, so a command forwards them without
-    restating each one; `given` supplies (or replaces) the rest.
+    `given` supplies (or replaces) the rest. An option that reaches no parameter is refused: one
+    declared for `fn` that `fn` lacks, or one neither declared for a library call nor the command's
+    own (a plain `add_argument`), which would otherwise be dropped without a word.
     """
-    names = list(inspect.signature(fn).parameters)[len(positional) :]
-    kwargs = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    record = getattr(args, _DECLARED, None) or Declared()
+    names = list(inspect.signature(fn).parameters)
+    taken = names[: len(positional)]
+    kwargs = {}
+    for dest, value in vars(args).items():
+        if dest in _META or dest in record.own:
+            continue
+        if dest not in record.routes:
+            raise TypeError(
+                f"option {dest!r} reaches no parameter: declare it with `Options` or `own_option`"
+            )
+        if record.routes[dest] != fn or dest in taken or dest in given:
+            continue
+        if dest not in names:
+            raise TypeError(f"option {dest!r}: {_qualname(fn)} has no parameter {dest!r}")
+        kwargs[dest] = value
     return fn(*positional, **{**kwargs, **given})
 
 

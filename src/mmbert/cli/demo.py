@@ -12,30 +12,26 @@ import argparse
 import os
 from pathlib import Path
 
-from mmbert.cli import positive_float
+from mmbert.cli import Options, call, positive_float
 from mmbert.demo import Settings, run_demo
 
 INTERRUPTED = "finished steps are kept: rerun the same command to continue"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    p = parser
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="demo directory (rerun to continue)")
-    p.add_argument("--recipe", type=Path, help="default: recipes/tiny.yaml")
-    p.add_argument(
-        "--scale", type=positive_float, help="multiply every token budget of the recipe (default 1)"
+    demo = Options(parser, run_demo)
+    settings = Options(parser, Settings.create)
+    demo.add("out", default=Path("runs/demo"), help="demo directory (rerun to continue)")
+    settings.add("recipe", help="default: recipes/tiny.yaml")
+    settings.add("scale", type=positive_float, help="multiply every token budget of the recipe (default 1)")
+    settings.add(
+        "quick", help="smoke-test size: the tiny model, 3%% of the tokens, fewer languages evaluated"
     )
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke-test size: the tiny model, 3%% of the tokens, fewer languages evaluated",
-    )
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="tokenizer processes")
+    demo.add("workers", default=min(2, os.cpu_count() or 1), help="tokenizer processes (at most 2)")
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = Settings.create(args.recipe, scale=args.scale, quick=args.quick)
-    result = run_demo(args.out, settings, args.workers)
+    result = call(run_demo, args, settings=call(Settings.create, args))
     print(
         f"done: {result.report} ({result.seconds / 60:.1f} min of steps in all); the model is in {result.model}"
     )
