@@ -87,7 +87,9 @@ def init_distributed(device: str | None = None, timeout_s: float = 1800.0) -> Di
         raise MmbertError(f"--device {device or 'cuda'} was asked for, but torch sees no CUDA device")
     index = torch.device(device).index if device is not None and use_cuda else None
     if index is not None and world_size > 1:
-        raise MmbertError(f"--device {device}: under torchrun each rank uses cuda:LOCAL_RANK; give --device cuda")
+        raise MmbertError(
+            f"--device {device}: under torchrun each rank uses cuda:LOCAL_RANK; give --device cuda"
+        )
     if use_cuda:
         dev = torch.device("cuda", local_rank if index is None else index)
         torch.cuda.set_device(dev)
