@@ -3,7 +3,15 @@
 Each command is one module here with two functions: `add_arguments(parser)` declares its options and
 `run(args) -> int` turns them into one call of a library function and prints what it returned. The
 library takes typed arguments, returns results and logs through `logging`; argument parsing, printing
-and the logging set-up live here only, and so does the handling of errors:
+and the logging set-up live here only, and so does the handling of errors.
+
+An option is declared by the library parameter it reaches (`Options(parser, fn).add("top_k")` is
+`--top-k`, typed, defaulted and checked as `fn` says), or as the command's own (`own_option`: what it
+prints, a file it reads); `call(fn, args)` passes every option declared for `fn` and refuses one that
+reaches nothing. A command adds an option in one line, a default lives in the library alone, and a
+parameter renamed there fails when the parser is built (`tests/test_cli.py` builds every command's).
+
+Errors:
 
 - an expected failure (`mmbert.errors.MmbertError`, `ValueError`, `OSError`: bad input, a refused
   overwrite, a missing file) prints one line, `mmbert COMMAND: error: ...`, and exits with 2 (or the
