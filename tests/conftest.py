@@ -10,7 +10,7 @@ mix-up shows. Builders that several test files use live here and nowhere else:
   languages and the token ids `prepare` must make of it;
 - `FAKE_LANGUAGES` / `fake_documents` / `train_inputs` / `write_recipe` / `read_metrics`: prepared data,
   a three-phase recipe and its metrics for the training tests;
-- `FakeStore`: an in-memory stand-in for `TokenStore`;
+- `FakeStore`: an in-memory stand-in for `TokenStore`; `make_phase`: a recipe phase from its fields;
 - `write_mds`: MosaicML streaming (MDS) shards written from the format description;
 - `udhr_texts` / `save_tiny` / `make_tiny_export` / `resave_with_transformers`: tiny HF-format exports;
 - `hf_model` / `real_logits`: transformers' ModernBERT with the tiny preset's shapes, its logits;
@@ -27,7 +27,7 @@ import random
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -48,6 +48,7 @@ from mmbert import MmBertConfig, MmBertForMaskedLM
 from mmbert.data.corpus import load_udhr
 from mmbert.data.prepare import prepare
 from mmbert.data.sources import LocalFilesSource, open_source
+from mmbert.recipe import Phase, _build
 from mmbert.tokenizer import save_tokenizer, wrap
 from mmbert.tokenizer_training import bundled_texts, train_tokenizer
 from mmbert.tokens import SPECIAL_TOKENS
@@ -237,6 +238,12 @@ def expected_docs(root: Path, tokdir: Path) -> dict[str, list[list[int]]]:
         for doc in src.read(unit, "x"):
             out.setdefault(doc.lang, []).append(tok.encode(doc.text, add_special_tokens=False).ids)
     return out
+
+
+def make_phase(**fields: Any) -> Phase:
+    """A recipe phase (`mmbert.recipe.Phase`) from its fields, with a small default for the rest."""
+    data = {"name": "p", "tokens": 1000, "languages": "all", "tau": 0.5, "sources": [], **fields}
+    return _build(Phase, data, "")
 
 
 class FakeStore:
