@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-from common import base_parser, pair_datasets, setup, train_and_save, trainer_arguments
+from common import base_parser, pair_datasets, setup, summary, train_and_save, trainer_arguments
 
 
 def train_pylate(args, train, dev):
@@ -116,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     train, dev = pair_datasets(args)
     run = train_pylate if backend == "pylate" else train_st
     evaluator, before, after, final = run(args, train, dev)
-    key = evaluator.primary_metric
-    print(f"colbert ({backend}): {key} {before[key]:.3f} -> {after[key]:.3f}; saved {final}")
+    print(summary(f"colbert ({backend})", evaluator.primary_metric, before, after, final))
     return 0
 
 

@@ -20,6 +20,7 @@ from common import (
     pair_datasets,
     retrieval_data,
     setup,
+    summary,
     train_and_save,
     trainer_arguments,
 )
@@ -79,11 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     trainer = SentenceTransformerTrainer(
         model=model, args=training_args, train_dataset=train, eval_dataset=dev, loss=loss, evaluator=evaluator
     )
-    before, after, final = train_and_save(trainer, model, evaluator, args.out, SentenceTransformer)
-    key = evaluator.primary_metric or "dev_cosine_accuracy"
-    print(
-        f"dense: {key} {before.get(key, float('nan')):.3f} -> {after.get(key, float('nan')):.3f}; saved {final}"
-    )
+    trained = train_and_save(trainer, model, evaluator, args.out, SentenceTransformer)
+    print(summary("dense", evaluator.primary_metric or "dev_cosine_accuracy", *trained))
     return 0
 
 

@@ -18,6 +18,7 @@ from common import (
     pair_datasets,
     retrieval_data,
     setup,
+    summary,
     train_and_save,
     trainer_arguments,
 )
@@ -80,9 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     trainer = SparseEncoderTrainer(
         model=model, args=training_args, train_dataset=train, eval_dataset=dev, loss=loss, evaluator=evaluator
     )
-    before, after, final = train_and_save(trainer, model, evaluator, args.out, SparseEncoder)
-    key = evaluator.primary_metric
-    print(f"splade: {key} {before[key]:.3f} -> {after[key]:.3f}; saved {final}")
+    print(
+        summary(
+            "splade",
+            evaluator.primary_metric,
+            *train_and_save(trainer, model, evaluator, args.out, SparseEncoder),
+        )
+    )
     return 0
 
 

@@ -240,6 +240,17 @@ def expected_docs(root: Path, tokdir: Path) -> dict[str, list[list[int]]]:
     return out
 
 
+# Documents (their lengths) of a multilingual web source and a code source: 8000 tokens of French,
+# 2000 of German, 400 of Faroese, 1000 of English, 3000 of code.
+WEB_AND_CODE: dict[tuple[str, str], list[int]] = {
+    ("web", "fra_Latn"): [20] * 400,  # 8000 tokens
+    ("web", "deu_Latn"): [20] * 100,  # 2000
+    ("web", "fao_Latn"): [20] * 20,  # 400
+    ("web", "eng_Latn"): [20] * 50,  # 1000
+    ("code", "code"): [30] * 100,
+}
+
+
 def make_phase(**fields: Any) -> Phase:
     """A recipe phase (`mmbert.recipe.Phase`) from its fields, with a small default for the rest."""
     data = {"name": "p", "tokens": 1000, "languages": "all", "tau": 0.5, "sources": [], **fields}

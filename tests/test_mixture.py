@@ -13,17 +13,9 @@ from mmbert.data.mixture import (
     trained_languages,
 )
 from mmbert.recipe import RecipeError
-from tests.conftest import FakeStore, make_phase
+from tests.conftest import WEB_AND_CODE, FakeStore, make_phase
 
-STORE = FakeStore(
-    {
-        ("web", "fra_Latn"): [20] * 400,  # 8000 tokens
-        ("web", "deu_Latn"): [20] * 100,  # 2000
-        ("web", "fao_Latn"): [20] * 20,  # 400
-        ("web", "eng_Latn"): [20] * 50,  # 1000
-        ("code", "code"): [30] * 100,
-    }
-)
+STORE = FakeStore(WEB_AND_CODE)
 
 
 def test_temperature_rule_multipliers_and_fixed_shares() -> None:

@@ -121,12 +121,17 @@ def test_bad_input_stops_then_resume_finishes(tmp_path, tokdir):
     assert manifest["source_info"]["web"]["skipped"]["counts"] == {"broken JSON line": 1}
 
 
+def _prepare_command(root: Path, tokdir: Path, data: Path, workers: int) -> list[str]:
+    """`mmbert prepare` of the corpus at `root` into `data`, as a process of its own (to be killed)."""
+    return [sys.executable, "-m", "mmbert.cli", "prepare", "--source", str(root), "--tokenizer", str(tokdir),
+            "--out", str(data), "--name", "web", "--workers", str(workers), "--no-progress"]  # fmt: skip
+
+
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, tokdir):
     """Kill a prepare process mid-run: what is on disk is whole, and a rerun finishes the rest."""
     root = write_corpus(tmp_path / "corpus", files_per_lang=12, docs_per_file=400)
     data = tmp_path / "data"
-    cmd = [sys.executable, "-m", "mmbert.cli", "prepare", "--source", str(root), "--tokenizer", str(tokdir),
-           "--out", str(data), "--name", "web", "--workers", "1", "--no-progress"]  # fmt: skip
+    cmd = _prepare_command(root, tokdir, data, workers=1)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     units = data / "web" / "_units"
@@ -425,8 +430,7 @@ def test_out_is_not_an_input_nor_a_foreign_directory(tmp_path, tokdir):
 def test_workers_die_with_a_killed_prepare_and_the_rerun_finishes(tmp_path, tokdir, sig):
     root = write_corpus(tmp_path / "corpus", files_per_lang=6, docs_per_file=1000)
     data = tmp_path / "data"
-    cmd = [sys.executable, "-m", "mmbert.cli", "prepare", "--source", str(root), "--tokenizer", str(tokdir),
-           "--out", str(data), "--name", "web", "--workers", "2", "--no-progress"]  # fmt: skip
+    cmd = _prepare_command(root, tokdir, data, workers=2)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     workers: list[int] = []

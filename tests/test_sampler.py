@@ -11,17 +11,9 @@ import pytest
 from mmbert.data.mixture import phase_mixture, temperature_probs
 from mmbert.data.sampler import DataSampler
 from mmbert.languages import released_counts
-from tests.conftest import FakeStore, make_phase
+from tests.conftest import WEB_AND_CODE, FakeStore, make_phase
 
-STORE = FakeStore(
-    {
-        ("web", "fra_Latn"): [20] * 400,  # 8000 tokens
-        ("web", "deu_Latn"): [20] * 100,  # 2000
-        ("web", "fao_Latn"): [20] * 20,  # 400
-        ("web", "eng_Latn"): [20] * 50,  # 1000
-        ("code", "code"): [30] * 100,
-    }
-)
+STORE = FakeStore(WEB_AND_CODE)
 
 
 def within(count: int, n: int, p: float, k: float = 5.0) -> bool:

@@ -11,33 +11,29 @@ continues where it stopped.
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
 from mmbert.ablate import ARMS, Settings, run_ablation
-from mmbert.cli import Options, call, positive_float
+from mmbert.cli import Options
+from mmbert.cli.experiment import experiment_options, run_experiment
 
 INTERRUPTED = "finished runs and evaluations are kept: rerun the same command to continue"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    ablation = Options(parser, run_ablation)
-    settings = Options(parser, Settings.create)
-    ablation.add("out", default=Path("runs/ablate"), help="ablation directory (rerun to continue)")
-    settings.add("recipe", help="default: recipes/tiny.yaml")
-    ablation.add("arms", choices=list(ARMS), help=f"default: all ({', '.join(ARMS)})")
-    settings.add("seeds", help="seeds per arm (default 3)")
-    settings.add(
-        "scale",
-        type=positive_float,
-        help=f"multiply every token budget of the recipe (default {Settings.scale:g}: about 35 min on 2 cores)",
+    ablation = experiment_options(
+        parser,
+        run_ablation,
+        Settings.create,
+        out="runs/ablate",
+        scale=f"default {Settings.scale:g}: about 35 min on 2 cores",
+        quick="smoke-test size: the tiny model, 0.5%% of the tokens",
     )
-    settings.add("quick", help="smoke-test size: the tiny model, 0.5%% of the tokens")
-    ablation.add("workers", default=min(2, os.cpu_count() or 1), help="tokenizer processes (at most 2)")
+    ablation.add("arms", choices=list(ARMS), help=f"default: all ({', '.join(ARMS)})")
+    Options(parser, Settings.create).add("seeds", help="seeds per arm (default 3)")
     ablation.shared("progress")
 
 
 def run(args: argparse.Namespace) -> int:
-    result = call(run_ablation, args, settings=call(Settings.create, args))
+    result = run_experiment(run_ablation, Settings.create, args)
     print(f"done: {result.report} ({result.seconds / 60:.1f} min); numbers in {result.results}")
     return 0
