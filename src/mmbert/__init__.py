@@ -15,6 +15,9 @@ __all__ = [
     "MmBertModel",
     "MmBertForMaskedLM",
     "MmBertForSequenceClassification",
+    "MmBertForTokenClassification",
+    "MmBertForQuestionAnswering",
+    "MmBertForMultipleChoice",
     "__version__",
 ]
 
@@ -23,11 +26,21 @@ _LAZY = {
     "MmBertModel": "mmbert.model",
     "MmBertForMaskedLM": "mmbert.model",
     "MmBertForSequenceClassification": "mmbert.model",
+    "MmBertForTokenClassification": "mmbert.model",
+    "MmBertForQuestionAnswering": "mmbert.model",
+    "MmBertForMultipleChoice": "mmbert.model",
 }
 
 if TYPE_CHECKING:
     from mmbert.config import MmBertConfig
-    from mmbert.model import MmBertForMaskedLM, MmBertForSequenceClassification, MmBertModel
+    from mmbert.model import (
+        MmBertForMaskedLM,
+        MmBertForMultipleChoice,
+        MmBertForQuestionAnswering,
+        MmBertForSequenceClassification,
+        MmBertForTokenClassification,
+        MmBertModel,
+    )
 
 
 def __getattr__(name: str) -> Any:

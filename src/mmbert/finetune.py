@@ -26,6 +26,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from mmbert.data.records import BadInputError, iter_csv, iter_jsonl, read_json
 from mmbert.errors import MmbertError
 from mmbert.io import atomic_dir, check_output
 from mmbert.model import MmBertForSequenceClassification
+from mmbert.optim import parameter_groups
 from mmbert.tokenizer import load_tokenizer, write_tokenizer_files
 
 logger = logging.getLogger(__name__)
@@ -334,9 +336,8 @@ def evaluate(model, data: Encoded, task: str, batch_size: int, device: torch.dev
 
 # ---------------------------------------------------------------------------------------------- training
 def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    # No weight decay on norms and biases (1-D parameters), as in pre-training.
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    # No weight decay on norms and biases: pre-training's rule (`mmbert.optim.parameter_groups`).
+    decay, no_decay = parameter_groups(model)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
 
@@ -358,6 +359,121 @@ def resolve_model(name: str) -> str:
         return snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
     except Exception as e:  # noqa: BLE001 - offline, unknown repo, gated repo, ...
         raise DataError(f"--model {name}: not a directory, and not downloadable from the Hub: {e}") from e
+
+
+@dataclass
+class FitSettings:
+    """How `fit` trains: the optimizer, schedule, evaluation and stopping settings."""
+
+    batch_size: int = 16
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    epochs: float = 3.0
+    max_steps: int | None = None  # overrides epochs
+    eval_every: int | None = None  # steps; default once per epoch
+    patience: int = 3  # evaluations without improvement before stopping
+    seed: int = 0
+    progress: bool = True
+    keep_best: bool = True  # end with the best dev checkpoint (else the last step's weights)
+
+    @classmethod
+    def of(cls, options: Any) -> FitSettings:
+        """The fields of this class that `options` has (FinetuneOptions: all but keep_best)."""
+        return cls(
+            **{name: getattr(options, name) for name in cls.__dataclass_fields__ if hasattr(options, name)}
+        )
+
+
+@dataclass
+class Fitted:
+    """What `fit` did: the dev history (step 0 = before training), the best step, the training losses."""
+
+    history: list[dict[str, Any]]
+    best_step: int
+    losses: list[float]
+    steps: int
+    seconds: float
+
+
+def fit(
+    model: torch.nn.Module,
+    n_train: int,
+    train_batch: Callable[[list[int]], dict[str, Any]],
+    evaluate_dev: Callable[[torch.nn.Module], dict[str, float]],
+    metric: str,
+    higher_better: bool,
+    settings: FitSettings,
+    device: torch.device,
+) -> Fitted:
+    """The one fine-tuning loop, for every head: `model(**train_batch(indices)).loss` is minimized.
+
+    AdamW with linear warmup and decay; the dev split (`evaluate_dev`, which returns `metric`) is evaluated
+    before training, every `eval_every` steps and at the end; training stops after `patience`
+    evaluations without improvement. The best weights by `metric` are loaded back into `model`
+    (`keep_best`), or the last step's are kept, when dev only watches and must not pick.
+    """
+    steps_per_epoch = math.ceil(n_train / settings.batch_size)
+    total = settings.max_steps or max(1, math.ceil(settings.epochs * steps_per_epoch))
+    eval_every = settings.eval_every or steps_per_epoch
+    warmup = int(settings.warmup_ratio * total)
+    opt = _optimizer(model, settings.lr, settings.weight_decay)
+    rng = random.Random(settings.seed)
+    model.train()
+
+    history: list[dict[str, Any]] = []
+    before = evaluate_dev(model)
+    history.append({"step": 0, **before})
+    keep = settings.keep_best
+    best_value, best_step, best_state = before[metric], 0, copy.deepcopy(model.state_dict()) if keep else None
+    bad_evals, step, losses = 0, 0, []
+    bar = tqdm(total=total, desc="finetune", unit="step", disable=not settings.progress)
+    t0 = time.perf_counter()
+    stop = False
+    while not stop:
+        for idx in batches(n_train, settings.batch_size, rng):
+            for g in opt.param_groups:
+                g["lr"] = settings.lr * _lr_factor(step, warmup, total)
+            batch = train_batch(idx)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss = model(**batch).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            if step % eval_every == 0 or step == total:
+                m = evaluate_dev(model)
+                recent = losses[-eval_every:]
+                history.append({"step": step, "train_loss": sum(recent) / len(recent), **m})
+                improved = m[metric] > best_value if higher_better else m[metric] < best_value
+                logger.info(
+                    "step %d | train loss %.4f |%s dev %s %.4f%s",
+                    step,
+                    history[-1]["train_loss"],
+                    f" dev loss {m['loss']:.4f} |" if "loss" in m else "",
+                    metric,
+                    m[metric],
+                    " (best)" if improved and keep else "",
+                )
+                if improved:
+                    best_value, best_step, bad_evals = m[metric], step, 0
+                    best_state = copy.deepcopy(model.state_dict()) if keep else None
+                else:
+                    bad_evals += 1
+                    if bad_evals >= settings.patience:
+                        logger.info("early stop: no dev %s improvement in %d evaluations", metric, bad_evals)
+                        stop = True
+            if stop or step >= total:
+                stop = True
+                break
+    bar.close()
+    if keep:
+        model.load_state_dict(best_state)
+    model.eval()
+    return Fitted(history, best_step if keep else step, losses, step, round(time.perf_counter() - t0, 2))
 
 
 @dataclass
@@ -517,71 +633,28 @@ def finetune(options: FinetuneOptions) -> FinetuneResult:
         metric,
     )
 
-    steps_per_epoch = math.ceil(len(train) / options.batch_size)
-    total = options.max_steps or max(1, math.ceil(options.epochs * steps_per_epoch))
-    eval_every = options.eval_every or steps_per_epoch
-    warmup = int(options.warmup_ratio * total)
-    opt = _optimizer(model, options.lr, options.weight_decay)
-    rng = random.Random(options.seed)
+    def train_batch(idx: list[int]) -> dict[str, Any]:
+        batch = PackedBatch.from_sequences([encoded["train"].ids[i] for i in idx]).model_inputs(device)
+        return {**batch, "labels": torch.tensor([encoded["train"].labels[i] for i in idx], device=device)}
 
-    history: list[dict[str, Any]] = []
-    before = evaluate(model, encoded["dev"], task, options.batch_size, device)
-    history.append({"step": 0, **before})
-    best_value, best_step, best_state = before[metric], 0, copy.deepcopy(model.state_dict())
-    bad_evals, step, losses = 0, 0, []
-    bar = tqdm(total=total, desc="finetune", unit="step", disable=not options.progress)
-    t0 = time.perf_counter()
-    stop = False
-    while not stop:
-        for idx in batches(len(train), options.batch_size, rng):
-            for g in opt.param_groups:
-                g["lr"] = options.lr * _lr_factor(step, warmup, total)
-            batch = PackedBatch.from_sequences([encoded["train"].ids[i] for i in idx]).model_inputs(device)
-            y = torch.tensor([encoded["train"].labels[i] for i in idx], device=device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = model(**batch, labels=y).loss
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
-            if step % eval_every == 0 or step == total:
-                m = evaluate(model, encoded["dev"], task, options.batch_size, device)
-                history.append(
-                    {"step": step, "train_loss": sum(losses[-eval_every:]) / len(losses[-eval_every:]), **m}
-                )
-                improved = m[metric] > best_value if higher_better else m[metric] < best_value
-                logger.info(
-                    "step %d | train loss %.4f | dev loss %.4f | dev %s %.4f%s",
-                    step,
-                    history[-1]["train_loss"],
-                    m["loss"],
-                    metric,
-                    m[metric],
-                    " (best)" if improved else "",
-                )
-                if improved:
-                    best_value, best_step, bad_evals = m[metric], step, 0
-                    best_state = copy.deepcopy(model.state_dict())
-                else:
-                    bad_evals += 1
-                    if bad_evals >= options.patience:
-                        logger.info("early stop: no dev %s improvement in %d evaluations", metric, bad_evals)
-                        stop = True
-            if stop or step >= total:
-                stop = True
-                break
-    bar.close()
-    model.load_state_dict(best_state)
+    fitted = fit(
+        model,
+        len(train),
+        train_batch,
+        lambda m: evaluate(m, encoded["dev"], task, options.batch_size, device),
+        metric,
+        higher_better,
+        FitSettings.of(options),
+        device,
+    )
+    history, best_step, losses, step = fitted.history, fitted.best_step, fitted.losses, fitted.steps
     out = Path(options.out)
     summary: dict[str, Any] = {
         "task": task,
         "metric": metric,
         "labels": model.config.id2label,
         "steps": step,
-        "seconds": round(time.perf_counter() - t0, 2),
+        "seconds": fitted.seconds,
         "best_step": best_step,
         "best": next(h for h in history if h["step"] == best_step),
         "history": history,

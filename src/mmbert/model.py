@@ -59,8 +59,21 @@ class MaskedLMOutput:
 @dataclass
 class SequenceClassifierOutput:
     loss: torch.Tensor | None
-    logits: torch.Tensor  # (B, num_labels)
+    logits: torch.Tensor  # (B, num_labels); (B, num_choices) for multiple choice
     pooled: torch.Tensor  # (B, H) pooled encoder output, before the head
+
+
+@dataclass
+class TokenClassifierOutput:
+    loss: torch.Tensor | None
+    logits: torch.Tensor  # (B, T, num_labels) padded, (N, num_labels) packed
+
+
+@dataclass
+class QuestionAnsweringOutput:
+    loss: torch.Tensor | None
+    start_logits: torch.Tensor  # (B, T) padded, (N,) packed
+    end_logits: torch.Tensor
 
 
 # ---------------------------------------------------------------------------------------------- rope
@@ -282,7 +295,7 @@ class MmBertPreTrainedModel(HFCheckpointMixin, nn.Module):
                 nn.init.zeros_(module.bias)
             if isinstance(module, nn.LayerNorm) and module.bias is not None:
                 nn.init.zeros_(module.bias)
-        if isinstance(self, MmBertForSequenceClassification):
+        if isinstance(getattr(self, "classifier", None), nn.Linear):  # every fine-tuning head
             trunc(self.classifier.weight, cfg.hidden_size**-0.5)
 
     def set_rope_theta(self, global_theta: float, local_theta: float) -> None:
@@ -426,6 +439,137 @@ class MmBertForSequenceClassification(MmBertPreTrainedModel):
         if labels is not None:
             loss = classification_loss(logits, labels, self.config)
         return SequenceClassifierOutput(loss, logits, pooled)
+
+
+class MmBertForMultipleChoice(MmBertPreTrainedModel):
+    """One score per (context, choice) sequence, a softmax over each example's choices.
+
+    transformers' `ModernBertForMultipleChoice` (same parameters: `model`, `head`, `drop`, `classifier` with one
+    output). Padded input is (B, C, T) as there; packed input is B x C sequences, the C choices of an example
+    one after another, with `num_choices` = C.
+    """
+
+    hf_architecture = "ModernBertForMultipleChoice"
+
+    def __init__(self, config: MmBertConfig):
+        super().__init__()
+        self.config = config
+        self.model = MmBertModel(config)
+        self.head = MmBertPredictionHead(config)
+        self.drop = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        self.init_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+        max_seqlen: int | None = None,
+        num_choices: int | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> SequenceClassifierOutput:
+        if input_ids.dim() == 3:  # (B, C, T) as transformers takes it
+            num_choices = input_ids.shape[1]
+            input_ids = input_ids.reshape(-1, input_ids.shape[-1])
+            if attention_mask is not None:
+                attention_mask = attention_mask.reshape(-1, attention_mask.shape[-1])
+        if num_choices is None:
+            raise ValueError("packed multiple-choice input needs num_choices")
+        flat_ids, batch, _ = unpad_inputs(input_ids, attention_mask, cu_seqlens, max_seqlen)
+        pooled = pool_packed(self.model.encode(flat_ids, batch), batch, self.config.classifier_pooling)
+        if pooled.shape[0] % num_choices:
+            raise ValueError(
+                f"{pooled.shape[0]} sequences are not a whole number of {num_choices}-choice examples"
+            )
+        logits = self.classifier(self.drop(self.head(pooled))).view(-1, num_choices)
+        loss = F.cross_entropy(logits.float(), labels.long().reshape(-1)) if labels is not None else None
+        return SequenceClassifierOutput(loss, logits, pooled)
+
+
+class MmBertForTokenClassification(MmBertPreTrainedModel):
+    """A label per token (NER, POS); transformers' `ModernBertForTokenClassification` parameters.
+
+    `labels` has the shape of `input_ids` (IGNORE_INDEX where no label: continuation pieces, specials).
+    """
+
+    hf_architecture = "ModernBertForTokenClassification"
+
+    def __init__(self, config: MmBertConfig):
+        super().__init__()
+        self.config = config
+        self.model = MmBertModel(config)
+        self.head = MmBertPredictionHead(config)
+        self.drop = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.init_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+        max_seqlen: int | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> TokenClassifierOutput:
+        flat_ids, batch, indices = unpad_inputs(input_ids, attention_mask, cu_seqlens, max_seqlen)
+        logits = self.classifier(self.drop(self.head(self.model.encode(flat_ids, batch))))  # (N, L)
+        loss = None
+        if labels is not None:
+            flat = labels.reshape(-1) if indices is None else labels.reshape(-1)[indices]
+            loss = F.cross_entropy(logits.float(), flat.long(), ignore_index=IGNORE_INDEX)
+        if input_ids.dim() == 2:
+            logits = repad(logits, indices, input_ids.shape)
+        return TokenClassifierOutput(loss, logits)
+
+
+class MmBertForQuestionAnswering(MmBertPreTrainedModel):
+    """Extractive QA: start and end logits per token; transformers' `ModernBertForQuestionAnswering`
+    parameters (`classifier` has two outputs, `num_labels` = 2).
+
+    `start_positions` / `end_positions` (B,) are token positions inside each sequence; the loss is the
+    mean of the start and end cross-entropies over each sequence's own tokens.
+    """
+
+    hf_architecture = "ModernBertForQuestionAnswering"
+
+    def __init__(self, config: MmBertConfig):
+        super().__init__()
+        if config.num_labels != 2:
+            raise ValueError(f"question answering needs num_labels 2 (start, end), got {config.num_labels}")
+        self.config = config
+        self.model = MmBertModel(config)
+        self.head = MmBertPredictionHead(config)
+        self.drop = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(config.hidden_size, 2)
+        self.init_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+        max_seqlen: int | None = None,
+        start_positions: torch.Tensor | None = None,
+        end_positions: torch.Tensor | None = None,
+    ) -> QuestionAnsweringOutput:
+        flat_ids, batch, indices = unpad_inputs(input_ids, attention_mask, cu_seqlens, max_seqlen)
+        logits = self.classifier(self.drop(self.head(self.model.encode(flat_ids, batch))))  # (N, 2)
+        start, end = logits.float().unbind(-1)
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = (_span_loss(start, batch, start_positions) + _span_loss(end, batch, end_positions)) / 2
+        if input_ids.dim() == 2:
+            start, end = repad(start, indices, input_ids.shape), repad(end, indices, input_ids.shape)
+        return QuestionAnsweringOutput(loss, start, end)
+
+
+def _span_loss(flat_logits: torch.Tensor, batch: VarlenBatch, positions: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of (N,) packed logits against one position per sequence, over that sequence's tokens."""
+    n_seq = batch.cu_seqlens.numel() - 1
+    padded = flat_logits.new_full((n_seq, batch.max_seqlen), float("-inf"))
+    padded[batch.seq_ids, batch.positions] = flat_logits
+    return F.cross_entropy(padded, positions.long().reshape(-1).to(padded.device))
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: MmBertConfig) -> torch.Tensor:

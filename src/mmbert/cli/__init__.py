@@ -58,12 +58,13 @@ COMMANDS: dict[str, str] = {
     "fill-mask": "top predictions for <mask> tokens",
     "embed": "mean-pooled embeddings of a file of texts",
     "finetune": "fine-tune sequence classification / regression",
+    "benchmark": "the paper's evaluation: GLUE, XTREME tasks, QA, NER, MTEB",
     "demo": "the end-to-end demo on the bundled corpus",
     "ablate": "seeded ablations of the recipe's choices, with intervals",
 }
 # Commands that run a model forward again and again: their processes keep freed tensor memory for the next
 # step (`mmbert.process.retain_freed_memory`).
-RUNS_MODELS = {"train", "evaluate", "fill-mask", "embed", "finetune", "demo", "ablate"}
+RUNS_MODELS = {"train", "evaluate", "fill-mask", "embed", "finetune", "benchmark", "demo", "ablate"}
 DEBUG_ENV = "MMBERT_DEBUG"
 T = TypeVar("T")
 
