@@ -47,12 +47,13 @@ SUMMARY = "summary.json"  # a family run's (glue, xtreme): every task's score an
 class BenchmarkOptions:
     """What `mmbert benchmark` runs (one field per command-line option)."""
 
-    task: str
+    # Each field's comment is also its option's help (`mmbert benchmark --help`).
+    task: str  # the task (e.g. cola, xnli, tydiqa, wikiann, mteb) or a family (glue, xtreme)
     model: str  # an HF-format model directory or a Hub name
-    data: str | None = None  # a local folder / file, or hf:NAME; default: the settings' dataset names
-    out: str | None = None  # default: benchmarks/TASK
-    settings: str | None = None  # a settings file; default: the built-in one that defines TASK
-    overrides: tuple[str, ...] = ()  # key=value on the resolved settings
+    data: str | None = None  # a folder (CONFIG/SPLIT.jsonl|...), a file or hf:NAME (default: the settings')
+    out: str | None = None  # directory for result.json and report.md (default: benchmarks/TASK)
+    settings: str | None = None  # a settings file (default: the built-in one that defines TASK)
+    overrides: tuple[str, ...] = ()  # key=value changes to the task's resolved settings
     device: str | None = None
     progress: bool = True
     overwrite: bool = False

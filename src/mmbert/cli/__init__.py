@@ -198,6 +198,7 @@ class Options:
         self.target = target
         self.parameters = inspect.signature(target).parameters
         self.hints = typing.get_type_hints(target)  # a dataclass: its fields
+        self.comments = _field_comments(target) if isinstance(target, type) else {}
 
     def add(
         self, name: str, *flags: str, positional: bool = False, group: Any = None, **keywords: Any
@@ -207,6 +208,8 @@ class Options:
             raise TypeError(
                 f"option {flags[0] if flags else name!r}: {_qualname(self.target)} has no parameter {name!r}"
             )
+        if "help" not in keywords and name in self.comments:
+            keywords["help"] = self.comments[name]
         default = self.parameters[name].default
         derived = _from_annotation(self.hints.get(name), default, keywords.get("default", default))
         if positional or "default" in keywords:
@@ -231,6 +234,16 @@ class Options:
         declared(self.parser).routes[action.dest] = self.target
         return action
 
+    def add_all(self, **changes: dict[str, Any]) -> None:
+        """Every parameter as an option, in order (a shared one as `SHARED_OPTIONS` declares it);
+        `changes[name]` adds keywords (choices, a positional, ...). For a dataclass whose fields say
+        what they are in a comment (`lr: float = 5e-5  # peak learning rate`), that is the help."""
+        for name in self.parameters:
+            if name in SHARED_OPTIONS:
+                self.shared(name, **{name: changes.get(name, {})})
+            else:
+                self.add(name, **changes.get(name, {}))
+
     def shared(self, *names: str, **changes: dict[str, Any]) -> None:
         """Declare shared options (`SHARED_OPTIONS`) reaching this target; `changes[name]` overrides some
         of an option's keywords (e.g. its help)."""
@@ -254,6 +267,16 @@ def add_shared(parser: argparse.ArgumentParser, *names: str, **changes: dict[str
     for name in names:
         flags, keywords = SHARED_OPTIONS[name]
         own_option(parser, *flags, **{**keywords, **changes.get(name, {})})
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """A class's field comments: `name: type = default  # what it is` -> {name: "what it is"}."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    found = (re.match(r"\s+(\w+): [^#]+#\s*(.+)$", line) for line in source.splitlines())
+    return {m.group(1): m.group(2).strip() for m in found if m}
 
 
 def _from_annotation(hint: Any, default: Any, shown_default: Any) -> dict[str, Any]:

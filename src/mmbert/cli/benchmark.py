@@ -20,22 +20,10 @@ INTERMIXED = True  # TASK key=value --model M key=value keeps every override
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    o = Options(parser, BenchmarkOptions)
-    o.add(
-        "task",
-        positional=True,
-        help="the task (e.g. cola, xnli, tydiqa, wikiann, mteb) or a family (glue, xtreme)",
+    # Every field of BenchmarkOptions, its comment as the help.
+    Options(parser, BenchmarkOptions).add_all(
+        task={"positional": True}, overrides={"positional": True, "nargs": "*"}
     )
-    o.add("overrides", positional=True, nargs="*", help="key=value changes to the task's settings")
-    o.add("model", help="HF-format model directory or Hub name")
-    o.add(
-        "data",
-        help="a local folder (CONFIG/SPLIT.jsonl|json|parquet|csv) or file, or hf:NAME "
-        "(default: the settings' dataset names through `datasets`)",
-    )
-    o.add("out", help="output directory for result.json and report.md (default: benchmarks/TASK)")
-    o.add("settings", help="a settings file (default: the built-in one for TASK)")
-    o.shared("device", "progress", "overwrite")
 
 
 def run(args: argparse.Namespace) -> int:
