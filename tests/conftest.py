@@ -16,7 +16,8 @@ mix-up shows. Builders that several test files use live here and nowhere else:
 - `hf_model` / `real_logits`: transformers' ModernBERT with the tiny preset's shapes, its logits;
 - `make_gemma_like_tokenizer`: a small tokenizer with Gemma 2's properties as Google ships it;
 - `train_bundled`: a tokenizer trained on (part of) the bundled corpus, cached in-process;
-- `composer_names` / `write_composer_checkpoint`: ModernBERT training checkpoints (Composer `.pt`).
+- `composer_names` / `write_composer_checkpoint`: ModernBERT training checkpoints (Composer `.pt`);
+- `dir_with`: a directory holding one file (an input, or a directory another command wrote).
 """
 
 from __future__ import annotations
@@ -517,6 +518,14 @@ def resave_with_transformers(src: Path, dst: Path) -> Path:
     for f in src.glob("*token*"):
         shutil.copy(f, dst / f.name)
     return dst
+
+
+# ---------------------------------------------------------------------------------------------- files
+def dir_with(path: Path, name: str, text: str) -> Path:
+    """`path` made a directory holding one file, `name`, of `text` (an input, or someone else's directory)."""
+    path.mkdir(parents=True)
+    (path / name).write_text(text)
+    return path
 
 
 # ---------------------------------------------------------------------------------------------- processes

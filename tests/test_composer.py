@@ -26,6 +26,7 @@ from tests.conftest import (
     ComposerTimestamp,
     RunsCode,
     composer_names,
+    dir_with,
     hf_model,
     ragged_batch,
     real_logits,
@@ -199,12 +200,8 @@ def test_not_a_modernbert_checkpoint(tmp_path, capsys):
 
 def test_convert_never_replaces_an_input_and_writes_its_output_whole(tmp_path, capsys, monkeypatch):
     _, path, _ = _checkpoint(tmp_path)
-    tok = tmp_path / "tok"
-    tok.mkdir()
-    (tok / "tokenizer.json").write_text("mine")
-    foreign = tmp_path / "home"
-    foreign.mkdir()
-    (foreign / "notes.txt").write_text("mine")
+    tok = dir_with(tmp_path / "tok", "tokenizer.json", "mine")
+    foreign = dir_with(tmp_path / "home", "notes.txt", "mine")
     for out, message in [
         (tmp_path, f"--out {tmp_path} would overwrite the input {path}"),
         (tok, f"--out {tok} would overwrite the input {tok}"),

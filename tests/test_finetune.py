@@ -12,7 +12,7 @@ import torch
 
 from mmbert import cli, finetune
 from mmbert.data.corpus import HELDOUT_ARTICLES, load_udhr
-from tests.conftest import TINY_LANGS, make_tiny_export
+from tests.conftest import TINY_LANGS, dir_with, make_tiny_export
 
 
 @pytest.fixture(scope="module")
@@ -235,9 +235,7 @@ def test_dataset_directory_gives_train_and_validation_splits(tmp_path):
 def test_out_never_replaces_the_model_or_a_foreign_directory(export, tmp_path, capsys):
     train = _write_csv(tmp_path / "train.csv", _paragraphs("train", 4))
     before = {p.name: p.read_bytes() for p in export.iterdir()}
-    foreign = tmp_path / "mine"
-    foreign.mkdir()
-    (foreign / "notes.txt").write_text("x")
+    foreign = dir_with(tmp_path / "mine", "notes.txt", "x")
     for out in (export, foreign):
         assert cli.main(_finetune(export, train, out)) == 2
         err = capsys.readouterr().err

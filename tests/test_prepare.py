@@ -26,6 +26,7 @@ from mmbert.tokenizer import read_tokenizer_files
 from tests.conftest import (
     WORDS,
     child_pids,
+    dir_with,
     expected_docs,
     make_texts,
     make_tokenizer,
@@ -326,9 +327,7 @@ def test_paths_from_the_manifest_or_a_unit_record_never_leave_data(tmp_path, tok
     root = write_corpus(tmp_path / "corpus", files_per_lang=1, docs_per_file=3)
     data = tmp_path / "data"
     prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False)
-    victim = tmp_path / "victim"
-    victim.mkdir()
-    (victim / "keep.txt").write_text("mine")
+    victim = dir_with(tmp_path / "victim", "keep.txt", "mine")
     good = (data / "manifest.json").read_text()
     other = make_tokenizer(tmp_path / "tok2", make_texts("deu_Latn", 30), vocab_size=280)
     for change, message in [
@@ -415,9 +414,7 @@ def test_unknown_language_keys_are_refused_with_the_closest_known_ones(tmp_path,
 
 def test_out_is_not_an_input_nor_a_foreign_directory(tmp_path, tokdir):
     root = write_corpus(tmp_path / "corpus", files_per_lang=1, docs_per_file=3)
-    foreign = tmp_path / "home"
-    foreign.mkdir()
-    (foreign / "notes.txt").write_text("mine")
+    foreign = dir_with(tmp_path / "home", "notes.txt", "mine")
     for out in (root, tokdir, foreign):
         with pytest.raises(OutputRefusedError):
             prepare(LocalFilesSource(root), tokdir, out, name="web", progress=False)

@@ -16,7 +16,7 @@ from mmbert import tokenizer as T
 from mmbert import tokenizer_training as TT
 from mmbert.data import corpus
 from mmbert.merge import tokenizer_identity
-from tests.conftest import make_gemma_like_tokenizer, train_bundled
+from tests.conftest import dir_with, make_gemma_like_tokenizer, train_bundled
 
 # Scripts absent from the bundled corpus (cuneiform, runic, Gothic, Braille, emoji), control characters,
 # odd whitespace, and strings that look like byte tokens or SentencePiece's space marker.
@@ -275,9 +275,7 @@ def test_cli_bad_input(tmp_path, capsys):
 
 
 def test_train_never_replaces_a_model_directory_tokenizer_unasked(tmp_path, capsys):
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text("{}")
+    model = dir_with(tmp_path / "model", "config.json", "{}")
     (model / "model.safetensors").write_bytes(b"weights")
     (model / "tokenizer.json").write_text("old")
     data = tmp_path / "fra_Latn"
@@ -413,9 +411,7 @@ def test_adapt_never_replaces_an_input_or_a_model_unasked_and_writes_whole(
     gemma_texts, tmp_path, capsys, monkeypatch
 ):
     shipped = make_gemma_like_tokenizer(tmp_path / "gemma", gemma_texts[:40], vocab_size=400)
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text("{}")
+    model = dir_with(tmp_path / "model", "config.json", "{}")
     (model / "model.safetensors").write_bytes(b"weights")
     for out, message in [
         (tmp_path, f"--out {tmp_path} would overwrite the input"),

@@ -35,6 +35,7 @@ from mmbert.process import LOCK_FILE, DirectoryInUseError
 from mmbert.recipe import load_recipe
 from mmbert.tokenizer import read_tokenizer_files
 from tests.conftest import (
+    dir_with,
     fake_documents,
     make_gemma_like_tokenizer,
     make_tokenizer,
@@ -370,9 +371,7 @@ def test_limits_and_bad_model_keys_fail_when_the_recipe_loads(train_inputs, tmp_
 def test_out_is_never_an_input_or_a_foreign_directory(train_inputs, tmp_path, capsys):
     recipe_path, _ = train_inputs
     recipe = load_recipe(recipe_path)
-    foreign = tmp_path / "mine"
-    foreign.mkdir()
-    (foreign / "notes.txt").write_text("x")
+    foreign = dir_with(tmp_path / "mine", "notes.txt", "x")
     for out in (recipe.data[0], recipe.tokenizer, foreign, Path(recipe.data[0]).parent):
         assert run_main(recipe_path, "--out", out) == 2
         err = capsys.readouterr().err
