@@ -261,10 +261,18 @@ def own_option(
     return action
 
 
+# The shared options a command uses itself rather than passing them to the library.
+OWN_SHARED = ("json",)
+
+
 def add_shared(parser: argparse.ArgumentParser, *names: str, **changes: dict[str, Any]) -> None:
-    """Declare shared options the command uses itself (`--json`); those reaching a library call go
-    through `Options.shared`."""
+    """Declare shared options the command uses itself (`OWN_SHARED`: `--json`). One that reaches a
+    library parameter goes through `Options(parser, fn).shared(name)`, which `call` then passes on."""
     for name in names:
+        if name not in OWN_SHARED:
+            raise TypeError(
+                f"--{name.replace('_', '-')} reaches a library parameter: Options(parser, fn).shared"
+            )
         flags, keywords = SHARED_OPTIONS[name]
         own_option(parser, *flags, **{**keywords, **changes.get(name, {})})
 
@@ -314,13 +322,10 @@ def _scalar(hint: Any) -> Any:
 
 
 def _show(value: Any) -> str:
-    return (
-        " ".join(map(str, value))
-        if isinstance(value, (list, tuple))
-        else f"{value:,}"
-        if isinstance(value, int)
-        else str(value)
-    )
+    """A default as `--help` shows it: `16,384`, `a b` for a list."""
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value))
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def _qualname(target: Any) -> str:
