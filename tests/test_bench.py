@@ -76,3 +76,26 @@ def test_inference_profile_splits_a_forward_into_its_groups(tmp_path):
     share = result["share"]
     assert abs(sum(share.values()) - 1) < 1e-9 and share["matmul"] > 0 and share["attention"] > 0
     assert result["real_tokens"] > 0 and 0 < result["matmul_fraction_of_peak"] and 0 < result["mfu"]
+
+
+def test_scale_bench_smoke_measures_every_sweep(tmp_path):
+    """bench/scale.py at tiny sizes: every sweep, the mmBERT-like layout, the plan check and the
+    extrapolation are measured and written; open shards stay bounded by the store's cache."""
+    out = tmp_path / "scale.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "scale.py"), "--smoke", "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for sweep in ("documents", "cells", "shards"):
+        assert len(result[sweep]) == 2 and all(row["draws_per_s"] > 0 for row in result[sweep])
+    rows = [*result["documents"], *result["cells"], *result["shards"], result["layout"]]
+    assert all(row["open_fds"] <= 2 * 64 + 16 and row["open_shards"] <= 64 for row in rows)
+    assert result["shards"][-1]["shard_opens"] > 64  # more shards than the cache: reopened as needed
+    assert result["layout"]["cells"] > 1800  # the released languages, by source
+    assert [row["phase"] for row in result["sampler_vs_plan"]] == ["pretrain", "mid", "decay"]
+    # Each draw opens its shard (headers, first and last offsets) and reads its offsets and tokens.
+    assert 1 < result["extrapolation"]["bytes_read_per_token_byte"]["measured"] < 2
+    assert "real run" in proc.stdout

@@ -154,8 +154,10 @@ def test_open_data_reads_several_directories_as_one(prepared, tmp_path):
     assert union.doc("web2", "fra_Latn", 7).tolist() == store.doc("web", "fra_Latn", 7).tolist()
     with pytest.raises(ShardError, match="mixed/deu_Latn is in both"):
         open_data([data, prepared[0]])
-    # a source spread over two directories, one language in each (a language added to a mixture)
+    # a source spread over two directories, one language in each (a language added to a mixture,
+    # prepared from other data: another fingerprint)
     manifest["sources"] = {"web": {"ell_Grek": manifest["sources"]["web2"].pop("ell_Grek")}}
+    manifest["source_info"]["web"]["fingerprint"] = {"kind": "files", "sha256": "another"}
     (other / "manifest.json").write_text(json.dumps(manifest))
     (data / "manifest.json").write_text(
         json.dumps({**json.loads((data / "manifest.json").read_text()), "sources": {"web": {
@@ -165,6 +167,31 @@ def test_open_data_reads_several_directories_as_one(prepared, tmp_path):
     assert union.sources() == ["web"] and union.languages("web") == sorted(WORDS)
     assert union.doc("web", "ell_Grek", 3).tolist() == store.doc("web", "ell_Grek", 3).tolist()
     assert union.doc("web", "fra_Latn", 3).tolist() == store.doc("web", "fra_Latn", 3).tolist()
+    # one cell in two directories (prepared in pieces): its documents are the first's, then the second's
+    whole = store.manifest["sources"]["web"]["fra_Latn"]
+    assert len(whole["shards"]) > 2
+    halves = []
+    for part in (slice(0, 2), slice(2, None)):
+        entry = {key: whole[key][part] for key in ("shards", "ranges", "ids")}
+        entry["docs"] = sum(b - a for a, b in entry["ranges"])
+        entry["tokens"] = -1  # recomputed below
+        halves.append(entry)
+    lengths = store.doc_lengths("web", "fra_Latn")
+    halves[0]["tokens"] = int(lengths[: halves[0]["docs"]].sum())
+    halves[1]["tokens"] = int(lengths[halves[0]["docs"] :].sum())
+    for root, entry in zip((data, other), halves, strict=True):
+        m = json.loads((root / "manifest.json").read_text())
+        m["sources"] = {"web": {"fra_Latn": entry}}
+        (root / "manifest.json").write_text(json.dumps(m))
+    union = open_data([data, other])
+    assert union.num_docs("web", "fra_Latn") == store.num_docs("web", "fra_Latn") == 50
+    assert union.num_tokens("web", "fra_Latn") == store.num_tokens("web", "fra_Latn")
+    assert [union.doc("web", "fra_Latn", i).tolist() for i in range(50)] == [
+        store.doc("web", "fra_Latn", i).tolist() for i in range(50)
+    ]
+    with pytest.raises(IndexError):
+        union.doc("web", "fra_Latn", 50)
+    assert [union.doc_length("web", "fra_Latn", i) for i in range(50)] == lengths.tolist()
 
 
 def _tiny_shards(data, n_shards: int, docs: int = 3) -> None:
@@ -267,3 +294,53 @@ def test_token_id_ranges_come_from_the_manifest(prepared, tmp_path):
             store.doc("web", "deu_Latn", i)
     with pytest.raises(ShardError, match=rf"{shard}: holds ids in \[999, 999\]"):
         TokenStore(data).verify()
+
+
+def test_a_reopened_shard_reads_only_its_document(prepared, tmp_path):
+    """With more shards than the cache holds, a draw reopens its shard: its headers and end offsets,
+    checked at the first open, are not read again (a file whose size changed is checked again)."""
+    data, _ = _copy(prepared, tmp_path)
+    store = TokenStore(data, max_open_shards=1)
+    entry = store.manifest["sources"]["web"]["deu_Latn"]
+    n0 = entry["ranges"][0][1] - entry["ranges"][0][0]  # documents 0 .. n0 - 1 are in shard 0
+    store.doc("web", "deu_Latn", n0 - 1)
+    store.doc("web", "deu_Latn", n0)  # shard 1: closes shard 0
+    before = store.bytes_read
+    tokens = store.doc("web", "deu_Latn", n0 - 1)  # reopens shard 0
+    assert store.bytes_read - before == 16 + tokens.nbytes and store.shard_opens == 3
+    tokens_file = data / entry["shards"][0]
+    np.save(tokens_file, np.load(tokens_file)[:-1])  # changed: checked again, and found wrong
+    store.doc("web", "deu_Latn", n0)
+    with pytest.raises(ShardError, match=rf"{tokens_file}: .*tokens but its offsets end"):
+        store.doc("web", "deu_Latn", 0)
+
+
+def test_ranks_upgrading_an_old_manifest_together_scan_it_once(prepared, tmp_path):
+    """Ranks starting at once on a manifest without id ranges: one scans and records them (under the
+    data directory's lock), the others wait and read them."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data, _ = _copy(prepared, tmp_path)
+    manifest = json.loads((data / "manifest.json").read_text())
+    for langs in manifest["sources"].values():
+        for entry in langs.values():
+            del entry["ids"]
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    code = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "from mmbert.data.shards import TokenStore\n"
+        "TokenStore(sys.argv[1], vocab_size=1000).check_vocabulary()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    ranks = [
+        subprocess.Popen([sys.executable, "-c", code, str(data)], env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    logs = [rank.communicate(timeout=120)[1] for rank in ranks]
+    assert all(rank.returncode == 0 for rank in ranks), logs
+    assert sum("recording each shard's token-id range" in log for log in logs) == 1
+    assert "ids" in json.loads((data / "manifest.json").read_text())["sources"]["web"]["fra_Latn"]

@@ -196,8 +196,10 @@ def test_decay_variants_share_the_pre_decay_checkpoint(train_inputs, tmp_path):
     assert pre_decay is not None
     eng = read_metrics(tmp_path / "variants" / "eng")
     assert eng[0]["step"] == shared[-1]["step"] + 1 and {r["phase"] for r in eng} == {"decay"}
-    # Only aaa_Latn is drawn; the packer may carry the rest of one mid-training document into the phase.
-    assert eng[-1]["lang_shares"]["aaa_Latn"] >= 0.75
+    # Only aaa_Latn is drawn; the packer may carry the rest of one mid-training document (of up to ~200
+    # tokens, a large part of this 300-token phase) into the phase: one other language at most.
+    shares = eng[-1]["lang_shares"]
+    assert shares["aaa_Latn"] > 0.25 and len(set(shares) - {"aaa_Latn"}) <= 1
     # A second variant, run later (as on another machine), reuses the shared checkpoint: no retraining.
     assert run_main(recipe, "--out", tmp_path, "--variant", "all") == 0
     assert read_metrics(tmp_path) == shared

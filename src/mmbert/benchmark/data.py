@@ -6,9 +6,12 @@
 - `hf:NAME`: the same with NAME in place of the task's own dataset (parts with a dataset of their own,
   such as XCOPA's English COPA training data, keep theirs);
 - a local folder: `DIR/CONFIG/SPLIT.EXT` for each config and split the protocol names (EXT: jsonl, json,
-  parquet or csv), or `DIR/SPLIT.EXT` where a part has a single config. The files hold the real
-  datasets' columns and label ids (a `datasets` split saved with `to_json` is such a file). A `.json`
-  file may also be SQuAD's own nested format (`data` -> `paragraphs` -> `qas`), flattened here.
+  parquet or csv), or `DIR/SPLIT.EXT` where a part has a single config. A split may also be in shards
+  as a Hub dataset repository holds them (`DIR/CONFIG/SPLIT-00000-of-00002.parquet`, ...; a download of
+  `nyu-mll/glue` is such a folder) or as the Hub's parquet conversion does (`DIR/CONFIG/SPLIT/0000.parquet`),
+  read in name order. The files hold the real datasets' columns and label ids (a `datasets` split saved
+  with `to_json` is such a file). A `.json` file may also be SQuAD's own nested format (`data` ->
+  `paragraphs` -> `qas`), flattened here.
 
 Each split read is recorded for the result: a local file's path and sha256, or the dataset name,
 config, split, requested revision and `datasets`' fingerprint.
@@ -16,6 +19,7 @@ config, split, requested revision and `datasets`' fingerprint.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,34 +70,45 @@ def load_split(
     """The rows of one config's split, and the record of what was read."""
     root = source.local
     if root is not None:
-        path = _local_file(root, part, config)
-        rows = read_rows(path)
+        paths = _local_files(root, part, config)
+        rows = [row for path in paths for row in read_rows(path)]
         if not rows:
-            raise BenchmarkDataError(f"{path}: the split is empty (no rows)")
-        return rows, {"file": str(path), "sha256": sha256_file(path), "rows": len(rows)}
+            raise BenchmarkDataError(f"{', '.join(map(str, paths))}: the split is empty (no rows)")
+        if len(paths) == 1:
+            return rows, {"file": str(paths[0]), "sha256": sha256_file(paths[0]), "rows": len(rows)}
+        return rows, {"files": [str(p) for p in paths], "sha256": [sha256_file(p) for p in paths],
+                      "rows": len(rows)}  # fmt: skip
     name = source.dataset_name(part, task_dataset)
     if name is None:
         raise BenchmarkDataError("this task has no dataset name: give --data PATH or --data hf:NAME")
     return _load_hf(name, None if config == "default" else config, part.split, revision)
 
 
-def _local_file(root: Path, part: Part, config: str) -> Path:
+def _local_files(root: Path, part: Part, config: str) -> list[Path]:
+    """The file (or the shards, in name order) that hold one config's split under `--data`."""
     if not root.exists():
         raise BenchmarkDataError(f"--data {root}: no such file or folder")
     if root.is_file():
         if len(part.configs) == 1:
-            return root
+            return [root]
         raise BenchmarkDataError(
             f"--data {root}: a file, but the protocol reads configs {list(part.configs)}"
         )
-    folders = [root / config] + ([root] if len(part.configs) == 1 else [])
-    tried = [folder / f"{part.split}{ext}" for folder in folders for ext in EXTENSIONS]
-    for path in tried:
-        if path.is_file():
-            return path
+    single = len(part.configs) == 1
+    folders = [root / config] + ([root, root / "data"] if single else [])
+    split = part.split
+    for folder in folders:
+        for ext in EXTENSIONS:
+            if (folder / f"{split}{ext}").is_file():
+                return [folder / f"{split}{ext}"]
+            shards = sorted(folder.glob(f"{glob.escape(split)}-[0-9]*-of-[0-9]*{ext}"))
+            shards = shards or sorted((folder / split).glob(f"*{ext}"))
+            if shards:
+                return shards
+    tried = [str((folder / f"{split}{ext}").relative_to(root)) for folder in folders for ext in EXTENSIONS]
     raise BenchmarkDataError(
-        f"--data {root}: no file for config {config!r}, split {part.split!r} (looked for "
-        f"{', '.join(str(p.relative_to(root)) for p in tried)})"
+        f"--data {root}: no file for config {config!r}, split {split!r} (looked for {', '.join(tried)}, "
+        f"and for shards {split}-00000-of-0000N.EXT or {split}/*.EXT in the same folders)"
     )
 
 
@@ -102,18 +117,19 @@ def read_rows(path: Path) -> list[Row]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".jsonl":
-            out = []
-            for line, obj in iter_jsonl(path):
-                if not isinstance(obj, dict):
-                    raise BenchmarkDataError(
-                        f"{path}:{line}: expected a JSON object, got {type(obj).__name__}"
-                    )
-                out.append((f"{path}:{line}", obj))
-            return out
+            return _jsonl_rows(path)
         if suffix == ".csv":
             return [(f"{path}:{line}", row) for line, row in iter_csv(path)]
         if suffix == ".json":
-            return _json_rows(path, read_json(path))
+            try:
+                data = read_json(path)
+            except BadInputError as whole:
+                # `datasets`' to_json writes JSON Lines whatever the name (lines=True by default).
+                try:
+                    return _jsonl_rows(path)
+                except (BadInputError, BenchmarkDataError):
+                    raise whole from None
+            return _json_rows(path, data)
         if suffix == ".parquet":
             import pyarrow.parquet as pq  # heavy: only parquet input needs it
 
@@ -121,6 +137,15 @@ def read_rows(path: Path) -> list[Row]:
     except BadInputError as e:
         raise BenchmarkDataError(str(e)) from None
     raise BenchmarkDataError(f"{path}: unsupported file type {suffix!r} (use {', '.join(EXTENSIONS)})")
+
+
+def _jsonl_rows(path: Path) -> list[Row]:
+    out = []
+    for line, obj in iter_jsonl(path):
+        if not isinstance(obj, dict):
+            raise BenchmarkDataError(f"{path}:{line}: expected a JSON object, got {type(obj).__name__}")
+        out.append((f"{path}:{line}", obj))
+    return out
 
 
 def _json_rows(path: Path, data: Any) -> list[Row]:

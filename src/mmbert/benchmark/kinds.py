@@ -47,20 +47,35 @@ def _column(row: Row, name: str) -> Any:
     return record[name]
 
 
-def _text(row: Row, name: str) -> str:
+def _text(row: Row, name: str, empty_ok: bool = False) -> str:
+    """A text column. Sentence (pair) tasks take an empty string as it is: the released data has such
+    rows (PAWS-X's machine-translated training sets have blank sentences where translation failed, and
+    the HF scripts the paper ran keep them); extractive QA needs a question and a context."""
     value = _column(row, name)
-    if not isinstance(value, str) or not value.strip():
-        raise BenchmarkDataError(f"{row[0]}: column {name!r} must be a non-empty string, got {value!r}")
+    if not isinstance(value, str) or not (empty_ok or value.strip()):
+        kind = "a string" if empty_ok else "a non-empty string"
+        raise BenchmarkDataError(f"{row[0]}: column {name!r} must be {kind}, got {value!r}")
     return value
 
 
-def _class_id(row: Row, name: str, n: int) -> int:
-    value = _column(row, name)
+def _class_id(row: Row, name: str, names: list[str] | int) -> int:
+    """The label id in column `name`: an id (also as digits, as CSV holds it) or, where the settings name
+    the labels, a label name (`entailment`, `B-PER`), as exports that write ClassLabel names hold it."""
+    return _label_id(_column(row, name), names, f"{row[0]}: column {name!r}")
+
+
+def _label_id(value: Any, names: list[str] | int, where: str) -> int:
+    n = names if isinstance(names, int) else len(names)
+    if isinstance(value, str) and not isinstance(names, int) and value in names:
+        return names.index(value)
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         value = int(value)
+    if isinstance(value, float) and value.is_integer():  # a pandas export of an int column with gaps
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < n:
+        named = "" if isinstance(names, int) else f" or a name of {names}"
         raise BenchmarkDataError(
-            f"{row[0]}: column {name!r}: {value!r} is not a label id in 0..{n - 1}"
+            f"{where}: {value!r} is not a label id in 0..{n - 1}{named}"
             + (" (-1 marks an unlabelled test split)" if value == -1 else "")
         )
     return value
@@ -110,8 +125,8 @@ class Classification:
     def encode(self, rows: list[Row], tokenizer, group: str) -> Encoded:
         cols = self.s["columns"]
         names = cols["text"]
-        firsts = [_text(r, names[0]) for r in rows]
-        seconds = [_text(r, names[1]) for r in rows] if len(names) > 1 else None
+        firsts = [_text(r, names[0], empty_ok=True) for r in rows]
+        seconds = [_text(r, names[1], empty_ok=True) for r in rows] if len(names) > 1 else None
         if self.regression:
             labels = []
             for r in rows:
@@ -122,8 +137,13 @@ class Classification:
                     raise BenchmarkDataError(
                         f"{r[0]}: column {cols['label']!r}: {value!r} is not a number"
                     ) from None
+            if all(x == -1 for x in labels):
+                raise BenchmarkDataError(
+                    f"{rows[0][0]}: column {cols['label']!r} is -1 in every row: an unlabelled test "
+                    "split cannot be scored (GLUE's test labels are private; score the validation split)"
+                )
         else:
-            labels = [_class_id(r, cols["label"], len(self.s["labels"])) for r in rows]
+            labels = [_class_id(r, cols["label"], [str(x) for x in self.s["labels"]]) for r in rows]
         enc = tokenizer(firsts, seconds, truncation=True, max_length=self.s["max_length"])
         return Encoded(enc["input_ids"], labels, [group] * len(rows))
 
@@ -225,7 +245,8 @@ class TokenClassification:
                     f"{r[0]}: {cols['tokens']!r} and {cols['tags']!r} must be non-empty lists of one length"
                 )
             sentences.append([str(w) for w in words])
-            tags.append([_class_id((r[0], {"tag": x}), "tag", len(self.names)) for x in t])
+            where = f"{r[0]}: column {cols['tags']!r}"
+            tags.append([_label_id(x, self.names, f"{where}[{j}]") for j, x in enumerate(t)])
         # One tokenizer call for every word of the split: each word alone, with or without a leading space.
         flat = [prefix + w for words in sentences for w in words]
         pieces = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
@@ -287,6 +308,7 @@ class QuestionAnswering:
         questions = [_text(r, cols["question"]).lstrip() for r in rows]
         contexts = [_text(r, cols["context"]) for r in rows]
         answers = [self._answers(r, cols["answers"], c) for r, c in zip(rows, contexts, strict=True)]
+        self._check_question_lengths(rows, questions, tokenizer)
         try:
             enc = tokenizer(
                 questions,
@@ -313,6 +335,19 @@ class QuestionAnswering:
         extra = {"feature_example": feature_example, "offsets": offsets, "contexts": contexts,
                  "answers": [a["text"] for a in answers], "example_groups": groups}  # fmt: skip
         return Encoded(ids, targets, [groups[e] for e in feature_example], extra)
+
+    def _check_question_lengths(self, rows: list[Row], questions: list[str], tokenizer) -> None:
+        """Each window holds the whole question; the context's share must exceed the stride (tokenizers
+        aborts the process otherwise, with a panic that is not an Exception)."""
+        room = self.s["max_length"] - tokenizer.num_special_tokens_to_add(pair=True) - self.s["doc_stride"]
+        lengths = [len(ids) for ids in tokenizer(questions, add_special_tokens=False)["input_ids"]]
+        for row, n in zip(rows, lengths, strict=True):
+            if n >= room:
+                raise BenchmarkDataError(
+                    f"{row[0]}: the question is {n} tokens; with max_length={self.s['max_length']} and "
+                    f"doc_stride={self.s['doc_stride']} a question must be under {room} tokens "
+                    "(raise max_length or lower doc_stride)"
+                )
 
     @staticmethod
     def _answers(row: Row, name: str, context: str) -> dict[str, list]:
@@ -364,8 +399,28 @@ class QuestionAnswering:
                     a, b = span[1]
                     best[ex] = (span[0], x["contexts"][ex][a:b].strip())
         predictions = [best.get(e, (0.0, ""))[1] for e in range(len(x["contexts"]))]
-        gold = [a if a else [""] for a in x["answers"]]
-        return score_groups(predictions, gold, x["example_groups"], metrics.squad_scores)
+        mlqa = self.s.get("answer_normalization", "squad") == "mlqa"
+        gold = [(a if a else [""], _mlqa_language(g) if mlqa else None)
+                for a, g in zip(x["answers"], x["example_groups"], strict=True)]  # fmt: skip
+        return score_groups(
+            predictions,
+            gold,
+            x["example_groups"],
+            lambda p, g: metrics.squad_scores(p, [a for a, _ in g], [lang for _, lang in g]),
+        )
+
+
+def _mlqa_language(group: str) -> str | None:
+    """The context language of an MLQA config (`mlqa.zh.en` -> zh), whose answers MLQA's script
+    normalizes; None (SQuAD's normalization) for any other config, such as SQuAD's own dev set."""
+    parts = group.split(".")
+    if len(parts) != 3 or parts[0] != "mlqa":
+        return None
+    if parts[1] not in metrics.MLQA_LANGUAGES:
+        raise BenchmarkDataError(
+            f"config {group}: MLQA's normalization knows {', '.join(metrics.MLQA_LANGUAGES)}, not {parts[1]!r}"
+        )
+    return parts[1]
 
 
 def _span(offsets: list, answers: dict[str, list]) -> tuple[int, int]:

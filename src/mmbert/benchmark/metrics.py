@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 import string
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 
@@ -83,20 +84,50 @@ def regression_scores(pred: Sequence[float], gold: Sequence[float]) -> dict[str,
 # ---------------------------------------------------------------------------------------------- SQuAD
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = set(string.punctuation)
+# MLQA's official script (facebookresearch/MLQA mlqa_evaluation_v1.py), which XTREME scores MLQA with:
+# Unicode punctuation, each language's articles, Chinese split into characters. Keyed by the context's
+# language (MLQA's configs are mlqa.CONTEXT.QUESTION).
+_MLQA_ARTICLES = {
+    "en": re.compile(r"\b(a|an|the)\b"),
+    "es": re.compile(r"\b(un|una|unos|unas|el|la|los|las)\b"),
+    "vi": re.compile(r"\b(của|là|cái|chiếc|những)\b"),
+    "de": re.compile(r"\b(ein|eine|einen|einem|eines|einer|der|die|das|den|dem|des)\b"),
+    "ar": re.compile(r"\sال^|ال"),
+    "hi": None,
+    "zh": None,
+}
+MLQA_LANGUAGES = tuple(_MLQA_ARTICLES)
+_CJK = re.compile(r"[\u4e00-\u9fa5]")
 
 
-def normalize_answer(text: str) -> str:
-    """SQuAD v1.1's normalization: lower case, no punctuation, no English articles, single spaces."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
-    return " ".join(_ARTICLES.sub(" ", text).split())
+def normalize_answer(text: str, mlqa_language: str | None = None) -> str:
+    """SQuAD v1.1's normalization: lower case, no punctuation, no English articles, single spaces; with
+    `mlqa_language`, MLQA's: no Unicode punctuation, that language's articles, Chinese by character."""
+    if mlqa_language is None:
+        text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
+        return " ".join(_ARTICLES.sub(" ", text).split())
+    if mlqa_language not in _MLQA_ARTICLES:
+        raise ValueError(f"MLQA's normalization knows {', '.join(MLQA_LANGUAGES)}, not {mlqa_language!r}")
+    text = "".join(ch for ch in text.lower() if not _is_punctuation(ch))
+    articles = _MLQA_ARTICLES[mlqa_language]
+    if articles is not None:
+        text = articles.sub(" ", text)
+    if mlqa_language == "zh":
+        return " ".join(_CJK.sub(lambda m: f" {m.group(0)} ", text).split())
+    return " ".join(text.split())
 
 
-def exact_match(prediction: str, truth: str) -> float:
-    return float(normalize_answer(prediction) == normalize_answer(truth))
+def _is_punctuation(ch: str) -> bool:
+    return ch in _PUNCT or unicodedata.category(ch).startswith("P")
 
 
-def token_f1(prediction: str, truth: str) -> float:
-    pred, gold = normalize_answer(prediction).split(), normalize_answer(truth).split()
+def exact_match(prediction: str, truth: str, mlqa_language: str | None = None) -> float:
+    return float(normalize_answer(prediction, mlqa_language) == normalize_answer(truth, mlqa_language))
+
+
+def token_f1(prediction: str, truth: str, mlqa_language: str | None = None) -> float:
+    pred = normalize_answer(prediction, mlqa_language).split()
+    gold = normalize_answer(truth, mlqa_language).split()
     common = Counter(pred) & Counter(gold)
     same = sum(common.values())
     if same == 0:
@@ -105,10 +136,17 @@ def token_f1(prediction: str, truth: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def squad_scores(predictions: Sequence[str], answers: Sequence[Sequence[str]]) -> dict[str, float]:
-    """Exact match and F1, each the best over an example's gold answers, averaged over examples."""
-    em = [max(exact_match(p, a) for a in gold) for p, gold in zip(predictions, answers, strict=True)]
-    f1 = [max(token_f1(p, a) for a in gold) for p, gold in zip(predictions, answers, strict=True)]
+def squad_scores(
+    predictions: Sequence[str],
+    answers: Sequence[Sequence[str]],
+    mlqa_languages: Sequence[str | None] | None = None,
+) -> dict[str, float]:
+    """Exact match and F1, each the best over an example's gold answers, averaged over examples; with
+    `mlqa_languages` (one per example), each example normalized as MLQA's script does for it."""
+    langs = mlqa_languages or [None] * len(predictions)
+    rows = list(zip(predictions, answers, langs, strict=True))
+    em = [max(exact_match(p, a, lang) for a in gold) for p, gold, lang in rows]
+    f1 = [max(token_f1(p, a, lang) for a in gold) for p, gold, lang in rows]
     return {"exact_match": sum(em) / len(em), "f1": sum(f1) / len(f1)}
 
 

@@ -57,7 +57,15 @@ def differences(result: dict[str, Any]) -> list[str]:
     if not result["data"]["source"].startswith("hf"):
         out.append(f"Data from local files ({result['data']['source']}; sha256 per file in result.json).")
     if result["kind"] == "qa":
-        out.append("EM/F1 use SQuAD v1.1's English normalization for every language (as XTREME does).")
+        if v.get("answer_normalization", "squad") == "mlqa":
+            out.append(
+                "EM/F1 use MLQA's script's normalization per context language (as XTREME scores MLQA)."
+            )
+        else:
+            out.append(
+                "EM/F1 use SQuAD v1.1's English normalization for every language (as XTREME scores "
+                "XQuAD and TyDiQA-GoldP)."
+            )
     if result["kind"] == "token":
         out.append(
             f"Words tokenized one by one, prefix space {'on' if v.get('prefix_space', True) else 'off'}."
@@ -75,7 +83,9 @@ def write_report(path: Path, result: dict[str, Any]) -> None:
         f"Settings: `{Path(s['file']).name}` version {s['version']}"
         + (f", protocol `{result['protocol']}`" if result.get("protocol") else "")
         + (
-            f", learning rate {result['lr']:g} (best mean of the sweep)"
+            f", learning rate {result['lr']:g} (the sweep's best mean dev score"
+            + ("; dev is the reported split" if s["values"]["dev"] == s["values"]["eval"] else "")
+            + ")"
             if isinstance(s["values"].get("lr"), list)
             else ""
         )

@@ -179,12 +179,20 @@ def run_family(options: BenchmarkOptions) -> FamilyResult:
 
 
 def _choose(runs: list[dict[str, Any]], metric: str) -> tuple[float | None, list[dict[str, Any]]]:
-    """The runs of the learning rate with the best mean score (the only one without a sweep)."""
+    """The runs of the learning rate with the best mean dev score (the only one without a sweep).
+
+    Dev, not the reported split: XTREME's protocol picks on English dev, never on the target languages'
+    test sets. Where dev is the reported split (GLUE's dev sets), the two are the same numbers.
+    """
     by_lr: dict[Any, list[dict[str, Any]]] = {}
     for r in runs:
         by_lr.setdefault(r.get("lr"), []).append(r)
     sign = -1 if metric in LOWER_IS_BETTER else 1
-    lr = max(by_lr, key=lambda k: sign * sum(r["score"] for r in by_lr[k]) / len(by_lr[k]))
+
+    def dev_mean(lr: Any) -> float:
+        return sum(r.get("dev_score", r["score"]) for r in by_lr[lr]) / len(by_lr[lr])
+
+    lr = max(by_lr, key=lambda k: sign * dev_mean(k))
     return lr, by_lr[lr]
 
 
@@ -196,16 +204,27 @@ def _group_means(runs: list[dict[str, Any]], metric: str) -> dict[str, float]:
 def _read_part(
     source: DataSource, settings: Settings, role: str, record: dict
 ) -> list[tuple[str, list[Row]]]:
-    """The rows of each config of a part, after the settings' `languages` filter (if any)."""
+    """The rows of each config of a part, after the settings' `languages` filter (if any).
+
+    The filter applies to what is scored (eval), and to training and dev data only where they span
+    several languages (translate-train-all; TyDiQA's in-language training on its own data): a
+    single-config part, or one from a dataset of its own, is the protocol's source language (English
+    MNLI, COPA, SQuAD), which zero-shot transfer trains on whatever languages are scored.
+    """
     part = settings.part(role)
     keep = settings.get("languages")
-    by_id = settings.get("language_from") == "id"
+    if settings.get("language_from") == "id":  # one config, the language in each row's id
+        filter_configs = False
+        filter_rows = keep is not None and (role == "eval" or part.dataset == settings.get("dataset"))
+    else:
+        filter_configs = keep is not None and (role == "eval" or len(part.configs) > 1)
+        filter_rows = False
     out = []
     for config in part.configs:
-        if keep is not None and not by_id and config not in keep:
+        if filter_configs and config not in keep:
             continue  # a language config outside the filter: not read at all
         rows, rec = load_split(source, part, config, settings.get("dataset"), settings.get("revision"))
-        if keep is not None and by_id and role == "eval":
+        if filter_rows:
             rows = [r for r in rows if str(r[1].get(settings["columns"]["id"], "")).split("-", 1)[0] in keep]
             rec = {**rec, "rows_kept": len(rows)}
         record.setdefault(role, {})[config] = rec
@@ -244,7 +263,14 @@ def _finetune_runs(
     evals = _encode(kind, _read_part(source, settings, "eval", record), tokenizer)
     metric = settings["metric"]
     lrs = settings["lr"] if isinstance(settings["lr"], list) else [settings["lr"]]
-    overrides = {**kind.config(), "classifier_pooling": settings["classifier_pooling"]}
+    overrides = {
+        **kind.config(),
+        "classifier_pooling": settings["classifier_pooling"],
+        # The model fine-tunes as transformers reads the same directory (the paper's HF scripts): an
+        # export of a run under the released recipes carries the pre-training-only dropout after Wo
+        # (`attention_output_dropout: 0.1`), a key transformers ignores.
+        "attention_output_dropout": None,
+    }
     runs = []
     for lr in lrs:
         for seed in settings["seeds"]:
@@ -270,9 +296,10 @@ def _finetune_runs(
             scores = kind.evaluate(model, evals, device)
             task_score = sum(g[metric] for g in scores["groups"].values()) / len(scores["groups"])
             logger.info("%s lr %g seed %d: %s %.4f", settings.task, lr, seed, metric, task_score)
-            runs.append({"lr": float(lr), "seed": seed, "score": task_score, "eval": scores,
-                         "steps": fitted.steps, "best_step": fitted.best_step, "seconds": fitted.seconds,
-                         "dev_history": fitted.history})  # fmt: skip
+            kept = next(h for h in fitted.history if h["step"] == fitted.best_step)  # the model scored
+            runs.append({"lr": float(lr), "seed": seed, "score": task_score, "dev_score": kept[metric],
+                         "eval": scores, "steps": fitted.steps, "best_step": fitted.best_step,
+                         "seconds": fitted.seconds, "dev_history": fitted.history})  # fmt: skip
             del model
     return runs, record, metric
 

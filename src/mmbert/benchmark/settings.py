@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -35,7 +36,7 @@ KEYS = {
     "train", "dev", "eval", "lr", "epochs", "max_steps", "batch_size", "max_length", "warmup_ratio",
     "weight_decay", "seeds", "select", "eval_every", "patience", "classifier_pooling", "template",
     "language_from", "doc_stride", "max_answer_length", "n_best", "prefix_space", "tasks", "languages",
-    "local_score_range",
+    "local_score_range", "answer_normalization",
 }  # fmt: skip
 PART_KEYS = {"dataset", "configs", "split"}
 # The metrics each kind computes (any may be the task's `metric`); mse is the one where lower is better.
@@ -197,7 +198,8 @@ def load_settings(
 
 
 def _numbers_as_numbers(assignment: str) -> str:
-    """`lr=1e-4` means the number: YAML 1.1 reads `1e-4` (no dot) as a string."""
+    """`lr=1e-4` means the number: YAML 1.1 reads `1e-4` (no dot) as a string. The value is written back
+    in a form YAML 1.1 reads as a float (`1.0e-05`: JSON's `1e-05` would be a string again)."""
     key, sep, raw = assignment.partition("=")
     if not sep:
         return assignment
@@ -209,6 +211,8 @@ def _numbers_as_numbers(assignment: str) -> str:
     def fix(x: Any) -> Any:
         if isinstance(x, list):
             return [fix(y) for y in x]
+        if isinstance(x, dict):
+            return {k: fix(y) for k, y in x.items()}
         if isinstance(x, str):
             try:
                 return float(x)
@@ -216,7 +220,21 @@ def _numbers_as_numbers(assignment: str) -> str:
                 return x
         return x
 
-    return f"{key}={json.dumps(fix(value))}"
+    return f"{key}={_yaml_text(fix(value))}"
+
+
+def _yaml_text(x: Any) -> str:
+    """`x` as YAML flow text that reads back as the same value (floats with a dot and a signed exponent)."""
+    if isinstance(x, list):
+        return "[" + ", ".join(_yaml_text(y) for y in x) + "]"
+    if isinstance(x, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))}: {_yaml_text(y)}" for k, y in x.items()) + "}"
+    if isinstance(x, float) and math.isfinite(x):
+        mantissa, e, exponent = repr(x).partition("e")
+        if "." not in mantissa:
+            mantissa += ".0"
+        return mantissa + (f"e{exponent if exponent[0] in '+-' else '+' + exponent}" if e else "")
+    return json.dumps(x)
 
 
 def _check(s: Settings) -> None:
@@ -251,6 +269,8 @@ def _check(s: Settings) -> None:
         isinstance(v.get("max_length"), int) and v["max_length"] >= 8, "max_length", "must be an integer >= 8"
     )
     need(isinstance(v.get("epochs"), int | float) and v["epochs"] > 0, "epochs", "must be > 0")
+    for key in ("weight_decay", "warmup_ratio"):
+        need(isinstance(v.get(key), int | float) and 0 <= v[key] <= 1, key, "must be a number in [0, 1]")
     need(
         v.get("max_steps") is None or (isinstance(v["max_steps"], int) and v["max_steps"] >= 1),
         "max_steps",
@@ -269,6 +289,11 @@ def _check(s: Settings) -> None:
             f"must be a mapping of {sorted(PART_KEYS)} with a split",
         )
     if v["kind"] == "qa":
+        need(
+            v.get("answer_normalization", "squad") in ("squad", "mlqa"),
+            "answer_normalization",
+            "must be squad (SQuAD v1.1's script) or mlqa (MLQA's, per context language)",
+        )
         need(
             isinstance(v.get("doc_stride"), int) and 0 < v["doc_stride"] < v["max_length"] // 2,
             "doc_stride",

@@ -13,7 +13,8 @@ shards, which a rank soon touches all of (sampling is uniform inside a cell): ke
 would run into `ulimit -n` and the kernel's map count long before the run ends. When the process
 still runs out of descriptors (a low limit, other files open), the store closes shards and tries
 again, and shrinks its cache to what fitted; it reports a limit as a limit (`OpenFilesError`), never
-as a corrupt shard.
+as a corrupt shard. A shard's layout (where its arrays start, their lengths), checked at its first
+open, is kept (~150 bytes per shard), so a reopen reads no header.
 
 A shard that is missing, unreadable or inconsistent with the manifest raises `ShardError` naming the
 file; a shard is checked where it is read (its header, its first and last offsets, the offsets of
@@ -56,6 +57,8 @@ _LIMIT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 _TOKENS = np.dtype("<u4")
 _OFFSETS = np.dtype("<i8")
 _SCAN_TOKENS = 1 << 22  # tokens per read when a whole shard is scanned (16 MiB)
+_HEADER_BYTES = 128
+_MAX_HEADER_BYTES = 1 << 16
 
 
 class ShardError(MmbertError, RuntimeError):
@@ -70,11 +73,28 @@ def _offsets_path(tokens_path: Path) -> Path:
     return tokens_path.with_name(tokens_path.name.replace(".tokens.npy", ".offsets.npy"))
 
 
-def _open_array(path: Path, dtype: np.dtype) -> tuple[int, int, int]:
-    """(descriptor, byte offset of the data, number of elements) of a 1-D `.npy` file of `dtype`.
+def _read_header(fd: int) -> bytes:
+    """A `.npy` file's header: one small read (128 bytes is what numpy writes for a 1-D array), a
+    second one only for a longer header. Not a page: a shard opened for one document reads ~300 bytes
+    besides it."""
+    head = os.pread(fd, _HEADER_BYTES, 0)
+    if len(head) >= 12 and head[:6] == b"\x93NUMPY":
+        width = 2 if head[6] == 1 else 4  # the header length: uint16 in version 1, uint32 after
+        need = 8 + width + int.from_bytes(head[8 : 8 + width], "little")
+        if len(head) < need <= _MAX_HEADER_BYTES:
+            head += os.pread(fd, need - len(head), len(head))
+    return head
 
-    A limit on open files (EMFILE, ENFILE, ENOMEM) is raised as the `OSError` it is, for the caller
-    to make room; anything else wrong with the file is a `ShardError` naming it.
+
+def _open_array(
+    path: Path, dtype: np.dtype, known: tuple[int, int] | None = None
+) -> tuple[int, int, int, int]:
+    """(descriptor, byte offset of the data, number of elements, bytes read) of a 1-D `.npy` file of `dtype`.
+
+    `known`: the (offset, elements) found when the file was last opened, trusted while the file's
+    size still agrees (no header read). A limit on open files (EMFILE, ENFILE, ENOMEM) is raised as
+    the `OSError` it is, for the caller to make room; anything else wrong with the file is a
+    `ShardError` naming it.
     """
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
@@ -85,7 +105,10 @@ def _open_array(path: Path, dtype: np.dtype) -> tuple[int, int, int]:
             raise
         raise ShardError(f"{path}: cannot open shard file: {e.strerror}") from None
     try:
-        head = io.BytesIO(os.pread(fd, 4096, 0))
+        if known is not None and os.fstat(fd).st_size == known[0] + known[1] * dtype.itemsize:
+            return fd, known[0], known[1], 0
+        raw = _read_header(fd)
+        head = io.BytesIO(raw)
         try:
             version = np.lib.format.read_magic(head)
             if version == (1, 0):
@@ -102,7 +125,7 @@ def _open_array(path: Path, dtype: np.dtype) -> tuple[int, int, int]:
             raise ShardError(
                 f"{path}: corrupt shard file: {size} bytes, its header says {start + length * dtype.itemsize}"
             )
-        return fd, start, length
+        return fd, start, length, len(raw)
     except BaseException:
         os.close(fd)
         raise
@@ -112,18 +135,30 @@ class _Shard:
     """One shard's two open files: uint32 tokens and int64 document offsets (docs + 1 entries).
 
     Reads are positional, so a shard holds two descriptors and no memory map, and what a read costs is
-    what it returns.
+    what it returns. `layout` (a checked shard's `layout` from an earlier open) skips reading its
+    headers and checking its first and last offsets again while the files' sizes agree with it: with
+    tens of thousands of shards and 64 open, nearly every draw reopens its shard.
     """
 
-    def __init__(self, tokens_path: Path) -> None:
+    def __init__(self, tokens_path: Path, layout: tuple[int, int, int, int] | None = None) -> None:
         self.path = tokens_path
         self.offsets_path = _offsets_path(tokens_path)
-        self._tokens_fd, self._tokens_start, self.num_tokens = _open_array(tokens_path, _TOKENS)
+        known = (layout[:2], layout[2:]) if layout is not None else (None, None)
+        self._tokens_fd, self._tokens_start, self.num_tokens, head = _open_array(
+            tokens_path, _TOKENS, known[0]
+        )
         try:
-            self._offsets_fd, self._offsets_start, n = _open_array(self.offsets_path, _OFFSETS)
+            self._offsets_fd, self._offsets_start, n, head2 = _open_array(
+                self.offsets_path, _OFFSETS, known[1]
+            )
         except BaseException:
             os.close(self._tokens_fd)
             raise
+        self.bytes_read = head + head2  # everything read from the two files, headers included
+        self.layout = (self._tokens_start, self.num_tokens, self._offsets_start, n)
+        self.num_docs = n - 1
+        if self.layout == layout and not head and not head2:
+            return  # checked when first opened, and unchanged in size since
         try:
             if n < 1 or self.offsets(0, 1)[0] != 0:
                 raise ShardError(f"{self.offsets_path}: corrupt offsets (must start at 0 and not decrease)")
@@ -133,7 +168,6 @@ class _Shard:
         except BaseException:
             self.close()
             raise
-        self.num_docs = n - 1
 
     def close(self) -> None:
         os.close(self._tokens_fd)
@@ -142,6 +176,7 @@ class _Shard:
     def _read(self, fd: int, path: Path, start: int, first: int, count: int, dtype: np.dtype) -> np.ndarray:
         nbytes = count * dtype.itemsize
         data = os.pread(fd, nbytes, start + first * dtype.itemsize)
+        self.bytes_read += len(data)
         if len(data) != nbytes:
             raise ShardError(f"{path}: shorter than its header says (changed while being read?)")
         return np.frombuffer(data, dtype)
@@ -220,7 +255,13 @@ def record_id_ranges(root: str | os.PathLike) -> dict[str, Any]:
         fd = None
     try:
         if fd is not None:
-            fcntl.lockf(fd, fcntl.LOCK_EX)  # waits while another rank (or a prepare) holds it
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                logger.info(
+                    "%s: waiting for its lock (another rank recording the id ranges, or a prepare)", root
+                )
+                fcntl.lockf(fd, fcntl.LOCK_EX)
         manifest = _read(root)
         if not _missing_id_ranges(manifest):
             return manifest  # another rank did it while this one waited
@@ -233,7 +274,10 @@ def record_id_ranges(root: str | os.PathLike) -> dict[str, Any]:
                         found[rel] = shard_id_range(root / rel)
                 entry["ids"] = [found[rel] for rel in entry["shards"]]
         if fd is not None:
-            write_manifest(root, manifest)
+            try:
+                write_manifest(root, manifest)
+            except OSError as e:
+                logger.warning("%s: cannot record the id ranges (%s): every run checks them again", root, e)
         return manifest
     finally:
         if fd is not None:
@@ -281,7 +325,9 @@ class TokenStore:
         self._vocabulary_checked = vocab_size is None
         self._open: OrderedDict[str, _Shard] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
-        self.bytes_read = 0
+        self._closed_bytes = 0  # read from shards since closed
+        # Each shard's checked layout (4 integers, ~150 bytes with its key): a reopen reads no header.
+        self._layouts: dict[str, tuple[int, int, int, int]] = {}
         self.shard_opens = 0
 
     def check_vocabulary(self) -> None:
@@ -358,7 +404,7 @@ class TokenStore:
         path = self.root / rel
         while True:
             try:
-                shard = _Shard(path)
+                shard = _Shard(path, self._layouts.get(rel))
             except OSError as e:
                 if e.errno not in _LIMIT_ERRNOS:
                     raise
@@ -379,11 +425,19 @@ class TokenStore:
                     self._close_oldest()
                 continue
             self.shard_opens += 1
+            self._layouts[rel] = shard.layout
             return shard
 
     def _close_oldest(self) -> None:
         _, shard = self._open.popitem(last=False)
         shard.close()
+        self._closed_bytes += shard.bytes_read
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes read from shard files so far: documents, and the headers and offsets of every open."""
+        with self._lock:
+            return self._closed_bytes + sum(shard.bytes_read for shard in self._open.values())
 
     def close(self) -> None:
         """Close every open shard (reading again reopens them)."""
@@ -413,13 +467,21 @@ class TokenStore:
             self.check_vocabulary()
             shard, a, _ = self._shard(source, lang, k)
             tokens = shard.doc(a + j)
-            self.bytes_read += 2 * _OFFSETS.itemsize + tokens.nbytes
         if self.vocab_size is not None and tokens.size and int(tokens.max()) >= self.vocab_size:
             raise _vocabulary_error(
                 shard.path, int(tokens.max()), self.vocab_size, self.root / MANIFEST,
                 ", though the manifest's range for it is below: the shard changed after `prepare`",
             )  # fmt: skip
         return tokens
+
+    def doc_length(self, source: str, lang: str, i: int) -> int:
+        """Tokens in document `i`, from its two offsets (16 bytes read): for a reader that passes over
+        documents without using them (another rank's rows of a global batch)."""
+        k, j = self._locate(source, lang, i)
+        with self._lock:
+            shard, a, _ = self._shard(source, lang, k)
+            begin, end = (int(x) for x in shard.offsets(a + j, a + j + 2))
+        return end - begin
 
     def doc_lengths(self, source: str, lang: str) -> np.ndarray:
         """Token count of every document of a source's language, in document order: (num_docs,) int64."""
@@ -454,21 +516,32 @@ class TokenStore:
 class UnionStore:
     """Several prepared data directories read as one.
 
-    A source may be spread over several directories as long as each of its languages is in one of them:
-    a language added to a released mixture (its own directory, prepared under the mixture's source
-    name) joins that source's sampling.
+    A (source, language) cell may be spread over several directories: its documents are those of each
+    directory in the order listed. So a language added to a released mixture (its own directory,
+    prepared under the mixture's source name) joins that source's sampling, and a cell prepared in
+    pieces on machines that share no storage is read whole. The same data listed twice (a cell whose
+    source has the same fingerprint in two directories: a copy) is an error.
     """
 
     def __init__(self, stores: Sequence[TokenStore]) -> None:
         self.stores = list(stores)
-        self._by_cell: dict[tuple[str, str], TokenStore] = {}
+        self._by_cell: dict[tuple[str, str], list[TokenStore]] = {}
         for store in stores:
             for source in store.sources():
                 for lang in store.languages(source):
-                    other = self._by_cell.get((source, lang))
-                    if other is not None:
-                        raise ShardError(f"{source}/{lang} is in both {other.root} and {store.root}")
-                    self._by_cell[(source, lang)] = store
+                    holders = self._by_cell.setdefault((source, lang), [])
+                    for other in holders:
+                        if _same_data(other, store, source):
+                            raise ShardError(
+                                f"{source}/{lang} is in both {other.root} and {store.root}, prepared from "
+                                "the same data (a copy listed twice?)"
+                            )
+                    holders.append(store)
+        # Documents before each directory's part of a cell, plus the total.
+        self._cum = {
+            key: np.concatenate([[0], np.cumsum([s.num_docs(*key) for s in holders], dtype=np.int64)])
+            for key, holders in self._by_cell.items()
+        }
 
     def sources(self) -> list[str]:
         return sorted({source for source, _ in self._by_cell})
@@ -476,7 +549,7 @@ class UnionStore:
     def languages(self, source: str | None = None) -> list[str]:
         return sorted({lang for s, lang in self._by_cell if source in (None, s)})
 
-    def _store(self, source: str, lang: str) -> TokenStore:
+    def _holders(self, source: str, lang: str) -> list[TokenStore]:
         try:
             return self._by_cell[(source, lang)]
         except KeyError:
@@ -485,13 +558,49 @@ class UnionStore:
             ) from None
 
     def num_tokens(self, source: str, lang: str) -> int:
-        return self._store(source, lang).num_tokens(source, lang)
+        return sum(s.num_tokens(source, lang) for s in self._holders(source, lang))
 
     def num_docs(self, source: str, lang: str) -> int:
-        return self._store(source, lang).num_docs(source, lang)
+        return sum(s.num_docs(source, lang) for s in self._holders(source, lang))
+
+    def _locate(self, source: str, lang: str, i: int) -> tuple[TokenStore, int]:
+        """The directory holding a cell's document `i`, and its number there."""
+        holders, cum = self._holders(source, lang), self._cum[(source, lang)]
+        if not 0 <= i < cum[-1]:
+            raise IndexError(f"document {i} out of range for {source}/{lang} ({int(cum[-1])} documents)")
+        k = int(np.searchsorted(cum, i, side="right")) - 1
+        return holders[k], i - int(cum[k])
 
     def doc(self, source: str, lang: str, i: int) -> np.ndarray:
-        return self._store(source, lang).doc(source, lang, i)
+        store, j = self._locate(source, lang, i)
+        return store.doc(source, lang, j)
+
+    def doc_length(self, source: str, lang: str, i: int) -> int:
+        store, j = self._locate(source, lang, i)
+        return store.doc_length(source, lang, j)
+
+    def close(self) -> None:
+        for store in self.stores:
+            store.close()
+
+
+def _same_data(a: TokenStore, b: TokenStore, source: str) -> bool:
+    """Whether two directories hold `source` prepared from the same data (by its fingerprint; without
+    one, by the shard files themselves)."""
+    info_a = a.manifest.get("source_info", {}).get(source, {}).get("fingerprint")
+    info_b = b.manifest.get("source_info", {}).get(source, {}).get("fingerprint")
+    if info_a is not None and info_b is not None:
+        return info_a == info_b
+    files = {
+        (a.root / rel).resolve()
+        for entry in a.manifest["sources"][source].values()
+        for rel in entry["shards"]
+    }
+    return any(
+        (b.root / rel).resolve() in files
+        for entry in b.manifest["sources"][source].values()
+        for rel in entry["shards"]
+    )
 
 
 def open_data(
