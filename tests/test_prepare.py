@@ -210,6 +210,28 @@ def test_changed_source_or_tokenizer_needs_overwrite(tmp_path, tokdir):
     assert not (data / "web").exists()
 
 
+def test_prepare_repairs_a_manifest_and_a_shard_cut_short(tmp_path, tokdir):
+    """What the errors promise: `--overwrite` rebuilds a manifest without its tokenizer entry, and a
+    rerun prepares again the unit of a shard cut short."""
+    root = write_corpus(tmp_path / "corpus", files_per_lang=1, docs_per_file=5)
+    data = tmp_path / "data"
+    prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False)
+    manifest = json.loads((data / "manifest.json").read_text())
+    del manifest["tokenizer"]
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match="no 'tokenizer' entry.*--overwrite"):
+        prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False)
+    repaired = prepare(LocalFilesSource(root), tokdir, data, name="web", overwrite=True, progress=False)
+    assert repaired.units_total == 3 and repaired.manifest_path.is_file()
+    store = TokenStore(data)
+    assert store.tokenizer is not None and store.num_docs("web", "fra_Latn") == 5
+    shard = next((data / "web").glob("*.tokens.npy"))
+    whole = shard.read_bytes()
+    shard.write_bytes(whole[: len(whole) // 2])
+    again = prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False)
+    assert again.units_resumed == 2 and again.tokens_this_run > 0 and shard.read_bytes() == whole
+
+
 def test_sources_merge_into_one_manifest(tmp_path, tokdir):
     data = tmp_path / "data"
     a = write_corpus(tmp_path / "a", files_per_lang=1, docs_per_file=4, seed=1)

@@ -411,8 +411,14 @@ def test_adapt_never_replaces_an_input_or_a_model_unasked_and_writes_whole(
     gemma_texts, tmp_path, capsys, monkeypatch
 ):
     shipped = make_gemma_like_tokenizer(tmp_path / "gemma", gemma_texts[:40], vocab_size=400)
-    model = dir_with(tmp_path / "model", "config.json", "{}")
+    vocab = T.read_tokenizer_files(shipped).vocab_size
+    model = dir_with(tmp_path / "model", "config.json", json.dumps({"vocab_size": vocab + 200}))
     (model / "model.safetensors").write_bytes(b"weights")
+    # A model folder whose vocabulary differs: refused, --overwrite too (its weights would meet wrong ids)
+    assert cli.main(["tokenizer", "adapt", str(shipped), "--out", str(model), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert f"has {vocab} ids, but the model in {model} has {vocab + 200}" in err and err.count("\n") == 1
+    (model / "config.json").write_text(json.dumps({"vocab_size": vocab, "pad_token_id": 0}))
     for out, message in [
         (tmp_path, f"--out {tmp_path} would overwrite the input"),
         (model, f"--out {model} is a non-empty directory that this command did not write"),

@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -69,7 +70,7 @@ from mmbert.experiment import (
     read_state,
 )
 from mmbert.inference import load
-from mmbert.io import atomic_dir, atomic_write_text
+from mmbert.io import atomic_dir, atomic_write_text, check_output
 from mmbert.merge import merge_dirs
 from mmbert.metrics import read_metrics
 from mmbert.model import MmBertForMaskedLM
@@ -137,13 +138,20 @@ class Settings(ExperimentSettings):
         scale: float | None = None,
         quick: bool = False,
     ) -> Settings:
-        """The full ablation (`seeds` default 3), or the quick smoke test that the test suite runs."""
+        """The full ablation (`seeds` default 3), or the quick smoke test that the test suite runs.
+
+        `quick` fixes its own size: a `scale` with it is refused, not applied to the smoke test."""
         path = str(find_recipe(recipe))
+        seeds = cls.seeds if seeds is None else seeds
         if quick:
+            if scale is not None:
+                raise AblateError(
+                    "--quick and --scale cannot be combined: --quick is a fixed smoke-test size"
+                )
             return cls(
                 recipe=path,
-                seeds=seeds or 3,
-                scale=scale or 0.005,
+                seeds=seeds,
+                scale=0.005,
                 quick=True,
                 model_preset="tiny",
                 batch_tokens=1024,
@@ -154,11 +162,13 @@ class Settings(ExperimentSettings):
                 eval_per_group=3,
                 n_boot=100,
             )
-        return cls(recipe=path, seeds=seeds or 3, scale=scale or cls.scale)
+        return cls(recipe=path, seeds=seeds, scale=cls.scale if scale is None else scale)
 
     def __post_init__(self) -> None:
         if self.seeds < 2:
             raise AblateError(f"--seeds must be >= 2 for an interval across seeds, got {self.seeds}")
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise AblateError(f"--scale must be a finite number > 0, got {self.scale}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,6 +314,7 @@ def run_ablation(
     if PAPER not in arms:
         raise AblateError(f"every comparison is against the {PAPER!r} arm: include it in --arms")
     layout = Layout(out)
+    check_output(out, [settings.recipe], is_own=lambda d: (d / STATE_FILE).is_file(), overwrite=None)
     out.mkdir(parents=True, exist_ok=True)
     state = read_state(layout, settings, seconds={})
     atomic_write_text(layout.state, json.dumps(state, indent=1) + "\n")
@@ -311,7 +322,7 @@ def run_ablation(
     prepare_inputs(layout, settings, workers)
     base = base_recipe(settings, layout)
     base.save(layout.recipe)
-    options = TrainOptions(progress=progress, tensorboard=False)
+    options = TrainOptions(progress=progress, tensorboard=False, log_every_steps=0 if progress else None)
     eval_set = None
     jobs = [(arm, seed) for seed in range(settings.seeds) for arm in arms]
     for k, (arm, seed) in enumerate(jobs):

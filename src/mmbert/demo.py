@@ -58,7 +58,7 @@ from mmbert.evaluate import (
 )
 from mmbert.experiment import ExperimentError, ExperimentSettings, eval_languages, find_recipe, read_state
 from mmbert.inference import fill_word, load, masked_word
-from mmbert.io import atomic_dir, atomic_write_text, remove_stale_temps
+from mmbert.io import atomic_dir, atomic_write_text, check_output, remove_stale_temps
 from mmbert.merge import merge_dirs
 from mmbert.recipe import Recipe, load_recipe
 from mmbert.runs import run_recipe
@@ -103,12 +103,14 @@ class Settings(ExperimentSettings):
 class Demo:
     """The demo's directory, settings and finished steps."""
 
-    def __init__(self, out: Path, settings: Settings, workers: int) -> None:
+    def __init__(self, out: Path, settings: Settings, workers: int, log_every_steps: int = 0) -> None:
         self.out = out
         self.layout = Layout(out)
         self.settings = settings
         self.workers = workers
+        self.log_every_steps = log_every_steps  # the step lines of training (0: the bars only)
         self.t0 = time.perf_counter()
+        check_output(out, [settings.recipe], is_own=lambda _: self.layout.state.is_file(), overwrite=None)
         out.mkdir(parents=True, exist_ok=True)
         self.state = read_state(self.layout, settings, steps={})
 
@@ -179,7 +181,8 @@ def step_prepare(demo: Demo) -> None:
 
 def step_train(demo: Demo) -> None:
     recipe = load_recipe(demo.layout.recipe)
-    run_recipe(recipe, demo.layout.run, init_distributed("cpu"), TrainOptions())
+    options = TrainOptions(log_every_steps=demo.log_every_steps)
+    run_recipe(recipe, demo.layout.run, init_distributed("cpu"), options)
 
 
 def step_merge(demo: Demo, recipe: Recipe) -> None:
@@ -268,9 +271,9 @@ class DemoResult:
     seconds: float  # of all the steps, over every run that made them
 
 
-def run_demo(out: Path, settings: Settings, workers: int = 2) -> DemoResult:
+def run_demo(out: Path, settings: Settings, workers: int = 2, log_every_steps: int = 0) -> DemoResult:
     """Run (or continue) the demo in `out`."""
-    demo = Demo(out, settings, workers)
+    demo = Demo(out, settings, workers, log_every_steps)
     layout = demo.layout
     recipe = resolved_recipe(demo)
     recipe.save(layout.recipe)

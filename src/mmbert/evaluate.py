@@ -271,6 +271,9 @@ def retrieval_scores(
     progress: bool = False,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per declaration, per unit: whether it retrieves its English twin (x2en), and is retrieved from it (en2x)."""
+    if not eval_set.pairs:
+        logger.info("retrieval skipped: no language besides English to pair with its English twin")
+        return {}
     vectors = embed_ids(model, eval_set.units, batch_tokens=batch_tokens, progress=progress)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     out = {}

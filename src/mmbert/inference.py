@@ -40,7 +40,9 @@ from tqdm import tqdm
 from mmbert.data.masking import never_masked
 from mmbert.data.packing import PackedBatch
 from mmbert.data.records import BadInputError, iter_jsonl, iter_lines
-from mmbert.io import atomic_open
+from mmbert.errors import MmbertError
+from mmbert.hf import check_loaded_tokenizer
+from mmbert.io import atomic_open, check_output
 from mmbert.model import MmBertForMaskedLM, MmBertModel, pool_packed
 from mmbert.tokenizer import load_tokenizer
 
@@ -54,6 +56,23 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`device` (None: `default_device()`), refused in one line when torch cannot use it (a CUDA device
+    on a host without one), instead of an assertion deep inside torch at the first tensor moved."""
+    if device is None:
+        return default_device()
+    resolved = torch.device(device)
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise MmbertError(f"--device {device} was asked for, but torch sees no CUDA device")
+        if resolved.index is not None and resolved.index >= count:
+            raise MmbertError(
+                f"--device {device}: torch sees {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+            )
+    return resolved
+
+
 def load(model_dir: str | Path, device: str | torch.device | None = None) -> tuple[MmBertForMaskedLM, Any]:
     """An HF-format masked-LM directory -> (model in eval mode on `device`, its tokenizer).
 
@@ -63,11 +82,12 @@ def load(model_dir: str | Path, device: str | torch.device | None = None) -> tup
     path = Path(model_dir)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     model = MmBertForMaskedLM.from_pretrained(path, device=device)
     tokenizer = load_tokenizer(path, adapt=True)
     if tokenizer.mask_token_id is None:
         raise ValueError(f"{path}: the tokenizer has no mask token")
+    check_loaded_tokenizer(model.config, tokenizer, path, path)
     return model, tokenizer
 
 
@@ -329,6 +349,8 @@ def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list
     """`<bos> text <eos>` ids, truncated to `max_length` tokens (specials included)."""
     if max_length < 2:
         raise ValueError(f"max_length must be >= 2, got {max_length}")
+    if not texts:  # transformers' fast tokenizers fail on an empty batch
+        return []
     enc = tokenizer(list(texts), truncation=True, max_length=max_length)
     return [list(ids) for ids in enc["input_ids"]]
 
@@ -369,6 +391,8 @@ def embed_file(
         raise ValueError(f"{out}: output must end in .npy or .parquet")
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    # The shared --out check (before the work): not an input, not a directory, somewhere writable.
+    check_output(out, [model_dir, input_path], is_own=lambda _: False, overwrite=None, file=True)
     texts = read_texts(input_path, text_field)
     model, tokenizer = load(model_dir, device)
     vectors = embed(model, tokenizer, texts, batch_size, max_length, progress=progress)

@@ -71,7 +71,7 @@ class RunLog:
     def write(self, record: dict[str, Any]) -> None:
         step = record["step"]
         self.metrics.write(record)
-        if step % self.log_every_steps == 0:
+        if self.log_every_steps and step % self.log_every_steps == 0:  # 0: no step lines
             logger.info(step_line(record))
         if self.tb is not None:
             for key in TB_KEYS:

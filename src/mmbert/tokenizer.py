@@ -32,7 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 from tokenizers import Tokenizer, processors
 
+from mmbert.config import read_hf_config
 from mmbert.errors import MmbertError
+from mmbert.hf import check_tokenizer_fits
 from mmbert.io import check_output, update_dir
 from mmbert.tokens import BOS, BOS_ID, EOS, EOS_ID, ROLE_ALIASES, SPECIAL_IDS, SPECIAL_TOKENS
 
@@ -161,6 +163,9 @@ def _load_as_shipped(path_or_name: str | Path) -> PreTrainedTokenizerBase:
         raise NotADirectoryError(f"{path}: a tokenizer is a directory (with tokenizer.json or similar)")
     if not local and (path.is_absolute() or str(path_or_name).startswith(".")):
         raise FileNotFoundError(f"{path}: no such tokenizer directory")
+    if local and not any((path / name).is_file() for name in TOKENIZER_FILES):
+        what = "an empty directory" if not any(path.iterdir()) else "a directory without tokenizer files"
+        raise FileNotFoundError(f"{path}: {what} (a tokenizer has {', '.join(TOKENIZER_IDENTITY_FILES)})")
     try:
         # a name is looked up in the local cache only: nothing is downloaded behind the user's back
         offline = {} if local else {"local_files_only": True}
@@ -452,6 +457,12 @@ class AdaptReport:
     source_fingerprint: str  # the same unless a special token had to become an added token
 
 
+def check_model_max_length(model_max_length: int) -> None:
+    """`--model-max-length`: a context of at least two tokens (`<bos>` and `<eos>`)."""
+    if model_max_length < 2:
+        raise ValueError(f"--model-max-length must be >= 2 (<bos> and <eos>), got {model_max_length}")
+
+
 def adapt_and_save(
     source: str | Path, out: str | Path, *, model_max_length: int = MODEL_MAX_LENGTH, overwrite: bool = False
 ) -> AdaptReport:
@@ -461,6 +472,7 @@ def adapt_and_save(
     are replaced); without, `out` is new, empty or a directory of tokenizer files only, and holds no
     tokenizer yet. `out` changes in one step (`save_tokenizer`).
     """
+    check_model_max_length(model_max_length)
     files = read_tokenizer_files(source, require_layout=True)
     out = Path(out)
     check_output(out, [files.directory], is_own=only_tokenizer_files, overwrite=overwrite)
@@ -468,6 +480,9 @@ def adapt_and_save(
         raise TokenizerLayoutError(f"{out} already holds a tokenizer: --overwrite replaces it")
     changes = layout_changes(files, model_max_length)
     tok = adapt_tokenizer(files, model_max_length)
+    if (out / "config.json").is_file():  # into a model's folder: only a tokenizer with its vocabulary
+        special = {"pad": tok.pad_token_id, "mask": tok.mask_token_id}
+        check_tokenizer_fits(read_hf_config(out), len(tok), special, out, source)
     save_tokenizer(tok, out)
     return AdaptReport(out, changes, fingerprint(tok), fingerprint(files.backend))
 
@@ -532,6 +547,7 @@ def summarize_tokenizer(
 ) -> TokenizerSummary:
     """Load a tokenizer (`load_tokenizer`) and describe it against mmBERT's layout: from its files when it
     has a tokenizer.json (what the manifest and merges also read), else as transformers loads it."""
+    check_model_max_length(model_max_length)
     tok = load_tokenizer(path_or_name)
     try:
         files: TokenizerFiles | None = read_tokenizer_files(path_or_name)

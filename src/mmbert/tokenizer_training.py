@@ -336,6 +336,10 @@ def train_and_save(
     `out` must not be an input, nor a non-empty directory holding anything but tokenizer files (a
     model's directory), unless `overwrite`; then its tokenizer files are replaced and the rest stays.
     """
+    if not 0 <= tau <= 1:  # as in recipes: p ∝ n^tau between uniform (0) and proportional (1)
+        raise ValueError(f"--tau must be in [0, 1], got {tau}")
+    if max_chars is not None and max_chars < 1:
+        raise ValueError(f"--max-chars must be >= 1, got {max_chars}")
     check_output(out, inputs or (), is_own=only_tokenizer_files, overwrite=overwrite)
     if inputs is None:
         texts = bundled_texts("train")

@@ -256,6 +256,12 @@ def load_pickled(path: Path, mmap: bool = True) -> tuple[Any, list[str]]:
     an object of any other class is a `SkippedObject` (its class is named in the list returned, once per
     occurrence).
     """
+    if path.is_dir():
+        kind = "an HF model directory" if (path / "config.json").is_file() else "a directory"
+        raise IsADirectoryError(
+            f"{path} is {kind}, not a checkpoint file: convert reads a training checkpoint (.pt); "
+            "a model directory is already in HF format"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint file is missing")
     skipped: list[str] = []

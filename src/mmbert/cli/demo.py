@@ -17,13 +17,19 @@ INTERRUPTED = "finished steps are kept: rerun the same command to continue"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    experiment_options(
+    runner = experiment_options(
         parser,
         run_demo,
         Settings.create,
         out="runs/demo",
         scale="default 1",
         quick="smoke-test size: the tiny model, 3%% of the tokens, fewer languages evaluated",
+    )
+    runner.add(
+        "log_every_steps",
+        "--log-every",
+        help="a training step line every N steps (0: none; the bars show progress, "
+        "every step is in metrics.jsonl and TensorBoard)",
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from mmbert.cli import Options, add_shared, call, own_option
+from mmbert.cli import Options, add_shared, call, int_at_least, own_option, positive_float
 from mmbert.plan import format_plan, plan_file
 
 INTERMIXED = True  # dotted overrides may come after the options
@@ -29,8 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "released", "--released-counts", group=source, help="use mmBERT's released per-language token counts"
     )
     o.add("variant", help="a decay variant of the recipe (default: the phases as written)")
-    o.add("max_epochs", help="flag cells repeated more")
-    own_option(parser, "--top", type=int, default=15, help="cells shown per phase (0 = all; flagged always)")
+    o.add("max_epochs", type=positive_float, help="flag cells repeated more")
+    own_option(
+        parser,
+        "--top",
+        type=int_at_least(0),
+        default=15,
+        help="cells shown per phase (0 = all; flagged always)",
+    )
     add_shared(parser, "json")
     o.add("overrides", positional=True, nargs="*", help="dotted recipe overrides, e.g. phases.0.tokens=1M")
 

@@ -56,6 +56,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="under torchrun: seconds a rank waits in a collective for a peer before it gives up",
     )
     train.shared("progress")
+    train.add(
+        "log_every_steps",
+        "--log-every",
+        help="a step line every N steps (default: the recipe's train.log_every_steps; 0: none)",
+    )
     train.add("tensorboard", help="no TensorBoard events")
 
 

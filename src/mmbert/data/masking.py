@@ -5,16 +5,15 @@ original id (-100 everywhere else, which the loss ignores), and its input become
 probability 0.8, a random token with probability 0.1, and stays unchanged with probability 0.1.
 
 Special tokens: the tokens of the special roles, pad, eos, bos, unk and mask (and cls/sep, which are
-bos/eos in mmBERT's layout) are never selected and never drawn as the random replacement; random
-replacements are uniform over the rest of the vocabulary. Those are ids 0-4 (`mmbert.tokens`) for
-every tokenizer with mmBERT's layout, which training checks; `never_masked` is the one rule, for
-training and evaluation alike (a model of another family is evaluated with its tokenizer's own role
-ids). This differs from mmBERT's trainer on purpose. ModernBERT's sequence packer
-(`SequencePacker.mlm_masking`, which mmBERT's released configs ran) selects every non-pad position,
-`<bos>` and `<eos>` included, and draws random replacements from `[0, max id in the masked batch]`, so
-they can be special ids and never exceed the batch's largest id. Here predicting `<bos>`/`<eos>` is not
-trained (they sit at fixed places: trivial), pad is not data, `<unk>` teaches nothing, and every
-ordinary token can replace.
+bos/eos in mmBERT's layout), are never selected and never drawn as the random replacement: ids 0-4
+(`mmbert.tokens`) for every tokenizer with mmBERT's layout, which training checks; random replacements
+are uniform over the rest of the vocabulary. `never_masked` is that one rule, for training and for
+evaluation alike (a model of another family is evaluated with its tokenizer's own role ids).
+This differs from mmBERT's trainer on purpose. ModernBERT's sequence packer (`SequencePacker.mlm_masking`,
+which mmBERT's released configs ran) selects every non-pad position, `<bos>` and `<eos>` included, and
+draws random replacements from `[0, max id in the masked batch]`, so they can be special ids and never
+exceed the batch's largest id. Here predicting `<bos>`/`<eos>` is not trained (they sit at fixed
+places: trivial), pad is not data, `<unk>` teaches nothing, and every ordinary token can replace.
 """
 
 from __future__ import annotations

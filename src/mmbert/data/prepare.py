@@ -63,6 +63,7 @@ from mmbert.data.documents import Document, TokenizedDocument
 from mmbert.data.manifest import (
     MANIFEST,
     SOURCE_NAME_RE,
+    ManifestTokenizerError,
     language_entries,
     new_manifest,
     read_manifest,
@@ -363,14 +364,25 @@ def _run_unit(job: _Job) -> dict[str, Any]:
 
 
 def _record_complete(record: dict[str, Any], data: Path, where: Path) -> bool:
-    """Whether every shard a unit record names exists (its paths must lie inside DATA)."""
+    """Whether every shard a unit record names is there whole (its paths must lie inside DATA): both
+    files, each as long as the record says. A shard cut short (a copy that stopped, a damaged disk)
+    makes its unit be prepared again."""
     for shard in record["shards"]:
         tokens = inside(data, shard["path"], f"{where}: shards")
-        if not (
-            tokens.exists() and tokens.with_name(tokens.name.replace(".tokens.npy", ".offsets.npy")).exists()
-        ):
+        offsets = tokens.with_name(tokens.name.replace(".tokens.npy", ".offsets.npy"))
+        if not (_npy_length(tokens) == shard["tokens"] and _npy_length(offsets) == shard["docs"] + 1):
+            logger.warning("%s: missing or cut short, preparing its unit again", tokens)
             return False
     return True
+
+
+def _npy_length(path: Path) -> int | None:
+    """The length of the 1-d array in a .npy file, read from its header; None when the file is missing
+    or shorter than its header says."""
+    try:
+        return len(np.load(path, mmap_mode="r"))
+    except (OSError, ValueError):  # missing; or "mmap length is greater than file size"
+        return None
 
 
 def _with_id_ranges(record: dict[str, Any], data: Path, where: Path) -> dict[str, Any]:
@@ -417,6 +429,21 @@ def _is_prepared_data(data: Path) -> bool:
         or any(data.glob("*/_source.json"))
         or any(data.glob(f"*/{PARTS}"))
     )
+
+
+def _usable_manifest(data: Path, overwrite: bool) -> dict[str, Any] | None:
+    """`data`'s manifest; with `overwrite`, one without its tokenizer entry (what its error advises) is
+    deleted, to be written again: each source's finished units stay in its directory, and a rerun of
+    `prepare` for that source lists it again without tokenizing anew (`_record_complete`). Nothing it
+    names is followed or deleted; any other fault of a manifest stays an error."""
+    try:
+        return read_manifest(data)
+    except ManifestTokenizerError as err:
+        if not overwrite:
+            raise
+        logger.warning("--overwrite: %s; writing a new manifest (prepare each source again to list it)", err)
+        (data / MANIFEST).unlink()
+        return None
 
 
 def _check_tokenizer(
@@ -525,7 +552,7 @@ def prepare(
     with directory_lock(lock, "mmbert prepare"):
         if part is None:
             remove_stale_temps(data)  # a killed run's manifest temporaries (its shards': below)
-        manifest = _check_tokenizer(data, read_manifest(data), identity, overwrite)
+        manifest = _check_tokenizer(data, _usable_manifest(data, overwrite), identity, overwrite)
         fingerprint = source.fingerprint()
         state = {
             "spec": source.spec(),
