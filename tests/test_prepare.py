@@ -210,15 +210,21 @@ def test_changed_source_or_tokenizer_needs_overwrite(tmp_path, tokdir):
     assert not (data / "web").exists()
 
 
-def test_prepare_repairs_a_manifest_and_a_shard_cut_short(tmp_path, tokdir):
-    """What the errors promise: `--overwrite` rebuilds a manifest without its tokenizer entry, and a
-    rerun prepares again the unit of a shard cut short."""
-    root = write_corpus(tmp_path / "corpus", files_per_lang=1, docs_per_file=5)
+def _prepared_without_its_tokenizer(tmp_path: Path, tokdir: Path, docs_per_file: int) -> tuple[Path, Path]:
+    """A small corpus prepared into DATA whose manifest then lost its `tokenizer` entry: (corpus, DATA)."""
+    root = write_corpus(tmp_path / "corpus", files_per_lang=1, docs_per_file=docs_per_file)
     data = tmp_path / "data"
     prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False)
     manifest = json.loads((data / "manifest.json").read_text())
     del manifest["tokenizer"]
     (data / "manifest.json").write_text(json.dumps(manifest))
+    return root, data
+
+
+def test_prepare_repairs_a_manifest_and_a_shard_cut_short(tmp_path, tokdir):
+    """What the errors promise: `--overwrite` rebuilds a manifest without its tokenizer entry, and a
+    rerun prepares again the unit of a shard cut short."""
+    root, data = _prepared_without_its_tokenizer(tmp_path, tokdir, docs_per_file=5)
     with pytest.raises(ManifestError, match="no 'tokenizer' entry.*--overwrite"):
         prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False)
     repaired = prepare(LocalFilesSource(root), tokdir, data, name="web", overwrite=True, progress=False)
@@ -380,12 +386,7 @@ def test_paths_from_the_manifest_or_a_unit_record_never_leave_data(tmp_path, tok
 
 
 def test_a_manifest_without_its_tokenizer_is_a_clear_error(tmp_path, tokdir):
-    root = write_corpus(tmp_path / "corpus", files_per_lang=1, docs_per_file=3)
-    data = tmp_path / "data"
-    prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False)
-    manifest = json.loads((data / "manifest.json").read_text())
-    del manifest["tokenizer"]
-    (data / "manifest.json").write_text(json.dumps(manifest))
+    root, data = _prepared_without_its_tokenizer(tmp_path, tokdir, docs_per_file=3)
     for action in (lambda: TokenStore(data), lambda: prepare(LocalFilesSource(root), tokdir, data, name="x")):
         with pytest.raises((ShardError, ManifestError), match="manifest.json: no 'tokenizer' entry"):
             action()

@@ -17,17 +17,12 @@ from mmbert.cli import Options
 from mmbert.cli.experiment import experiment_options, run_experiment
 
 INTERRUPTED = "finished runs and evaluations are kept: rerun the same command to continue"
+SCALE = f"default {Settings.scale:g}: about 35 min on 2 cores"
+QUICK = "smoke-test size: the tiny model, 0.5%% of the tokens"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    ablation = experiment_options(
-        parser,
-        run_ablation,
-        Settings.create,
-        out="runs/ablate",
-        scale=f"default {Settings.scale:g}: about 35 min on 2 cores",
-        quick="smoke-test size: the tiny model, 0.5%% of the tokens",
-    )
+    ablation = experiment_options(parser, run_ablation, Settings.create, "runs/ablate", SCALE, QUICK)
     ablation.add("arms", choices=list(ARMS), help=f"default: all ({', '.join(ARMS)})")
     Options(parser, Settings.create).add("seeds", help="seeds per arm (default 3)")
     ablation.shared("progress")

@@ -14,17 +14,11 @@ from mmbert.cli.experiment import experiment_options, run_experiment
 from mmbert.demo import Settings, run_demo
 
 INTERRUPTED = "finished steps are kept: rerun the same command to continue"
+QUICK = "smoke-test size: the tiny model, 3%% of the tokens, fewer languages evaluated"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    runner = experiment_options(
-        parser,
-        run_demo,
-        Settings.create,
-        out="runs/demo",
-        scale="default 1",
-        quick="smoke-test size: the tiny model, 3%% of the tokens, fewer languages evaluated",
-    )
+    runner = experiment_options(parser, run_demo, Settings.create, "runs/demo", "default 1", QUICK)
     runner.add(
         "log_every_steps",
         "--log-every",

@@ -18,7 +18,6 @@ def experiment_options(
     parser: argparse.ArgumentParser,
     run: Callable[..., Any],
     create: Callable[..., Any],
-    *,
     out: str,
     scale: str,
     quick: str,
