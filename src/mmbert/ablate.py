@@ -75,7 +75,8 @@ from mmbert.merge import merge_dirs
 from mmbert.metrics import read_metrics
 from mmbert.model import MmBertForMaskedLM
 from mmbert.recipe import Recipe, apply_override, load_recipe
-from mmbert.runs import run_recipe, variant_dir
+from mmbert.run_layout import RunLayout
+from mmbert.runs import run_recipe
 from mmbert.stats import (
     SeedStats,
     bootstrap_weights,
@@ -86,7 +87,7 @@ from mmbert.stats import (
 )
 from mmbert.tokenizer import load_tokenizer, write_tokenizer_files
 from mmbert.tokenizer_training import train_and_save
-from mmbert.train import TrainOptions, export_dir
+from mmbert.train import TrainOptions
 
 logger = logging.getLogger(__name__)
 
@@ -227,10 +228,10 @@ def ema_recipe(recipe: Recipe) -> Recipe:
 def arm_models(arm: str, recipe: Recipe, run: Path, layout: Layout, seed: int) -> dict[str, Path]:
     """The evaluated models of one arm x seed, by name: the paper arm's several, one for the others."""
     if arm != PAPER:
-        return {arm: export_dir(run, recipe.phases[-1].name)}
+        return {arm: RunLayout(run).export(recipe.phases[-1].name)}
     last = recipe.phases[-1].name
-    models = {"pre-decay": export_dir(run, recipe.phases[-2].name)}
-    models.update({f"decay-{v}": export_dir(variant_dir(run, v), last) for v in VARIANTS})
+    models = {"pre-decay": RunLayout(run).export(recipe.phases[-2].name)}
+    models.update({f"decay-{v}": RunLayout(run).variant(v).export(last) for v in VARIANTS})
     models.update({m: layout.merge_dir(seed, m) for m in MERGES})
     return models
 
@@ -252,9 +253,8 @@ def prepare_inputs(layout: Layout, settings: Settings, workers: int) -> None:
 
 def export_checkpoint(path: Path, tokenizer: Any, out: Path) -> Path:
     """An HF-format export (model + `tokenizer`) of a training checkpoint, swapped in whole."""
-    state = ckpt.load_checkpoint(path)
-    model = MmBertForMaskedLM(MmBertConfig(**state["model_config"]))
-    model.load_state_dict(state["model"])
+    model = MmBertForMaskedLM(MmBertConfig(**ckpt.read_train_state(path)["run"]["model_config"]))
+    ckpt.load_model_weights(path, model)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         write_tokenizer_files(tokenizer, tmp)
@@ -274,16 +274,17 @@ def train_arm(arm: str, recipe: Recipe, run: Path, options: TrainOptions) -> Non
 def merge_paper(recipe: Recipe, run: Path, layout: Layout, seed: int) -> None:
     """TIES and linear merges of the decay variants, and the EMA of decay-all's checkpoints."""
     last = recipe.phases[-1].name
-    variants = [export_dir(variant_dir(run, v), last) for v in VARIANTS]
-    pre_decay = export_dir(run, recipe.phases[-2].name)
+    variants = [RunLayout(run).variant(v).export(last) for v in VARIANTS]
+    pre_decay = RunLayout(run).export(recipe.phases[-2].name)
     if not layout.merge_dir(seed, "ties").exists():
         merge_dirs("ties", pre_decay, variants, layout.merge_dir(seed, "ties"), density=TIES_DENSITY)
     if not layout.merge_dir(seed, "linear").exists():
         merge_dirs("linear", None, variants, layout.merge_dir(seed, "linear"))
     if not layout.merge_dir(seed, "ema").exists():
-        tokenizer = load_tokenizer(export_dir(variant_dir(run, "all"), last))  # as the trainer exported it
+        decay_all = RunLayout(run).variant("all")
+        tokenizer = load_tokenizer(decay_all.export(last))  # as the trainer exported it
         by_step: dict[int, Path] = {}
-        for info in ckpt.list_checkpoints(variant_dir(run, "all")):
+        for info in ckpt.list_checkpoints(decay_all.root):
             by_step[info.step] = info.path  # a phase-end checkpoint sorts after a periodic one of its step
         inputs = []
         for step, path in sorted(by_step.items()):
@@ -647,9 +648,9 @@ def training_curves(layout: Layout, recipe: Recipe, arms: Sequence[str], seeds: 
     for arm in arms:
         for seed in range(seeds):
             run = layout.run_dir(arm, seed)
-            records = read_metrics(run / "metrics.jsonl")
+            records = read_metrics(RunLayout(run).metrics)
             if arm == PAPER:
-                records += read_metrics(variant_dir(run, "all") / "metrics.jsonl")
+                records += read_metrics(RunLayout(run).variant("all").metrics)
             pts = [[r["tokens"], r["loss"]] for r in records if r.get("loss") is not None]
             if pts:
                 curves.setdefault(arm, []).append(pts)

@@ -19,8 +19,7 @@ from pathlib import Path
 
 from mmbert.experiment import ExperimentLayout, Under
 from mmbert.recipe import Recipe
-from mmbert.runs import variant_dir
-from mmbert.train import export_dir
+from mmbert.run_layout import RunLayout
 
 STATE_FILE = "demo_state.json"
 QUICK_SCALE = 0.03  # of recipes/tiny.yaml's tokens, with the tiny model: the smoke test
@@ -55,10 +54,10 @@ class Layout(ExperimentLayout):
 
     def pre_decay_export(self, recipe: Recipe) -> Path:
         """The export at the end of the phase before the decay (the variants' common start)."""
-        return export_dir(self.run, recipe.phases[-2].name)
+        return RunLayout(self.run).export(recipe.phases[-2].name)
 
     def variant_export(self, recipe: Recipe, variant: str) -> Path:
-        return export_dir(variant_dir(self.run, variant), recipe.phases[-1].name)
+        return RunLayout(self.run).variant(variant).export(recipe.phases[-1].name)
 
     def model_dirs(self, recipe: Recipe) -> dict[str, Path]:
         """The evaluated models, by display name: pre-decay checkpoint, each decay variant, the merge."""

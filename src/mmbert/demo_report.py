@@ -34,7 +34,7 @@ from mmbert.io import atomic_write_text
 from mmbert.metrics import read_metrics
 from mmbert.plots import pyplot, save_figure
 from mmbert.recipe import Recipe
-from mmbert.runs import variant_dir
+from mmbert.run_layout import RunLayout
 from mmbert.stats import with_interval
 
 # One color per run / model, stable across plots.
@@ -385,9 +385,9 @@ def write_demo_report(layout: Layout, recipe: Recipe, state: Mapping[str, Any]) 
     layout.plots.mkdir(parents=True, exist_ok=True)
     last = recipe.phases[-1]
     shared = " + ".join(p.name for p in recipe.phases[:-1]) + " (shared)"
-    runs = {shared: read_metrics(layout.run / "metrics.jsonl")}
+    runs = {shared: read_metrics(RunLayout(layout.run).metrics)}
     for v in recipe.variant_names():
-        runs[f"{last.name}-{v}"] = read_metrics(variant_dir(layout.run, v) / "metrics.jsonl")
+        runs[f"{last.name}-{v}"] = read_metrics(RunLayout(layout.run).variant(v).metrics)
     bounds = list(zip([p.name for p in recipe.phases], recipe.phase_starts(), strict=True))
     plots = {
         "loss": plot_loss(runs, bounds, layout.plots / "loss.png"),

@@ -10,8 +10,10 @@ all-reduced) and FSDP2 (`fully_shard` on every encoder layer and then on the roo
 gradients and optimizer state are sharded and gathered one layer at a time). The model classes know
 nothing about either: wrapping happens here.
 
-State dicts are always full (unsharded) and on CPU so that a checkpoint written by any number of ranks
-has the same shape as a single-process one; only rank 0 writes files.
+The training state's tensors are handed to `torch.distributed.checkpoint` as each rank holds them
+(`ModelState`, `OptimizerState`: FSDP's shards, DDP's replicas), so that every rank writes and reads
+its own part and a checkpoint loads on any number of ranks; the one full gather is the HF export at
+a phase end (`full_model_state_dict`).
 
 When one process of the group goes, the others go too, within a bounded time: a rank started by
 torchrun ends with torchrun (`mmbert.process.die_with_parent`: left alive by a killed torchrun, it
@@ -196,10 +198,11 @@ def no_grad_sync(model: nn.Module, enabled: bool) -> Iterator[None]:
         yield
 
 
-def model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Full, CPU state dict of the (possibly wrapped) model; with FSDP only rank 0 gets the tensors."""
+def full_model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Full, CPU state dict of the (possibly wrapped) model, for the HF export at a phase end (the one
+    full gather of a run); with FSDP every rank takes part and only rank 0 gets the tensors."""
     if is_fsdp(model):
-        from torch.distributed.checkpoint.state_dict import (  # FSDP only (1.4 s)
+        from torch.distributed.checkpoint.state_dict import (  # FSDP (1.4 s)
             StateDictOptions,
             get_model_state_dict,
         )
@@ -208,44 +211,76 @@ def model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
 
 
-def load_model_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    if is_fsdp(model):
-        from torch.distributed.checkpoint.state_dict import (  # FSDP only (1.4 s)
-            StateDictOptions,
-            set_model_state_dict,
-        )
-
-        set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
-    else:
-        unwrap(model).load_state_dict(state)
-
-
-def optimizer_state_dict(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Full optimizer state (FSDP: keyed by parameter name and gathered to rank 0; else torch's form)."""
-    if is_fsdp(model):
-        from torch.distributed.checkpoint.state_dict import (  # FSDP only (1.4 s)
-            StateDictOptions,
-            get_optimizer_state_dict,
-        )
-
-        return get_optimizer_state_dict(
-            model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-        )
-    return optimizer.state_dict()
+def tied_names(model: nn.Module) -> list[str]:
+    """State-dict names of parameters that are another parameter under a second name (the decoder tied
+    to the embedding): stored once, under the first name."""
+    seen: set[int] = set()
+    tied = []
+    for name, param in unwrap(model).named_parameters(remove_duplicate=False):
+        if id(param) in seen:
+            tied.append(name)
+        seen.add(id(param))
+    return tied
 
 
-def load_optimizer_state_dict(
-    model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
-) -> None:
-    if is_fsdp(model):
-        from torch.distributed.checkpoint.state_dict import (  # FSDP only (1.4 s)
-            StateDictOptions,
-            set_optimizer_state_dict,
-        )
+class ModelState:
+    """The model's part of the training state, as each rank holds it (FSDP: its shards; DDP or one
+    process: the whole tensors), so that `torch.distributed.checkpoint` saves and loads each rank's own
+    part and reshards on load; tied names are left out (stored once). Stateful (DCP's protocol)."""
 
-        set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
-    else:
-        optimizer.load_state_dict(state)
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def state_dict(self) -> dict[str, Any]:
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict  # imports FSDP (1.4 s)
+
+        state = get_model_state_dict(self.model)
+        for name in tied_names(self.model):
+            state.pop(name, None)
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        result = set_model_state_dict(self.model, state_dict, options=StateDictOptions(strict=False))
+        # DDP reports its wrapper's names ("module.<name>")
+        missing = {
+            k.removeprefix("module.") if self.model is not unwrap(self.model) else k
+            for k in result.missing_keys
+        }
+        missing = sorted(missing - set(tied_names(self.model)))
+        if missing or result.unexpected_keys:
+            raise MmbertError(
+                f"checkpoint and model differ: missing {missing[:5]}, unexpected {list(result.unexpected_keys)[:5]}"
+            )
+
+
+class OptimizerState:
+    """The optimizer's moments and counters, keyed by parameter name, each rank its own part (as
+    `ModelState`); a fresh optimizer's state is created before a load so that DCP can fill it in place."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        self.model, self.optimizer = model, optimizer
+
+    def state_dict(self) -> dict[str, Any]:
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict  # imports FSDP (1.4 s)
+
+        return get_optimizer_state_dict(self.model, self.optimizer)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+        set_optimizer_state_dict(self.model, self.optimizer, state_dict)
+
+
+def new_gloo_group() -> dist.ProcessGroup:
+    """A gloo group of every rank, beside the default one (every rank must call this at the same point)."""
+    return dist.new_group(backend="gloo")
+
+
+def initialized() -> bool:
+    """Whether this process is in a process group (else it runs alone)."""
+    return dist.is_initialized()
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

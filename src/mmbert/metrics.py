@@ -19,6 +19,7 @@ from typing import Any
 
 from mmbert.io import atomic_open
 from mmbert.recipe import format_tokens
+from mmbert.run_layout import RunLayout
 
 logger = logging.getLogger(__name__)
 
@@ -58,15 +59,15 @@ class MetricsLog:
 class RunLog:
     """Everything a step reports: the metrics file, TensorBoard (optional) and the log line."""
 
-    def __init__(self, run_dir: Path, resume_step: int, log_every_steps: int, tensorboard: bool) -> None:
-        self.metrics = MetricsLog(run_dir / "metrics.jsonl", resume_step)
+    def __init__(self, layout: RunLayout, resume_step: int, log_every_steps: int, tensorboard: bool) -> None:
+        self.metrics = MetricsLog(layout.metrics, resume_step)
         self.log_every_steps = log_every_steps
         self.tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: seconds, only if asked
 
             # purge_step drops events past the resumed step, as metrics.jsonl does
-            self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step + 1)
+            self.tb = SummaryWriter(str(layout.tensorboard), purge_step=resume_step + 1)
 
     def write(self, record: dict[str, Any]) -> None:
         step = record["step"]

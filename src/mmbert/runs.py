@@ -2,10 +2,10 @@
 
 mmBERT's decay variants (Decay-Eng / Decay-Cont / Decay-All) start from the same end-of-mid-training
 checkpoint. When a recipe's last phase declares `variants`, the phases before it run once in `OUT`
-(ending in the pre-decay checkpoint `OUT/checkpoints/step-*-end-<phase>.pt`) and each variant runs in
+(ending in the pre-decay checkpoint `OUT/checkpoints/step-*-end-<phase>/`) and each variant runs in
 `OUT/variants/<name>/` from that checkpoint. One variant can be run alone (`--variant NAME`), so several
 machines can each run one once the shared checkpoint exists. Every run directory has its exports in
-`export/<phase>/` (`mmbert.train.export_dir`).
+`export/<phase>/` (`mmbert.run_layout.RunLayout`).
 
 `from_phase` starts the recipe at a later phase from `init_from` (an HF model or a training checkpoint
 such as mmBERT's end-of-mid-training `.pt`): the phases before it are skipped. From the variant phase,
@@ -31,25 +31,17 @@ from mmbert import distributed as dist
 from mmbert.distributed import DistEnv
 from mmbert.errors import MmbertError
 from mmbert.io import check_output, remove_stale_temps
-from mmbert.process import LOCK_FILE, directory_lock
+from mmbert.process import directory_lock
 from mmbert.recipe import Recipe, RecipeError
+from mmbert.run_layout import RunLayout
 from mmbert.train import Trainer, TrainOptions
 
 logger = logging.getLogger(__name__)
 
 
-def variant_dir(out: Path, variant: str) -> Path:
-    """Where decay variant `variant` of the run in `out` trains."""
-    return Path(out) / "variants" / variant
-
-
-# What a run directory holds (`mmbert.train`): any of these makes a directory one of ours.
-RUN_FILES = ("recipe.yaml", "metrics.jsonl", ckpt.CHECKPOINT_DIRNAME, "export", "variants", "tb", LOCK_FILE)
-
-
 def is_run_dir(directory: Path) -> bool:
     """Whether `directory` was written by `mmbert train`."""
-    return any((directory / name).exists() for name in RUN_FILES)
+    return RunLayout(directory).is_run()
 
 
 def _on_main(env: DistEnv, action: Callable[[], object]) -> None:
@@ -73,7 +65,7 @@ def _hold(run_dir: Path, env: DistEnv) -> Iterator[None]:
     with contextlib.ExitStack() as stack:
         _on_main(env, lambda: stack.enter_context(directory_lock(run_dir, "mmbert train")))
         if env.is_main:  # the leftovers of a killed run in this directory (not in its variants' own)
-            for directory in (run_dir, ckpt.checkpoint_dir(run_dir), run_dir / "export"):
+            for directory in RunLayout(run_dir).temp_dirs():
                 remove_stale_temps(directory)
         yield
 
@@ -129,7 +121,7 @@ def run_recipe(
                     f"{out}: no checkpoint at the end of phase {pre_decay!r} after training it"
                 )
     for name in [variant] if variant else variants:
-        run_dir = variant_dir(out, name)
+        run_dir = RunLayout(out).variant(name).root
         logger.info("decay variant %s in %s", name, run_dir)
         init, first = (init_from, from_phase) if start_from is None else (None, None)
         with _hold(run_dir, env):

@@ -22,6 +22,7 @@ from mmbert.data.shards import open_data
 from mmbert.plan import format_plan, plan_recipe
 from mmbert.recipe import Recipe, RecipeError, format_tokens, load_recipe
 from mmbert.run_inputs import planned_config
+from mmbert.run_layout import RunLayout
 from mmbert.runs import run_recipe
 from mmbert.schedule import Schedule
 from mmbert.train import TrainOptions
@@ -49,6 +50,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     train.add("max_nonfinite_steps", help="stop after more consecutive non-finite losses than this")
     train.add("peak_flops", help="device peak FLOP/s for the MFU estimate")
     train.add("gradient_checkpointing", help="recompute layers in backward")
+    train.add(
+        "async_checkpoint",
+        help="write checkpoints in the background (a second copy of each rank's state while it is written)",
+    )
     machine.add(
         "timeout_s",
         "--timeout",
@@ -95,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         dist.shutdown()
     if env.is_main:
         for run_dir in runs:
-            exports = sorted(p.name for p in (run_dir / "export").glob("[!.]*"))
+            exports = sorted(p.name for p in RunLayout(run_dir).exports.glob("[!.]*"))
             print(f"{run_dir}: metrics.jsonl, checkpoints/, exports: {', '.join(exports)}")
     return 0
 

@@ -1,9 +1,16 @@
-"""The training batch pipeline of one rank: sampler -> packer -> masking -> micro-batches, resumable.
+"""The training batch pipeline: one global stream (sampler -> packer -> masking) that every rank cuts the same way.
 
-One `BatchLoader` per rank lives for the whole run. For each optimizer step it takes this rank's share
-of the global batch (whole rows of the phase's `seq_len`, the same number on every rank), cuts it into
-micro-batches of at most `micro_batch_tokens` tokens so that memory stays bounded whatever the batch
-size, and masks each one at the phase's rate with the rank's own generator.
+The data stream does not depend on the number of ranks. For each optimizer step every rank draws the
+global batch's documents with the same seed and packs them into the same global rows of the phase's
+`seq_len`; rank r of w then takes its contiguous slice of those rows (rows `[r*G//w, (r+1)*G//w)` of
+the step's G rows) and cuts it into micro-batches of at most `micro_batch_tokens` tokens, so that memory
+stays bounded whatever the batch size. Masks are drawn per global row, from a generator seeded by the
+run's seed and the row's number in the run, so a row is masked the same way whichever rank trains it.
+The documents of every step, their packing and their masks are therefore the same on 1, 2 or 8 ranks,
+and so is the state: a checkpoint written by w ranks continues the identical stream on any w'.
+
+Cost: every rank packs the whole global batch and keeps its slice (packing is a copy of token ids from
+memory-mapped shards, small beside a step of the model); only the kept rows are masked and trained on.
 
 A phase change swaps only the sampler's mixture: positions in every (source, language) cell carry on,
 so a later phase does not restart a language's data, and the packer's carried document remainder is
@@ -11,15 +18,15 @@ cut at the new `seq_len`. Every phase is resolved against the data when the load
 language set that matches nothing fails before the first step; the phases before `first_phase` (a run
 started from a later phase, `mmbert train --from-phase`) are never drawn from and not resolved.
 
-Stateful: `state_dict()` holds the sampler's, the packer's and the masking generator's states, and
-`load_state_dict` on a fresh loader continues the identical stream (nothing is re-read or re-drawn).
-The sampler reads up to `read_ahead` documents ahead in a background thread (0: none), which changes
-neither the stream nor the state.
+Stateful: `state_dict()` holds the sampler's and the packer's states and the number of global rows
+drawn; it is the same on every rank, and `load_state_dict` on a fresh loader (any rank, any world
+size) continues the identical stream (nothing is re-read or re-drawn). The sampler reads up to
+`read_ahead` documents ahead in a background thread (0: none), which changes neither the stream nor the
+state.
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from typing import Any
 
@@ -32,8 +39,18 @@ from mmbert.data.sampler import DEFAULT_READ_AHEAD, DataSampler, DocumentStore, 
 from mmbert.seeds import derive_seed
 
 
+def global_rows(step_tokens: int, seq_len: int) -> int:
+    """Rows of `seq_len` in a global batch of `step_tokens` tokens (at least one)."""
+    return max(1, -(-step_tokens // seq_len))
+
+
+def rank_rows(rows: int, rank: int, world_size: int) -> range:
+    """The contiguous slice of a step's `rows` global rows that `rank` of `world_size` trains on."""
+    return range(rank * rows // world_size, (rank + 1) * rows // world_size)
+
+
 class BatchLoader:
-    """Masked, packed micro-batches for one rank, drawn from a prepared data store."""
+    """Masked, packed micro-batches of one rank's slice of the global stream drawn from a data store."""
 
     def __init__(
         self,
@@ -48,16 +65,18 @@ class BatchLoader:
         first_phase: int = 0,
         read_ahead: int = DEFAULT_READ_AHEAD,
     ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
         resolved = recipe_mixtures(phases[first_phase:], store_counts(store))
         self.mixtures: list[Mixture | None] = [None] * first_phase + resolved
-        self.sampler = DataSampler(
-            store, resolved[0], seed=seed, rank=rank, world_size=world_size, read_ahead=read_ahead
-        )
+        # One stream for the whole run, the same on every rank (the sampler's own rank split unused).
+        self.sampler = DataSampler(store, resolved[0], seed=seed, read_ahead=read_ahead)
         self.packer = Packer()
-        self.mask_generator = torch.Generator().manual_seed(derive_seed(seed, "mask", rank))
-        self.world_size = world_size
+        self.seed = seed
+        self.rank, self.world_size = rank, world_size
         self.vocab_size = vocab_size
         self.micro_batch_tokens = micro_batch_tokens
+        self.rows_drawn = 0  # global rows packed so far in the run (numbers the rows' masks)
         self._language_tokens: Counter = Counter()
 
     def set_phase(self, index: int, report: bool = True) -> None:
@@ -71,25 +90,57 @@ class BatchLoader:
                 self.packer.log_efficiency()
             self.sampler.set_phase(mixture)
 
+    def rows_per_micro(self, seq_len: int) -> int:
+        return max(1, self.micro_batch_tokens // seq_len)
+
+    def micro_batches(self, step_tokens: int, seq_len: int) -> int:
+        """Micro-batches of the rank with the most rows: every rank runs as many forward and backward
+        passes (FSDP gathers each layer's weights in every one), a rank with fewer rows pads with
+        passes that weigh nothing."""
+        most = -(-global_rows(step_tokens, seq_len) // self.world_size)
+        return -(-most // self.rows_per_micro(seq_len))
+
     def next_step(self, step_tokens: int, seq_len: int, mask_rate: float) -> list[PackedBatch]:
-        """This rank's share of a global batch of `step_tokens` tokens, as masked micro-batches."""
-        rows = max(1, math.ceil(step_tokens / (seq_len * self.world_size)))
-        rows_per_micro = max(1, self.micro_batch_tokens // seq_len)
+        """This rank's slice of the next global batch of `step_tokens` tokens, as masked micro-batches
+        (at most `micro_batches(...)`; none when the batch has fewer rows than there are ranks and this
+        rank's slice is empty)."""
+        rows = global_rows(step_tokens, seq_len)
+        mine = rank_rows(rows, self.rank, self.world_size)
+        self._skip(mine.start, seq_len)
+        rows_per_micro = self.rows_per_micro(seq_len)
         micro = []
-        while rows > 0:
-            take = min(rows, rows_per_micro)
-            rows -= take
-            batch = self.packer.next_batch(iter(self.sampler), take, seq_len)
-            assert batch is not None  # the sampler never runs out: it starts another epoch
-            batch.input_ids, batch.labels = mask_tokens(
-                batch.input_ids, mask_rate, self.mask_generator, self.vocab_size
-            )
+        for first in range(mine.start, mine.stop, rows_per_micro):
+            take = min(rows_per_micro, mine.stop - first)
+            batch = self._pack(take, seq_len)
+            self._mask(batch, self.rows_drawn - take, mask_rate)
             self._language_tokens.update(batch.tokens_per_language)
             micro.append(batch)
+        self._skip(rows - mine.stop, seq_len)
         return micro
 
+    def _pack(self, rows: int, seq_len: int) -> PackedBatch:
+        batch = self.packer.next_batch(iter(self.sampler), rows, seq_len)
+        assert batch is not None and batch.num_rows == rows  # the sampler never runs out: another epoch
+        self.rows_drawn += rows
+        return batch
+
+    def _skip(self, rows: int, seq_len: int) -> None:
+        """Pack `rows` global rows that other ranks train on (the stream must pass through them)."""
+        if rows > 0:
+            self._pack(rows, seq_len)
+
+    def _mask(self, batch: PackedBatch, first_row: int, rate: float) -> None:
+        """Mask each row with the generator of its global row number (rows are `seq_len` apart)."""
+        ids, labels = [], []
+        for k, row in enumerate(batch.input_ids.split(batch.seq_len)):
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, "mask", first_row + k))
+            masked, label = mask_tokens(row, rate, generator, self.vocab_size)
+            ids.append(masked)
+            labels.append(label)
+        batch.input_ids, batch.labels = torch.cat(ids), torch.cat(labels)
+
     def take_language_tokens(self) -> dict[str, int]:
-        """Tokens drawn per language since the last call."""
+        """Tokens this rank trained on per language since the last call (summed over ranks: the batch's)."""
         counts, self._language_tokens = dict(self._language_tokens), Counter()
         return counts
 
@@ -97,7 +148,7 @@ class BatchLoader:
         return {
             "sampler": self.sampler.state_dict(),
             "packer": self.packer.state_dict(),
-            "mask_rng": self.mask_generator.get_state(),
+            "rows_drawn": self.rows_drawn,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -113,4 +164,4 @@ class BatchLoader:
         self.sampler.load_state_dict(state["sampler"])
         self.sampler.set_phase(current)
         self.packer.load_state_dict(state["packer"])
-        self.mask_generator.set_state(state["mask_rng"])
+        self.rows_drawn = int(state["rows_drawn"])
