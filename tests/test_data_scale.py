@@ -9,18 +9,22 @@ step with "corrupt shard file: [Errno 24] Too many open files".
 
 from __future__ import annotations
 
+import gc
 import os
 import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
+from mmbert import distributed, train
 from mmbert.data.manifest import language_entries, read_manifest, write_manifest
-from mmbert.data.shards import TokenStore
+from mmbert.data.shards import DEFAULT_OPEN_SHARDS, TokenStore
+from mmbert.recipe import load_recipe
 from tests.conftest import read_metrics
 
 LOW_FILES = 256
@@ -29,7 +33,9 @@ ENV = {
     "OMP_NUM_THREADS": "1",
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
-    "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH", "")]),
+    "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH", "")]
+    ),
 }
 KEYS = ("step", "tokens", "phase", "loss", "lr", "seq_len", "batch_tokens", "masked_tokens")
 
@@ -56,6 +62,10 @@ def _cut_into_tiny_shards(data: Path, out: Path, piece: int = 4) -> int:
     return len(shards)
 
 
+def _data_of(recipe: Path) -> Path:
+    return Path(load_recipe(recipe).data[0])
+
+
 def _low_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (LOW_FILES, LOW_FILES))
 
@@ -80,7 +90,7 @@ def test_training_over_thousands_of_shards_under_a_low_descriptor_limit_resumes_
     train_inputs, tmp_path
 ):
     recipe_text = train_inputs[0].read_text()
-    data = Path(next(line for line in recipe_text.splitlines() if line.startswith("data:"))[7:-1])
+    data = _data_of(train_inputs[0])
     n_shards = _cut_into_tiny_shards(data, tmp_path / "many")
     assert n_shards > 3000
     recipe = tmp_path / "recipe.yaml"
@@ -110,3 +120,31 @@ def test_training_over_thousands_of_shards_under_a_low_descriptor_limit_resumes_
     assert "resuming from" in err
     assert [{k: r[k] for k in KEYS} for r in read_metrics(out)] == reference
 
+
+def _read_ahead_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "mmbert-read-ahead"]
+
+
+def test_a_finished_run_leaves_no_thread_and_no_open_shard(train_inputs, tmp_path, one_thread):
+    """A process that trains several runs (`mmbert ablate`, decay variants) must not keep each one's
+    read-ahead thread and open shards (128 descriptors each at the default cache) after it ends."""
+    before = _read_ahead_threads()
+    env = distributed.init_distributed("cpu")
+    trainer = train.Trainer(
+        load_recipe(train_inputs[0]), tmp_path, env, train.TrainOptions(progress=False, tensorboard=False)
+    )
+    assert trainer.run() == 0
+    assert _read_ahead_threads() == before
+    assert trainer.loader.sampler.store.open_shards == 0
+
+
+def test_a_dropped_store_closes_its_descriptors(train_inputs, tmp_path):
+    _cut_into_tiny_shards(_data_of(train_inputs[0]), tmp_path / "many")
+    fds = len(os.listdir("/proc/self/fd"))
+    store = TokenStore(tmp_path / "many")
+    for i in range(200):
+        store.doc("web", "aaa_Latn", i)
+    assert store.open_shards == DEFAULT_OPEN_SHARDS and len(os.listdir("/proc/self/fd")) == fds + 128
+    del store
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) == fds

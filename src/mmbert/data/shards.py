@@ -39,6 +39,7 @@ import logging
 import os
 import resource
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -284,6 +285,11 @@ def record_id_ranges(root: str | os.PathLike) -> dict[str, Any]:
             os.close(fd)
 
 
+def _close_all(shards: OrderedDict[str, _Shard]) -> None:
+    while shards:
+        shards.popitem()[1].close()
+
+
 def _read(root: Path) -> dict[str, Any]:
     try:
         manifest = read_manifest(root)
@@ -329,6 +335,8 @@ class TokenStore:
         # Each shard's checked layout (4 integers, ~150 bytes with its key): a reopen reads no header.
         self._layouts: dict[str, tuple[int, int, int, int]] = {}
         self.shard_opens = 0
+        # Descriptors are plain integers: a store dropped without `close()` closes them when collected.
+        weakref.finalize(self, _close_all, self._open)
 
     def check_vocabulary(self) -> None:
         """Every shard's recorded largest id is below the store's `vocab_size` (the manifest alone: no
