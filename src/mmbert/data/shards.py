@@ -26,7 +26,7 @@ given the model's `vocab_size` checks every shard against it at its first read, 
 (no shard read) (an id the model has no embedding for never reaches it: a `ShardError` naming the shard). A
 manifest written before the ranges were recorded is upgraded once (`record_id_ranges`: one pass over
 its shards under the data directory's lock, written atomically); the ranks that wait for the lock
-find it done. Each document read is still checked against `vocab_size` (it costs no I/O), in case a
+find it done (a directory that cannot be written, a shared read-only dataset, is not scanned). Each document read is still checked against `vocab_size` (it costs no I/O), in case a
 shard was changed after `prepare`.
 """
 
@@ -242,27 +242,28 @@ def record_id_ranges(root: str | os.PathLike) -> dict[str, Any]:
 
     One pass over every shard, once: under the data directory's lock (the one `prepare` holds), so that
     ranks starting together scan it once between them, and written atomically. A directory this
-    process cannot write is checked in memory only (every run checks it again).
+    process cannot lock (read-only: a shared dataset) is not scanned: a pass over every shard by every
+    rank of every run is what recording the ranges avoids. The manifest comes back without ranges, and
+    each document's ids are checked as it is read (`TokenStore.doc`), which costs no I/O.
     """
     root = Path(root)
     try:
-        fd: int | None = os.open(
-            root / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666
-        )
+        fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
     except OSError as e:
         logger.warning(
-            "%s: cannot lock it (%s): checking its shards without recording them", root, e.strerror
-        )
-        fd = None
+            "%s records no token-id ranges (written before `prepare` recorded them) and cannot be "
+            "upgraded here (%s: %s): each document's ids are checked as it is read instead. To record "
+            "them once, run with write access to it: python -c \"from mmbert.data.shards import "
+            "record_id_ranges; record_id_ranges('%s')\"",
+            root / MANIFEST, root / LOCK_FILE, e.strerror, root,
+        )  # fmt: skip
+        return _read(root)
     try:
-        if fd is not None:
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                logger.info(
-                    "%s: waiting for its lock (another rank recording the id ranges, or a prepare)", root
-                )
-                fcntl.lockf(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            logger.info("%s: waiting for its lock (another rank recording the id ranges, or a prepare)", root)
+            fcntl.lockf(fd, fcntl.LOCK_EX)
         manifest = _read(root)
         if not _missing_id_ranges(manifest):
             return manifest  # another rank did it while this one waited
@@ -274,15 +275,13 @@ def record_id_ranges(root: str | os.PathLike) -> dict[str, Any]:
                     if rel not in found:
                         found[rel] = shard_id_range(root / rel)
                 entry["ids"] = [found[rel] for rel in entry["shards"]]
-        if fd is not None:
-            try:
-                write_manifest(root, manifest)
-            except OSError as e:
-                logger.warning("%s: cannot record the id ranges (%s): every run checks them again", root, e)
+        try:
+            write_manifest(root, manifest)
+        except OSError as e:
+            logger.warning("%s: cannot record the id ranges (%s): every run checks them again", root, e)
         return manifest
     finally:
-        if fd is not None:
-            os.close(fd)
+        os.close(fd)
 
 
 def _close_all(shards: OrderedDict[str, _Shard]) -> None:
@@ -347,10 +346,10 @@ class TokenStore:
         vocab_size = self.vocab_size
         assert vocab_size is not None
         if _missing_id_ranges(self.manifest):
-            self.manifest = record_id_ranges(self.root)
+            self.manifest = record_id_ranges(self.root)  # without them when it cannot record them
         for langs in self.manifest["sources"].values():
             for entry in langs.values():
-                for rel, (_, top) in zip(entry["shards"], entry["ids"], strict=True):
+                for rel, (_, top) in zip(entry["shards"], entry.get("ids", ()), strict=False):
                     if top >= vocab_size:
                         raise _vocabulary_error(self.root / rel, top, vocab_size, self.root / MANIFEST)
         self._vocabulary_checked = True
