@@ -379,6 +379,11 @@ def test_an_old_manifest_in_a_read_only_directory_is_not_scanned(prepared, tmp_p
     with pytest.raises(ShardError, match="outside the model's vocabulary of 5"):  # still checked per document
         TokenStore(data, vocab_size=5).doc("web", "deu_Latn", 0)
     monkeypatch.setattr(os, "open", real_open)
+    caplog.clear()
+    with monkeypatch.context() as m, caplog.at_level(logging.WARNING, logger="mmbert.data.shards"):
+        m.setattr(os, "access", lambda path, mode: False)  # a lock file it may write, a directory it may not
+        TokenStore(data, vocab_size=1000).check_vocabulary()
+    assert f"{data}: not writable" in caplog.text
     np.save(shard, np.load(shard)[:-1])  # corrupt: shorter than its offsets say
     with pytest.raises(ShardError, match=rf"{shard}: .*tokens but its offsets end"):
         TokenStore(data, vocab_size=1000).check_vocabulary()

@@ -250,14 +250,10 @@ def record_id_ranges(root: str | os.PathLike) -> dict[str, Any]:
     try:
         fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
     except OSError as e:
-        logger.warning(
-            "%s records no token-id ranges (written before `prepare` recorded them) and cannot be "
-            "upgraded here (%s: %s): each document's ids are checked as it is read instead. To record "
-            "them once, run with write access to it: python -c \"from mmbert.data.shards import "
-            "record_id_ranges; record_id_ranges('%s')\"",
-            root / MANIFEST, root / LOCK_FILE, e.strerror, root,
-        )  # fmt: skip
-        return _read(root)
+        return _not_recorded(root, f"{root / LOCK_FILE}: {e.strerror}")
+    if not os.access(root, os.W_OK):  # a lock file anyone may write, in a directory this process may not
+        os.close(fd)
+        return _not_recorded(root, f"{root}: not writable")
     try:
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -282,6 +278,18 @@ def record_id_ranges(root: str | os.PathLike) -> dict[str, Any]:
         return manifest
     finally:
         os.close(fd)
+
+
+def _not_recorded(root: Path, reason: str) -> dict[str, Any]:
+    """The manifest as it is, without id ranges, and a warning that says what this costs and what to do."""
+    logger.warning(
+        "%s records no token-id ranges (written before `prepare` recorded them) and cannot be upgraded "
+        "here (%s): each document's ids are checked as it is read instead. To record them once, run with "
+        "write access to it: python -c \"from mmbert.data.shards import record_id_ranges; "
+        "record_id_ranges('%s')\"",
+        root / MANIFEST, reason, root,
+    )  # fmt: skip
+    return _read(root)
 
 
 def _close_all(shards: OrderedDict[str, _Shard]) -> None:
