@@ -40,7 +40,8 @@ from mmbert.data.sources import open_source
 from mmbert.evaluate import build_eval_set, evaluate_model, heldout_languages, recipe_groups
 from mmbert.io import atomic_open, atomic_write_text
 from mmbert.recipe import Recipe, load_recipe
-from mmbert.tokenizer import load_tokenizer, train_and_save
+from mmbert.tokenizer import load_tokenizer
+from mmbert.tokenizer_training import train_and_save
 from mmbert.train import Trainer, TrainOptions
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     sys.path.insert(0, str(ROOT / "src"))
-    from mmbert.tokenizer import save_tokenizer, train_tokenizer
+    from mmbert.tokenizer import save_tokenizer
+    from mmbert.tokenizer_training import train_tokenizer
 
     n_chars = int(args.mb * 1e6)
     codes = {"this": str(ROOT / "src")} | ({"baseline": args.baseline} if args.baseline else {})

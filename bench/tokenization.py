@@ -55,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     from tokenizers import Tokenizer
 
     from mmbert.data import corpus
-    from mmbert.data.prepare import load_tokenizer_info, prepare
+    from mmbert.data.prepare import prepare
     from mmbert.data.sources import open_source
+    from mmbert.tokenizer import read_tokenizer_files
 
     load = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="mmbert-bench-tokenize-"))
@@ -67,18 +68,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.tokenizer:
             tokdir = Path(args.tokenizer)
         else:
-            from mmbert.tokenizer import save_tokenizer, train_bundled
+            from mmbert.tokenizer import save_tokenizer
+            from mmbert.tokenizer_training import bundled_texts, train_tokenizer
 
             t = time.perf_counter()
             # Trained on part of the corpus (preamble and articles 1-3 of every declaration): the model
             # and vocabulary size, not the sample, set the tokenizer's speed.
-            tok = train_bundled(vocab_size=args.vocab_size, model=args.model)
+            texts = bundled_texts("train", articles=(0, 1, 2, 3), code_chars=100_000)
+            tok = train_tokenizer(texts, args.vocab_size, args.model)
             trained = {"model": args.model, "vocab_size": args.vocab_size, "seconds": time.perf_counter() - t}
             tokdir = save_tokenizer(tok, work / "tok")
-        info = load_tokenizer_info(tokdir)
+        files = read_tokenizer_files(tokdir, require_layout=True)
+        identity = files.identity()
 
         os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the bare tokenizer on one thread
-        bare = Tokenizer.from_str(info.json)
+        bare = Tokenizer.from_str(files.text)
 
         def encode_all() -> int:
             return sum(len(e.ids) for e in bare.encode_batch_fast(texts, add_special_tokens=False))
@@ -107,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"bundled corpus (train): {len(texts):,} documents, {chars:,} characters, {n_tokens:,} tokens")
     how = f", {trained['model']} trained in {trained['seconds']:.0f} s" if trained else f" ({tokdir})"
-    print(f"tokenizer: {info.identity['vocab_size']:,} ids{how}")
+    print(f"tokenizer: {identity['vocab_size']:,} ids{how}")
     print(f"load average before/after: {load[0]:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"{'':26} {'workers':>7} {'wall s':>7} {'tokens/s':>10} {'chars/s':>11} {'tokens/CPU-s':>13}")
     for row in rows:
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "corpus": {"documents": len(texts), "characters": chars, "tokens": n_tokens},
-        "tokenizer": {**{k: v for k, v in info.identity.items() if k != "path"}, "trained": trained},
+        "tokenizer": {**{k: v for k, v in identity.items() if k != "path"}, "trained": trained},
         "rows": rows,
         "machine": {
             "cpus": os.cpu_count(),

@@ -4,7 +4,7 @@
     python bench/tokenizer_train.py --vocab-size 8192 --max-chars 2000000  # the demo's tokenizer
 
 Each repetition trains a tokenizer the way `mmbert tokenizer train --input bundled` does
-(`mmbert.tokenizer.train_tokenizer` on `bundled_texts("train")`, the part `train_and_save` times), then
+(`mmbert.tokenizer_training.train_tokenizer` on `bundled_texts("train")`, the part `train_and_save` times), then
 encodes the same texts once with it (`encode_batch_fast`, same threads). The wall-clock seconds depend
 on the machine and on what else runs (the load average is recorded); the ratio of the two, measured
 side by side, much less. Prints the median and min-max and writes bench/results/tokenizer_train.json
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from mmbert.io import atomic_write_text
-from mmbert.tokenizer import bundled_texts, train_tokenizer
+from mmbert.tokenizer_training import bundled_texts, train_tokenizer
 
 
 def _cpu_name() -> str:

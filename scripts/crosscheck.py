@@ -53,7 +53,8 @@ from mmbert.data.corpus import load_udhr
 from mmbert.data.sources import open_source
 from mmbert.data.sources.base import normalize_lang
 from mmbert.merge import merge_dirs
-from mmbert.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+from mmbert.tokenizer import load_tokenizer, save_tokenizer
+from mmbert.tokenizer_training import train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "scripts" / "results"

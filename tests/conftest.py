@@ -15,6 +15,7 @@ mix-up shows. Builders that several test files use live here and nowhere else:
 - `udhr_texts` / `save_tiny` / `make_tiny_export` / `resave_with_transformers`: tiny HF-format exports;
 - `hf_model` / `real_logits`: transformers' ModernBERT with the tiny preset's shapes, its logits;
 - `make_gemma_like_tokenizer`: a small tokenizer with Gemma 2's properties as Google ships it;
+- `train_bundled`: a tokenizer trained on (part of) the bundled corpus, cached in-process;
 - `composer_names` / `write_composer_checkpoint`: ModernBERT training checkpoints (Composer `.pt`).
 """
 
@@ -26,6 +27,7 @@ import random
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -46,8 +48,12 @@ from mmbert import MmBertConfig, MmBertForMaskedLM
 from mmbert.data.corpus import load_udhr
 from mmbert.data.prepare import prepare
 from mmbert.data.sources import LocalFilesSource, open_source
-from mmbert.tokenizer import save_tokenizer, train_tokenizer
+from mmbert.tokenizer import save_tokenizer, wrap
+from mmbert.tokenizer_training import bundled_texts, train_tokenizer
 from mmbert.tokens import SPECIAL_TOKENS
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -107,6 +113,31 @@ def make_tokenizer(out: Path, texts: list[str], vocab_size: int = 300) -> Path:
 
 
 GEMMA_EXTRA_TOKENS = ("<2mass>", "[@BOS@]", "<unused0>", "<unused1>", "<start_of_turn>", "<end_of_turn>")
+
+
+_BUNDLED_CACHE: dict[tuple, str] = {}
+
+
+def train_bundled(
+    vocab_size: int = 1000,
+    model: str = "bpe",
+    tau: float = 0.3,
+    seed: int = 0,
+    articles: Sequence[int] | None = (0, 1, 2, 3),
+    code_chars: int | None = 100_000,
+) -> PreTrainedTokenizerFast:
+    """A tokenizer trained on (part of) the bundled corpus: the tests' tiny tokenizer.
+
+    The default (1,000 ids, preamble + articles 1-3 of every declaration, 100k characters of code)
+    trains in seconds. Results are cached in-process by arguments; each call returns a new object.
+    """
+    arts = None if articles is None else tuple(sorted(articles))
+    key = (vocab_size, model, tau, seed, arts, code_chars)
+    if key not in _BUNDLED_CACHE:
+        texts = bundled_texts("train", arts, code_chars)
+        tok = train_tokenizer(texts, vocab_size, model, tau, seed)  # type: ignore[arg-type]
+        _BUNDLED_CACHE[key] = tok.backend_tokenizer.to_str()
+    return wrap(Tokenizer.from_str(_BUNDLED_CACHE[key]))
 
 
 def make_gemma_like_tokenizer(
@@ -412,7 +443,7 @@ def write_mds(
 # ---------------------------------------------------------------------------------------------- exports
 # An "export" is what `mmbert train` and `mmbert demo` write and what mmBERT releases look like: a
 # directory with `config.json` + `model.safetensors` (HF `ModernBertForMaskedLM` format) beside a
-# tokenizer with the mmBERT token layout trained by `mmbert.tokenizer`. The tokenizer learns the bundled
+# tokenizer with the mmBERT token layout trained by `mmbert.tokenizer_training`. The tokenizer learns the bundled
 # UDHR text of a few languages, so tests that train on them see real pieces, not byte fallback.
 # Two Latin-script languages, one Cyrillic, one Arabic: scripts enough for language ID, overlap enough
 # (Latin) for cross-lingual pairs to be learnable by a tiny model in a few steps.

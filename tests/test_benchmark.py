@@ -476,9 +476,9 @@ def test_qa_spans_map_back_to_the_answer_text_and_ner_to_the_gold_entities(expor
     """The encoding and the scoring agree: a model that predicts the training targets exactly scores
     EM 1 (the answer's characters come back through the windows' offsets) and entity F1 1."""
     from mmbert.benchmark.kinds import QuestionAnswering, TokenClassification
-    from mmbert.tokenizer import load_with_layout
+    from mmbert.tokenizer import load_tokenizer
 
-    tok = load_with_layout(export)
+    tok = load_tokenizer(export, adapt=True)
     qa = QuestionAnswering(
         load_settings("squad", overrides=["max_length=40", "doc_stride=12", "batch_size=3"])
     )
@@ -555,9 +555,9 @@ def test_ner_words_past_max_length_are_cut_not_skipped(export):
     """A sentence longer than max_length keeps its first words whole; every later word is predicted O,
     even one short enough to fit after a long word was cut."""
     from mmbert.benchmark.kinds import TokenClassification
-    from mmbert.tokenizer import load_with_layout
+    from mmbert.tokenizer import load_tokenizer
 
-    tok = load_with_layout(export)
+    tok = load_tokenizer(export, adapt=True)
     ner = TokenClassification(load_settings("wikiann", overrides=["max_length=10"]))
     words = ["Everyone", "has", "the", "right", "Zzxqvbnmplkjh", "a"]
     enc = ner.encode([("r", {"tokens": words, "ner_tags": [1, 0, 0, 0, 3, 0]})], tok, "en")

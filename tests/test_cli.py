@@ -14,7 +14,7 @@ import pytest
 
 from mmbert import cli
 from mmbert.recipe import load_recipe
-from tests.conftest import make_tiny_export
+from tests.conftest import make_tiny_export, make_tokenizer, udhr_texts
 
 PACKAGE = Path(cli.__file__).resolve().parents[1]  # src/mmbert
 
@@ -81,10 +81,16 @@ def fx(tmp_path_factory, train_inputs) -> dict[str, Path]:
         "in.txt": "hello\n\nworld\n",
         "bad.yaml": "phases: [\n",
         "plain.txt": "x",
+        "comma.csv": "text,label\nsample text 1,pos\nsample text 2,neg\nsample text 3, with a comma,pos\n",
+        "twolabels.csv": "text,label,label\na,pos,neg\nb,neg,pos\n",
+        "openquote.csv": 'text,label\na,pos\n"b,neg\nc,pos\nd,neg\n',
+        "twolabels.jsonl": '{"text": "a", "label": "pos"}\n{"text": "b", "label": "neg", "label": "pos"}\n',
     }.items():
         (root / name).write_text(text)
         paths[name.replace(".", "_")] = root / name
     (root / "foreign").mkdir()
+    (root / "emptydir").mkdir()
+    (root / "dangling").symlink_to(root / "gone")
     (root / "foreign" / "notes.txt").write_text("mine")
     (root / "badtok").mkdir()
     (root / "badtok" / "tokenizer.json").write_text("{not json")
@@ -93,7 +99,39 @@ def fx(tmp_path_factory, train_inputs) -> dict[str, Path]:
     manifest = json.loads((notok / "manifest.json").read_text())
     del manifest["tokenizer"]
     (notok / "manifest.json").write_text(json.dumps(manifest))
-    return {**paths, "root": root, "foreign": root / "foreign", "badtok": root / "badtok", "notok": notok}
+    return {
+        **paths,
+        **_mismatched_models(root, paths["model"]),
+        "root": root,
+        "emptydir": root / "emptydir",
+        "dangling": root / "dangling",
+        "foreign": root / "foreign",
+        "badtok": root / "badtok",
+        "notok": notok,
+    }
+
+
+def _mismatched_models(root: Path, model: Path) -> dict[str, Path]:
+    """Copies of `model` with another tokenizer (fewer and more ids than its embedding's rows), with a
+    config.json of another vocabulary size, and with a NaN weight."""
+    out = {"badconfig": root / "badconfig"}
+    shutil.copytree(model, out["badconfig"])
+    config = json.loads((model / "config.json").read_text())
+    (out["badconfig"] / "config.json").write_text(json.dumps({**config, "vocab_size": 600}))
+    for name, size in (("smalltok", 300), ("bigtok", 700)):
+        out[name] = root / name
+        shutil.copytree(model, out[name])
+        for file in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            (out[name] / file).unlink(missing_ok=True)
+        make_tokenizer(out[name], udhr_texts(), size)
+    from safetensors.torch import load_file, save_file
+
+    out["nanmodel"] = root / "nanmodel"
+    shutil.copytree(model, out["nanmodel"])
+    weights = load_file(out["nanmodel"] / "model.safetensors")
+    weights["model.layers.0.mlp.Wo.weight"][0, 0] = float("nan")
+    save_file(weights, out["nanmodel"] / "model.safetensors", metadata={"format": "pt"})
+    return out
 
 
 # (argv with {name} placeholders for `fx`, a part of the one-line error)
@@ -150,7 +188,7 @@ BAD_INPUTS = [
     ("merge --method ties --models {model} {model} --out {root}/m1", "needs a base model"),
     ("merge --method linear --models /no/such --out {root}/m2", "not a model directory or a checkpoint file"),
     ("merge --method linear --models {model} {foreign} --out {root}/m3", "no config.json"),
-    ("merge --method linear --models {model} --out {foreign}", "already exists"),
+    ("merge --method linear --models {model} --out {foreign}", "did not write"),
     ("convert /no/such.pt --out {root}/c1", "/no/such.pt"),
     ("convert {plain_txt} --out {root}", "would overwrite the input"),
     ("tokenizer adapt /no/such --out {root}/a1", "no such tokenizer directory"),
@@ -168,6 +206,61 @@ BAD_INPUTS = [
     ("finetune --model {model} --train {good_jsonl} --out {model}", "would overwrite the input"),
     ("finetune --model {model} --train {good_jsonl} --out {root}/f3 --batch-size 0", "--batch-size must be"),
     ("demo --recipe /no/such.yaml --out {root}/demo", "no such recipe file"),
+    # issue 23: options accepted and ignored or misread
+    ("ablate --out {root}/ab1 --seeds 0", "--seeds must be >= 2"),
+    ("ablate --out {root}/ab2 --quick --scale 2", "--quick and --scale cannot be combined"),
+    ("ablate --out {foreign} --quick", "did not write"),
+    ("demo --out {foreign} --quick", "did not write"),
+    # issue 23: outputs never delete inputs
+    ("merge --method linear --models {model} --out {dangling}", "is a symbolic link to"),
+    ("finetune --model {model} --train {good_jsonl} --out {dangling}", "which does not exist"),
+    ("merge --method linear --models {model} --out {root}", "would overwrite the input"),
+    ("merge --method linear --models {model} --out {root} --overwrite", "would overwrite the input"),
+    ("convert {plain_txt} --out {root} --overwrite", "would overwrite the input"),
+    (
+        "merge --method linear --models {model} --out {plain_txt} --overwrite",
+        "is a file; a directory goes there",
+    ),
+    ("embed {model} --input {good_jsonl} --out {emptydir}", "must end in .npy"),
+    ("fill-mask {model} a-<mask> --top-k 0", "top_k must be >= 1"),
+    (
+        "tokenizer train --out {root}/t5 --input {good_jsonl} --lang eng_Latn --tau -1",
+        "--tau must be in [0, 1]",
+    ),
+    (
+        "tokenizer train --out {root}/t6 --input {good_jsonl} --lang eng_Latn --max-chars 0",
+        "--max-chars must",
+    ),
+    # issue 23: a model and its tokenizer checked together; NaN weights said
+    ("fill-mask {bigtok} a-<mask>", "bigtok (the tokenizer) has 700 ids, but the model"),
+    ("fill-mask {smalltok} a-<mask>", "smalltok (the tokenizer) has 300 ids, but the model"),
+    ("embed {bigtok} --input {good_jsonl} --out {root}/e2.npy", "the tokenizer files are not this model's"),
+    ("evaluate {smalltok}", "the tokenizer files are not this model's"),
+    ("finetune --model {bigtok} --train {good_jsonl} --out {root}/f7", "the tokenizer files are not this"),
+    ("merge --method linear --models {bigtok} --out {root}/m4", "the tokenizer files are not this model's"),
+    ("fill-mask {badconfig} a-<mask>", "in the weights, but the config (config.json) gives (600, "),
+    ("fill-mask {nanmodel} a-<mask>", "model.layers.0.mlp.Wo.weight has 1 NaN and 0 infinite values"),
+    ("embed {nanmodel} --input {good_jsonl} --out {root}/e3.npy", "has 1 NaN"),
+    ("evaluate {nanmodel}", "has 1 NaN"),
+    (
+        "merge --method linear --models {model} {nanmodel} --out {root}/m5",
+        "nanmodel: model.layers.0.mlp.Wo.weight has 1",
+    ),
+    ("tokenizer adapt {tok} --out {model} --overwrite", "has 300 ids, but the model in"),
+    ("tokenizer adapt {tok} --out {root}/a3 --model-max-length -5", "--model-max-length must be >= 2"),
+    ("tokenizer info {tok} --model-max-length 0", "--model-max-length must be >= 2"),
+    ("tokenizer info {emptydir}", "emptydir: an empty directory (a tokenizer has tokenizer.json"),
+    # issue 23: labels never silently wrong
+    (
+        "finetune --model {model} --train {comma_csv} --out {root}/f4",
+        "comma.csv:4: 3 fields where the header has 2",
+    ),
+    ("finetune --model {model} --train {twolabels_csv} --out {root}/f5", "twolabels.csv:1: duplicate column"),
+    ("finetune --model {model} --train {openquote_csv} --out {root}/f6", "openquote.csv:3: unbalanced quote"),
+    (
+        "finetune --model {model} --train {twolabels_jsonl} --out {root}/f8",
+        "twolabels.jsonl:2: duplicate key",
+    ),
 ]
 
 
@@ -180,6 +273,124 @@ def test_bad_inputs_give_one_line_and_no_traceback(fx, capsys, argv, message):
     assert rc == 2 and err and "Traceback" not in "\n".join(err)
     assert err[-1].startswith(f"mmbert {command}: error: ") and message in err[-1], err[-1]
     assert not [line for line in err[:-1] if "error" in line.lower()]  # the one error line is the last
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        "tokenizer train --out {root}/ro/t --input {good_jsonl} --lang eng_Latn",
+        "ablate --out {root}/ro/ab --quick",
+        "prepare --source {good_jsonl} --tokenizer {tok} --out {root}/ro/d --lang eng_Latn",
+        "merge --method linear --models {model} --out {root}/ro/m",
+        "embed {model} --input {good_jsonl} --out {root}/ro/e.npy",
+    ],
+)
+def test_a_read_only_out_fails_before_the_work(fx, capsys, monkeypatch, argv):
+    import os
+
+    readonly = fx["root"] / "ro"
+    readonly.mkdir(exist_ok=True)
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != readonly and access(path, mode))
+    assert cli.main([part.format(**fx) for part in argv.split()]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith(f"{readonly} is not writable (read-only): choose another --out")
+    assert not any("training" in line or "step" in line for line in err[:-1])  # nothing ran first
+
+
+@pytest.mark.parametrize(
+    "argv, module, writer, advice",
+    [
+        (
+            "prepare --source {good_jsonl} --tokenizer {tok} --out {root}/full1 --lang eng_Latn --no-progress",
+            "numpy",
+            "save",
+            "finished units are kept: rerun the same command to resume once there is space",
+        ),
+        (
+            "train {recipe} --out {root}/full2 --no-progress",
+            "torch",
+            "save",
+            "the last complete checkpoint is kept: rerun the same command to resume once there is space",
+        ),
+    ],
+    ids=["prepare", "train"],
+)
+def test_a_full_disk_is_one_line_naming_the_file_and_the_rerun(
+    fx, capsys, monkeypatch, argv, module, writer, advice
+):
+    """The writers' own words for a full disk ("N requested and M written", torch's "file write failed")
+    become one line: no space, which file, how much is free, and that a rerun resumes."""
+    import importlib
+
+    from mmbert import io
+
+    def short_write(*args, **kwargs):
+        raise OSError("49601 requested and 24560 written")
+
+    monkeypatch.setattr(importlib.import_module(module), writer, short_write)
+    monkeypatch.setattr(io, "_free_bytes", lambda directory: 0)
+    assert cli.main([part.format(**fx) for part in argv.split()]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "no space left on device: could not write" in err[-1] and "0 bytes free" in err[-1]
+    assert err[-1].endswith(advice) and "Traceback" not in "".join(err)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        "fill-mask {model} a-<mask> --device cuda",
+        "embed {model} --input {good_jsonl} --out {root}/e9.npy --device cuda:1",
+        "evaluate {model} --device cuda",
+        "finetune --model {model} --train {good_jsonl} --out {root}/f9 --device cuda",
+    ],
+)
+def test_a_cuda_device_on_a_host_without_one_is_one_line(fx, capsys, monkeypatch, argv):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert cli.main([part.format(**fx) for part in argv.split()]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("was asked for, but torch sees no CUDA device") and "Traceback" not in "".join(
+        err
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ("ablate --scale nan", "argument --scale: must be a finite number > 0"),
+        ("demo --scale inf", "argument --scale: must be a finite number > 0"),
+        ("plan {recipe} --max-epochs -1", "argument --max-epochs: must be a finite number > 0"),
+        ("plan {recipe} --max-epochs nan", "argument --max-epochs: must be a finite number > 0"),
+        ("plan {recipe} --top -1", "argument --top: must be >= 0"),
+        ("fill-mask {model} a-<mask> --batch-tokens 0", "argument --batch-tokens: must be >= 1"),
+        ("evaluate {model} --batch-tokens x", "argument --batch-tokens: not an integer: 'x'"),
+    ],
+)
+def test_a_number_out_of_range_fails_at_parse_naming_the_option(fx, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([part.format(**fx) for part in argv.split()])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_training_on_a_terminal_shows_bars_and_phase_lines_not_step_lines(fx, capsys):
+    """`--log-every 0` (the demo's default): no per-step log lines; every step is still in metrics.jsonl,
+    and each phase still gets its line."""
+    import importlib
+
+    out = fx["root"] / "quiet"
+    short = ["phases.0.tokens=256", "phases.0.warmup_tokens=64", "phases.1.tokens=128", "phases.2.tokens=128"]
+    argv = ["train", str(fx["recipe"]), *short, "--out", str(out), "--log-every", "0", "--no-tensorboard"]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps and " | step " not in err
+    assert all(f"phase {name}:" in err for name in {s["phase"] for s in steps})
+    demo = cli.build_parser("demo", importlib.import_module("mmbert.cli.demo"))
+    assert demo.parse_args([]).log_every_steps == 0
 
 
 def test_model_commands_keep_freed_memory_and_the_others_do_not(tmp_path, monkeypatch):

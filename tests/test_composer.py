@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +155,54 @@ def test_shapes_come_from_the_tensors(tmp_path, caplog):
     )
 
 
+def test_convert_refuses_nan_weights(tmp_path, capsys):
+    ref = hf_model(seed=3)
+    state = ref.state_dict()
+    state["model.layers.1.attn.Wqkv.weight"][0, :3] = float("inf")
+    path = write_composer_checkpoint(tmp_path / "x.pt", state)
+    assert cli.main(["convert", str(path), "--out", str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "model.layers.1.attn.Wqkv.weight has 0 NaN and 3 infinite values" in err
+    assert not (tmp_path / "hf").exists()
+
+
+def test_a_killed_converts_nested_temporary_is_removed_by_the_next_run(tmp_path):
+    """convert writes the model inside its temporary directory through another temporary beside it
+    (`..hf.<pid>.<x>.tmp.<pid>.<y>.tmp`): a kill leaves both, and the next convert removes both."""
+    _, path, _ = _checkpoint(tmp_path)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    pid = int(dead.stdout)
+    outer = tmp_path / f".hf.{pid}.k1ll3d.tmp"
+    nested = tmp_path / f".{outer.name}.{pid}.n3st3d.tmp"
+    for leftover in (outer, nested):
+        leftover.mkdir()
+        (leftover / "model.safetensors").write_bytes(b"\0" * 4096)
+    assert cli.main(["convert", str(path), "--out", str(tmp_path / "hf")]) == 0
+    assert not outer.exists() and not nested.exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_convert_and_merge_errors_name_what_to_do(tmp_path, capsys):
+    """An unknown KEY=VALUE names the key and the known ones; a merge of a checkpoint no preset fits
+    points to `convert --preset` (merge has no such option); a model directory is not a checkpoint."""
+    ref = hf_model(seed=2, hidden_size=96, num_attention_heads=6)
+    path = write_composer_checkpoint(tmp_path / "x.pt", ref.state_dict())
+    assert (
+        cli.main(["convert", str(path), "--out", str(tmp_path / "a"), "--preset", "tiny", "hiden_size=3"])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "unknown model config key hiden_size; the keys are" in err and "hidden_size," in err
+    assert cli.main(["merge", "--method", "linear", "--models", str(path), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "`mmbert convert CKPT --preset NAME`" in err.splitlines()[-1]
+    ref.save_pretrained(tmp_path / "hfdir")
+    assert cli.main(["convert", str(tmp_path / "hfdir"), "--out", str(tmp_path / "c")]) == 2
+    assert "is an HF model directory, not a checkpoint file" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("preset, params", [("mmbert-small", 140_897_536), ("mmbert-base", 307_786_240)])
 def test_released_shapes_pick_their_preset(preset, params):
     """mmBERT's checkpoints: the preset is found from the shapes and gives heads, window, thetas, context."""
@@ -213,6 +263,11 @@ def test_convert_never_replaces_an_input_and_writes_its_output_whole(tmp_path, c
         assert cli.main(["convert", str(path), "--out", str(out), "--tokenizer", str(tok)]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
+    for out in (tmp_path, tok):  # --overwrite into the folder holding the .pt or the tokenizer: refused too
+        assert (
+            cli.main(["convert", str(path), "--out", str(out), "--tokenizer", str(tok), "--overwrite"]) == 2
+        )
+        assert "would overwrite the input" in capsys.readouterr().err
     assert (
         path.is_file()
         and (tok / "tokenizer.json").read_text() == (foreign / "notes.txt").read_text() == "mine"

@@ -10,19 +10,12 @@ import pytest
 import torch
 
 from mmbert import MmBertConfig, MmBertForMaskedLM, cli
-from mmbert.demo import (
-    Demo,
-    MaskedWord,
-    Settings,
-    fill_mask_examples,
-    fill_word,
-    masked_word,
-    recipe_overrides,
-)
+from mmbert.demo import Demo, Settings, fill_mask_examples, recipe_overrides
 from mmbert.demo_layout import FILL_MASK_LANGUAGES, STATE_FILE
-from mmbert.inference import load
+from mmbert.inference import MaskedWord, fill_word, load, masked_word
 from mmbert.recipe import load_recipe
-from mmbert.tokenizer import bundled_texts, save_tokenizer, train_tokenizer
+from mmbert.tokenizer import save_tokenizer
+from mmbert.tokenizer_training import bundled_texts, train_tokenizer
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

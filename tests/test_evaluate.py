@@ -178,6 +178,14 @@ def test_cli_writes_json_and_markdown_for_a_transformers_export(model_dir, tmp_p
     assert "languages not in the data: zzz" in capsys.readouterr().err
 
 
+def test_english_alone_skips_retrieval_with_a_note(model_dir, capsys):
+    """English is retrieval's pivot: alone it has no pairs, so MLM is scored and retrieval is said skipped."""
+    assert cli.main(["evaluate", str(model_dir), "--languages", "eng_Latn", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "retrieval skipped: no language besides English" in captured.err
+    assert "| all | 1 |" in captured.out and "Traceback" not in captured.err
+
+
 def test_group_means_and_intervals_come_from_the_document_counts(model_dir):
     model, tok = load(model_dir, "cpu")
     es = build_eval_set(tok, LANGS, max_length=64)

@@ -53,7 +53,7 @@ def _write_jsonl(path, rows):
 FAST = ["--batch-size", "8", "--max-length", "32", "--no-progress", "--lr", "2e-3", "--warmup-ratio", "0"]
 
 
-def test_language_id_learns_and_reloads_in_transformers(export, tmp_path):
+def test_language_id_learns_and_reloads_in_transformers(export, tmp_path, capsys):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from mmbert import MmBertForSequenceClassification
@@ -66,6 +66,13 @@ def test_language_id_learns_and_reloads_in_transformers(export, tmp_path):
         cli.main(["finetune", *argv, *FAST, "--max-steps", "12", "--eval-every", "6", "--patience", "5"]) == 0
     )
 
+    # The label set is shown with its counts before the first step.
+    err = capsys.readouterr().err
+    counts = {row["label"]: 0 for row in _paragraphs("train", 10)}
+    for row in _paragraphs("train", 10):
+        counts[row["label"]] += 1
+    shown = ", ".join(f"'{k}' {n}" for k, n in sorted(counts.items()))
+    assert f"4 labels in {train}: {shown}" in err
     summary = json.loads((out / "finetune.json").read_text())
     losses = summary["train_losses"]
     assert len(losses) == 12 and sum(losses[-3:]) / 3 < sum(losses[:3]) / 3

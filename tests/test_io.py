@@ -19,7 +19,8 @@ import pytest
 from mmbert import io
 from mmbert.model import MmBertForMaskedLM
 from mmbert.process import LOCK_FILE, DirectoryInUseError, directory_lock
-from mmbert.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+from mmbert.tokenizer import load_tokenizer, save_tokenizer
+from mmbert.tokenizer_training import train_tokenizer
 from tests.conftest import TINY, running, udhr_texts
 
 
@@ -145,23 +146,59 @@ def test_an_output_never_replaces_an_input_or_a_foreign_directory(tmp_path):
     own = tmp_path / "own"
     own.mkdir()
     (own / "mine.json").write_text("{}")
+    (tmp_path / "link").symlink_to(model)
 
     def is_own(d: Path) -> bool:
         return (d / "mine.json").exists()
 
+    # An input, directly, through a parent or through a symbolic link: refused even with --overwrite.
     for out, inputs, message in [
-        (model, [model], "would overwrite the input"),
-        (tmp_path, [model], "would overwrite the input"),  # replacing a parent deletes the input
-        (model, [], "non-empty directory that this command did not write"),
+        (model, [model], f"would overwrite the input {model}: choose another --out"),
+        (tmp_path, [model], f"would overwrite the input {model}, which it holds"),
+        (tmp_path / "link", [model], f"would overwrite the input {model}"),
+        (model, [tmp_path / "link"], "would overwrite the input"),
     ]:
-        with pytest.raises(io.OutputRefusedError, match=message):
-            io.check_output(out, inputs, is_own=is_own, overwrite=False)
-        io.check_output(out, inputs, is_own=is_own, overwrite=True)
+        for overwrite in (False, True, None):
+            with pytest.raises(io.OutputRefusedError, match=message):
+                io.check_output(out, inputs, is_own=is_own, overwrite=overwrite)
+    # A foreign directory: refused unless --overwrite.
+    with pytest.raises(io.OutputRefusedError, match="non-empty directory that this command did not write"):
+        io.check_output(model, [], is_own=is_own, overwrite=False)
+    io.check_output(model, [], is_own=is_own, overwrite=True)
     io.check_output(own, [model, "org/hub-name"], is_own=is_own, overwrite=False)
     io.check_output(tmp_path / "new", [model], is_own=is_own, overwrite=False)
     io.check_output(model / "inside", [model], is_own=is_own, overwrite=False)
     with pytest.raises(io.OutputRefusedError, match="choose another --out$"):
         io.check_output(model, [], is_own=is_own, overwrite=None)  # a command without --overwrite
+    # A dangling symbolic link: said so, not "File exists".
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    with pytest.raises(
+        io.OutputRefusedError, match=f"is a symbolic link to {tmp_path / 'gone'}, which does not"
+    ):
+        io.check_output(tmp_path / "dangling", [], is_own=is_own, overwrite=True)
+
+
+def test_a_full_disk_is_said_with_the_file_and_the_free_space(tmp_path, monkeypatch):
+    """A write that fails on a full file system says so and where, whatever the writer's own words
+    (NumPy: "N requested and M written"); the old file stays, no temporary is left."""
+    target = tmp_path / "a.npy"
+    target.write_bytes(b"old")
+    monkeypatch.setattr(io, "_free_bytes", lambda directory: 0)
+    for failure in (OSError("49601 requested and 24560 written"), RuntimeError("file write failed")):
+        with pytest.raises(io.DiskFullError, match=f"no space left on device: could not write {target} "):
+            with io.atomic_open(target) as f:
+                f.write(b"partial")
+                raise failure
+        with pytest.raises(io.DiskFullError, match=f"0 bytes free in {tmp_path}"):
+            with io.atomic_dir(tmp_path / "d") as d:
+                (d / "x").write_bytes(b"partial")
+                raise failure
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["a.npy"]
+    # With room to spare, an error is the writer's own.
+    monkeypatch.setattr(io, "_free_bytes", lambda directory: 10**12)
+    with pytest.raises(RuntimeError, match="file write failed"):
+        with io.atomic_open(target) as f:
+            raise RuntimeError("file write failed")
 
 
 # ---------------------------------------------------------------------------------------------- process

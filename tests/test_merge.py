@@ -404,10 +404,25 @@ def test_a_killed_merge_leaves_nothing_behind_the_next_run_and_overwrite_is_whol
     (stale / "model.safetensors").write_bytes(b"\0" * 4096)
     merge_dirs("linear", None, [exports["eng"]], out)
     assert not stale.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["merged"]
-    # --overwrite with the output among the inputs: replaced in one step, never briefly absent.
-    merge_dirs("linear", None, [exports["cont"], out], out, overwrite=True)
+    # --overwrite replaces an earlier output in one step, never briefly absent.
+    merge_dirs("linear", None, [exports["cont"]], out, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]
-    assert json.loads((out / "merge_config.json").read_text())["models"][1] == str(out.resolve())
+    assert json.loads((out / "merge_config.json").read_text())["models"] == [str(exports["cont"].resolve())]
+
+
+def test_merge_overwrite_never_deletes_an_input(exports, tmp_path, capsys):
+    """--out over an input, its parent folder, or a symbolic link to either: refused, with or without
+    --overwrite, and the refusal names the input."""
+    inputs = tmp_path / "inputs"
+    shutil.copytree(exports["eng"], inputs / "eng")
+    (tmp_path / "link").symlink_to(inputs)
+    for out in (inputs / "eng", inputs, tmp_path / "link", tmp_path):
+        for flag in ([], ["--overwrite"]):
+            argv = ["merge", "--method", "linear", "--models", str(inputs / "eng"), "--out", str(out), *flag]
+            assert cli.main(argv) == 2
+            err = capsys.readouterr().err
+            assert f"would overwrite the input {inputs / 'eng'}" in err and err.count("\n") == 1
+    assert (inputs / "eng" / "model.safetensors").is_file()
 
 
 def test_composer_checkpoints_merge_as_they_are(exports, tmp_path, capsys):

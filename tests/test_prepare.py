@@ -18,10 +18,11 @@ import pytest
 from mmbert import cli
 from mmbert.data import prepare as prep
 from mmbert.data.manifest import ManifestError
-from mmbert.data.prepare import PrepareError, load_tokenizer_info, prepare
+from mmbert.data.prepare import PrepareError, prepare
 from mmbert.data.shards import ShardError, TokenStore
 from mmbert.data.sources import BadInputError, LocalFilesSource, open_source
 from mmbert.io import OutputRefusedError, UnsafePathError
+from mmbert.tokenizer import read_tokenizer_files
 from tests.conftest import (
     WORDS,
     child_pids,
@@ -203,6 +204,28 @@ def test_changed_source_or_tokenizer_needs_overwrite(tmp_path, tokdir):
     assert not (data / "web").exists()
 
 
+def test_prepare_repairs_a_manifest_and_a_shard_cut_short(tmp_path, tokdir):
+    """What the errors promise: `--overwrite` rebuilds a manifest without its tokenizer entry, and a
+    rerun prepares again the unit of a shard cut short."""
+    root = write_corpus(tmp_path / "corpus", files_per_lang=1, docs_per_file=5)
+    data = tmp_path / "data"
+    prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False)
+    manifest = json.loads((data / "manifest.json").read_text())
+    del manifest["tokenizer"]
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match="no 'tokenizer' entry.*--overwrite"):
+        prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False)
+    repaired = prepare(LocalFilesSource(root), tokdir, data, name="web", overwrite=True, progress=False)
+    assert repaired.units_total == 3 and repaired.manifest_path.is_file()
+    store = TokenStore(data)
+    assert store.tokenizer is not None and store.num_docs("web", "fra_Latn") == 5
+    shard = next((data / "web").glob("*.tokens.npy"))
+    whole = shard.read_bytes()
+    shard.write_bytes(whole[: len(whole) // 2])
+    again = prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False)
+    assert again.units_resumed == 2 and again.tokens_this_run > 0 and shard.read_bytes() == whole
+
+
 def test_sources_merge_into_one_manifest(tmp_path, tokdir):
     data = tmp_path / "data"
     a = write_corpus(tmp_path / "a", files_per_lang=1, docs_per_file=4, seed=1)
@@ -238,10 +261,9 @@ def test_hf_source(tmp_path, tokdir):
     result = prepare(src, tokdir, tmp_path / "data", name="hf", workers=2, progress=False)
     assert result.units_total == 4 and result.langs["fra_Latn"]["docs"] == 9
     store = TokenStore(tmp_path / "data")
-    info = load_tokenizer_info(tokdir)
     from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_str(info.json)
+    tok = Tokenizer.from_str(read_tokenizer_files(tokdir).text)
     assert store.doc("hf", "deu_Latn", 4).tolist() == tok.encode(texts[13], add_special_tokens=False).ids
 
 
@@ -270,7 +292,8 @@ def test_mds_source_strips_specials_and_checks_ids(tmp_path, tokdir):
 
 def test_real_tokenizer_directory(tmp_path):
     """A directory written by `mmbert tokenizer` (transformers' save_pretrained) is read the same way."""
-    from mmbert.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+    from mmbert.tokenizer import load_tokenizer, save_tokenizer
+    from mmbert.tokenizer_training import train_tokenizer
 
     texts = {lang: make_texts(lang, 40) for lang in WORDS}
     tokdir = save_tokenizer(train_tokenizer(texts, vocab_size=400, model="bpe"), tmp_path / "tok")

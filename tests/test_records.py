@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import pickle
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -66,7 +67,7 @@ def test_csv_tsv_and_json(tmp_path):
     csv_path.write_text('text,label\nhello,1\n"two\nlines",0\n', encoding="utf-8")
     assert list(iter_csv(csv_path)) == [
         (2, {"text": "hello", "label": "1"}),
-        (4, {"text": "two\nlines", "label": "0"}),  # a row is numbered by the line where it ends
+        (3, {"text": "two\nlines", "label": "0"}),  # a row is numbered by the line where it starts
     ]
     tsv_path = tmp_path / "a.tsv"
     tsv_path.write_text("text\tlabel\na, b\tx\n", encoding="utf-8")
@@ -81,6 +82,45 @@ def test_csv_tsv_and_json(tmp_path):
     json_path.write_text('[\n  {"text": "x"},\n  {"text": }\n]', encoding="utf-8")
     with pytest.raises(BadInputError, match=rf"{json_path}:3: invalid JSON: Expecting value"):
         read_json(json_path)
+
+
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ("text,label\na,pos\nsample text 3, with a comma,pos\n", ":3: 3 fields where the header has 2"),
+        ("text,label,label\na,pos,neg\n", ":1: duplicate column name: 'label' is given twice"),
+        ('text,label\na,pos\n"b,neg\nc,pos\nd,neg\n', ":3: unbalanced quote"),
+        ('text,label\n"a"b,pos\n', ":2: broken CSV"),
+        ('text,label\n"a,pos\nb",neg,x\n', ":2: 3 fields where the header has 2: .* runs to line 3"),
+    ],
+    ids=[
+        "unquoted-comma",
+        "duplicate-header",
+        "unbalanced-quote-where-it-opens",
+        "text-after-quote",
+        "spans",
+    ],
+)
+def test_csv_never_guesses_a_row_it_cannot_read(tmp_path, text, error):
+    """A row that the header does not describe is an error at its line, not a shifted label."""
+    path = tmp_path / "rows.csv"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(BadInputError, match=re.escape(str(path)) + error):
+        list(iter_csv(path))
+
+
+def test_readers_drop_a_byte_order_mark(tmp_path):
+    """Excel's "CSV UTF-8" and Notepad start a file with a BOM; the first column keeps its name."""
+    csv_path = tmp_path / "excel.csv"
+    csv_path.write_bytes("text,label\nhello,pos\n".encode("utf-8-sig"))
+    assert list(iter_csv(csv_path)) == [(2, {"text": "hello", "label": "pos"})]
+    jsonl = tmp_path / "a.jsonl"
+    jsonl.write_bytes('{"text": "x"}\n'.encode("utf-8-sig"))
+    assert list(iter_jsonl(jsonl)) == [(1, {"text": "x"})]
+    txt = tmp_path / "a.txt"
+    txt.write_bytes("one\ntwo\n".encode("utf-8-sig"))
+    assert list(iter_lines(txt)) == [(1, "one"), (2, "two")]
+    assert read_text(txt) == "one\ntwo\n"
 
 
 def test_parquet(tmp_path):

@@ -43,7 +43,7 @@ def test_warmup_constant_and_phase_peaks() -> None:
     assert s.lr(100) == pytest.approx(1e-3)
     assert s.lr(999) == pytest.approx(1e-3)
     assert s.lr(1200) == pytest.approx(5e-4)  # the mid phase's own peak
-    assert s.weight_decay(1200) == 0.0 and s.weight_decay(0) == 8e-5
+    assert s.at(1200).weight_decay == 0.0 and s.at(0).weight_decay == 8e-5
 
 
 @pytest.mark.parametrize("shape", ["one_minus_sqrt", "linear", "inverse_sqrt"])

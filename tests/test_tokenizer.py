@@ -13,10 +13,10 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from mmbert import cli
 from mmbert import tokenizer as T
+from mmbert import tokenizer_training as TT
 from mmbert.data import corpus
-from mmbert.data.prepare import load_tokenizer_info
 from mmbert.merge import tokenizer_identity
-from tests.conftest import make_gemma_like_tokenizer
+from tests.conftest import make_gemma_like_tokenizer, train_bundled
 
 # Scripts absent from the bundled corpus (cuneiform, runic, Gothic, Braille, emoji), control characters,
 # odd whitespace, and strings that look like byte tokens or SentencePiece's space marker.
@@ -42,15 +42,15 @@ def _check_lossless(tok, texts, where):
 
 @pytest.fixture(scope="module")
 def bpe() -> PreTrainedTokenizerFast:
-    return T.train_bundled(1000)
+    return train_bundled(1000)
 
 
 @pytest.fixture(scope="module")
 def unigram_and_texts():
     # a small Unigram tokenizer: one article of every 12th language keeps training well under a second
-    texts = T.bundled_texts("train", articles=(1,), code_chars=0)
+    texts = TT.bundled_texts("train", articles=(1,), code_chars=0)
     sub = {lang: texts[lang] for lang in sorted(texts)[::12]}
-    return T.train_tokenizer(sub, 500, model="unigram"), sub
+    return TT.train_tokenizer(sub, 500, model="unigram"), sub
 
 
 def test_special_layout(bpe, unigram_and_texts):
@@ -81,7 +81,7 @@ def test_every_bundled_language_lossless(bpe):
     for d in corpus.load_udhr():
         held = [a.text for a in d.articles if a.number in corpus.HELDOUT_ARTICLES]
         texts[d.key] = held or [a.text for a in d.articles]
-    report = T.evaluate_coverage(bpe, texts)
+    report = TT.evaluate_coverage(bpe, texts)
     assert len(report) == 532
     assert [k for k, r in report.items() if r["unk"]] == []
     assert [k for k, r in report.items() if not r["roundtrip"]] == []
@@ -108,7 +108,7 @@ def test_unseen_scripts_byte_fallback(bpe, unigram_and_texts):
 def test_unigram_lossless_on_its_languages(unigram_and_texts):
     tok, texts = unigram_and_texts
     assert type(tok.backend_tokenizer.model).__name__ == "Unigram"
-    report = T.evaluate_coverage(tok, texts)
+    report = TT.evaluate_coverage(tok, texts)
     assert all(r["unk"] == 0 and r["roundtrip"] for r in report.values())
 
 
@@ -116,17 +116,17 @@ def test_balanced_sample_shares():
     texts = {"big": ["x" * 100] * 1000, "small": ["y" * 100] * 10, "empty": []}
     for tau in (0.0, 0.3, 1.0):
         chars = {"big": 0, "small": 0}
-        for lang, text in T.balanced_sample(texts, tau, None, seed=0):
+        for lang, text in TT.balanced_sample(texts, tau, None, seed=0):
             chars[lang] += len(text)
         w_big, w_small = 100_000**tau, 1_000**tau
         total = 101_000
         # each language stops at the first document that reaches its target: within one document
         assert abs(chars["big"] - total * w_big / (w_big + w_small)) <= 100
         assert abs(chars["small"] - total * w_small / (w_big + w_small)) <= 100
-    capped = sum(len(t) for _, t in T.balanced_sample(texts, 0.3, 5_000, seed=0))
+    capped = sum(len(t) for _, t in TT.balanced_sample(texts, 0.3, 5_000, seed=0))
     assert 5_000 <= capped <= 5_200
     with pytest.raises(ValueError, match="no training text"):
-        list(T.balanced_sample({"a": []}, 0.3, None, 0))
+        list(TT.balanced_sample({"a": []}, 0.3, None, 0))
 
 
 def test_balancing_feeds_small_languages():
@@ -138,7 +138,9 @@ def test_balancing_feeds_small_languages():
     }
     held = {"fin_Latn": [d.text for d in corpus.iter_documents("heldout", langs={"fin_Latn"})]}
     fert = {
-        tau: T.evaluate_coverage(T.train_tokenizer(train, 600, tau=tau), held)["fin_Latn"]["tokens_per_char"]
+        tau: TT.evaluate_coverage(TT.train_tokenizer(train, 600, tau=tau), held)["fin_Latn"][
+            "tokens_per_char"
+        ]
         for tau in (0.3, 1.0)
     }
     assert fert[0.3] < 0.85 * fert[1.0], fert
@@ -174,7 +176,7 @@ def test_load_foreign_layout_warns(tmp_path, caplog):
     assert tok("a b", add_special_tokens=False)["input_ids"] == [4, 5]
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "unk token '[UNK]' has id 1, mmBERT uses 3" in messages and "mask token None" in messages
-    assert T.fingerprint(tok) != T.fingerprint(T.train_bundled(1000))
+    assert T.fingerprint(tok) != T.fingerprint(train_bundled(1000))
 
 
 def test_fingerprint_is_what_decides_the_ids(bpe, tmp_path):
@@ -208,7 +210,7 @@ def test_fingerprint_is_what_decides_the_ids(bpe, tmp_path):
         (tmp_path / name).mkdir()
         tok.save(str(tmp_path / name / "tokenizer.json"))
     for name in ("shipped", "adapted"):
-        identity = load_tokenizer_info(tmp_path / name).identity
+        identity = T.read_tokenizer_files(tmp_path / name, require_layout=True).identity()
         assert identity["sha256"] == T.fingerprint_sha256(bpe)
         assert identity["fingerprint"] == T.fingerprint(bpe)
         assert tokenizer_identity(tmp_path / name) == ("tokenizer.json", T.fingerprint_sha256(bpe))
@@ -224,9 +226,9 @@ def test_load_missing(tmp_path):
 
 def test_train_validation():
     with pytest.raises(ValueError, match="too small"):
-        T.train_tokenizer(["abc"], 100)
+        TT.train_tokenizer(["abc"], 100)
     with pytest.raises(ValueError, match="model must be"):
-        T.train_tokenizer(["abc"], 1000, model="wordpiece")  # type: ignore[arg-type]
+        TT.train_tokenizer(["abc"], 1000, model="wordpiece")  # type: ignore[arg-type]
 
 
 def test_cli_train_and_info(tmp_path, capsys):
@@ -242,7 +244,7 @@ def test_cli_train_and_info(tmp_path, capsys):
         "\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8"
     )
     (tmp_path / "plain.txt").write_text("no language directory: und_Zzzz", encoding="utf-8")
-    texts = T.read_text_files([data / "fra_Latn", tmp_path / "plain.txt"])
+    texts = TT.read_text_files([data / "fra_Latn", tmp_path / "plain.txt"])
     assert sorted(texts) == ["fra_Latn", "und_Zzzz"] and len(texts["fra_Latn"]) == 25
     out = tmp_path / "tok"
     args = ["train", "--out", str(out), "--vocab-size", "400", "--quiet", "--lang-field", "lang", "--input"]
@@ -303,7 +305,7 @@ def test_train_never_replaces_a_model_directory_tokenizer_unasked(tmp_path, caps
 
 @pytest.fixture(scope="module")
 def gemma_texts() -> list[str]:
-    return [t for ts in T.bundled_texts("train", articles=(1, 2), code_chars=0).values() for t in ts][::4]
+    return [t for ts in TT.bundled_texts("train", articles=(1, 2), code_chars=0).values() for t in ts][::4]
 
 
 def test_gemma_as_shipped_is_accepted_and_adapted(gemma_texts, tmp_path, capsys):
@@ -352,9 +354,9 @@ def test_gemma_as_shipped_is_accepted_and_adapted(gemma_texts, tmp_path, capsys)
         assert cli.main(["tokenizer", "info", str(directory), "--model-max-length", "512"]) == 0
         printed.append(capsys.readouterr().out)
     fingerprints = {line for text in printed for line in text.splitlines() if line.startswith("fingerprint")}
-    identity = load_tokenizer_info(shipped).identity
+    identity = T.read_tokenizer_files(shipped, require_layout=True).identity()
     assert fingerprints == {f"fingerprint {identity['fingerprint']}"}
-    assert load_tokenizer_info(out).identity == {**identity, "path": str(out)}
+    assert T.read_tokenizer_files(out, require_layout=True).identity() == {**identity, "path": str(out)}
     assert tokenizer_identity(shipped) == tokenizer_identity(out) == ("tokenizer.json", identity["sha256"])
     assert "layout: mmBERT's (nothing to adapt)" in printed[1]
     # adapting what is adapted changes nothing; the source and an existing tokenizer are not overwritten
@@ -413,8 +415,14 @@ def test_adapt_never_replaces_an_input_or_a_model_unasked_and_writes_whole(
     shipped = make_gemma_like_tokenizer(tmp_path / "gemma", gemma_texts[:40], vocab_size=400)
     model = tmp_path / "model"
     model.mkdir()
-    (model / "config.json").write_text("{}")
+    vocab = T.read_tokenizer_files(shipped).vocab_size
+    (model / "config.json").write_text(json.dumps({"vocab_size": vocab + 200}))
     (model / "model.safetensors").write_bytes(b"weights")
+    # A model folder whose vocabulary differs: refused, --overwrite too (its weights would meet wrong ids)
+    assert cli.main(["tokenizer", "adapt", str(shipped), "--out", str(model), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert f"has {vocab} ids, but the model in {model} has {vocab + 200}" in err and err.count("\n") == 1
+    (model / "config.json").write_text(json.dumps({"vocab_size": vocab, "pad_token_id": 0}))
     for out, message in [
         (tmp_path, f"--out {tmp_path} would overwrite the input"),
         (model, f"--out {model} is a non-empty directory that this command did not write"),

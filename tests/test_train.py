@@ -280,8 +280,13 @@ def test_tensorboard_events_log_lines_and_progress_bars(train_inputs, tmp_path, 
         r"\d+ tok/s \| mfu (\d+\.\d%|-)",
         step_line(records[0]),
     )
-    for phase in ("pre", "mid", "decay"):  # tqdm: "pre: 100%|...| 256/256 [00:01<00:00, 180tok/s]"
-        assert re.search(rf"{phase}: 100%\|.*\| \d+(\.\d+)?k?/\d+(\.\d+)?k? \[[^]]*tok/s\]", err), phase
+    for phase in (
+        "pre",
+        "mid",
+        "decay",
+    ):  # tqdm: "pre: 100%|...| 256/256 [00:01<00:00, 180tok/s, loss 5.1234]"
+        pattern = rf"{phase}: 100%\|.*\| \d+(\.\d+)?k?/\d+(\.\d+)?k? \[[^]]*tok/s, loss \d+\.\d{{4}}\]"
+        assert re.search(pattern, err), phase
 
 
 def test_metrics_log_drops_lines_past_the_resumed_step(tmp_path):

@@ -34,10 +34,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -48,9 +49,7 @@ from mmbert.data.prepare import prepare
 from mmbert.data.sampler import store_counts
 from mmbert.data.shards import TokenStore
 from mmbert.data.sources import open_source
-from mmbert.demo import eval_languages, find_recipe, setting_overrides
 from mmbert.distributed import init_distributed
-from mmbert.errors import MmbertError
 from mmbert.evaluate import (
     DocumentScores,
     build_eval_set,
@@ -60,12 +59,21 @@ from mmbert.evaluate import (
     recipe_groups,
     write_result,
 )
+from mmbert.experiment import (
+    ExperimentError,
+    ExperimentLayout,
+    ExperimentSettings,
+    eval_languages,
+    find_recipe,
+    phase_summary,
+    read_state,
+)
 from mmbert.inference import load
-from mmbert.io import atomic_dir, atomic_write_text
+from mmbert.io import atomic_dir, atomic_write_text, check_output
 from mmbert.merge import merge_dirs
+from mmbert.metrics import read_metrics
 from mmbert.model import MmBertForMaskedLM
 from mmbert.recipe import Recipe, apply_override, load_recipe
-from mmbert.report import phase_summary, read_metrics
 from mmbert.runs import run_recipe, variant_dir
 from mmbert.stats import (
     SeedStats,
@@ -75,7 +83,8 @@ from mmbert.stats import (
     seed_interval,
     seeds_needed,
 )
-from mmbert.tokenizer import load_tokenizer, train_and_save, write_tokenizer_files
+from mmbert.tokenizer import load_tokenizer, write_tokenizer_files
+from mmbert.tokenizer_training import train_and_save
 from mmbert.train import TrainOptions, export_dir
 
 logger = logging.getLogger(__name__)
@@ -102,26 +111,19 @@ LOWER_IS_BETTER = {"mlm_loss"}
 RESOURCE_GROUPS = ("high-resource", "mid-resource", "low-resource")
 
 
-class AblateError(MmbertError, RuntimeError):
+class AblateError(ExperimentError):
     """An ablation that cannot go on as asked (other settings in the directory, a recipe without variants)."""
 
 
 # ---------------------------------------------------------------------------------------------- settings
 @dataclasses.dataclass
-class Settings:
+class Settings(ExperimentSettings):
     """What determines the results (a rerun must use the same, or a new --out)."""
 
-    recipe: str
     seeds: int = 3
     # 0.4 x recipes/tiny.yaml's tokens: 10M tokens to train (5 arms x 3 seeds, plus the paper arm's two
     # other decay variants) at the demo model's ~5,000 tokens/s on 2 cores: about 35 of the 60 minutes.
     scale: float = 0.4
-    quick: bool = False
-    model_preset: str | None = None  # None: the recipe's
-    batch_tokens: int | None = None  # None: the recipe's
-    lr: float | None = None  # None: the recipe's
-    tokenizer_vocab: int = 8192
-    tokenizer_max_chars: int | None = 2_000_000
     eval_max_length: int = 128
     # 48 languages of each phase group + English (145 of 465): 33 evaluations in about 5 minutes.
     eval_per_group: int | None = 48
@@ -135,42 +137,35 @@ class Settings:
         scale: float | None = None,
         quick: bool = False,
     ) -> Settings:
-        """The full ablation (`seeds` default 3), or the quick smoke test that the test suite runs."""
+        """The full ablation (`seeds` default 3), or the quick smoke test that the test suite runs.
+
+        `quick` fixes its own size: a `scale` with it is refused, not applied to the smoke test."""
         path = str(find_recipe(recipe))
+        seeds = cls.seeds if seeds is None else seeds
         if quick:
+            if scale is not None:
+                raise AblateError(
+                    "--quick and --scale cannot be combined: --quick is a fixed smoke-test size"
+                )
             return cls(
-                recipe=path, seeds=seeds or 3, scale=scale or 0.005, quick=True, model_preset="tiny",
+                recipe=path, seeds=seeds, scale=0.005, quick=True, model_preset="tiny",
                 batch_tokens=1024, lr=2e-3, tokenizer_vocab=1000, tokenizer_max_chars=400_000,
                 eval_max_length=48, eval_per_group=3, n_boot=100,
             )  # fmt: skip
-        return cls(recipe=path, seeds=seeds or 3, scale=scale or cls.scale)
+        return cls(recipe=path, seeds=seeds, scale=cls.scale if scale is None else scale)
 
     def __post_init__(self) -> None:
         if self.seeds < 2:
             raise AblateError(f"--seeds must be >= 2 for an interval across seeds, got {self.seeds}")
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise AblateError(f"--scale must be a finite number > 0, got {self.scale}")
 
 
 @dataclasses.dataclass(frozen=True)
-class Layout:
+class Layout(ExperimentLayout):
     """Where an ablation directory keeps what."""
 
-    out: Path
-
-    @property
-    def state(self) -> Path:
-        return self.out / STATE_FILE
-
-    @property
-    def tokenizer(self) -> Path:
-        return self.out / "tokenizer"
-
-    @property
-    def data(self) -> Path:
-        return self.out / "data"
-
-    @property
-    def recipe(self) -> Path:
-        return self.out / "recipe.yaml"
+    STATE_FILE: ClassVar[str] = STATE_FILE
 
     @property
     def results(self) -> Path:
@@ -179,10 +174,6 @@ class Layout:
     @property
     def report(self) -> Path:
         return self.out / "ablations.md"
-
-    @property
-    def plots(self) -> Path:
-        return self.out / "plots"
 
     def run_dir(self, arm: str, seed: int) -> Path:
         return self.out / "runs" / arm / f"seed-{seed}"
@@ -205,11 +196,7 @@ def base_recipe(settings: Settings, layout: Layout) -> Recipe:
             f"{settings.recipe}: the ablation needs phases before a decay phase with variants "
             f"{', '.join(VARIANTS)} (missing: {', '.join(missing) or 'none'})"
         )
-    s = settings
-    overrides = setting_overrides(
-        recipe, layout.tokenizer, layout.data, s.model_preset, s.batch_tokens, s.lr, s.scale
-    )
-    return load_recipe(settings.recipe, overrides)
+    return load_recipe(settings.recipe, settings.recipe_overrides(recipe, layout.tokenizer, layout.data))
 
 
 def arm_recipe(base: Recipe, arm: str, seed: int) -> Recipe:
@@ -245,19 +232,6 @@ def arm_models(arm: str, recipe: Recipe, run: Path, layout: Layout, seed: int) -
 
 
 # ---------------------------------------------------------------------------------------------- running
-def _check_settings(layout: Layout, settings: Settings) -> dict[str, Any]:
-    wanted = dataclasses.asdict(settings)
-    state = json.loads(layout.state.read_text()) if layout.state.exists() else None
-    if state is not None and state["settings"] != wanted:
-        changed = sorted(k for k in wanted if state["settings"].get(k) != wanted[k])
-        raise AblateError(
-            f"{layout.out} was started with other settings ({', '.join(changed)}: "
-            f"{', '.join(repr(state['settings'].get(k)) for k in changed)}); rerun with the same options "
-            "or use another --out"
-        )
-    return state or {"settings": wanted, "seconds": {}}
-
-
 def prepare_inputs(layout: Layout, settings: Settings, workers: int) -> None:
     """The tokenizer and the token shards of the bundled corpus (skipped when present)."""
     if not (layout.tokenizer / "tokenizer.json").exists():
@@ -336,14 +310,15 @@ def run_ablation(
     if PAPER not in arms:
         raise AblateError(f"every comparison is against the {PAPER!r} arm: include it in --arms")
     layout = Layout(out)
+    check_output(out, [settings.recipe], is_own=lambda d: (d / STATE_FILE).is_file(), overwrite=None)
     out.mkdir(parents=True, exist_ok=True)
-    state = _check_settings(layout, settings)
+    state = read_state(layout, settings, seconds={})
     atomic_write_text(layout.state, json.dumps(state, indent=1) + "\n")
     t0 = time.perf_counter()
     prepare_inputs(layout, settings, workers)
     base = base_recipe(settings, layout)
     base.save(layout.recipe)
-    options = TrainOptions(progress=progress, tensorboard=False)
+    options = TrainOptions(progress=progress, tensorboard=False, log_every_steps=0 if progress else None)
     eval_set = None
     jobs = [(arm, seed) for seed in range(settings.seeds) for arm in arms]
     for k, (arm, seed) in enumerate(jobs):
@@ -719,7 +694,7 @@ def command_line(layout: Layout, settings: Settings, arms: Sequence[str]) -> str
     parts = ["mmbert ablate", f"--out {layout.out}"]
     try:
         default_recipe = str(find_recipe(None))
-    except MmbertError:  # no recipes/tiny.yaml here: name the recipe
+    except ExperimentError:  # no recipes/tiny.yaml here: name the recipe
         default_recipe = None
     if settings.recipe != default_recipe:
         parts.append(f"--recipe {settings.recipe}")

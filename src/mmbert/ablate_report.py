@@ -24,6 +24,7 @@ import numpy as np
 
 from mmbert.io import atomic_write_text
 from mmbert.plots import pyplot, save_figure
+from mmbert.stats import interval_text
 
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974"]
 # The models of the arms' comparisons (the rest are the paper arm's decay variants and merges).
@@ -52,10 +53,7 @@ def fmt(metric: str, x: float | None, diff: bool = False) -> str:
 
 
 def fmt_ci(metric: str, ci: Sequence[float | None] | None, diff: bool = False) -> str:
-    if not ci or ci[0] is None or ci[1] is None:
-        return "[-]"
-    low, high = (fmt(metric, x, diff).replace(" pp", "").replace("%", "") for x in ci)
-    return f"[{low}, {high}]"
+    return interval_text(ci, lambda x: fmt(metric, x, diff).replace(" pp", "").replace("%", "")) or "[-]"
 
 
 def _value_cell(metric: str, v: Mapping[str, Any]) -> str:
@@ -214,9 +212,8 @@ def _pct(x: float | None) -> str:
 
 
 def _pct_ci(ci: Sequence[float | None] | None) -> str:
-    if not ci or ci[0] is None or ci[1] is None:
-        return "[-]"
-    return f"[{100 * ci[0]:.0f}, {100 * ci[1]:.0f}]%"
+    interval = interval_text(ci, lambda x: f"{100 * x:.0f}")
+    return "[-]" if interval is None else f"{interval}%"
 
 
 # ---------------------------------------------------------------------------------------------- plots

@@ -182,8 +182,9 @@ def infer_config(ckpt: ComposerCheckpoint, preset: str | None = None, **override
     if name is None:
         raise CheckpointError(
             f"{ckpt.path}: no preset has hidden size {shapes['hidden_size']}, intermediate size "
-            f"{shapes['intermediate_size']} and {shapes['num_hidden_layers']} layers: name one (--preset) for "
-            "what the tensors do not hold (attention heads, window, RoPE thetas, context length)"
+            f"{shapes['intermediate_size']} and {shapes['num_hidden_layers']} layers: convert it naming the preset "
+            "for what the tensors do not hold (attention heads, window, RoPE thetas, context length), "
+            f"`mmbert convert CKPT --preset NAME` (one of {', '.join(PRESETS)})"
         )
     if name not in PRESETS:
         raise CheckpointError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")

@@ -162,6 +162,12 @@ class MmBertConfig:
         """A named architecture; keyword arguments override any field."""
         if name not in PRESETS:
             raise ValueError(f"unknown model preset {name!r}; choose from {sorted(PRESETS)}")
+        known = [field.name for field in dataclasses.fields(cls)]
+        unknown = sorted(set(overrides) - set(known))
+        if unknown:
+            raise ValueError(
+                f"unknown model config key {', '.join(unknown)}; the keys are {', '.join(sorted(known))}"
+            )
         return cls(**{**PRESETS[name], **overrides})
 
     def replace(self, **changes: Any) -> MmBertConfig:

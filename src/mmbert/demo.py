@@ -5,7 +5,7 @@
 Nothing is downloaded. The steps, each a call of the function that the matching command runs:
 
 1. `tokenizer`: train a BPE tokenizer with mmBERT's special ids on the bundled UDHR + code
-   (`mmbert.tokenizer.train_and_save`), and `prepare`: tokenize the corpus into shards
+   (`mmbert.tokenizer_training.train_and_save`), and `prepare`: tokenize the corpus into shards
    (`mmbert.data.prepare.prepare`);
 2. `train`: the tiny recipe (`recipes/tiny.yaml`) through its three phases, 30% → 15% → 5% masking,
    tau 0.7 → 0.5 → 0.3, growing language sets, longer context and a new RoPE theta, then its three
@@ -16,7 +16,8 @@ Nothing is downloaded. The steps, each a call of the function that the matching 
    intervals over the held-out documents (`mmbert.evaluate`);
 5. `export` the merge to `OUT/model` (HF format + tokenizer), fill in one masked whole word (all of
    its tokens) in several languages with the top 5 of a beam over its tokens (`masked_word`,
-   `fill_word`), and write `OUT/report.md`, `OUT/metrics.json` and `OUT/plots/` (`mmbert.report`).
+   `fill_word`, `mmbert.inference`), and write `OUT/report.md`, `OUT/metrics.json` and `OUT/plots/`
+   (`mmbert.demo_report`).
    `mmbert.demo_layout` says where each step writes.
 
 Rerunning the same command continues where it stopped: the trainer and `prepare` resume inside their
@@ -31,72 +32,51 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
-import re
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from mmbert.data.corpus import load_udhr
-from mmbert.data.packing import PackedBatch
 from mmbert.data.prepare import prepare
 from mmbert.data.sources import open_source
 from mmbert.demo_layout import (
     FILL_MASK_ARTICLE,
     FILL_MASK_LANGUAGES,
-    HIGHLIGHT,
     QUICK_SCALE,
     Layout,
     eval_stem,
 )
+from mmbert.demo_report import write_demo_report
 from mmbert.distributed import init_distributed
-from mmbert.errors import MmbertError
 from mmbert.evaluate import (
-    ENGLISH,
     build_eval_set,
     evaluate_model,
-    heldout_languages,
     recipe_groups,
     write_result,
 )
-from mmbert.inference import load
-from mmbert.io import atomic_dir, atomic_write_text, remove_stale_temps
+from mmbert.experiment import ExperimentError, ExperimentSettings, eval_languages, find_recipe, read_state
+from mmbert.inference import fill_word, load, masked_word
+from mmbert.io import atomic_dir, atomic_write_text, check_output, remove_stale_temps
 from mmbert.merge import merge_dirs
 from mmbert.recipe import Recipe, load_recipe
-from mmbert.report import write_demo_report
 from mmbert.runs import run_recipe
-from mmbert.tokenizer import train_and_save
+from mmbert.tokenizer_training import train_and_save
 from mmbert.train import TrainOptions
 
 logger = logging.getLogger(__name__)
 
 
-class DemoError(MmbertError, RuntimeError):
-    """A demo that cannot go on as asked (other settings in the same directory, no recipe)."""
+class DemoError(ExperimentError):
+    """A demo that cannot go on as asked (a recipe without decay variants, a merge without a tokenizer)."""
 
 
 @dataclasses.dataclass
-class Settings:
+class Settings(ExperimentSettings):
     """What determines the demo's results (a rerun must use the same, or a new --out)."""
 
-    recipe: str
-    scale: float = 1.0
-    quick: bool = False
-    model_preset: str | None = None  # None: the recipe's
-    batch_tokens: int | None = None  # None: the recipe's
-    lr: float | None = None  # None: the recipe's
-    tokenizer_vocab: int = 8192
     tokenizer_model: str = "bpe"  # Gemma 2's kind; Unigram trains several times slower
-    # A 2M-character sample of the 5.5M-character corpus: half the training time, the same vocabulary size.
-    tokenizer_max_chars: int | None = 2_000_000
-    # The evaluation runs 5 models: English + 24 languages of each group, texts cut to 48 tokens, keep it
-    # to about half a minute per model here (`mmbert evaluate` alone defaults to every language).
-    eval_max_length: int = 48
-    eval_per_group: int | None = 24
 
     @classmethod
     def create(cls, recipe: Path | None = None, scale: float | None = None, quick: bool = False) -> Settings:
@@ -119,41 +99,20 @@ class Settings:
         return cls(recipe=path, scale=scale or 1.0)
 
 
-def find_recipe(path: Path | None) -> Path:
-    """`--recipe`, else `recipes/tiny.yaml` in the working directory or in the source checkout."""
-    if path is not None:
-        if not path.is_file():
-            raise DemoError(f"{path}: no such recipe file")
-        return path.resolve()
-    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        candidate = base / "recipes" / "tiny.yaml"
-        if candidate.is_file():
-            return candidate.resolve()
-    raise DemoError("recipes/tiny.yaml not found: run from the repository root or pass --recipe")
-
-
 # ---------------------------------------------------------------------------------------------- state
 class Demo:
     """The demo's directory, settings and finished steps."""
 
-    def __init__(self, out: Path, settings: Settings, workers: int) -> None:
+    def __init__(self, out: Path, settings: Settings, workers: int, log_every_steps: int = 0) -> None:
         self.out = out
         self.layout = Layout(out)
         self.settings = settings
         self.workers = workers
+        self.log_every_steps = log_every_steps  # the step lines of training (0: the bars only)
         self.t0 = time.perf_counter()
+        check_output(out, [settings.recipe], is_own=lambda _: self.layout.state.is_file(), overwrite=None)
         out.mkdir(parents=True, exist_ok=True)
-        path = self.layout.state
-        state = json.loads(path.read_text()) if path.exists() else None
-        wanted = dataclasses.asdict(settings)
-        if state is not None and state["settings"] != wanted:
-            changed = sorted(k for k in wanted if state["settings"].get(k) != wanted[k])
-            raise DemoError(
-                f"{out} was started with other settings ({', '.join(changed)}: "
-                f"{', '.join(repr(state['settings'].get(k)) for k in changed)}); rerun with the same options "
-                "or use another --out"
-            )
-        self.state = state or {"settings": wanted, "steps": {}}
+        self.state = read_state(self.layout, settings, steps={})
 
     def _save_state(self) -> None:
         atomic_write_text(self.layout.state, json.dumps(self.state, indent=1) + "\n")
@@ -179,55 +138,7 @@ class Demo:
 # ---------------------------------------------------------------------------------------------- recipe
 def recipe_overrides(recipe: Recipe, demo: Demo) -> list[str]:
     """Overrides that point the recipe at the demo's tokenizer and data, and scale its token budgets."""
-    s = demo.settings
-    return setting_overrides(
-        recipe, demo.layout.tokenizer, demo.layout.data, s.model_preset, s.batch_tokens, s.lr, s.scale
-    )
-
-
-def setting_overrides(
-    recipe: Recipe,
-    tokenizer: Path,
-    data: Path,
-    model_preset: str | None,
-    batch_tokens: int | None,
-    lr: float | None,
-    scale: float,
-) -> list[str]:
-    """Dotted overrides for a run of `recipe` on prepared `data`: model preset (the preset alone: the
-    recipe's other model keys are dropped with its preset), batch, LR (None: the recipe's), and every
-    token budget times `scale` (`mmbert demo` and `mmbert ablate` share them).
-
-    The checkpoint interval is not scaled: it is about how much work a kill may lose, not the recipe.
-    """
-    out = [f"tokenizer={tokenizer}", f"data=[{data}]"]
-    if model_preset:
-        out.append(f"model={{preset: {model_preset}}}")
-    if batch_tokens:
-        out.append(f"train.batch_tokens={batch_tokens}")
-        start = recipe.train.batch_warmup_start_tokens
-        if start is not None and start > batch_tokens:
-            out.append(f"train.batch_warmup_start_tokens={batch_tokens}")
-    if lr:
-        out.append(f"train.lr={lr}")
-    if scale != 1.0:
-
-        def scaled(n: int) -> int:
-            return max(1, round(n * scale))
-
-        for i, phase in enumerate(recipe.phases):
-            out.append(f"phases.{i}.tokens={scaled(phase.tokens)}")
-            if phase.warmup_tokens:
-                out.append(f"phases.{i}.warmup_tokens={scaled(phase.warmup_tokens)}")
-            if phase.decay_tokens:
-                out.append(f"phases.{i}.decay_tokens={scaled(phase.decay_tokens)}")
-            for name, variant in phase.variants.items():
-                for key in ("tokens", "warmup_tokens", "decay_tokens"):
-                    if variant.get(key):
-                        out.append(f"phases.{i}.variants.{name}.{key}={scaled(int(variant[key]))}")
-        if recipe.train.batch_warmup_tokens:
-            out.append(f"train.batch_warmup_tokens={scaled(recipe.train.batch_warmup_tokens)}")
-    return out
+    return demo.settings.recipe_overrides(recipe, demo.layout.tokenizer, demo.layout.data)
 
 
 def resolved_recipe(demo: Demo) -> Recipe:
@@ -270,7 +181,8 @@ def step_prepare(demo: Demo) -> None:
 
 def step_train(demo: Demo) -> None:
     recipe = load_recipe(demo.layout.recipe)
-    run_recipe(recipe, demo.layout.run, init_distributed("cpu"), TrainOptions())
+    options = TrainOptions(log_every_steps=demo.log_every_steps)
+    run_recipe(recipe, demo.layout.run, init_distributed("cpu"), options)
 
 
 def step_merge(demo: Demo, recipe: Recipe) -> None:
@@ -278,20 +190,6 @@ def step_merge(demo: Demo, recipe: Recipe) -> None:
     models = [layout.variant_export(recipe, v) for v in recipe.variant_names()]
     # mmBERT's density is not published; 0.5 trims half of each variant's task vector (TIES's usual setting).
     merge_dirs("ties", layout.pre_decay_export(recipe), models, layout.merged, density=0.5, overwrite=True)
-
-
-def eval_languages(recipe: Recipe, per_group: int | None) -> list[str] | None:
-    """English plus `per_group` languages of each group (the named ones first), or all (None)."""
-    if per_group is None:
-        return None
-    langs = heldout_languages()
-    groups, order = recipe_groups(recipe, langs)
-    chosen = {ENGLISH}
-    for g in order:
-        # the languages the report names (Faroese, Tigrinya, ...) first, then alphabetical
-        members = sorted((lang for lang in langs if groups[lang] == g), key=lambda k: (k not in HIGHLIGHT, k))
-        chosen.update(members[:per_group])
-    return sorted(chosen)
 
 
 def step_evaluate(demo: Demo, recipe: Recipe) -> None:
@@ -329,72 +227,6 @@ def step_export(demo: Demo) -> None:
     with atomic_dir(layout.model) as tmp:
         shutil.copytree(layout.merged, tmp, dirs_exist_ok=True)
     load(layout.model, "cpu")  # the export loads on its own (model + tokenizer)
-
-
-@dataclasses.dataclass
-class MaskedWord:
-    """A sentence with one whole word masked: its token ids (no specials) and the masked span."""
-
-    ids: list[int]
-    start: int  # first masked token
-    length: int  # tokens of the word (all masked)
-    word: str  # the answer
-    text: str  # the sentence with one `<mask>` per masked token, for display
-
-
-def masked_word(tokenizer: Any, sentence: str, min_letters: int = 4) -> MaskedWord | None:
-    """Mask every token of one word: of the words of `min_letters`+ letters (not the first), the one with
-    the fewest tokens, then the longest, then nearest the middle. None when no word fits."""
-    enc = tokenizer(sentence, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
-    candidates = []
-    for k, m in enumerate(re.finditer(r"\w+", sentence)):
-        a, b = m.span()
-        if k == 0 or not m.group().isalpha() or len(m.group()) < min_letters:
-            continue
-        span = [j for j, (s, e) in enumerate(offsets) if s < b and e > a]
-        # the word's tokens only: none reaches into a neighbour (a leading space is part of the word)
-        if not span or offsets[span[0]][0] < a - 1 or offsets[span[-1]][1] > b:
-            continue
-        mid = abs((a + b) / 2 - len(sentence) / 2)
-        candidates.append((len(span), -len(m.group()), mid, span[0], m.group()))
-    if not candidates:
-        return None
-    length, _, _, start, word = min(candidates)
-    mask = tokenizer.mask_token
-    text = tokenizer.decode(ids[:start]) + " " + mask * length + tokenizer.decode(ids[start + length :])
-    return MaskedWord(ids, start, length, word, text)
-
-
-@torch.inference_mode()
-def fill_word(model: Any, tokenizer: Any, masked: MaskedWord, top_k: int = 5) -> list[tuple[str, float]]:
-    """The `top_k` fillings of the masked word, decoded left to right with a beam of `top_k`.
-
-    Each step fills the leftmost masked token of every beam (special tokens excluded) and keeps the
-    `top_k` best by the product of the step probabilities, so the score of a word is the chain
-    p(t1 | context) p(t2 | context, t1) ... ; returned as (word, probability), best first.
-    """
-    model.eval()
-    device = next(model.parameters()).device
-    mask, bos, eos = tokenizer.mask_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id
-    specials = torch.tensor(sorted({int(i) for i in tokenizer.all_special_ids} | {mask}), device=device)
-    before, after = masked.ids[: masked.start], masked.ids[masked.start + masked.length :]
-    beams: list[tuple[list[int], float]] = [([], 0.0)]
-    for step in range(masked.length):
-        rows = [[bos, *before, *filled, *[mask] * (masked.length - step), *after, eos] for filled, _ in beams]
-        packed = PackedBatch.from_sequences(rows, device)
-        where = torch.zeros_like(packed.input_ids, dtype=torch.bool)
-        where[packed.cu_seqlens[:-1] + 1 + masked.start + step] = True  # after <bos>
-        logits = model(**packed.model_inputs(device), prediction_mask=where).logits.float()  # (beams, V)
-        logits[:, specials] = -math.inf
-        logp, ids = logits.log_softmax(-1).topk(top_k, dim=-1)
-        grown = [
-            (filled + [int(t)], score + float(lp))
-            for (filled, score), row_lp, row_ids in zip(beams, logp, ids, strict=True)
-            for lp, t in zip(row_lp, row_ids, strict=True)
-        ]
-        beams = sorted(grown, key=lambda b: -b[1])[:top_k]
-    return [(tokenizer.decode(filled).strip(), math.exp(score)) for filled, score in beams]
 
 
 def fill_mask_examples(model_dir: Path, top_k: int = 5) -> list[dict[str, Any]]:
@@ -439,9 +271,9 @@ class DemoResult:
     seconds: float  # of all the steps, over every run that made them
 
 
-def run_demo(out: Path, settings: Settings, workers: int = 2) -> DemoResult:
+def run_demo(out: Path, settings: Settings, workers: int = 2, log_every_steps: int = 0) -> DemoResult:
     """Run (or continue) the demo in `out`."""
-    demo = Demo(out, settings, workers)
+    demo = Demo(out, settings, workers, log_every_steps)
     layout = demo.layout
     recipe = resolved_recipe(demo)
     recipe.save(layout.recipe)

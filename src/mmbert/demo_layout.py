@@ -1,7 +1,8 @@
 """The demo's directory layout and fixed choices: what its steps write where, and what it shows.
 
-`mmbert.demo` runs the steps into these paths and `mmbert.report` reads them back to draw the plots
-and write the report, so both take the layout from here (and neither imports the other's internals).
+`mmbert.demo` runs the steps into these paths and `mmbert.demo_report` reads them back to draw the
+plots and write the report, so both take the layout from here (and neither imports the other's
+internals). The paths every experiment directory has are `mmbert.experiment.ExperimentLayout`'s.
 
     OUT/demo_state.json   finished steps and the settings they ran with
     OUT/recipe.yaml       the recipe as trained (scaled, pointed at OUT/tokenizer and OUT/data)
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
+from mmbert.experiment import ExperimentLayout
 from mmbert.recipe import Recipe
 from mmbert.runs import variant_dir
 from mmbert.train import export_dir
@@ -36,31 +39,13 @@ FILL_MASK_LANGUAGES = (
     "tir_Ethi",
 )
 FILL_MASK_ARTICLE = 5
-# Languages whose shares the sampling plot names (and that the evaluation and the report take first).
-HIGHLIGHT = ("eng_Latn", "fra_Latn", "cmn_Hans", "swh_Latn", "fao_Latn", "tir_Ethi", "code")
 
 
 @dataclass(frozen=True)
-class Layout:
-    """The paths of a demo directory `out`."""
+class Layout(ExperimentLayout):
+    """The paths of a demo directory `out` (its state, recipe, tokenizer, data and plots: `ExperimentLayout`)."""
 
-    out: Path
-
-    @property
-    def state(self) -> Path:
-        return self.out / STATE_FILE
-
-    @property
-    def recipe(self) -> Path:
-        return self.out / "recipe.yaml"
-
-    @property
-    def tokenizer(self) -> Path:
-        return self.out / "tokenizer"
-
-    @property
-    def data(self) -> Path:
-        return self.out / "data"
+    STATE_FILE: ClassVar[str] = STATE_FILE
 
     @property
     def run(self) -> Path:

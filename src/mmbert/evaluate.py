@@ -31,7 +31,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,14 +42,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from mmbert.data.corpus import HELDOUT_ARTICLES, Declaration, load_udhr
-from mmbert.data.masking import mask_tokens
+from mmbert.data.masking import mask_tokens, never_masked
 from mmbert.data.packing import PackedBatch
 from mmbert.inference import DEFAULT_BATCH_TOKENS, embed_ids, fit_length, length_batches, load, tokenize
 from mmbert.io import atomic_write_text
 from mmbert.languages import in_language_set, resolve_languages
 from mmbert.model import MmBertForMaskedLM
 from mmbert.seeds import derive_seed
-from mmbert.stats import bootstrap_weights, percentile_interval
+from mmbert.stats import bootstrap_weights, percentile_interval, with_interval
 from mmbert.tokens import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
@@ -289,6 +289,9 @@ def retrieval_scores(
     progress: bool = False,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per declaration, per unit: whether it retrieves its English twin (x2en), and is retrieved from it (en2x)."""
+    if not eval_set.pairs:
+        logger.info("retrieval skipped: no language besides English to pair with its English twin")
+        return {}
     vectors = embed_ids(model, eval_set.units, batch_tokens=batch_tokens, progress=progress)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     out = {}
@@ -492,7 +495,7 @@ def evaluate_model(
     if eval_set.tokenizer_size != len(tokenizer):
         raise ValueError("the eval set was tokenized with a different tokenizer")
     t0 = time.perf_counter()
-    specials = sorted({int(i) for i in tokenizer.all_special_ids} | {tokenizer.mask_token_id})
+    specials = never_masked(tokenizer)
     masked = masked_inputs(
         eval_set, model.config.vocab_size, specials, tokenizer.mask_token_id, seed, mask_rate
     )
@@ -543,14 +546,6 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
-def _with_ci(value: float | None, ci: Sequence[float | None] | None, fmt: Callable[[float], str]) -> str:
-    if value is None:
-        return "-"
-    if not ci or ci[0] is None or ci[1] is None:
-        return fmt(value)
-    return f"{fmt(value)} [{fmt(ci[0])}, {fmt(ci[1])}]"
-
-
 def markdown_table(result: Mapping[str, Any], title: str | None = None) -> str:
     """The per-group table of one evaluation (accuracies in %, 95% bootstrap intervals in brackets)."""
     lines = [f"### {title}", ""] if title else []
@@ -562,9 +557,9 @@ def markdown_table(result: Mapping[str, Any], title: str | None = None) -> str:
     for group, s in result["groups"].items():
         ci = s.get("ci", {})
         lines.append(
-            f"| {group} | {s['languages']} | {_with_ci(s['mlm_accuracy'], ci.get('mlm_accuracy'), pct)} "
-            f"| {_with_ci(s['mlm_loss'], ci.get('mlm_loss'), lambda x: f'{x:.3f}')} "
-            f"| {_with_ci(s['retrieval'], ci.get('retrieval'), pct)} | {_pct(s['retrieval_x2en'])} "
+            f"| {group} | {s['languages']} | {with_interval(s['mlm_accuracy'], ci.get('mlm_accuracy'), pct)} "
+            f"| {with_interval(s['mlm_loss'], ci.get('mlm_loss'), lambda x: f'{x:.3f}')} "
+            f"| {with_interval(s['retrieval'], ci.get('retrieval'), pct)} | {_pct(s['retrieval_x2en'])} "
             f"| {_pct(s['retrieval_en2x'])} | {_pct(s['retrieval_chance'])} |"
         )
     st = result["settings"]

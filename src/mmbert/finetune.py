@@ -38,11 +38,13 @@ from tqdm.auto import tqdm
 from mmbert.data.packing import PackedBatch
 from mmbert.data.records import BadInputError, iter_csv, iter_jsonl, read_json
 from mmbert.errors import MmbertError
+from mmbert.hf import check_loaded_tokenizer
+from mmbert.inference import resolve_device
 from mmbert.io import atomic_dir, check_output
 from mmbert.model import MmBertForSequenceClassification
-from mmbert.tokenizer import load_with_layout, write_tokenizer_files
+from mmbert.tokenizer import load_tokenizer, write_tokenizer_files
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 TASKS = ("auto", "classification", "regression")
 SUMMARY = "finetune.json"  # in the output directory: what makes it finetune's own
@@ -77,7 +79,7 @@ def _read_file(path: Path) -> list[tuple[str, dict]]:
             return [(f"{path}:{line}", row) for line, row in rows]
         if suffix in (".jsonl", ".ndjson"):
             out = []
-            for line, obj in iter_jsonl(path):
+            for line, obj in iter_jsonl(path, unique_keys=True):
                 if not isinstance(obj, dict):
                     raise DataError(
                         f"{path}:{line}: expected a JSON object per line, got {type(obj).__name__}"
@@ -85,7 +87,7 @@ def _read_file(path: Path) -> list[tuple[str, dict]]:
                 out.append((f"{path}:{line}", obj))
             return out
         if suffix == ".json":
-            data = read_json(path)
+            data = read_json(path, unique_keys=True)
             if isinstance(data, dict) and "data" in data:
                 data = data["data"]
             if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
@@ -224,6 +226,27 @@ def label_space(examples: list[Example], name: str, label_column: str) -> dict[i
         ints = sorted(int(v) for v in values)
         values = [str(v) for v in ints]
     return dict(enumerate(values))
+
+
+def label_counts(examples: list[Example], id2label: dict[int, str]) -> dict[str, int]:
+    """How many examples each class has, in class-id order."""
+    counts = dict.fromkeys(id2label.values(), 0)
+    for e in examples:
+        counts[label_key(e.label)] += 1
+    return counts
+
+
+def log_label_counts(examples: list[Example], id2label: dict[int, str], name: str) -> dict[str, int]:
+    """Say which classes training will learn, with counts, before it starts: a label set that is not
+    the one meant (a text's comma read as a label) shows here; a class seen once is warned about."""
+    counts = label_counts(examples, id2label)
+    logger.info("%d labels in %s: %s", len(counts), name, ", ".join(f"{k!r} {n}" for k, n in counts.items()))
+    rare = [k for k, n in counts.items() if n == 1]
+    if rare:
+        logger.warning(
+            "%s: labels seen once: %s; is the label column right?", name, ", ".join(map(repr, rare))
+        )
+    return counts
 
 
 def _is_int(v: str) -> bool:
@@ -449,7 +472,7 @@ def fit(
                 recent = losses[-eval_every:]
                 history.append({"step": step, "train_loss": sum(recent) / len(recent), **m})
                 improved = m[metric] > best_value if higher_better else m[metric] < best_value
-                log.info(
+                logger.info(
                     "step %d | train loss %.4f |%s dev %s %.4f%s",
                     step,
                     history[-1]["train_loss"],
@@ -464,7 +487,7 @@ def fit(
                 else:
                     bad_evals += 1
                     if bad_evals >= settings.patience:
-                        log.info("early stop: no dev %s improvement in %d evaluations", metric, bad_evals)
+                        logger.info("early stop: no dev %s improvement in %d evaluations", metric, bad_evals)
                         stop = True
             if stop or step >= total:
                 stop = True
@@ -596,7 +619,7 @@ def finetune(options: FinetuneOptions) -> FinetuneResult:
     check_output(options.out, inputs, is_own=lambda d: (d / SUMMARY).is_file(), overwrite=options.overwrite)
     random.seed(options.seed)
     torch.manual_seed(options.seed)
-    device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(options.device)
 
     train, dev, test, dev_note = load_splits(options)
     task = infer_task(train) if options.task == "auto" else options.task
@@ -610,6 +633,7 @@ def finetune(options: FinetuneOptions) -> FinetuneResult:
     if task == "classification":
         id2label = label_space(train, options.train, options.label_column)
         label2id = {v: k for k, v in id2label.items()}
+        log_label_counts(train, id2label, options.train)
         overrides.update(id2label=id2label, problem_type="single_label_classification")
     else:
         overrides.update(num_labels=1, id2label={0: "score"}, problem_type="regression")
@@ -619,11 +643,12 @@ def finetune(options: FinetuneOptions) -> FinetuneResult:
     labels = {k: encode_labels(v, task, label2id, options.label_column) for k, v in splits.items()}
 
     model_dir = resolve_model(options.model)
-    tokenizer = load_with_layout(options.tokenizer or model_dir)
+    tokenizer = load_tokenizer(options.tokenizer or model_dir, adapt=True)
     encoded = {k: Encoded(tokenize(tokenizer, v, options.max_length), labels[k]) for k, v in splits.items()}
     model = MmBertForSequenceClassification.from_pretrained(model_dir, device=device, **overrides)
+    check_loaded_tokenizer(model.config, tokenizer, model_dir, options.tokenizer or model_dir)
     model.train()
-    log.info(
+    logger.info(
         "%s with %d labels: train %d, %s (%d); metric %s",
         task,
         model.config.num_labels,

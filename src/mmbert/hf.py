@@ -12,17 +12,25 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mmbert.config import MmBertConfig
+from mmbert.errors import MmbertError
 from mmbert.io import update_dir
-from mmbert.tokenizer import is_model_file
-from mmbert.weights import SAFETENSORS, find_weights, load_bin, load_safetensors, write_safetensors
+from mmbert.weights import (
+    SAFETENSORS,
+    find_weights,
+    is_model_file,
+    load_bin,
+    load_safetensors,
+    write_safetensors,
+)
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -88,6 +96,76 @@ def convert_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return dict(sd)
 
 
+# ---------------------------------------------------------------------------------------------- checks
+class ModelFilesError(MmbertError, ValueError):
+    """A model directory whose files do not fit together, or weights that are not numbers."""
+
+
+def check_finite(sd: dict[str, torch.Tensor], source: str) -> None:
+    """Every floating-point weight is a finite number: a model with NaN or Inf weights (a diverged run,
+    a corrupt file) would otherwise print nan probabilities and nan embeddings without a word.
+
+    The one check: in `load_hf_state_dict`, which every loader of a model goes through (an HF
+    directory, a training checkpoint in `convert`, `train --init-from`), and on each chunk `merge`
+    streams from its inputs (counts are then the chunk's)."""
+    for key, tensor in sd.items():
+        if not tensor.is_floating_point() or bool(torch.isfinite(tensor).all()):
+            continue
+        nan, inf = int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum())
+        raise ModelFilesError(
+            f"{source}: {key} has {nan} NaN and {inf} infinite values: the weights are broken (a diverged "
+            "run, or a damaged file); use an earlier checkpoint"
+        )
+
+
+# Spare embedding rows beyond the tokenizer's ids that a model may have: vocabularies padded to a
+# multiple of 64 for faster matmuls (ModernBERT: 50368 rows for 50280 ids).
+PADDED_ROWS = 128
+
+
+def check_tokenizer_fits(
+    config: MmBertConfig | Mapping[str, Any],
+    n_ids: int,
+    special_ids: Mapping[str, int | None],
+    model_dir: str | Path,
+    tokenizer_dir: str | Path,
+) -> None:
+    """The tokenizer in `tokenizer_dir` belongs to the model in `model_dir`: as many ids as the
+    embedding has rows (up to `PADDED_ROWS` spare), and the special ids that config.json names.
+    `config` is the model's config, or its config.json as read (a field it lacks is not checked).
+
+    Another tokenizer (one `tokenizer adapt --overwrite` put in the folder) would crash on an id past
+    the embedding, or run on the wrong ids without a word. The model's own files agree with each other
+    (loading checks every shape against config.json), so the error blames the tokenizer's.
+    """
+
+    def field(name: str) -> Any:
+        return config.get(name) if isinstance(config, Mapping) else getattr(config, name, None)
+
+    where = f"{tokenizer_dir} (the tokenizer)"
+    rows = field("vocab_size")
+    if isinstance(rows, int) and (n_ids > rows or rows - n_ids >= PADDED_ROWS):
+        raise ModelFilesError(
+            f"{where} has {n_ids} ids, but the model in {model_dir} has {rows} (config.json's vocab_size, "
+            "the embedding's rows): the tokenizer files are not this model's"
+        )
+    for role, found in special_ids.items():
+        expected = field(f"{role}_token_id")
+        if found is not None and isinstance(expected, int) and found != expected:
+            raise ModelFilesError(
+                f"{where}: its {role} token has id {found}, but {Path(model_dir) / 'config.json'} says "
+                f"{role}_token_id {expected}: the tokenizer files are not this model's"
+            )
+
+
+def check_loaded_tokenizer(
+    config: MmBertConfig | Mapping[str, Any], tokenizer: Any, model_dir: str | Path, tokenizer_dir: str | Path
+) -> None:
+    """`check_tokenizer_fits` for a loaded transformers tokenizer."""
+    special = {role: getattr(tokenizer, f"{role}_token_id", None) for role in ("pad", "mask")}
+    check_tokenizer_fits(config, len(tokenizer), special, model_dir, tokenizer_dir)
+
+
 # ---------------------------------------------------------------------------------------------- mixin
 class HFCheckpointMixin:
     """`from_pretrained` / `save_pretrained` / `load_hf_state_dict` for the mmbert model classes."""
@@ -106,6 +184,7 @@ class HFCheckpointMixin:
         Unknown keys, shape mismatches and missing encoder weights raise errors naming the key.
         """
         sd = convert_state_dict(sd)
+        check_finite(sd, source)
         if "model.layers.0.attn_norm.weight" in sd:
             w = sd.pop("model.layers.0.attn_norm.weight")
             if not torch.all(w == 1):
@@ -133,7 +212,8 @@ class HFCheckpointMixin:
             t = sd[hf_key]
             if t.shape != own[our_key].shape:
                 raise ValueError(
-                    f"{source}: {hf_key} has shape {tuple(t.shape)}, the config expects {tuple(own[our_key].shape)}"
+                    f"{source}: {hf_key} has shape {tuple(t.shape)} in the weights, but the config (config.json) "
+                    f"gives {tuple(own[our_key].shape)}: the two files are not of one model"
                 )
         with torch.no_grad():
             params = dict(self.named_parameters(remove_duplicate=False))
@@ -142,7 +222,7 @@ class HFCheckpointMixin:
                     params[our_key].copy_(sd[hf_key].to(params[our_key].dtype))
         self._tie()
         if missing:
-            log.info("%s: newly initialized: %s", source, ", ".join(missing))
+            logger.info("%s: newly initialized: %s", source, ", ".join(missing))
         return missing
 
     @classmethod

@@ -9,6 +9,8 @@ token stream with `cu_seqlens`, so no compute is spent on padding, and texts are
 before they are cut into batches (then put back in order) so that batches hold similar lengths.
 Fill-mask runs the MLM head and the decoder only at the `<mask>` positions (`prediction_mask`): with
 a 256k vocabulary the decoder over every token would cost more than the whole small encoder.
+`fill_mask` predicts each `<mask>` on its own; `masked_word` + `fill_word` fill one whole word of
+several tokens with a beam over them, left to right (the demo's fill-mask examples).
 
 Embeddings are mmBERT's pooling: the mean of the last hidden states over every token of the
 sequence, `<bos>` and `<eos>` included (what Sentence Transformers' mean pooling over the attention
@@ -22,6 +24,8 @@ part around its masks, each with a warning.
 from __future__ import annotations
 
 import logging
+import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +37,14 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
+from mmbert.data.masking import never_masked
 from mmbert.data.packing import PackedBatch
 from mmbert.data.records import BadInputError, iter_jsonl, iter_lines
-from mmbert.io import atomic_open
+from mmbert.errors import MmbertError
+from mmbert.hf import check_loaded_tokenizer
+from mmbert.io import atomic_open, check_output
 from mmbert.model import MmBertForMaskedLM, MmBertModel, pool_packed
-from mmbert.tokenizer import load_with_layout
+from mmbert.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -49,20 +56,38 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`device` (None: `default_device()`), refused in one line when torch cannot use it (a CUDA device
+    on a host without one), instead of an assertion deep inside torch at the first tensor moved."""
+    if device is None:
+        return default_device()
+    resolved = torch.device(device)
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise MmbertError(f"--device {device} was asked for, but torch sees no CUDA device")
+        if resolved.index is not None and resolved.index >= count:
+            raise MmbertError(
+                f"--device {device}: torch sees {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+            )
+    return resolved
+
+
 def load(model_dir: str | Path, device: str | torch.device | None = None) -> tuple[MmBertForMaskedLM, Any]:
     """An HF-format masked-LM directory -> (model in eval mode on `device`, its tokenizer).
 
     A tokenizer as shipped (Gemma 2's: `<mask>` not named the mask token, no `<eos>` added) is adapted
-    to mmBERT's layout in memory (`mmbert.tokenizer.load_with_layout`).
+    to mmBERT's layout in memory (`mmbert.tokenizer.load_tokenizer(adapt=True)`).
     """
     path = Path(model_dir)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     model = MmBertForMaskedLM.from_pretrained(path, device=device)
-    tokenizer = load_with_layout(path)
+    tokenizer = load_tokenizer(path, adapt=True)
     if tokenizer.mask_token_id is None:
         raise ValueError(f"{path}: the tokenizer has no mask token")
+    check_loaded_tokenizer(model.config, tokenizer, path, path)
     return model, tokenizer
 
 
@@ -223,6 +248,73 @@ def fill_mask_dir(
     return fill_mask(model, tokenizer, texts, top_k=top_k, batch_tokens=batch_tokens)
 
 
+# ---------------------------------------------------------------------------------------------- whole words
+@dataclass
+class MaskedWord:
+    """A sentence with one whole word masked: its token ids (no specials) and the masked span."""
+
+    ids: list[int]
+    start: int  # first masked token
+    length: int  # tokens of the word (all masked)
+    word: str  # the answer
+    text: str  # the sentence with one `<mask>` per masked token, for display
+
+
+def masked_word(tokenizer: Any, sentence: str, min_letters: int = 4) -> MaskedWord | None:
+    """Mask every token of one word: of the words of `min_letters`+ letters (not the first), the one with
+    the fewest tokens, then the longest, then nearest the middle. None when no word fits."""
+    enc = tokenizer(sentence, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
+    candidates = []
+    for k, m in enumerate(re.finditer(r"\w+", sentence)):
+        a, b = m.span()
+        if k == 0 or not m.group().isalpha() or len(m.group()) < min_letters:
+            continue
+        span = [j for j, (s, e) in enumerate(offsets) if s < b and e > a]
+        # the word's tokens only: none reaches into a neighbour (a leading space is part of the word)
+        if not span or offsets[span[0]][0] < a - 1 or offsets[span[-1]][1] > b:
+            continue
+        mid = abs((a + b) / 2 - len(sentence) / 2)
+        candidates.append((len(span), -len(m.group()), mid, span[0], m.group()))
+    if not candidates:
+        return None
+    length, _, _, start, word = min(candidates)
+    mask = tokenizer.mask_token
+    text = tokenizer.decode(ids[:start]) + " " + mask * length + tokenizer.decode(ids[start + length :])
+    return MaskedWord(ids, start, length, word, text)
+
+
+@torch.inference_mode()
+def fill_word(model: Any, tokenizer: Any, masked: MaskedWord, top_k: int = 5) -> list[tuple[str, float]]:
+    """The `top_k` fillings of the masked word, decoded left to right with a beam of `top_k`.
+
+    Each step fills the leftmost masked token of every beam (special tokens excluded) and keeps the
+    `top_k` best by the product of the step probabilities, so the score of a word is the chain
+    p(t1 | context) p(t2 | context, t1) ... ; returned as (word, probability), best first.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    mask, bos, eos = tokenizer.mask_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id
+    specials = torch.tensor(never_masked(tokenizer), device=device)
+    before, after = masked.ids[: masked.start], masked.ids[masked.start + masked.length :]
+    beams: list[tuple[list[int], float]] = [([], 0.0)]
+    for step in range(masked.length):
+        rows = [[bos, *before, *filled, *[mask] * (masked.length - step), *after, eos] for filled, _ in beams]
+        packed = PackedBatch.from_sequences(rows, device)
+        where = torch.zeros_like(packed.input_ids, dtype=torch.bool)
+        where[packed.cu_seqlens[:-1] + 1 + masked.start + step] = True  # after <bos>
+        logits = model(**packed.model_inputs(device), prediction_mask=where).logits.float()  # (beams, V)
+        logits[:, specials] = -math.inf
+        logp, ids = logits.log_softmax(-1).topk(top_k, dim=-1)
+        grown = [
+            (filled + [int(t)], score + float(lp))
+            for (filled, score), row_lp, row_ids in zip(beams, logp, ids, strict=True)
+            for lp, t in zip(row_lp, row_ids, strict=True)
+        ]
+        beams = sorted(grown, key=lambda b: -b[1])[:top_k]
+    return [(tokenizer.decode(filled).strip(), math.exp(score)) for filled, score in beams]
+
+
 # ---------------------------------------------------------------------------------------------- embed
 @torch.inference_mode()
 def embed_ids(
@@ -257,6 +349,8 @@ def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list
     """`<bos> text <eos>` ids, truncated to `max_length` tokens (specials included)."""
     if max_length < 2:
         raise ValueError(f"max_length must be >= 2, got {max_length}")
+    if not texts:  # transformers' fast tokenizers fail on an empty batch
+        return []
     enc = tokenizer(list(texts), truncation=True, max_length=max_length)
     return [list(ids) for ids in enc["input_ids"]]
 
@@ -297,6 +391,8 @@ def embed_file(
         raise ValueError(f"{out}: output must end in .npy or .parquet")
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    # The shared --out check (before the work): not an input, not a directory, somewhere writable.
+    check_output(out, [model_dir, input_path], is_own=lambda _: False, overwrite=None, file=True)
     texts = read_texts(input_path, text_field)
     model, tokenizer = load(model_dir, device)
     vectors = embed(model, tokenizer, texts, batch_size, max_length, progress=progress)

@@ -136,6 +136,42 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
             yield f
 
 
+class DiskFullError(MmbertError, OSError):
+    """A write that failed because the file system is full (or the quota is used up), saying where."""
+
+
+# Free space under which a failed write is put down to a full disk even when the writer's error says
+# nothing of it (NumPy reports a short write as "N requested and M written", torch's zip writer as
+# "file write failed").
+_NEARLY_FULL = 1 << 20
+
+
+def _free_bytes(directory: Path) -> int | None:
+    try:
+        st = os.statvfs(directory)
+    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def disk_full_error(err: BaseException, path: Path) -> DiskFullError | None:
+    """`err`, raised while writing `path`, as a `DiskFullError` naming `path` and the free space left,
+    when the file system is full; None when it is not the cause. Call it before the partial file is
+    removed (that frees the space again)."""
+    if not isinstance(err, Exception) or isinstance(err, DiskFullError):
+        return None
+    code = getattr(err, "errno", None)
+    free = _free_bytes(path.parent)
+    said = code in (errno.ENOSPC, errno.EDQUOT)
+    unsaid = code is None and free is not None and free < _NEARLY_FULL  # a writer's own words
+    if not (said or unsaid):
+        return None
+    where = f"{free:,} bytes free in {path.parent}" if free is not None else f"in {path.parent}"
+    full = DiskFullError(f"no space left on device: could not write {path} ({where})")
+    full.errno = errno.ENOSPC
+    return full
+
+
 @contextlib.contextmanager
 def _atomic_open(path: str | Path, mode: str) -> Iterator[IO]:
     path = Path(path)
@@ -149,9 +185,12 @@ def _atomic_open(path: str | Path, mode: str) -> Iterator[IO]:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as err:
+        full = disk_full_error(err, path)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         _raise_interrupt_behind(err)
+        if full is not None:
+            raise full from err
         raise
     fsync_dir(path.parent)
 
@@ -236,16 +275,28 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         _fsync_tree(tmp)
         replace_dir(tmp, path)
     except BaseException as err:
+        full = disk_full_error(err, path)
         shutil.rmtree(tmp, ignore_errors=True)
         _raise_interrupt_behind(err)
+        if full is not None:
+            raise full from err
         raise
+
+
+def _temp_owner(name: str) -> str:
+    """The output a temporary name is for, through nested temporaries: a writer into a temporary
+    directory (`update_dir` inside `atomic_dir`) names its own `..out.<pid>.<x>.tmp.<pid>.<y>.tmp`."""
+    while (inner := _TEMP_RE.match(name)) is not None:
+        name = inner["name"]
+    return name
 
 
 def remove_stale_temps(directory: str | Path, name: str | None = None, recursive: bool = False) -> int:
     """Delete the temporary files and directories of writers that died (their process is gone).
 
     Only this module's names (`.<name>.<pid>.<random>.tmp`) are touched, and only for `name` when
-    given; a live writer's temporaries are kept. Returns how many were removed.
+    given (its nested temporaries too: `_temp_owner`); a live writer's temporaries are kept. Returns
+    how many were removed.
     """
     root = Path(directory)
     if not root.is_dir():
@@ -254,7 +305,7 @@ def remove_stale_temps(directory: str | Path, name: str | None = None, recursive
     removed = 0
     for path in list(candidates):
         match = _TEMP_RE.match(path.name)
-        if match is None or (name is not None and match["name"] != name):
+        if match is None or (name is not None and _temp_owner(match["name"]) != name):
             continue
         if pid_alive(int(match["pid"])):
             continue
@@ -305,25 +356,54 @@ def check_output(
     is_own: Callable[[Path], bool],
     overwrite: bool | None,
     option: str = "--out",
+    file: bool = False,
 ) -> None:
-    """Refuse an output directory that is or holds one of the command's `inputs` (replacing it would
-    delete the input), or that is a non-empty directory `is_own` does not recognise as this command's
-    earlier output.
+    """The one check of every command's output (a directory; with `file`, a file), before any work.
 
-    `overwrite` (the command's `--overwrite`) allows both; None: the command has no such option. An
-    input that is not an existing path (a Hub name) is ignored.
+    Always refused, `--overwrite` or not: an output that is one of the command's `inputs` or holds
+    one (replacing it would delete the input), symbolic links followed on both sides; a dangling
+    symbolic link (nothing could be written through it); a place that cannot be written (read-only);
+    a file where a directory goes, or the other way round. Refused unless `overwrite`: a non-empty directory that `is_own` does not recognise as this
+    command's earlier output. `overwrite` is the command's `--overwrite`; None: the command has no
+    such option. An input that is not an existing path (a Hub name) is ignored.
     """
-    if overwrite:
-        return
-    advice = f"choose another {option}" + (", or pass --overwrite" if overwrite is not None else "")
-    target = Path(out).resolve()
+    path = Path(out)
+    if path.is_symlink() and not path.exists():
+        raise OutputRefusedError(
+            f"{option} {out} is a symbolic link to {os.readlink(path)}, which does not exist: "
+            f"create its target or choose another {option}"
+        )
+    target = path.resolve()
     for item in inputs:
         if item is None or not Path(item).exists():
             continue
         source = Path(item).resolve()
         if source == target or target in source.parents:
-            raise OutputRefusedError(f"{option} {out} would overwrite the input {item}: {advice}")
-    if target.is_dir() and any(target.iterdir()) and not is_own(target):
+            how = "" if source == target else ", which it holds"
+            raise OutputRefusedError(
+                f"{option} {out} would overwrite the input {item}{how}: choose another {option} "
+                "(--overwrite never replaces an input)"
+            )
+    if target.exists() and target.is_dir() == file:
+        wanted, found = ("file", "directory") if file else ("directory", "file")
+        raise OutputRefusedError(
+            f"{option} {out} is a {found}; a {wanted} goes there: choose another {option}"
+        )
+    advice = f"choose another {option}" + (", or pass --overwrite" if overwrite is not None else "")
+    if not overwrite and target.is_dir() and any(target.iterdir()) and not is_own(target):
         raise OutputRefusedError(
             f"{option} {out} is a non-empty directory that this command did not write: {advice}"
+        )
+    _check_writable(target, out, option)
+
+
+def _check_writable(target: Path, out: str | Path, option: str) -> None:
+    """The directory `target` would be created or replaced in can be written (a read-only --out fails
+    before the work, not after it)."""
+    existing = target if target.is_dir() else target.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputRefusedError(
+            f"{option} {out}: {existing} is not writable (read-only): choose another {option}"
         )

@@ -68,8 +68,15 @@ from mmbert import __version__
 from mmbert.composer import infer_config, is_checkpoint_file, read_composer_checkpoint
 from mmbert.config import MmBertConfig, read_hf_config
 from mmbert.errors import MmbertError
-from mmbert.io import atomic_dir
-from mmbert.tokenizer import TOKENIZER_FILES, TOKENIZER_IDENTITY_FILES, fingerprint_sha256
+from mmbert.hf import check_finite, check_tokenizer_fits
+from mmbert.io import atomic_dir, check_output
+from mmbert.tokenizer import (
+    TOKENIZER_FILE,
+    TOKENIZER_FILES,
+    TOKENIZER_IDENTITY_FILES,
+    fingerprint_sha256,
+    read_tokenizer_files,
+)
 from mmbert.weights import (
     SAFETENSORS,
     SAFETENSORS_DTYPES,
@@ -80,7 +87,7 @@ from mmbert.weights import (
     read_safetensors_header,
 )
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 METHODS = ("ties", "linear", "ema")
 # 4M elements: 16 MB per fp32 temporary, so the ~10 temporaries of a TIES chunk stay small next to
@@ -349,6 +356,14 @@ class MergePlan:
     extra: dict = field(default_factory=dict)
 
 
+def _read(reader: TensorReader, key: str, start: int, stop: int) -> torch.Tensor:
+    """A float32 chunk of an input's tensor, checked finite (`mmbert.hf.check_finite`): a broken input
+    would make a broken merge without a word."""
+    values = reader.read(key, start, stop).float()
+    check_finite({key: values}, reader.name)
+    return values
+
+
 def _merge_tensor(
     key: str, info: TensorInfo, base: TensorReader | None, models: Sequence[TensorReader], plan: MergePlan
 ) -> Iterator[torch.Tensor]:
@@ -376,20 +391,20 @@ def _merge_tensor(
 
             def magnitudes(m: TensorReader = m) -> Iterator[torch.Tensor]:
                 for start, stop in _chunks(numel, chunk):
-                    yield (m.read(key, start, stop).float() - base.read(key, start, stop).float()).abs_()
+                    yield (_read(m, key, start, stop) - _read(base, key, start, stop)).abs_()
 
             # One task vector at a time: its magnitude threshold, from two streamed passes.
             trims.append(_Trim.find(magnitudes, numel, k))
         for start, stop in _chunks(numel, chunk):
-            b = base.read(key, start, stop).float()
-            deltas = [m.read(key, start, stop).float() - b for m in models]
+            b = _read(base, key, start, stop)
+            deltas = [_read(m, key, start, stop) - b for m in models]
             yield _ties_chunk(b, deltas, plan.weights, trims).to(info.dtype)
         return
     # linear and EMA: a weighted average with weights that already sum to 1.
     for start, stop in _chunks(numel, chunk):
         acc = torch.zeros(stop - start, dtype=torch.float32)
         for m, w in zip(models, plan.weights, strict=True):
-            acc += m.read(key, start, stop).float() * w
+            acc += _read(m, key, start, stop) * w
         yield acc.to(info.dtype)
 
 
@@ -605,7 +620,7 @@ def _check_tokenizers(directories: Sequence[Path]) -> Path | None:
     for directory in directories:
         ident = tokenizer_identity(directory)
         if ident is None:
-            log.warning(
+            logger.warning(
                 "%s has no tokenizer files: assuming it uses the same tokenizer as the others", directory
             )
             continue
@@ -617,6 +632,19 @@ def _check_tokenizers(directories: Sequence[Path]) -> Path | None:
                 "models with different vocabularies cannot be merged"
             )
     return first[0] if first is not None else None
+
+
+def _check_tokenizer_fits(config: MmBertConfig, model_dir: Path, tokenizer_dir: Path) -> None:
+    """The tokenizer the output gets fits the model it gets (`mmbert.hf.check_tokenizer_fits`)."""
+    if not (tokenizer_dir / TOKENIZER_FILE).is_file():
+        return  # a sentencepiece-only tokenizer: no ids to count without loading it
+    files = read_tokenizer_files(tokenizer_dir)
+    special = {role: id_ for role, id_ in files.special_ids().items() if role in ("pad", "mask")}
+    check_tokenizer_fits(config, files.vocab_size, special, model_dir, tokenizer_dir)
+
+
+def _is_merge_output(directory: Path) -> bool:
+    return (directory / "merge_config.json").is_file()
 
 
 def merge_dirs(
@@ -647,6 +675,7 @@ def merge_dirs(
         method, len(model_dirs), base_dir is not None, weights, density, decay, half_life, chunk_elements
     )
     out = Path(out)
+    check_output(out, [base_dir, *model_dirs], is_own=_is_merge_output, overwrite=overwrite)
     if out.exists() and not overwrite:
         raise MergeError(f"{out} already exists; pass --overwrite to replace it")
     if base_dir is not None:
@@ -666,6 +695,11 @@ def merge_dirs(
             if d not in opened:
                 opened[d], inferred[d] = open_checkpoint(d)
                 stack.callback(opened[d].close)
+        reference_config = inferred[reference_dir]
+        if tokenizer_dir is not None:
+            _check_tokenizer_fits(
+                reference_config or MmBertConfig.load(reference_dir), reference_dir, tokenizer_dir
+            )
         base_reader = opened[base_dir] if base_dir is not None else None
         model_readers = [opened[d] for d in model_dirs]
         reference = opened[reference_dir]
@@ -673,7 +707,6 @@ def merge_dirs(
         total_params = sum(info.numel for _, info, _ in tensors)
 
         with atomic_dir(out) as tmp:
-            reference_config = inferred[reference_dir]
             if reference_config is not None:  # a checkpoint file: the config its tensors and preset give
                 reference_config.save(tmp)
             else:
@@ -697,7 +730,7 @@ def merge_dirs(
                         next_report = math.floor(done / total_params * 10) / 10 + 0.1
                         elapsed = time.perf_counter() - t0
                         eta = elapsed * (total_params - done) / max(done, 1)
-                        log.info(
+                        logger.info(
                             "merged %d/%d tensors | %.1fM/%.1fM params | %.0fs elapsed, eta %.0fs",
                             n, len(tensors), done / 1e6, total_params / 1e6, elapsed, eta,
                         )  # fmt: skip
@@ -706,7 +739,7 @@ def merge_dirs(
             (tmp / "README.md").write_text(_readme(record))
             if out.exists() and not overwrite:  # appeared while merging: leave it alone
                 raise MergeError(f"{out} already exists; pass --overwrite to replace it")
-    log.info(
+    logger.info(
         "wrote %s (%s, %d tensors, %.1fM params) in %.1fs",
         out,
         method,

@@ -4,7 +4,8 @@
 the tests' loss comparisons. It is append-only during a run and truncated to the resumed checkpoint's
 step when a run resumes (with the TensorBoard events purged past that step too), so that a run killed
 at any moment and rerun has exactly the lines of a run that never stopped. `sync()` makes the lines
-durable before a checkpoint claims their steps are done. Only the main process (rank 0) writes.
+durable before a checkpoint claims their steps are done. Only the main process (rank 0) writes;
+`read_metrics` reads the records back (the reports' curves).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class RunLog:
     def write(self, record: dict[str, Any]) -> None:
         step = record["step"]
         self.metrics.write(record)
-        if step % self.log_every_steps == 0:
+        if self.log_every_steps and step % self.log_every_steps == 0:  # 0: no step lines
             logger.info(step_line(record))
         if self.tb is not None:
             for key in TB_KEYS:
@@ -99,3 +100,17 @@ def step_line(record: dict[str, Any]) -> str:
         f"tau {record['tau']:.2f} | {record['tokens_per_s']:.0f} tok/s | mfu {mfu}"
         + (" | SKIPPED" if record.get("skipped") else "")
     )
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a `metrics.jsonl` (a line cut by a kill is skipped); [] when absent."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out

@@ -159,6 +159,8 @@ def plan_recipe(
     released: bool = False,
 ) -> dict[str, Any]:
     """The plan as plain data: per phase, per source and per (source, language) cell."""
+    if not (math.isfinite(max_epochs) and max_epochs > 0):
+        raise ValueError(f"--max-epochs must be a finite number > 0, got {max_epochs}")
     phases = recipe.phases_for_variant(variant)
     mixtures = recipe_mixtures(phases, counts)
     schedule = Schedule(recipe.with_variant(variant))

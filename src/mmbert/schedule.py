@@ -45,7 +45,6 @@ from mmbert.recipe import Phase, Recipe
 class StepSettings:
     """Everything the schedule decides for the step that starts at `tokens`."""
 
-    tokens: int
     phase_index: int
     phase: Phase
     step_tokens: int  # global batch of this step, whole rows, cut at the phase's end
@@ -53,8 +52,6 @@ class StepSettings:
     mask_rate: float
     tau: float
     seq_len: int
-    global_rope_theta: float
-    local_rope_theta: float
 
 
 class Schedule:
@@ -91,9 +88,6 @@ class Schedule:
         index = self.phase_index(tokens) if phase_index is None else phase_index
         phase = self.phases[index]
         return _phase_lr(tokens - self.starts[index], phase)
-
-    def weight_decay(self, tokens: int) -> float:
-        return self.phases[self.phase_index(tokens)].weight_decay
 
     def full_batch_tokens(self, index: int) -> int:
         """Phase `index`'s global batch after the warmup: its own `batch_tokens` or the recipe's."""
@@ -138,7 +132,6 @@ class Schedule:
         index = self.phase_index(tokens)
         phase = self.phases[index]
         return StepSettings(
-            tokens=tokens,
             phase_index=index,
             phase=phase,
             step_tokens=self.step_tokens(tokens),
@@ -146,8 +139,6 @@ class Schedule:
             mask_rate=phase.mask_rate,
             tau=phase.tau,
             seq_len=phase.seq_len,
-            global_rope_theta=phase.global_rope_theta,
-            local_rope_theta=phase.local_rope_theta,
         )
 
     def steps_in_phase(self, index: int, limit: int = 10_000_000) -> int:

@@ -19,7 +19,7 @@ another model) and the held-out text (other documents give another score for the
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -174,3 +174,22 @@ def scale_needed(
     if se is None or se <= 0 or effect == 0 or not math.isfinite(effect) or df < 1:
         return None
     return scale * (t_quantile(df, level) * se / abs(effect)) ** 2
+
+
+# ---------------------------------------------------------------------------------------------- text
+def interval_text(ci: Sequence[float | None] | None, show: Callable[[float], str]) -> str | None:
+    """`[low, high]`, each end written by `show`; None without an interval (or with an open end)."""
+    if not ci or ci[0] is None or ci[1] is None:
+        return None
+    return f"[{show(ci[0])}, {show(ci[1])}]"
+
+
+def with_interval(
+    value: float | None, ci: Sequence[float | None] | None, show: Callable[[float], str]
+) -> str:
+    """`value [low, high]` (the reports' one way to write an estimate); the value alone without an
+    interval, `-` without a value."""
+    if value is None:
+        return "-"
+    interval = interval_text(ci, show)
+    return show(value) if interval is None else f"{show(value)} {interval}"

@@ -1,52 +1,42 @@
-"""Tokenizers: load any Hugging Face tokenizer, or train a multilingual one with mmBERT's special tokens.
+"""Tokenizers: load any Hugging Face tokenizer, read its files, identify it, and give it mmBERT's layout.
 
 mmBERT uses Gemma 2's tokenizer, whose special-token layout every recipe here assumes: pad 0 `<pad>`,
 eos 1 `<eos>`, bos 2 `<bos>`, unk 3 `<unk>`, mask 4 `<mask>`; a sequence is `<bos> text <eos>` and a
-pair `<bos> A <eos> B <eos>`. `train_tokenizer` builds tokenizers with that layout, so a recipe runs
-unchanged on Gemma 2's tokenizer (which a user downloads and points to) or ours; `load_tokenizer`
-loads either and warns when a tokenizer's special ids differ from the layout. Gemma 2's tokenizer as
-Google ships it has the ids but not the rest of the layout (`<mask>` not special, no mask/cls/sep
-token named, `<bos> text` only): `layout_changes` lists what differs, `adapt_tokenizer` fixes it
-without changing a token id (the "layout" section below).
+pair `<bos> A <eos> B <eos>`. `mmbert.tokenizer_training` trains tokenizers with that layout, so a
+recipe runs unchanged on Gemma 2's tokenizer (which a user downloads and points to) or ours. Gemma 2's
+tokenizer as Google ships it has the ids but not the rest of the layout (`<mask>` not special, no
+mask/cls/sep token named, `<bos> text` only): `layout_changes` lists what differs, `adapt_tokenizer`
+fixes it without changing a token id (the "layout" section below).
 
-Our tokenizers (Unigram or BPE, `tokenizers` library) are SentencePiece-like:
-- no normalization: text is tokenized as given, so `decode(encode(text)) == text` for every string
-  (the bundled corpus is NFC; normalize your own text yourself if you want NFC/NFKC folding);
-- pre-tokenization splits words with their leading space kept on the word (`" world"`) and other
-  whitespace (newlines, tabs, runs of spaces) into pieces of their own; nothing is replaced;
-- byte fallback: the 256 byte tokens `<0x00>`..`<0xFF>` follow the special tokens (ids 5..260), and a
-  character outside the learned alphabet becomes its UTF-8 bytes, so no text gives `<unk>`, including
-  scripts never seen in training.
-The special-token strings are matched in input text (`"a <mask> b"` gives id 4, as fill-mask needs),
-and decode back to themselves.
+Two calls read a tokenizer, at two levels:
+- `read_tokenizer_files(path)`: its files as they are (tokenizer.json and its config), without
+  transformers: what its identity (`TokenizerFiles.identity`, `fingerprint_sha256`) and its layout are
+  read from (`require_layout=True` refuses one that cannot take mmBERT's ids before anything is done
+  with it, as `mmbert prepare` and `mmbert tokenizer adapt` do);
+- `load_tokenizer(path)`: a transformers tokenizer to encode with; `adapt=True` gives it mmBERT's layout
+  in memory when its files differ (what inference and fine-tuning load).
 
-Training samples languages the way training does (`p(lang) ∝ n(lang) ** tau`, n in characters), so
-that the hundreds of small languages of a multilingual corpus get pieces of their own; characters
-beyond `character_coverage` of the sample are left to byte fallback instead of taking vocabulary.
+This module reads no corpus: a model and its loaders import it without the document readers.
 """
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import json
 import logging
-import math
-import random
 import tempfile
-import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, processors
 
-from mmbert.data.corpus import iter_code_documents, iter_documents
-from mmbert.data.sources import LocalFilesSource, lang_from_path
+from mmbert.config import read_hf_config
 from mmbert.errors import MmbertError
+from mmbert.hf import check_tokenizer_fits
 from mmbert.io import check_output, update_dir
-from mmbert.tokens import BOS, BOS_ID, EOS, EOS_ID, ROLE_ALIASES, SPECIAL_IDS, SPECIAL_TOKENS, UNK, UNK_ID
+from mmbert.tokens import BOS, BOS_ID, EOS, EOS_ID, ROLE_ALIASES, SPECIAL_IDS, SPECIAL_TOKENS
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -54,183 +44,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_SPECIALS = list(SPECIAL_TOKENS.values())  # the special tokens in id order (ids 0..4)
-BYTE_TOKENS = [f"<0x{b:02X}>" for b in range(256)]
-_BYTE_TOKEN_CHARS = "<>x0123456789ABCDEF"
-_NEVER = -1e6  # Unigram score of the byte tokens (see _finalize)
 MODEL_MAX_LENGTH = 8192  # mmBERT's context after mid-training
-# A word with its leading space, or one other whitespace character (the unmatched rest, e.g. the
-# spaces of an indent, are pieces of their own too).
-_PRE_TOKENIZE = r" ?[^\s]+|\s"
-
-Model = Literal["unigram", "bpe"]
 
 
-def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
-    return pre_tokenizers.Split(Regex(_PRE_TOKENIZE), behavior="isolated")
-
-
-def _decoder() -> decoders.Decoder:
-    # byte tokens back to bytes, then the pieces joined as they are: no space handling needed
-    return decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
-
-
-def _post_processor(bos: str = BOS, eos: str = EOS) -> processors.PostProcessor:
+def post_processor(bos: str = BOS, eos: str = EOS) -> processors.PostProcessor:
     """`<bos> a <eos>` and `<bos> a <eos> b <eos>` (the tokens at mmBERT's bos and eos ids)."""
     return processors.TemplateProcessing(
         single=f"{bos} $A {eos}",
         pair=f"{bos} $A {eos} $B:1 {eos}:1",
         special_tokens=[(bos, BOS_ID), (eos, EOS_ID)],
     )
-
-
-def balanced_sample(
-    texts_by_lang: Mapping[str, list[str]], tau: float, max_chars: int | None, seed: int
-) -> Iterator[tuple[str, str]]:
-    """(lang, text) pairs where each language's share of characters is ∝ n(lang) ** tau.
-
-    The total is the corpus size (or `max_chars` if smaller): large languages are subsampled, small
-    ones repeated, the same rule as the training sampler. Documents are drawn without replacement
-    within each pass over a language, in a seeded order.
-    """
-    sizes = {lang: sum(map(len, texts)) for lang, texts in texts_by_lang.items()}
-    sizes = {lang: n for lang, n in sizes.items() if n > 0}
-    if not sizes:
-        raise ValueError("no training text (every language is empty)")
-    total = sum(sizes.values()) if max_chars is None else min(max_chars, sum(sizes.values()))
-    weights = {lang: n**tau for lang, n in sizes.items()}
-    norm = sum(weights.values())
-    rng = random.Random(seed)
-    for lang in sorted(sizes):
-        target = total * weights[lang] / norm
-        texts = [t for t in texts_by_lang[lang] if t]
-        taken = 0
-        while taken < target:
-            order = list(range(len(texts)))
-            rng.shuffle(order)
-            for i in order:
-                yield lang, texts[i]
-                taken += len(texts[i])
-                if taken >= target:
-                    break
-
-
-def _alphabet(texts: list[str], coverage: float, max_size: int) -> set[str]:
-    """The most frequent characters covering `coverage` of all characters, at most `max_size`."""
-    counts = collections.Counter(ch for t in texts for ch in t if not ch.isspace())
-    total = sum(counts.values())
-    kept, covered = set(), 0
-    for ch, n in counts.most_common(max_size):
-        if covered >= coverage * total:
-            break
-        kept.add(ch)
-        covered += n
-    return kept
-
-
-def _split_on_rare(texts: list[str], alphabet: set[str]) -> Iterator[str]:
-    """The texts cut at characters outside the alphabet (byte fallback will spell those)."""
-    for text in texts:
-        piece: list[str] = []
-        for ch in text:
-            if ch in alphabet or ch.isspace():
-                piece.append(ch)
-            elif piece:
-                yield "".join(piece)
-                piece = []
-        if piece:
-            yield "".join(piece)
-
-
-def train_tokenizer(
-    texts_by_lang: Mapping[str, list[str]] | Iterable[str],
-    vocab_size: int,
-    model: Model = "bpe",
-    tau: float = 0.3,
-    seed: int = 0,
-    max_chars: int | None = None,
-    character_coverage: float = 0.9995,
-    show_progress: bool = False,
-) -> PreTrainedTokenizerFast:
-    """Train a byte-fallback Unigram or BPE tokenizer with mmBERT's special tokens (module docstring).
-
-    `texts_by_lang` maps a language key to its documents (balanced with `tau`), or is a plain iterable
-    of documents (used as given). `vocab_size` counts everything: 5 special tokens, 256 byte tokens
-    and the learned pieces.
-    """
-    if model not in ("unigram", "bpe"):
-        raise ValueError(f"model must be 'unigram' or 'bpe', got {model!r}")
-    n_reserved = len(_SPECIALS) + len(BYTE_TOKENS)
-    if vocab_size < n_reserved + 64:
-        raise ValueError(
-            f"vocab_size {vocab_size} too small: at least {n_reserved + 64} ({n_reserved} special and "
-            "byte tokens, and 64 learned pieces)"
-        )
-    if isinstance(texts_by_lang, Mapping):
-        sample = [text for _, text in balanced_sample(texts_by_lang, tau, max_chars, seed)]
-    else:
-        sample = [t for t in texts_by_lang if t]
-        if not sample:
-            raise ValueError("no training text")
-    n_pieces = vocab_size - n_reserved
-    # Leave at least half of the learned vocabulary to multi-character pieces.
-    alphabet = _alphabet(sample, character_coverage, max(n_pieces // 2, 1))
-
-    tok = Tokenizer(models.Unigram() if model == "unigram" else models.BPE(unk_token=UNK, byte_fallback=True))
-    tok.pre_tokenizer = _pre_tokenizer()
-    if model == "unigram":
-        trainer: trainers.Trainer = trainers.UnigramTrainer(
-            vocab_size=n_pieces + len(_SPECIALS),
-            special_tokens=_SPECIALS,
-            unk_token=UNK,
-            show_progress=show_progress,
-            max_piece_length=16,
-            # SentencePiece's 1M seed pieces cost minutes of EM for a small vocabulary; 10 per final
-            # piece leaves pruning plenty to choose from.
-            seed_size=min(1_000_000, max(10 * n_pieces, 10_000)),
-        )
-    else:
-        trainer = trainers.BpeTrainer(
-            vocab_size=n_pieces + len(_SPECIALS),
-            special_tokens=_SPECIALS,
-            show_progress=show_progress,
-        )
-    t0 = time.perf_counter()
-    tok.train_from_iterator(_split_on_rare(sample, alphabet), trainer=trainer, length=len(sample))
-    logger.info("trained %s on %d documents in %.1fs", model, len(sample), time.perf_counter() - t0)
-    return _finalize(tok, model)
-
-
-def _finalize(trained: Tokenizer, model: Model) -> PreTrainedTokenizerFast:
-    """Rebuild the trained model with ids 0..4 special, 5..260 bytes, then the pieces; wrap it for HF."""
-    state = json.loads(trained.to_str())["model"]
-    head = _SPECIALS + BYTE_TOKENS
-    reserved = set(head)
-    if model == "unigram":
-        pieces = [(p, s) for p, s in state["vocab"] if p not in reserved]
-        floor = min((s for _, s in pieces), default=0.0)
-        # Byte fallback finds the byte tokens by name, but the Unigram lattice also matches them as
-        # pieces: a literal "<0x41>" in text would decode as "A". With a prohibitive score they lose to
-        # the path through their characters, which are therefore always pieces.
-        known = {p for p, _ in pieces}
-        missing = [(ch, floor) for ch in _BYTE_TOKEN_CHARS if ch not in known]
-        # make room by dropping the lowest-scoring multi-character pieces (the trainer sorts by score)
-        drop = set([i for i in range(len(pieces) - 1, -1, -1) if len(pieces[i][0]) > 1][: len(missing)])
-        pieces = [p for i, p in enumerate(pieces) if i not in drop] + missing
-        vocab = [(t, 0.0) for t in _SPECIALS] + [(b, _NEVER) for b in BYTE_TOKENS] + pieces
-        new = Tokenizer(models.Unigram(vocab, unk_id=UNK_ID, byte_fallback=True))
-    else:
-        learned = sorted((i, p) for p, i in state["vocab"].items() if p not in reserved)
-        vocab_map = {t: i for i, t in enumerate(head)}
-        for _, p in learned:
-            vocab_map[p] = len(vocab_map)
-        merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in state["merges"]]
-        new = Tokenizer(models.BPE(vocab_map, merges, unk_token=UNK, byte_fallback=True))
-    new.pre_tokenizer = _pre_tokenizer()
-    new.decoder = _decoder()
-    new.post_processor = _post_processor()
-    new.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in _SPECIALS])
-    return wrap(new)
 
 
 def wrap(
@@ -257,9 +80,6 @@ def wrap(
     )
 
 
-# Files of an HF model directory that are the model (config, weights in any layout), not the tokenizer.
-MODEL_FILES = ("config.json", "generation_config.json")
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".index.json")
 # Files that make up a tokenizer, in the order their identity is checked (first present wins).
 TOKENIZER_IDENTITY_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
 TOKENIZER_FILES = TOKENIZER_IDENTITY_FILES + (
@@ -271,11 +91,6 @@ TOKENIZER_FILES = TOKENIZER_IDENTITY_FILES + (
     "merges.txt",
     "chat_template.jinja",
 )
-
-
-def is_model_file(name: str) -> bool:
-    """Whether a file of a model directory belongs to the model (config, weights), not the tokenizer."""
-    return name in MODEL_FILES or name.endswith(WEIGHT_SUFFIXES)
 
 
 def save_tokenizer(tok: PreTrainedTokenizerBase, out: str | Path) -> Path:
@@ -290,7 +105,7 @@ def save_tokenizer(tok: PreTrainedTokenizerBase, out: str | Path) -> Path:
     return Path(out)
 
 
-def _only_tokenizer_files(directory: Path) -> bool:
+def only_tokenizer_files(directory: Path) -> bool:
     return all(f.name in TOKENIZER_FILES for f in directory.iterdir())
 
 
@@ -333,8 +148,9 @@ def special_token_mismatches(tok: PreTrainedTokenizerBase) -> list[str]:
     return problems
 
 
-def load_tokenizer(path_or_name: str | Path) -> PreTrainedTokenizerBase:
-    """Load a tokenizer directory or a locally cached Hub name (offline); warn on a different layout.
+def _load_as_shipped(path_or_name: str | Path) -> PreTrainedTokenizerBase:
+    """A tokenizer directory or a locally cached Hub name (offline) as transformers loads it; a warning
+    for each special id that differs from mmBERT's layout.
 
     A different layout (e.g. a tokenizer without a mask token) works where the code takes the ids from
     the tokenizer, but a recipe written for mmBERT's ids will not match it, hence the warning.
@@ -347,6 +163,9 @@ def load_tokenizer(path_or_name: str | Path) -> PreTrainedTokenizerBase:
         raise NotADirectoryError(f"{path}: a tokenizer is a directory (with tokenizer.json or similar)")
     if not local and (path.is_absolute() or str(path_or_name).startswith(".")):
         raise FileNotFoundError(f"{path}: no such tokenizer directory")
+    if local and not any((path / name).is_file() for name in TOKENIZER_FILES):
+        what = "an empty directory" if not any(path.iterdir()) else "a directory without tokenizer files"
+        raise FileNotFoundError(f"{path}: {what} (a tokenizer has {', '.join(TOKENIZER_IDENTITY_FILES)})")
     try:
         # a name is looked up in the local cache only: nothing is downloaded behind the user's back
         offline = {} if local else {"local_files_only": True}
@@ -429,8 +248,13 @@ def _cached_snapshot(name: str) -> Path:
         ) from None
 
 
-def read_tokenizer_files(path_or_name: str | Path) -> TokenizerFiles:
-    """Read a tokenizer directory (or a locally cached Hub name): `tokenizer.json` and its config files."""
+def read_tokenizer_files(path_or_name: str | Path, *, require_layout: bool = False) -> TokenizerFiles:
+    """Read a tokenizer directory (or a locally cached Hub name): `tokenizer.json` and its config files.
+
+    With `require_layout`, a tokenizer that cannot take mmBERT's layout (`layout_problems`) is refused
+    here, with each missing or misplaced special token named: what must hold before data is cut with
+    it or its layout is written.
+    """
     path = Path(path_or_name)
     if path.exists() and not path.is_dir():
         raise TokenizerLayoutError(f"{path}: a tokenizer is a directory (with {TOKENIZER_FILE})")
@@ -459,9 +283,14 @@ def read_tokenizer_files(path_or_name: str | Path) -> TokenizerFiles:
             token = _config_token(config.get(f"{role}_token"))
             if token and role not in names:
                 names[role] = token
-    return TokenizerFiles(
+    files = TokenizerFiles(
         str(path_or_name), directory, text, backend, configs.get("tokenizer_config.json", {}), names
     )
+    if require_layout and (problems := layout_problems(files)):
+        raise TokenizerLayoutError(
+            f"tokenizer {path_or_name} cannot take mmBERT's layout: " + "; ".join(problems)
+        )
+    return files
 
 
 def layout_problems(files: TokenizerFiles) -> list[str]:
@@ -589,20 +418,27 @@ def adapt_tokenizer(
             added.append({"id": i, "content": tokens[role], **flags, "special": True})
     state["added_tokens"] = sorted(added, key=lambda t: t["id"])
     backend = Tokenizer.from_str(json.dumps(state))
-    backend.post_processor = _post_processor(tokens["bos"], tokens["eos"])
+    backend.post_processor = post_processor(tokens["bos"], tokens["eos"])
     return wrap(backend, tokens, model_max_length)
 
 
-def load_with_layout(path_or_name: str | Path) -> PreTrainedTokenizerBase:
-    """A model's tokenizer for inference: adapted in memory when its files differ from mmBERT's layout
-    (so that `<mask>` is the mask token and texts are framed `<bos> ... <eos>` as in training), loaded
-    as it is when it cannot take the layout (a tokenizer of another family keeps its own)."""
+def load_tokenizer(path_or_name: str | Path, *, adapt: bool = False) -> PreTrainedTokenizerBase:
+    """The one way to load a tokenizer to encode with: a directory or a locally cached Hub name (offline).
+
+    As shipped by default, with a warning for each special id that differs from mmBERT's layout. With
+    `adapt` (a model's tokenizer for inference or fine-tuning), adapted in memory when its files differ
+    from mmBERT's layout, so that `<mask>` is the mask token and texts are framed `<bos> ... <eos>` as
+    in training; loaded as it is when it cannot take the layout (a tokenizer of another family keeps
+    its own).
+    """
+    if not adapt:
+        return _load_as_shipped(path_or_name)
     try:
         files = read_tokenizer_files(path_or_name)
     except TokenizerLayoutError:
-        return load_tokenizer(path_or_name)
+        return _load_as_shipped(path_or_name)
     if layout_problems(files) or not (changes := layout_changes(files, model_max_length=None)):
-        return load_tokenizer(path_or_name)
+        return _load_as_shipped(path_or_name)
     logger.info(
         "%s: adapted to mmBERT's layout in memory (%s); `mmbert tokenizer adapt` writes it",
         path_or_name, "; ".join(map(str, changes)),
@@ -620,6 +456,12 @@ class AdaptReport:
     source_fingerprint: str  # the same unless a special token had to become an added token
 
 
+def check_model_max_length(model_max_length: int) -> None:
+    """`--model-max-length`: a context of at least two tokens (`<bos>` and `<eos>`)."""
+    if model_max_length < 2:
+        raise ValueError(f"--model-max-length must be >= 2 (<bos> and <eos>), got {model_max_length}")
+
+
 def adapt_and_save(
     source: str | Path, out: str | Path, *, model_max_length: int = MODEL_MAX_LENGTH, overwrite: bool = False
 ) -> AdaptReport:
@@ -629,13 +471,17 @@ def adapt_and_save(
     are replaced); without, `out` is new, empty or a directory of tokenizer files only, and holds no
     tokenizer yet. `out` changes in one step (`save_tokenizer`).
     """
-    files = read_tokenizer_files(source)
+    check_model_max_length(model_max_length)
+    files = read_tokenizer_files(source, require_layout=True)
     out = Path(out)
-    check_output(out, [files.directory], is_own=_only_tokenizer_files, overwrite=overwrite)
+    check_output(out, [files.directory], is_own=only_tokenizer_files, overwrite=overwrite)
     if not overwrite and (out / TOKENIZER_FILE).exists():
         raise TokenizerLayoutError(f"{out} already holds a tokenizer: --overwrite replaces it")
     changes = layout_changes(files, model_max_length)
     tok = adapt_tokenizer(files, model_max_length)
+    if (out / "config.json").is_file():  # into a model's folder: only a tokenizer with its vocabulary
+        special = {"pad": tok.pad_token_id, "mask": tok.mask_token_id}
+        check_tokenizer_fits(read_hf_config(out), len(tok), special, out, source)
     save_tokenizer(tok, out)
     return AdaptReport(out, changes, fingerprint(tok), fingerprint(files.backend))
 
@@ -681,183 +527,6 @@ def fingerprint(tok: Tokenizer | PreTrainedTokenizerBase | str) -> str:
     return fingerprint_sha256(tok)[:16]
 
 
-def bundled_texts(
-    split: str = "train", articles: Iterable[int] | None = None, code_chars: int | None = None
-) -> dict[str, list[str]]:
-    """The bundled corpus as `{lang: [texts]}` (UDHR articles of `split`, plus `code`).
-
-    `articles` keeps only those article numbers; `code_chars` caps the code source (files cut in
-    order) so that small test tokenizers are not dominated by it.
-    """
-    wanted = None if articles is None else set(articles)
-    texts: dict[str, list[str]] = collections.defaultdict(list)
-    for doc in iter_documents(split):  # type: ignore[arg-type]
-        if wanted is None or doc.meta["article"] in wanted:
-            texts[doc.lang].append(doc.text)
-    budget = math.inf if code_chars is None else code_chars
-    for doc in iter_code_documents():
-        if budget <= 0:
-            break
-        texts["code"].append(doc.text[: int(min(budget, len(doc.text)))])
-        budget -= len(doc.text)
-    return dict(texts)
-
-
-_BUNDLED_CACHE: dict[tuple, str] = {}
-
-
-def train_bundled(
-    vocab_size: int = 1000,
-    model: Model = "bpe",
-    tau: float = 0.3,
-    seed: int = 0,
-    articles: Iterable[int] | None = (0, 1, 2, 3),
-    code_chars: int | None = 100_000,
-) -> PreTrainedTokenizerFast:
-    """A tokenizer trained on (part of) the bundled corpus: the helper tests use for a tiny tokenizer.
-
-    The default (1,000 ids, preamble + articles 1-3 of every declaration, 100k characters of code)
-    trains in seconds. Results are cached in-process by arguments; each call returns a new object.
-    """
-    arts = None if articles is None else tuple(sorted(articles))
-    key = (vocab_size, model, tau, seed, arts, code_chars)
-    if key not in _BUNDLED_CACHE:
-        texts = bundled_texts("train", arts, code_chars)
-        _BUNDLED_CACHE[key] = train_tokenizer(texts, vocab_size, model, tau, seed).backend_tokenizer.to_str()
-    return wrap(Tokenizer.from_str(_BUNDLED_CACHE[key]))
-
-
-UNKNOWN_LANG = "und_Zzzz"  # ISO 639-3 "undetermined", ISO 15924 "unknown script"
-
-
-def read_text_files(
-    paths: Iterable[str | Path],
-    text_field: str = "text",
-    lang_field: str | None = None,
-    lang: str | None = None,
-) -> dict[str, list[str]]:
-    """Training text from files or directories of `.jsonl[.gz]`, `.parquet` or `.txt` (one document per
-    file), read by `mmbert.data.sources.LocalFilesSource` (same formats and errors as `mmbert prepare`).
-
-    The language is `lang_field` of each record, else `lang`, else a `lang_Script` directory in the
-    path (FineWeb2's layout), else `und_Zzzz`.
-    """
-    texts: dict[str, list[str]] = collections.defaultdict(list)
-    for path in paths:
-        for f in LocalFilesSource(path).files():
-            fallback = lang or (None if lang_field or lang_from_path(f) else UNKNOWN_LANG)
-            src = LocalFilesSource(f, text_field=text_field, lang_field=lang_field, lang=fallback)
-            for unit in src.units():
-                for doc in src.read(unit, "input"):
-                    texts[doc.lang].append(doc.text)
-    return dict(texts)
-
-
-def evaluate_coverage(
-    tok: PreTrainedTokenizerBase, texts_by_lang: Mapping[str, list[str]]
-) -> dict[str, dict]:
-    """Per language: characters, tokens, tokens per character, unknown tokens, byte-fallback tokens,
-    and whether every text decodes back to itself."""
-    byte_ids = {tok.convert_tokens_to_ids(b) for b in BYTE_TOKENS}
-    report = {}
-    for lang, texts in texts_by_lang.items():
-        ids_list = tok(list(texts), add_special_tokens=False)["input_ids"]
-        n_tokens = sum(map(len, ids_list))
-        chars = sum(map(len, texts))
-        report[lang] = {
-            "chars": chars,
-            "tokens": n_tokens,
-            "tokens_per_char": n_tokens / max(chars, 1),
-            "unk": sum(i == tok.unk_token_id for ids in ids_list for i in ids),
-            "byte_tokens": sum(i in byte_ids for ids in ids_list for i in ids),
-            "roundtrip": all(tok.decode(ids) == t for ids, t in zip(ids_list, texts, strict=True)),
-        }
-    return report
-
-
-@dataclass
-class TrainingReport:
-    """What `train_and_save` trained and wrote, and how the tokenizer covers a check set."""
-
-    out: Path
-    source: str  # what the training text was
-    languages: int  # in the training text
-    chars: int  # of the training text (before sampling)
-    vocab_size: int  # of the trained tokenizer
-    seconds: float  # training time
-    check_set: str  # what `coverage` was measured on
-    coverage: dict[str, dict]  # `evaluate_coverage` of the check set
-
-    @property
-    def unknown_tokens(self) -> int:
-        return sum(r["unk"] for r in self.coverage.values())
-
-    @property
-    def roundtrip_failures(self) -> list[str]:
-        """The check-set languages where some text does not decode back to itself."""
-        return [lang for lang, r in self.coverage.items() if not r["roundtrip"]]
-
-    @property
-    def tokens_per_char(self) -> float:
-        chars = sum(r["chars"] for r in self.coverage.values())
-        return sum(r["tokens"] for r in self.coverage.values()) / max(chars, 1)
-
-
-def train_and_save(
-    out: str | Path,
-    inputs: Sequence[str | Path] | None = None,
-    *,
-    vocab_size: int = 32_000,
-    model: Model = "bpe",
-    tau: float = 0.3,
-    seed: int = 0,
-    max_chars: int | None = None,
-    text_field: str = "text",
-    lang_field: str | None = None,
-    lang: str | None = None,
-    progress: bool = True,
-    overwrite: bool = False,
-) -> TrainingReport:
-    """Train a tokenizer on `inputs` (files or directories, `read_text_files`; None: the bundled
-    corpus), save it to `out`, and measure it: on the held-out UDHR articles for the bundled corpus,
-    else on the first 20 documents of each language.
-
-    `out` must not be an input, nor a non-empty directory holding anything but tokenizer files (a
-    model's directory), unless `overwrite`; then its tokenizer files are replaced and the rest stays.
-    """
-    check_output(out, inputs or (), is_own=_only_tokenizer_files, overwrite=overwrite)
-    if inputs is None:
-        texts = bundled_texts("train")
-        source = "bundled corpus (UDHR train articles + code)"
-    else:
-        texts = read_text_files(inputs, text_field, lang_field, lang)
-        source = f"{len(inputs)} file(s)"
-    n_chars = sum(len(t) for ts in texts.values() for t in ts)
-    logger.info("training %s tokenizer, vocab %d, tau %s, on %s: %d languages, %s characters",
-                model, vocab_size, tau, source, len(texts), f"{n_chars:,}")  # fmt: skip
-    t0 = time.perf_counter()
-    tok = train_tokenizer(
-        texts, vocab_size, model=model, tau=tau, seed=seed, max_chars=max_chars, show_progress=progress
-    )
-    seconds = time.perf_counter() - t0
-    save_tokenizer(tok, out)
-    if inputs is None:
-        check, check_set = bundled_texts("heldout", code_chars=0), "held-out UDHR articles"
-    else:
-        check = {key: ts[:20] for key, ts in texts.items()}
-        check_set = "the first 20 documents per language"
-    return TrainingReport(
-        out=Path(out),
-        source=source,
-        languages=len(texts),
-        chars=n_chars,
-        vocab_size=len(tok),
-        seconds=seconds,
-        check_set=check_set,
-        coverage=evaluate_coverage(tok, check),
-    )
-
-
 @dataclass
 class TokenizerSummary:
     """A tokenizer's size, special tokens and fingerprint, and how it differs from mmBERT's layout."""
@@ -877,6 +546,7 @@ def summarize_tokenizer(
 ) -> TokenizerSummary:
     """Load a tokenizer (`load_tokenizer`) and describe it against mmBERT's layout: from its files when it
     has a tokenizer.json (what the manifest and merges also read), else as transformers loads it."""
+    check_model_max_length(model_max_length)
     tok = load_tokenizer(path_or_name)
     try:
         files: TokenizerFiles | None = read_tokenizer_files(path_or_name)

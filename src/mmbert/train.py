@@ -39,7 +39,7 @@ import math
 import time
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -62,9 +62,6 @@ from mmbert.tokenizer import (
     write_tokenizer_files,
 )
 
-if TYPE_CHECKING:
-    pass
-
 logger = logging.getLogger(__name__)
 
 
@@ -80,6 +77,9 @@ class TrainOptions:
     progress: bool = True
     tensorboard: bool = True
     gradient_checkpointing: bool = False
+    # A step line in the log every N steps: None the recipe's train.log_every_steps; 0 none (the progress
+    # bar, metrics.jsonl and TensorBoard have every step; each phase still gets its lines).
+    log_every_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.micro_batch_tokens < 1:
@@ -88,6 +88,8 @@ class TrainOptions:
             raise ValueError(f"--max-nonfinite-steps must be >= 0, got {self.max_nonfinite_steps}")
         if self.peak_flops is not None and not self.peak_flops > 0:
             raise ValueError(f"--peak-flops must be > 0, got {self.peak_flops}")
+        if self.log_every_steps is not None and self.log_every_steps < 0:
+            raise ValueError(f"--log-every must be >= 0, got {self.log_every_steps}")
 
 
 def export_dir(run_dir: Path, phase_name: str) -> Path:
@@ -175,7 +177,10 @@ class Trainer:
         if env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             recipe.save(self.run_dir / "recipe.yaml")
-            self.log = RunLog(self.run_dir, self.step, recipe.train.log_every_steps, options.tensorboard)
+            every = (
+                recipe.train.log_every_steps if options.log_every_steps is None else options.log_every_steps
+            )
+            self.log = RunLog(self.run_dir, self.step, every, options.tensorboard)
 
     def _restore(self, state: dict, source: Path, resuming: bool) -> dict | None:
         """Load model, optimizer and counters from `state`; returns this rank's data/RNG state, if usable."""
@@ -338,6 +343,7 @@ class Trainer:
                 if self.log is not None:
                     self.log.write(record)
                 if bar is not None:
+                    bar.set_postfix_str(f"loss {record['loss']:.4f}", refresh=False)
                     bar.update(min(self.tokens, self.schedule.phase_end(index)) - before)
                 if self.nonfinite_streak > self.options.max_nonfinite_steps:
                     raise NonFiniteLossError(

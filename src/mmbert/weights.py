@@ -37,6 +37,9 @@ from safetensors.torch import load_file
 
 from mmbert.errors import MmbertError
 
+# Files of an HF model directory that are the model (config, weights in any layout), not the tokenizer.
+MODEL_FILES = ("config.json", "generation_config.json")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".index.json")
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 BIN = "pytorch_model.bin"
@@ -81,6 +84,11 @@ class WeightFiles:
     format: str  # "safetensors" or "bin"
     files: list[Path]
     key_to_file: dict[str, Path] | None = None
+
+
+def is_model_file(name: str) -> bool:
+    """Whether a file of a model directory belongs to the model (config, weights), not the tokenizer."""
+    return name in MODEL_FILES or name.endswith(WEIGHT_SUFFIXES)
 
 
 def find_weights(directory: str | Path) -> WeightFiles:
@@ -248,6 +256,12 @@ def load_pickled(path: Path, mmap: bool = True) -> tuple[Any, list[str]]:
     an object of any other class is a `SkippedObject` (its class is named in the list returned, once per
     occurrence).
     """
+    if path.is_dir():
+        kind = "an HF model directory" if (path / "config.json").is_file() else "a directory"
+        raise IsADirectoryError(
+            f"{path} is {kind}, not a checkpoint file: convert reads a training checkpoint (.pt); "
+            "a model directory is already in HF format"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint file is missing")
     skipped: list[str] = []

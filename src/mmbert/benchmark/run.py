@@ -30,10 +30,13 @@ from mmbert.benchmark.kinds import KINDS, Encoded
 from mmbert.benchmark.paper import paper_figures
 from mmbert.benchmark.report import PAPER_MODELS, write_family_report, write_report
 from mmbert.benchmark.settings import FAMILIES, LOWER_IS_BETTER, Settings, SettingsError, load_settings
+from mmbert.config import read_hf_config
 from mmbert.finetune import FitSettings, fit, resolve_model
+from mmbert.hf import check_loaded_tokenizer
+from mmbert.inference import resolve_device
 from mmbert.io import atomic_write_text, check_output
 from mmbert.stats import seed_interval
-from mmbert.tokenizer import load_with_layout
+from mmbert.tokenizer import load_tokenizer
 from mmbert.weights import find_weights
 
 log = logging.getLogger(__name__)
@@ -91,7 +94,7 @@ def run_benchmark(options: BenchmarkOptions) -> BenchmarkResult:
         x for x in (options.model, options.data, options.settings) if x and not x.startswith("hf:")
     )
     check_output(out, inputs, is_own=lambda d: (d / RESULT).is_file(), overwrite=options.overwrite)
-    device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(options.device)
     model_dir = resolve_model(options.model)
     source = DataSource(options.data)
     t0 = time.perf_counter()
@@ -256,7 +259,8 @@ def _finetune_runs(
 ):
     kind = KINDS[settings.kind](settings)
     record: dict[str, Any] = {}
-    tokenizer = load_with_layout(model_dir)
+    tokenizer = load_tokenizer(model_dir, adapt=True)
+    check_loaded_tokenizer(read_hf_config(model_dir), tokenizer, model_dir, model_dir)
     train = _encode(kind, _read_part(source, settings, "train", record), tokenizer)
     dev = _encode(kind, _read_part(source, settings, "dev", record), tokenizer)
     evals = _encode(kind, _read_part(source, settings, "eval", record), tokenizer)

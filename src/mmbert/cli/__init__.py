@@ -15,9 +15,11 @@ and the logging set-up live here only, and so does the handling of errors:
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import inspect
 import logging
+import math
 import os
 import re
 import signal
@@ -106,11 +108,30 @@ def setup_logging() -> None:
 
 
 def positive_float(text: str) -> float:
-    """An argparse type: a number > 0 (`--scale`)."""
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    """An argparse type: a finite number > 0 (`--scale`, `--max-epochs`); nan and inf are refused
+    here, naming the option, not deep inside the run."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= `minimum` (`--batch-tokens 0` refused at parse, naming the option)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
+        return value
+
+    return parse
 
 
 def _device(value: str) -> str:
@@ -132,7 +153,7 @@ SHARED_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     ),
     "batch_tokens": (
         ("--batch-tokens",),
-        {"type": int, "default": 16_384, "help": "tokens per forward pass"},
+        {"type": int_at_least(1), "default": 16_384, "help": "tokens per forward pass"},
     ),
     "overwrite": (("--overwrite",), {"action": "store_true", "help": "replace the output if it exists"}),
     "json": (("--json",), {"action": "store_true", "help": "print JSON instead of text"}),
@@ -192,7 +213,11 @@ def run_command(name: str, argv: list[str]) -> int:
     except (MmbertError, ValueError, OSError) as err:
         if debug:
             traceback.print_exc()
-        print(f"mmbert {name}: error: {_one_line(err)}", file=sys.stderr)
+        message = _one_line(err)
+        advice = getattr(module, "INTERRUPTED", "")
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT) and advice:
+            message += f"; {advice} once there is space"  # what was written whole is kept
+        print(f"mmbert {name}: error: {message}", file=sys.stderr)
         return int(getattr(err, "exit_code", 2))
 
 

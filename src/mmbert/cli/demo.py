@@ -31,11 +31,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="smoke-test size: the tiny model, 3%% of the tokens, fewer languages evaluated",
     )
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="tokenizer processes")
+    p.add_argument(
+        "--log-every",
+        dest="log_every_steps",
+        type=int,
+        default=0,
+        help="a training step line every N steps (default 0: none; the bars show progress, "
+        "every step is in metrics.jsonl and TensorBoard)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     settings = Settings.create(args.recipe, scale=args.scale, quick=args.quick)
-    result = run_demo(args.out, settings, args.workers)
+    result = run_demo(args.out, settings, args.workers, args.log_every_steps)
     print(
         f"done: {result.report} ({result.seconds / 60:.1f} min of steps in all); the model is in {result.model}"
     )

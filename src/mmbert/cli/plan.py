@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from mmbert.cli import add_shared, call
+from mmbert.cli import add_shared, call, int_at_least, positive_float
 from mmbert.plan import format_plan, plan_file
 
 INTERMIXED = True  # dotted overrides may come after the options
@@ -28,9 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--variant", help="a decay variant of the recipe (default: the phases as written)")
     parser.add_argument(
-        "--max-epochs", type=float, default=10.0, help="flag cells repeated more (default 10)"
+        "--max-epochs", type=positive_float, default=10.0, help="flag cells repeated more (default 10)"
     )
-    parser.add_argument("--top", type=int, default=15, help="cells shown per phase (0 = all; flagged always)")
+    parser.add_argument(
+        "--top", type=int_at_least(0), default=15, help="cells shown per phase (0 = all; flagged always)"
+    )
     add_shared(parser, "json")
     parser.add_argument("overrides", nargs="*", help="dotted recipe overrides, e.g. phases.0.tokens=1M")
 

@@ -1,7 +1,7 @@
 """Train or inspect a tokenizer.
 
 `mmbert tokenizer train` trains a multilingual Unigram/BPE tokenizer with mmBERT's special ids on the
-bundled corpus or on files (`mmbert.tokenizer.train_and_save`) and prints how it covers a check set;
+bundled corpus or on files (`mmbert.tokenizer_training.train_and_save`) and prints how it covers a check set;
 it exits with 1 when that check finds unknown tokens or a text that does not decode back to itself.
 `mmbert tokenizer info` shows a tokenizer's size, special ids and fingerprint, and each way its files
 differ from mmBERT's layout; `mmbert tokenizer adapt SRC --out DIR` writes it with that layout
@@ -14,13 +14,8 @@ import argparse
 from pathlib import Path
 
 from mmbert.cli import add_shared, call
-from mmbert.tokenizer import (
-    MODEL_MAX_LENGTH,
-    TrainingReport,
-    adapt_and_save,
-    summarize_tokenizer,
-    train_and_save,
-)
+from mmbert.tokenizer import MODEL_MAX_LENGTH, adapt_and_save, summarize_tokenizer
+from mmbert.tokenizer_training import TrainingReport, train_and_save
 
 BUNDLED = "bundled"
 

@@ -67,6 +67,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="under torchrun: seconds a rank waits in a collective for a peer before it gives up",
     )
     add_shared(p, "progress")
+    p.add_argument(
+        "--log-every",
+        dest="log_every_steps",
+        type=int,
+        help="a step line every N steps (default: the recipe's train.log_every_steps; 0: none)",
+    )
     p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", help="no TensorBoard events")
 
 

@@ -41,6 +41,10 @@ class ManifestError(MmbertError, ValueError):
     """A manifest that cannot be read or does not agree with itself; the message names the file."""
 
 
+class ManifestTokenizerError(ManifestError):
+    """A manifest that does not say which tokenizer cut its shards (`prepare --overwrite` rewrites it)."""
+
+
 def new_manifest() -> dict[str, Any]:
     """An empty manifest (no tokenizer yet, no sources)."""
     return {"version": VERSION, "sources": {}, "source_info": {}}
@@ -77,13 +81,13 @@ def read_manifest(data: str | Path) -> dict[str, Any] | None:
 def _check_tokenizer(path: Path, tokenizer: Any) -> None:
     """What the token ids mean must be recorded: vocabulary size, special ids and fingerprint."""
     if not isinstance(tokenizer, dict):
-        raise ManifestError(
+        raise ManifestTokenizerError(
             f"{path}: no 'tokenizer' entry (which tokenizer cut these shards?); prepare the data again "
             "with `mmbert prepare --overwrite`"
         )
     for key, kind in (("vocab_size", int), ("special_ids", dict), ("sha256", str)):
         if not isinstance(tokenizer.get(key), kind):
-            raise ManifestError(f"{path}: tokenizer.{key} is missing or not a {kind.__name__}")
+            raise ManifestTokenizerError(f"{path}: tokenizer.{key} is missing or not a {kind.__name__}")
 
 
 def _check_entry(path: Path, name: str, entry: Any) -> None:

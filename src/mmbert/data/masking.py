@@ -4,23 +4,39 @@ Each non-special position is selected with probability `rate`; a selected positi
 original id (-100 everywhere else, which the loss ignores), and its input becomes `<mask>` (id 4) with
 probability 0.8, a random token with probability 0.1, and stays unchanged with probability 0.1.
 
-Special tokens: pad, eos, bos, unk and mask (ids 0-4, `mmbert.tokens`) are never selected and never
-drawn as the random replacement; random replacements are uniform over the rest of the vocabulary.
+Special tokens: the tokens of the special roles, pad, eos, bos, unk and mask (and cls/sep, which are
+bos/eos in mmBERT's layout), are never selected and never drawn as the random replacement: ids 0-4
+(`mmbert.tokens`) for every tokenizer with mmBERT's layout, which training checks; random replacements
+are uniform over the rest of the vocabulary. `never_masked` is that one rule, for training and for
+evaluation alike (a model of another family is evaluated with its tokenizer's own role ids).
 This differs from mmBERT's trainer on purpose. ModernBERT's sequence packer (`SequencePacker.mlm_masking`,
 which mmBERT's released configs ran) selects every non-pad position, `<bos>` and `<eos>` included, and
 draws random replacements from `[0, max id in the masked batch]`, so they can be special ids and never
 exceed the batch's largest id. Here predicting `<bos>`/`<eos>` is not trained (they sit at fixed
 places: trivial), pad is not data, `<unk>` teaches nothing, and every ordinary token can replace.
-A tokenizer with more special tokens (Gemma 2's control tokens) passes its own `special_ids`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 
-from mmbert.tokens import IGNORE_INDEX, MASK_ID, SPECIAL_IDS
+from mmbert.tokens import IGNORE_INDEX, MASK_ID, ROLE_ALIASES, SPECIAL_IDS
+
+
+def never_masked(tokenizer: Any = None) -> tuple[int, ...]:
+    """The ids masking never selects (nor draws, nor predicts): the tokens of the special roles.
+
+    mmBERT's ids (`tokens.SPECIAL_IDS`) without a tokenizer, as training masks; else the ids `tokenizer`
+    (a transformers tokenizer) gives pad, eos, bos, unk, mask, cls and sep, the same ids for one with
+    mmBERT's layout.
+    """
+    if tokenizer is None:
+        return tuple(sorted(SPECIAL_IDS.values()))
+    ids = {getattr(tokenizer, f"{role}_token_id", None) for role in (*SPECIAL_IDS, *ROLE_ALIASES)}
+    return tuple(sorted(i for i in ids if i is not None))
 
 
 def mask_tokens(
@@ -28,7 +44,7 @@ def mask_tokens(
     rate: float,
     generator: torch.Generator,
     vocab_size: int,
-    special_ids: Iterable[int] = tuple(SPECIAL_IDS.values()),
+    special_ids: Iterable[int] = never_masked(),
     mask_id: int = MASK_ID,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask `input_ids` (any shape, integer) at `rate`; returns new `(input_ids, labels)`.

@@ -113,9 +113,6 @@ class PackStats:
         """Fraction of the row capacity holding real tokens (1.0 = no padding)."""
         return self.tokens / self.capacity if self.capacity else 1.0
 
-    def as_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "efficiency": self.efficiency}
-
 
 @dataclass
 class _Carry:

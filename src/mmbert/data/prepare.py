@@ -63,6 +63,7 @@ from mmbert.data.documents import Document, TokenizedDocument
 from mmbert.data.manifest import (
     MANIFEST,
     SOURCE_NAME_RE,
+    ManifestTokenizerError,
     language_entries,
     new_manifest,
     read_manifest,
@@ -74,7 +75,7 @@ from mmbert.data.sources import DocumentSource, SkipReport, Unit
 from mmbert.errors import MmbertError
 from mmbert.io import atomic_open, atomic_write_text, check_output, inside, remove_stale_temps
 from mmbert.process import LOCK_FILE, die_with_parent, directory_lock
-from mmbert.tokenizer import TokenizerLayoutError, layout_problems, read_tokenizer_files
+from mmbert.tokenizer import read_tokenizer_files
 
 logger = logging.getLogger(__name__)
 
@@ -109,32 +110,6 @@ def _read_json(path: Path) -> dict[str, Any]:
             f"{path}: damaged record (not a JSON object); delete it to prepare that part again"
         )
     return obj
-
-
-# --------------------------------------------------------------------------------------------------
-# The tokenizer: its serialized form (what workers rebuild it from) and its identity (what shards depend on)
-
-
-@dataclass
-class TokenizerInfo:
-    json: str
-    identity: dict[str, Any]
-
-
-def load_tokenizer_info(spec: str | os.PathLike) -> TokenizerInfo:
-    """Read a tokenizer directory (one with tokenizer.json) or a locally cached HF tokenizer name.
-
-    Its identity is what decides the token ids, not the file's bytes (`mmbert.tokenizer.fingerprint_sha256`):
-    a re-saved file, or other special flags and post-processing, is the same tokenizer to the shards.
-    """
-    try:
-        files = read_tokenizer_files(spec)
-    except TokenizerLayoutError as e:
-        raise PrepareError(str(e)) from None
-    problems = layout_problems(files)
-    if problems:  # every run reads the data with mmBERT's ids: refuse before tokenizing anything
-        raise PrepareError(f"tokenizer {spec} cannot take mmBERT's layout: " + "; ".join(problems))
-    return TokenizerInfo(files.text, files.identity())
 
 
 def _same_tokenizer(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -393,14 +368,25 @@ def _run_unit(job: _Job) -> dict[str, Any]:
 
 
 def _record_complete(record: dict[str, Any], data: Path, where: Path) -> bool:
-    """Whether every shard a unit record names exists (its paths must lie inside DATA)."""
+    """Whether every shard a unit record names is there whole (its paths must lie inside DATA): both
+    files, each as long as the record says. A shard cut short (a copy that stopped, a damaged disk)
+    makes its unit be prepared again."""
     for shard in record["shards"]:
         tokens = inside(data, shard["path"], f"{where}: shards")
-        if not (
-            tokens.exists() and tokens.with_name(tokens.name.replace(".tokens.npy", ".offsets.npy")).exists()
-        ):
+        offsets = tokens.with_name(tokens.name.replace(".tokens.npy", ".offsets.npy"))
+        if not (_npy_length(tokens) == shard["tokens"] and _npy_length(offsets) == shard["docs"] + 1):
+            logger.warning("%s: missing or cut short, preparing its unit again", tokens)
             return False
     return True
+
+
+def _npy_length(path: Path) -> int | None:
+    """The length of the 1-d array in a .npy file, read from its header; None when the file is missing
+    or shorter than its header says."""
+    try:
+        return len(np.load(path, mmap_mode="r"))
+    except (OSError, ValueError):  # missing; or "mmap length is greater than file size"
+        return None
 
 
 def _check_stamp(record: dict[str, Any], state: dict[str, Any], where: Path) -> None:
@@ -461,14 +447,25 @@ def _is_prepared_data(data: Path) -> bool:
     )
 
 
+def _usable_manifest(data: Path, overwrite: bool) -> dict[str, Any] | None:
+    """`data`'s manifest; with `overwrite`, one without its tokenizer entry (what its error advises) is
+    deleted, to be written again: each source's finished units stay in its directory, and a rerun of
+    `prepare` for that source lists it again without tokenizing anew (`_record_complete`). Nothing it
+    names is followed or deleted; any other fault of a manifest stays an error."""
+    try:
+        return read_manifest(data)
+    except ManifestTokenizerError as err:
+        if not overwrite:
+            raise
+        logger.warning("--overwrite: %s; writing a new manifest (prepare each source again to list it)", err)
+        (data / MANIFEST).unlink()
+        return None
+
+
 def _check_tokenizer(
-    data: Path, manifest: dict[str, Any] | None, tok: TokenizerInfo, overwrite: bool
+    data: Path, manifest: dict[str, Any] | None, identity: dict[str, Any], overwrite: bool
 ) -> dict | None:
-    if (
-        manifest is None
-        or not manifest.get("sources")
-        or _same_tokenizer(manifest["tokenizer"], tok.identity)
-    ):
+    if manifest is None or not manifest.get("sources") or _same_tokenizer(manifest["tokenizer"], identity):
         return manifest
     if not overwrite:
         raise PrepareError(
@@ -559,7 +556,9 @@ def prepare(
                 f"--part cannot be combined with {'--join' if join else '--overwrite'} (to start a source "
                 f"afresh, delete {data / name} before the parts run)"
             )
-    tok = load_tokenizer_info(tokenizer)
+    # every run reads the data with mmBERT's ids: a tokenizer without them is refused before any work
+    tok = read_tokenizer_files(tokenizer, require_layout=True)
+    identity = tok.identity()
     check_output(
         data, [getattr(source, "root", None), tokenizer], is_own=_is_prepared_data, overwrite=overwrite
     )
@@ -569,13 +568,13 @@ def prepare(
     with directory_lock(lock, "mmbert prepare"):
         if part is None:
             remove_stale_temps(data)  # a killed run's manifest temporaries (its shards': below)
-        manifest = _check_tokenizer(data, read_manifest(data), tok, overwrite)
+        manifest = _check_tokenizer(data, _usable_manifest(data, overwrite), identity, overwrite)
         fingerprint = source.fingerprint()
         state = {
             "spec": source.spec(),
             "kind": source.kind,
             "fingerprint": fingerprint,
-            "tokenizer_sha256": tok.identity["sha256"],
+            "tokenizer_sha256": identity["sha256"],
         }
         _check_source(data, name, state, manifest, overwrite)
         source_dir = data / name
@@ -600,16 +599,16 @@ def prepare(
         resumed = len(records)
         if resumed:
             logger.info("%s: %d of %d units already prepared, %d to go", name, resumed, len(mine), len(todo))
-        special = tok.identity["special_ids"]
+        special = identity["special_ids"]
         stamp = {key: state[key] for key in ("fingerprint", "tokenizer_sha256")}
         jobs = [
             _Job(source, name, u, str(source_dir), shard_tokens, skip_bad, special["bos"], special["eos"],
-                 tok.identity["vocab_size"], allow_unknown_languages, stamp=stamp)
+                 identity["vocab_size"], allow_unknown_languages, stamp=stamp)
             for u in todo
         ]  # fmt: skip
         known = [u.docs for u in todo]
         total = sum(known) if all(d is not None for d in known) else None  # type: ignore[misc]
-        done_docs, done_tokens = _run_jobs(jobs, tok.json, workers, records, total, progress, name)
+        done_docs, done_tokens = _run_jobs(jobs, tok.text, workers, records, total, progress, name)
 
         skipped = SkipReport()
         no_tokens = 0
@@ -621,7 +620,7 @@ def prepare(
         manifest_path = Path()
         if part is None:
             manifest = read_manifest(data) or new_manifest()
-            manifest["tokenizer"] = tok.identity
+            manifest["tokenizer"] = identity
             manifest["sources"][name] = langs
             manifest.setdefault("source_info", {})[name] = {
                 **state,

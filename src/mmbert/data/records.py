@@ -46,25 +46,29 @@ def raise_error(err: BadInputError) -> None:
     raise err
 
 
+BOM = "\ufeff"  # a UTF-8 byte-order mark, which Excel and Notepad put at the start of a file
+
+
 def read_text(path: Path) -> str:
-    """A whole text file (one document)."""
+    """A whole text file (one document), without a byte-order mark."""
     data = path.read_bytes()
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix(BOM)
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise BadInputError("invalid UTF-8", str(path), line, f"byte offset {e.start}") from None
 
 
 def _decoded(f: IO[bytes], path: Path, on_error: OnError) -> Iterator[tuple[int, str]]:
-    """(line number, text) of each line of a binary file; a line that is not UTF-8 goes to `on_error`."""
+    """(line number, text) of each line of a binary file, without a byte-order mark; a line that is
+    not UTF-8 goes to `on_error`."""
     for lineno, raw in enumerate(f, start=1):
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             on_error(BadInputError("invalid UTF-8", str(path), lineno, f"column {e.start + 1}"))
             continue
-        yield lineno, line
+        yield lineno, line.removeprefix(BOM) if lineno == 1 else line
 
 
 def iter_lines(path: Path, on_error: OnError = raise_error) -> Iterator[tuple[int, str]]:
@@ -74,16 +78,39 @@ def iter_lines(path: Path, on_error: OnError = raise_error) -> Iterator[tuple[in
             yield lineno, line.removesuffix("\n").removesuffix("\r")
 
 
-def iter_jsonl(path: Path, on_error: OnError = raise_error) -> Iterator[tuple[int, Any]]:
-    """The parsed value of every non-blank line of a JSON Lines file (gzip-compressed when `.gz`)."""
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are each given once (json keeps the last of a repeated key silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(f"{key!r} is given twice")
+        out[key] = value
+    return out
+
+
+def iter_jsonl(
+    path: Path, on_error: OnError = raise_error, *, unique_keys: bool = False
+) -> Iterator[tuple[int, Any]]:
+    """The parsed value of every non-blank line of a JSON Lines file (gzip-compressed when `.gz`).
+
+    `unique_keys`: an object with a repeated key is a bad line (fine-tuning data, where the last
+    `label` would win without a word)."""
     opener = gzip.open if path.name.endswith(".gz") else open
+    hook = _unique_keys if unique_keys else None
     try:
         with opener(path, "rb") as f:
             for lineno, line in _decoded(f, path, on_error):
                 if not line.strip():
                     continue
                 try:
-                    value = json.loads(line)
+                    value = json.loads(line, object_pairs_hook=hook)
+                except _DuplicateKey as e:
+                    on_error(BadInputError("duplicate key", str(path), lineno, str(e)))
+                    continue
                 except json.JSONDecodeError as e:
                     on_error(BadInputError("broken JSON line", str(path), lineno, e.msg))
                     continue
@@ -92,11 +119,13 @@ def iter_jsonl(path: Path, on_error: OnError = raise_error) -> Iterator[tuple[in
         on_error(BadInputError("unreadable file", str(path), None, str(e)))
 
 
-def read_json(path: Path) -> Any:
-    """The value of a whole JSON file."""
+def read_json(path: Path, *, unique_keys: bool = False) -> Any:
+    """The value of a whole JSON file (`unique_keys`: as in `iter_jsonl`)."""
     text = read_text(path)
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys if unique_keys else None)
+    except _DuplicateKey as e:
+        raise BadInputError("duplicate key", str(path), None, str(e)) from None
     except json.JSONDecodeError as e:
         raise BadInputError("invalid JSON", str(path), e.lineno, e.msg) from None
 
@@ -104,15 +133,55 @@ def read_json(path: Path) -> Any:
 def iter_csv(path: Path, delimiter: str = ",") -> Iterator[tuple[int, dict[str, Any]]]:
     """The rows of a CSV (or, with `delimiter="\\t"`, TSV) file with a header line, as dicts.
 
-    The line of a row is the physical line where it ends (1 is the header), so a quoted field that
-    spans lines is reported where it closes.
+    Strict, because a lenient reader turns a slip into a wrong label without a word: a row whose
+    field count differs from the header's (an unquoted comma in a text), a duplicated column
+    name, a quote left open or a character after a closing quote are errors naming the line.
+    The byte-order mark of Excel's "CSV UTF-8" is dropped (as by every reader here). Blank lines are
+    skipped. The line of a row is the physical line where it starts (1 is the header), so a quote
+    that is never closed is reported where it opens, not at the end of the file.
     """
-    reader = csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
-    try:
-        for row in reader:
-            yield reader.line_num, row
-    except csv.Error as e:
-        raise BadInputError("broken CSV", str(path), reader.line_num, str(e)) from None
+    text = read_text(path)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    header: list[str] | None = None
+    end = 0  # the physical line where the previous row ended
+    while True:
+        start = end + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            if str(e) == "unexpected end of data":  # the file ends inside a quoted field
+                detail = "a quote opened in the row on this line is never closed"
+                raise BadInputError("unbalanced quote", str(path), start, detail) from None
+            raise BadInputError("broken CSV", str(path), reader.line_num, str(e)) from None
+        end = reader.line_num
+        if not row:
+            continue
+        if header is None:
+            header = _csv_header(row, path, start)
+            continue
+        if len(row) != len(header):
+            spans = f" (the row runs to line {end}: a quote left open?)" if end > start else ""
+            raise BadInputError(
+                f"{len(row)} fields where the header has {len(header)}",
+                str(path),
+                start,
+                f"a field holding {delimiter!r} must be quoted{spans}",
+            )
+        yield start, dict(zip(header, row, strict=True))
+
+
+def _csv_header(row: list[str], path: Path, line: int) -> list[str]:
+    """The column names of a CSV header, each named one given once (an unnamed column, such as the
+    index pandas writes, is allowed)."""
+    names = [name.strip() for name in row]
+    seen: set[str] = set()
+    for name in filter(None, names):
+        if name in seen:
+            raise BadInputError("duplicate column name", str(path), line, f"{name!r} is given twice")
+        seen.add(name)
+    return names
 
 
 def iter_parquet(

@@ -26,29 +26,18 @@ import numpy as np
 
 from mmbert.data.sampler import phase_mixture, store_counts
 from mmbert.data.shards import TokenStore
-from mmbert.demo_layout import FILL_MASK_ARTICLE, HIGHLIGHT, QUICK_SCALE, Layout
+from mmbert.demo_layout import FILL_MASK_ARTICLE, QUICK_SCALE, Layout
 from mmbert.evaluate import recipe_groups, variant_languages
+from mmbert.experiment import HIGHLIGHT, phase_summary
 from mmbert.io import atomic_write_text
+from mmbert.metrics import read_metrics
 from mmbert.plots import pyplot, save_figure
-from mmbert.recipe import Phase, Recipe
+from mmbert.recipe import Recipe
 from mmbert.runs import variant_dir
+from mmbert.stats import with_interval
 
 # One color per run / model, stable across plots.
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a `metrics.jsonl` (a line cut by a kill is skipped); [] when absent."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
 
 
 def _smooth(values: Sequence[float], phases: Sequence[str], alpha: float = 0.2) -> np.ndarray:
@@ -294,12 +283,7 @@ def pct(x: float | None) -> str:
 def _ci(stats: Mapping[str, Any], key: str, percent: bool = True) -> str:
     """`value [low, high]` from a group's summary (its 95% bootstrap interval, when it has one)."""
     value, ci = stats.get(key), (stats.get("ci") or {}).get(key)
-    if value is None:
-        return "-"
-    show = (lambda x: f"{100 * x:.1f}") if percent else (lambda x: f"{x:.3f}")  # noqa: E731
-    if not ci or ci[0] is None or ci[1] is None:
-        return show(value)
-    return f"{show(value)} [{show(ci[0])}, {show(ci[1])}]"
+    return with_interval(value, ci, pct if percent else (lambda x: f"{x:.3f}"))
 
 
 def models_table(evals: Mapping[str, Mapping[str, Any]], groups: Sequence[str], key: str) -> str:
@@ -372,19 +356,6 @@ def sampling_shares(data_dir: Path, recipe: Recipe) -> dict[str, dict[str, float
             last.with_variant(v), counts, len(recipe.phases) - 1
         ).language_shares()
     return out
-
-
-def phase_summary(phase: Phase) -> dict[str, Any]:
-    """What a report records of a phase: its budget, languages and the schedule's values."""
-    return {
-        "name": phase.name,
-        "tokens": phase.tokens,
-        "languages": phase.languages,
-        "tau": phase.tau,
-        "mask_rate": phase.mask_rate,
-        "seq_len": phase.seq_len,
-        "rope_theta": phase.global_rope_theta,
-    }
 
 
 def write_demo_report(layout: Layout, recipe: Recipe, state: Mapping[str, Any]) -> Path:
