@@ -19,7 +19,8 @@ import pytest
 
 from mmbert import cli
 from mmbert.recipe import load_recipe
-from tests.conftest import make_tiny_export, make_tokenizer, udhr_texts
+from tests.helpers.exports import make_tiny_export, udhr_texts
+from tests.helpers.tokenizer import make_tokenizer
 
 PACKAGE = Path(cli.__file__).resolve().parents[1]  # src/mmbert
 

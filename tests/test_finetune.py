@@ -12,7 +12,8 @@ import torch
 
 from mmbert import cli, finetune
 from mmbert.data.corpus import HELDOUT_ARTICLES, load_udhr
-from tests.conftest import TINY_LANGS, dir_with, make_tiny_export
+from tests.helpers.exports import TINY_LANGS, make_tiny_export
+from tests.helpers.files import dir_with
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,10 @@ from mmbert.model import MmBertForMaskedLM
 from mmbert.process import LOCK_FILE, DirectoryInUseError, directory_lock
 from mmbert.tokenizer import load_tokenizer, save_tokenizer
 from mmbert.tokenizer_training import train_tokenizer
-from tests.conftest import TINY, dir_with, running, udhr_texts
+from tests.helpers.exports import udhr_texts
+from tests.helpers.files import dir_with
+from tests.helpers.model import TINY
+from tests.helpers.processes import running
 
 
 def _mode(path: Path) -> int:

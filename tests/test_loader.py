@@ -9,7 +9,7 @@ import pytest
 
 from mmbert.data.loader import BatchLoader
 from mmbert.recipe import Recipe, RecipeError
-from tests.conftest import FakeStore
+from tests.helpers.data import FakeStore
 
 STORE = FakeStore(
     {

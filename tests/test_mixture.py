@@ -13,7 +13,7 @@ from mmbert.data.mixture import (
     trained_languages,
 )
 from mmbert.recipe import RecipeError
-from tests.conftest import WEB_AND_CODE, FakeStore, make_phase
+from tests.helpers.data import WEB_AND_CODE, FakeStore, make_phase
 
 STORE = FakeStore(WEB_AND_CODE)
 

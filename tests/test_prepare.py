@@ -23,17 +23,11 @@ from mmbert.data.shards import ShardError, TokenStore
 from mmbert.data.sources import BadInputError, LocalFilesSource, open_source
 from mmbert.io import OutputRefusedError, UnsafePathError
 from mmbert.tokenizer import read_tokenizer_files
-from tests.conftest import (
-    WORDS,
-    child_pids,
-    dir_with,
-    expected_docs,
-    make_texts,
-    make_tokenizer,
-    running,
-    write_corpus,
-    write_mds,
-)
+from tests.helpers.corpora import WORDS, expected_docs, make_texts, write_corpus
+from tests.helpers.files import dir_with
+from tests.helpers.mds import write_mds
+from tests.helpers.processes import child_pids, running
+from tests.helpers.tokenizer import make_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,9 @@ from mmbert.run_inputs import (
     recipe_tokenizer,
 )
 from mmbert.tokenizer import TokenizerLayoutError, read_tokenizer_files
-from tests.conftest import fake_documents, make_tiny_export, make_tokenizer
+from tests.helpers.exports import make_tiny_export
+from tests.helpers.tokenizer import make_tokenizer
+from tests.helpers.training import fake_documents
 
 
 def test_a_new_run_takes_the_recipes_preset_with_its_tokenizers_vocabulary(train_inputs):

@@ -11,7 +11,7 @@ import pytest
 from mmbert.data.mixture import phase_mixture, temperature_probs
 from mmbert.data.sampler import DataSampler
 from mmbert.languages import released_counts
-from tests.conftest import WEB_AND_CODE, FakeStore, make_phase
+from tests.helpers.data import WEB_AND_CODE, FakeStore, make_phase
 
 STORE = FakeStore(WEB_AND_CODE)
 

@@ -16,7 +16,8 @@ from mmbert import tokenizer as T
 from mmbert import tokenizer_training as TT
 from mmbert.data import corpus
 from mmbert.merge import tokenizer_identity
-from tests.conftest import dir_with, make_gemma_like_tokenizer, train_bundled
+from tests.helpers.files import dir_with
+from tests.helpers.tokenizer import make_gemma_like_tokenizer, train_bundled
 
 # Scripts absent from the bundled corpus (cuneiform, runic, Gothic, Braille, emoji), control characters,
 # odd whitespace, and strings that look like byte tokens or SentencePiece's space marker.

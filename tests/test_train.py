@@ -34,15 +34,11 @@ from mmbert.optim import build_optimizer
 from mmbert.process import LOCK_FILE, DirectoryInUseError
 from mmbert.recipe import load_recipe
 from mmbert.tokenizer import read_tokenizer_files
-from tests.conftest import (
-    dir_with,
-    fake_documents,
-    make_gemma_like_tokenizer,
-    make_tokenizer,
-    read_metrics,
-    save_tiny,
-    write_composer_checkpoint,
-)
+from tests.helpers.composer import write_composer_checkpoint
+from tests.helpers.exports import save_tiny
+from tests.helpers.files import dir_with
+from tests.helpers.tokenizer import make_gemma_like_tokenizer, make_tokenizer
+from tests.helpers.training import fake_documents, read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
