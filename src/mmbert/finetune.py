@@ -616,7 +616,13 @@ def load_splits(options: FinetuneOptions) -> tuple[list[Example], list[Example],
 def finetune(options: FinetuneOptions) -> FinetuneResult:
     """Fine-tune `options.model` on `options.train` (module docstring) and save the best checkpoint."""
     inputs = (options.model, options.tokenizer, options.train, options.dev, options.test)
-    check_output(options.out, inputs, is_own=lambda d: (d / SUMMARY).is_file(), overwrite=options.overwrite)
+    check_output(
+        options.out,
+        inputs,
+        is_own=lambda d: (d / SUMMARY).is_file(),
+        overwrite=options.overwrite,
+        replaced=True,
+    )
     random.seed(options.seed)
     torch.manual_seed(options.seed)
     device = resolve_device(options.device)

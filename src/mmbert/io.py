@@ -357,13 +357,16 @@ def check_output(
     overwrite: bool | None,
     option: str = "--out",
     file: bool = False,
+    replaced: bool = False,
 ) -> None:
     """The one check of every command's output (a directory; with `file`, a file), before any work.
 
     Always refused, `--overwrite` or not: an output that is one of the command's `inputs` or holds
     one (replacing it would delete the input), symbolic links followed on both sides; a dangling
     symbolic link (nothing could be written through it); a place that cannot be written (read-only);
-    a file where a directory goes, or the other way round. Refused unless `overwrite`: a non-empty directory that `is_own` does not recognise as this
+    a file where a directory goes, or the other way round; with `replaced` (the command replaces the
+    directory whole, `atomic_dir`), one that is or holds the current directory (`--out .`: renaming
+    onto it fails, after the work). Refused unless `overwrite`: a non-empty directory that `is_own` does not recognise as this
     command's earlier output. `overwrite` is the command's `--overwrite`; None: the command has no
     such option. An input that is not an existing path (a Hub name) is ignored.
     """
@@ -384,6 +387,11 @@ def check_output(
                 f"{option} {out} would overwrite the input {item}{how}: choose another {option} "
                 "(--overwrite never replaces an input)"
             )
+    cwd = Path.cwd().resolve()
+    if replaced and (target == cwd or target in cwd.parents):
+        # Replacing it would pull the working directory away (after the work: EBUSY on `.`).
+        how = "the current directory" if target == cwd else "a directory holding the current one"
+        raise OutputRefusedError(f"{option} {out} is {how}: choose another {option}")
     if target.exists() and target.is_dir() == file:
         wanted, found = ("file", "directory") if file else ("directory", "file")
         raise OutputRefusedError(

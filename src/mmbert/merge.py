@@ -675,7 +675,7 @@ def merge_dirs(
         method, len(model_dirs), base_dir is not None, weights, density, decay, half_life, chunk_elements
     )
     out = Path(out)
-    check_output(out, [base_dir, *model_dirs], is_own=_is_merge_output, overwrite=overwrite)
+    check_output(out, [base_dir, *model_dirs], is_own=_is_merge_output, overwrite=overwrite, replaced=True)
     if out.exists() and not overwrite:
         raise MergeError(f"{out} already exists; pass --overwrite to replace it")
     if base_dir is not None:

@@ -474,7 +474,7 @@ def adapt_and_save(
     check_model_max_length(model_max_length)
     files = read_tokenizer_files(source, require_layout=True)
     out = Path(out)
-    check_output(out, [files.directory], is_own=only_tokenizer_files, overwrite=overwrite)
+    check_output(out, [files.directory], is_own=only_tokenizer_files, overwrite=overwrite, replaced=True)
     if not overwrite and (out / TOKENIZER_FILE).exists():
         raise TokenizerLayoutError(f"{out} already holds a tokenizer: --overwrite replaces it")
     changes = layout_changes(files, model_max_length)

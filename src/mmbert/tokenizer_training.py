@@ -340,7 +340,7 @@ def train_and_save(
         raise ValueError(f"--tau must be in [0, 1], got {tau}")
     if max_chars is not None and max_chars < 1:
         raise ValueError(f"--max-chars must be >= 1, got {max_chars}")
-    check_output(out, inputs or (), is_own=only_tokenizer_files, overwrite=overwrite)
+    check_output(out, inputs or (), is_own=only_tokenizer_files, overwrite=overwrite, replaced=True)
     if inputs is None:
         texts = bundled_texts("train")
         source = "bundled corpus (UDHR train articles + code)"

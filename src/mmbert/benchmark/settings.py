@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from mmbert.data.records import load_yaml
 from mmbert.errors import MmbertError
 from mmbert.recipe import RecipeError, apply_override
 
@@ -124,7 +125,7 @@ def _parse(path_text: str, mtime_ns: int, size: int) -> dict[str, Any]:
     """Parse once per file version (pure-Python YAML is slow, and every task lookup reads all files)."""
     path = Path(path_text)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except OSError as err:
         raise SettingsError(f"{path}: cannot read settings: {err.strerror}") from None
     except yaml.YAMLError as err:
