@@ -198,7 +198,7 @@ BAD_INPUTS = [
     ("convert {plain_txt} --out {root}", "would overwrite the input"),
     ("tokenizer adapt /no/such --out {root}/a1", "no such tokenizer directory"),
     ("tokenizer adapt {tok} --out {model}", "did not write"),
-    ("evaluate /no/such", "not a model directory"),
+    ("evaluate /no/such", "/no/such: no such model directory"),
     ("evaluate {model} --languages zzz", "languages not in the data: zzz"),
     ("evaluate {model} --max-length 1", "max_length must be >= 2"),
     ("fill-mask {model} no-mask-here", "has no <mask> token"),
@@ -270,6 +270,12 @@ BAD_INPUTS = [
     ("plan {dupkey_yaml}", "invalid YAML: duplicate key 'seed' (first given on line 2)"),
     ("plan {recipe} train.lrr=1", "train.lrr: unknown key (did you mean 'lr'?"),
     ("train {recipe} --dry-run model.hiden_size=8", "(did you mean 'hidden_size'?"),
+    # i23r: a directory where a file goes and the other way round, named as such (before the work)
+    ("embed {model} --input {emptydir} --out {root}/e5.npy", "emptydir: a directory, not a file"),
+    ("evaluate {model}/config.json", "config.json: a file, not a model directory"),
+    ("demo --recipe {emptydir} --out {root}/demo2", "emptydir: a directory, not a recipe file"),
+    ("evaluate {model} --languages eng_Latn --out {plain_txt}", "is a file; a directory goes there"),
+    ("evaluate {model} --languages eng_Latn --out {dangling}", "is a symbolic link to"),
     # issue 23: labels never silently wrong
     (
         "finetune --model {model} --train {comma_csv} --out {root}/f4",

@@ -349,6 +349,17 @@ class OutputRefusedError(MmbertError, FileExistsError):
     """An output that would overwrite one of the command's inputs, or a directory it did not write."""
 
 
+def not_found(path: str | Path, want: str) -> str:
+    """Why `path` is not the `want` ("recipe file", "model directory") a command reads, naming what
+    is there instead: "no such file" for a directory sends a user looking in the wrong place."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        return f"{path}: a symbolic link to {os.readlink(path)}, which does not exist"
+    if not path.exists():
+        return f"{path}: no such {want}"
+    return f"{path}: a {'directory' if path.is_dir() else 'file'}, not a {want}"
+
+
 def check_output(
     out: str | Path,
     inputs: Iterable[str | Path | None],
