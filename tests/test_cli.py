@@ -131,6 +131,20 @@ def _mismatched_models(root: Path, model: Path) -> dict[str, Path]:
         make_tokenizer(out[name], udhr_texts(), size)
     from safetensors.torch import load_file, save_file
 
+    from safetensors.torch import load_file, save_file
+
+    out["cutconfig"] = root / "cutconfig"  # a tokenizer_config.json cut short by a copy
+    shutil.copytree(model, out["cutconfig"])
+    text = (model / "tokenizer_config.json").read_text()
+    (out["cutconfig"] / "tokenizer_config.json").write_text(text[: len(text) // 2])
+    out["noshard"] = root / "noshard"  # a sharded export whose index names a shard that is not there
+    out["noshard"].mkdir()
+    for file in model.glob("*.json"):
+        shutil.copy(file, out["noshard"])
+    shutil.copy(model / "model.safetensors", out["noshard"] / "model-00001-of-00002.safetensors")
+    keys = load_file(model / "model.safetensors")
+    shards = {k: f"model-0000{1 + i % 2}-of-00002.safetensors" for i, k in enumerate(keys)}
+    (out["noshard"] / "model.safetensors.index.json").write_text(json.dumps({"weight_map": shards}))
     out["nanmodel"] = root / "nanmodel"
     shutil.copytree(model, out["nanmodel"])
     weights = load_file(out["nanmodel"] / "model.safetensors")
@@ -143,7 +157,7 @@ def _mismatched_models(root: Path, model: Path) -> dict[str, Path]:
 BAD_INPUTS = [
     ("tokenizer info /no/such/dir", "no such tokenizer directory"),
     ("tokenizer info {plain_txt}", "a tokenizer is a directory"),
-    ("tokenizer info {badtok}", "cannot load tokenizer"),
+    ("tokenizer info {badtok}", "badtok/tokenizer.json: not valid JSON"),
     ("tokenizer train --out {root}/t1 --input /no/such.jsonl --lang eng_Latn", "does not exist"),
     ("tokenizer train --out {root}/t2 --input {empty_jsonl} --lang eng_Latn", "empty file"),
     ("tokenizer train --out {root}/t3 --input {bad_jsonl} --lang eng_Latn", "bad.jsonl:1: broken JSON line"),
@@ -276,6 +290,10 @@ BAD_INPUTS = [
     ("demo --recipe {emptydir} --out {root}/demo2", "emptydir: a directory, not a recipe file"),
     ("evaluate {model} --languages eng_Latn --out {plain_txt}", "is a file; a directory goes there"),
     ("evaluate {model} --languages eng_Latn --out {dangling}", "is a symbolic link to"),
+    # i23r: damaged model folders: the file is named
+    ("fill-mask {cutconfig} a-<mask>", "cutconfig/tokenizer_config.json: not valid JSON"),
+    ("merge --method linear --models {model} {noshard} --out {root}/m6", "names 1 shard(s) of 2 that are"),
+    ("embed {noshard} --input {good_jsonl} --out {root}/e6.npy", "model-00002-of-00002.safetensors"),
     # issue 23: labels never silently wrong
     (
         "finetune --model {model} --train {comma_csv} --out {root}/f4",
