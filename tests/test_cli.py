@@ -131,8 +131,6 @@ def _mismatched_models(root: Path, model: Path) -> dict[str, Path]:
         make_tokenizer(out[name], udhr_texts(), size)
     from safetensors.torch import load_file, save_file
 
-    from safetensors.torch import load_file, save_file
-
     out["cutconfig"] = root / "cutconfig"  # a tokenizer_config.json cut short by a copy
     shutil.copytree(model, out["cutconfig"])
     text = (model / "tokenizer_config.json").read_text()
