@@ -133,7 +133,9 @@ class ModelSpec:
         values = {}
         for key, value in self.overrides.items():
             if key not in fields:
-                raise RecipeError(f"model.{key}", "not a model config field" + _known(key, sorted(fields)))
+                raise RecipeError(
+                    f"model.{key}", "not a model config field" + known_keys(key, sorted(fields))
+                )
             values[key] = _coerce(value, hints[key], f"model.{key}")
         try:
             return MmBertConfig.preset(self.preset, **{**values, **extra})
@@ -623,7 +625,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     raise TypeError(f"unsupported recipe field type {tp!r} at {path}")
 
 
-def _known(key: str, known: list[str]) -> str:
+def known_keys(key: str, known: list[str]) -> str:
     """The tail of an unknown-key error: the closest known key first (a typo is the usual cause),
     then all of them."""
     close = difflib.get_close_matches(key, known, n=1)
@@ -643,7 +645,9 @@ def _build(cls: type, data: Any, path: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in data if k not in fields]
     if unknown:
-        raise RecipeError(_join(path, str(unknown[0])), "unknown key" + _known(str(unknown[0]), list(fields)))
+        raise RecipeError(
+            _join(path, str(unknown[0])), "unknown key" + known_keys(str(unknown[0]), list(fields))
+        )
     kwargs = {}
     for name, f in fields.items():
         if name in data:

@@ -22,7 +22,7 @@ import yaml
 
 from mmbert.data.records import load_yaml
 from mmbert.errors import MmbertError
-from mmbert.recipe import RecipeError, apply_override
+from mmbert.recipe import RecipeError, apply_override, known_keys
 
 FAMILY_FILES = ("glue.yaml", "xtreme.yaml", "mteb.yaml")
 # A family runs its tasks one after another, each into OUT/TASK; its average sits beside the paper's.
@@ -242,7 +242,7 @@ def _check(s: Settings) -> None:
     v, where = s.values, f"{s.file}: task {s.task}"
     unknown = sorted(set(v) - KEYS)
     if unknown:
-        raise SettingsError(f"{where}: unknown key(s) {unknown}; known: {', '.join(sorted(KEYS))}")
+        raise SettingsError(f"{where}: unknown key {unknown[0]!r}{known_keys(unknown[0], sorted(KEYS))}")
 
     def need(ok: bool, key: str, rule: str) -> None:
         if not ok:
