@@ -410,6 +410,8 @@ def read_texts(path: str | Path, text_field: str = "text") -> list[str]:
         raise FileNotFoundError(not_found(path, "file"))
     if path.suffix not in (".txt", ".jsonl"):
         raise ValueError(f"{path}: expected a .txt (one text per line) or .jsonl file")
+    if path.suffix == ".txt" and text_field != "text":  # accepted and ignored would mislead
+        raise ValueError(f"{path}: a text field ({text_field!r}) applies to .jsonl input, not .txt")
     texts = []
     if path.suffix == ".jsonl":
         for lineno, record in iter_jsonl(path):

@@ -181,7 +181,14 @@ def train_tokenizer(
     t0 = time.perf_counter()
     tok.train_from_iterator(_split_on_rare(sample, alphabet), trainer=trainer, length=len(sample))
     logger.info("trained %s on %d documents in %.1fs", model, len(sample), time.perf_counter() - t0)
-    return _finalize(tok, model)
+    wrapped = _finalize(tok, model)
+    if len(wrapped) < vocab_size:  # the text ran out of merges: said, since the size was asked for
+        logger.warning(
+            "vocabulary of %d ids, not the %d asked for: the text has too few distinct pieces "
+            "(give more text or a smaller --vocab-size)",
+            len(wrapped), vocab_size,
+        )  # fmt: skip
+    return wrapped
 
 
 def _finalize(trained: Tokenizer, model: Model) -> PreTrainedTokenizerFast:
