@@ -95,6 +95,14 @@ class BatchLoader:
             micro.append(batch)
         return micro
 
+    def close(self) -> None:
+        """Stop reading ahead and close the store's open shards (drawing again restarts both): a run
+        that ends leaves no thread and no descriptor behind, however long its process lives on."""
+        self.sampler.close()
+        close_store = getattr(self.sampler.store, "close", None)
+        if close_store is not None:
+            close_store()
+
     def take_language_tokens(self) -> dict[str, int]:
         """Tokens drawn per language since the last call."""
         counts, self._language_tokens = dict(self._language_tokens), Counter()
