@@ -116,7 +116,7 @@ def read_weight_map(index_path: Path) -> dict[str, Path]:
     missing = sorted({path.name for path in shards.values() if not path.is_file()})
     if missing:  # said here, for every reader (merge streams shards and would fail on one mid-way)
         total = len(set(shards.values()))
-        raise WeightsError(
+        raise FileNotFoundError(
             f"{index_path} names {len(missing)} shard(s) of {total} that are missing: {', '.join(missing)}"
         )
     return shards
