@@ -289,6 +289,7 @@ BAD_INPUTS = [
     ("evaluate {model} --languages eng_Latn --out {plain_txt}", "is a file; a directory goes there"),
     ("evaluate {model} --languages eng_Latn --out {dangling}", "is a symbolic link to"),
     ("embed {model} --input {in_txt} --out {root}/e7.npy --text-field body", "applies to .jsonl input"),
+    ("merge --method ema --models {model} --out {root}/m7", "exactly one of decay (--decay) or half_life"),
     # i23r: damaged model folders: the file is named
     ("fill-mask {cutconfig} a-<mask>", "cutconfig/tokenizer_config.json: not valid JSON"),
     ("merge --method linear --models {model} {noshard} --out {root}/m6", "names 1 shard(s) of 2 that are"),

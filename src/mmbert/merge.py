@@ -473,7 +473,7 @@ def ema_weights(n: int, decay: float | None = None, half_life: float | None = No
     0.5 ** (1 / half_life)). beta = 0 puts all weight on the newest checkpoint.
     """
     if (decay is None) == (half_life is None):
-        raise MergeError("ema needs exactly one of decay or half_life")
+        raise MergeError("ema needs exactly one of decay (--decay) or half_life (--half-life)")
     if n < 1:
         raise MergeError("ema needs at least one checkpoint")
     if half_life is not None:
