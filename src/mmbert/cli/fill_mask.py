@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from mmbert.cli import Options, add_shared, call, own_option
+from mmbert.cli import Options, add_shared, call, own_option, text
 from mmbert.inference import FillMaskResult, fill_mask_dir, read_texts
 
 
@@ -23,7 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add(
         "model_dir", positional=True, metavar="model", help="HF-format model directory with tokenizer files"
     )
-    own_option(parser, "texts", nargs="*", help="texts containing the tokenizer's mask token (<mask>)")
+    own_option(
+        parser, "texts", nargs="*", type=text, help="texts containing the tokenizer's mask token (<mask>)"
+    )
     own_option(parser, "--file", type=Path, help="more texts: .txt (one per line) or .jsonl (a text field)")
     o.add("top_k", help="predictions per <mask>")
     add_shared(parser, "json")
