@@ -20,7 +20,7 @@ from mmbert.inference import (
     token_text,
 )
 from mmbert.model import mean_pool
-from tests.conftest import resave_with_transformers, save_tiny
+from tests.helpers.exports import resave_with_transformers, save_tiny
 
 TEXTS = [
     d.article(n).text
@@ -196,7 +196,7 @@ def test_fill_mask_cli_json(ours, tmp_path, capsys):
     assert len(results) == 2
     assert all(len(preds) == 2 for r in results for preds in r["predictions"])
     assert cli.main(["fill-mask", str(tmp_path / "missing"), "a <mask>"]) == 2
-    assert "no config.json" in capsys.readouterr().err
+    assert "missing: no such model directory" in capsys.readouterr().err
 
 
 def test_texts_beyond_the_model_positions_are_cut_with_a_warning(ours, tmp_path, caplog):

@@ -25,7 +25,9 @@ from mmbert.merge import (
     merge_ties,
 )
 from mmbert.weights import SafetensorsWriter, TensorInfo
-from tests.conftest import TINY, make_tiny_export, write_composer_checkpoint
+from tests.helpers.composer import write_composer_checkpoint
+from tests.helpers.exports import make_tiny_export
+from tests.helpers.model import TINY
 
 # ----------------------------------------------------------------------------------------------
 # Arithmetic on hand-written tensors.
@@ -153,7 +155,7 @@ def test_ema_against_hand_computation():
         (lambda m: merge_ties(m[0], [], density=0.5), "at least one model"),
         (lambda m: merge_linear(m, weights=[1.0, -1.0, 1.0]), ">= 0"),
         (lambda m: merge_ema(m, decay=1.0), r"decay must be in \[0, 1\)"),
-        (lambda m: merge_ema(m), "exactly one of decay or half_life"),
+        (lambda m: merge_ema(m), "exactly one of decay \\(--decay\\) or half_life"),
     ],
 )
 def test_bad_arguments_are_named(call, message):

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from mmbert.errors import MmbertError
 from mmbert.evaluate import ENGLISH, heldout_languages, recipe_groups
+from mmbert.io import not_found
 from mmbert.recipe import Phase, Recipe
 
 # Languages the demo's plots name, taken first when a group's languages are cut to a few: English and
@@ -35,7 +36,7 @@ def find_recipe(path: Path | None) -> Path:
     """`--recipe`, else `recipes/tiny.yaml` in the working directory or in the source checkout."""
     if path is not None:
         if not path.is_file():
-            raise ExperimentError(f"{path}: no such recipe file")
+            raise ExperimentError(not_found(path, "recipe file"))
         return path.resolve()
     for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
         candidate = base / "recipes" / "tiny.yaml"
@@ -107,33 +108,27 @@ def _scaled_budgets(recipe: Recipe, scale: float) -> list[str]:
     return out
 
 
+class Under:
+    """A path under a layout's `out` directory, declared by name (`tokenizer = Under("tokenizer")`)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, layout: Any, owner: type | None = None) -> Any:
+        return self if layout is None else layout.out / self.name
+
+
 @dataclasses.dataclass(frozen=True)
 class ExperimentLayout:
-    """The paths every experiment directory `out` has; a command's layout adds its own."""
-
-    STATE_FILE: ClassVar[str]  # the settings and what is finished, named after the command
+    """The paths every experiment directory `out` has; a command's layout adds its own, and its `state`
+    (the settings and what is finished, named after the command)."""
 
     out: Path
-
-    @property
-    def state(self) -> Path:
-        return self.out / self.STATE_FILE
-
-    @property
-    def recipe(self) -> Path:
-        return self.out / "recipe.yaml"
-
-    @property
-    def tokenizer(self) -> Path:
-        return self.out / "tokenizer"
-
-    @property
-    def data(self) -> Path:
-        return self.out / "data"
-
-    @property
-    def plots(self) -> Path:
-        return self.out / "plots"
+    state: ClassVar[Under]
+    recipe = Under("recipe.yaml")  # the recipe as trained (scaled, pointed at the tokenizer and data)
+    tokenizer = Under("tokenizer")
+    data = Under("data")  # prepared shards of the bundled corpus
+    plots = Under("plots")
 
 
 def read_state(layout: ExperimentLayout, settings: ExperimentSettings, **fresh: Any) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -55,7 +56,9 @@ from typing import Any
 import yaml
 
 from mmbert.config import MmBertConfig
-from mmbert.errors import MmbertError
+from mmbert.data.mixture import SourceSpec
+from mmbert.data.records import BadInputError, load_yaml, read_text
+from mmbert.errors import RecipeError
 from mmbert.io import atomic_write_text
 
 OPTIMIZERS = ("stable_adamw", "adamw")
@@ -70,27 +73,6 @@ _VARIANT_FORBIDDEN = ("name", "variants")
 _SUFFIXES = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
 # Phase and variant names name directories and files of a run (`export/<phase>`, `variants/<name>`).
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class RecipeError(MmbertError, ValueError):
-    """A recipe problem; `key` is the dotted/indexed path of the offending key (may be empty)."""
-
-    def __init__(self, key: str, message: str, file: str | None = None) -> None:
-        self.key = key
-        self.message = message
-        self.file = file
-        where = ": ".join(p for p in (file, key) if p)
-        super().__init__(f"{where}: {message}" if where else message)
-
-    def under(self, prefix: str) -> RecipeError:
-        """The same error, with `prefix` (e.g. `phases[1]`) in front of its key."""
-        if not prefix:
-            return self
-        key = f"{prefix}.{self.key}" if self.key and not self.key.startswith("[") else prefix + self.key
-        return RecipeError(key, self.message, self.file)
-
-    def in_file(self, file: str) -> RecipeError:
-        return RecipeError(self.key, self.message, file)
 
 
 def _check(cond: bool, key: str, message: str) -> None:
@@ -132,7 +114,7 @@ class ModelSpec:
         for key, value in self.overrides.items():
             if key not in fields:
                 raise RecipeError(
-                    f"model.{key}", f"not a model config field (known: {', '.join(sorted(fields))})"
+                    f"model.{key}", "not a model config field" + known_keys(key, sorted(fields))
                 )
             values[key] = _coerce(value, hints[key], f"model.{key}")
         try:
@@ -198,46 +180,6 @@ class TrainSpec:
             _check(self.checkpoint_every_tokens > 0, "checkpoint_every_tokens", "must be > 0")
         _check(self.keep_last >= 1, "keep_last", f"must be >= 1, got {self.keep_last}")
         _check(self.log_every_steps >= 1, "log_every_steps", f"must be >= 1, got {self.log_every_steps}")
-
-
-@dataclass
-class SourceSpec:
-    """One data source of a phase: its part of the phase's tokens and, if multilingual, its language rule.
-
-    `share` is a fraction of the phase's tokens (the shares of a phase must sum to one); `weight` is a
-    relative amount (normalized over the phase's sources). `languages` and `tau` default to the phase's.
-    Within the source, `p(lang) ∝ (n_tokens(lang) * multipliers.get(lang, 1)) ** tau`, except for the
-    languages in `fixed_shares`, which get exactly that fraction of the source's tokens. Multiplier and
-    fixed-share keys are language keys (`eng_Latn`) or ISO 639-3 codes (`eng`).
-    """
-
-    name: str
-    share: float | None = None
-    weight: float | None = None
-    languages: str | list[str] | None = None
-    tau: float | None = None
-    multipliers: dict[str, float] = field(default_factory=dict)
-    fixed_shares: dict[str, float] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        _check(bool(self.name), "name", "must be a non-empty source name")
-        _check(
-            (self.share is None) != (self.weight is None), "share", "give exactly one of `share` and `weight`"
-        )
-        if self.share is not None:
-            _check(0 < self.share <= 1, "share", f"must be in (0, 1], got {self.share}")
-        if self.weight is not None:
-            _check(self.weight > 0, "weight", f"must be > 0, got {self.weight}")
-        if self.tau is not None:
-            _check(0 <= self.tau <= 1, "tau", f"must be in [0, 1], got {self.tau}")
-        if isinstance(self.languages, list):
-            _check(len(self.languages) > 0, "languages", "must not be an empty list")
-        for lang, mult in self.multipliers.items():
-            _check(mult > 0 and math.isfinite(mult), f"multipliers.{lang}", f"must be > 0, got {mult}")
-        for lang, share in self.fixed_shares.items():
-            _check(0 < share <= 1, f"fixed_shares.{lang}", f"must be in (0, 1], got {share}")
-        total = sum(self.fixed_shares.values())
-        _check(total <= 1 + 1e-9, "fixed_shares", f"sum to {total:.6g} > 1")
 
 
 @dataclass
@@ -335,18 +277,6 @@ class Phase:
                 f"shares sum to {total:.6g}, not 1 ({', '.join(f'{s.name}={s.share}' for s in self.sources)});"
                 " use `weight` for relative amounts",
             )
-
-    def source_shares(self) -> dict[str, float]:
-        """Each source's fraction of the phase's tokens (weights normalized)."""
-        amounts = {s.name: (s.share if s.share is not None else s.weight) for s in self.sources}
-        total = sum(amounts.values())  # type: ignore[arg-type]
-        return {k: v / total for k, v in amounts.items()}  # type: ignore[operator]
-
-    def source_tau(self, source: SourceSpec) -> float:
-        return self.tau if source.tau is None else source.tau
-
-    def source_languages(self, source: SourceSpec) -> str | list[str]:
-        return self.languages if source.languages is None else source.languages
 
     def with_variant(self, variant: str) -> Phase:
         """This phase with decay variant `variant`'s keys applied (and no variant table)."""
@@ -623,6 +553,14 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     raise TypeError(f"unsupported recipe field type {tp!r} at {path}")
 
 
+def known_keys(key: str, known: list[str]) -> str:
+    """The tail of an unknown-key error: the closest known key first (a typo is the usual cause),
+    then all of them."""
+    close = difflib.get_close_matches(key, known, n=1)
+    guess = f"did you mean {close[0]!r}? " if close else ""
+    return f" ({guess}known: {', '.join(known)})"
+
+
 def _build(cls: type, data: Any, path: str) -> Any:
     if cls is ModelSpec:
         try:
@@ -635,7 +573,9 @@ def _build(cls: type, data: Any, path: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in data if k not in fields]
     if unknown:
-        raise RecipeError(_join(path, str(unknown[0])), f"unknown key (known: {', '.join(fields)})")
+        raise RecipeError(
+            _join(path, str(unknown[0])), "unknown key" + known_keys(str(unknown[0]), list(fields))
+        )
     kwargs = {}
     for name, f in fields.items():
         if name in data:
@@ -693,11 +633,13 @@ def load_recipe(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
     """Load a YAML recipe, apply `dotted.key=value` overrides in order, and validate it."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)  # UTF-8 (a byte-order mark dropped); another encoding is named
     except OSError as err:
         raise RecipeError("", f"cannot read recipe: {err.strerror}", str(path)) from None
+    except BadInputError as err:
+        raise RecipeError("", f"cannot read recipe: {err.reason}: {err.detail}", str(path)) from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)

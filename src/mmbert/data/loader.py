@@ -33,16 +33,9 @@ from typing import Any
 import torch
 
 from mmbert.data.masking import mask_tokens
+from mmbert.data.mixture import Mixture, PhaseMixture, recipe_mixtures
 from mmbert.data.packing import PackedBatch, Packer
-from mmbert.data.sampler import (
-    DEFAULT_READ_AHEAD,
-    DataSampler,
-    DocumentStore,
-    Mixture,
-    recipe_mixtures,
-    store_counts,
-)
-from mmbert.recipe import Phase
+from mmbert.data.sampler import DEFAULT_READ_AHEAD, DataSampler, DocumentStore, store_counts
 from mmbert.seeds import derive_seed
 
 
@@ -62,7 +55,7 @@ class BatchLoader:
     def __init__(
         self,
         store: DocumentStore,
-        phases: list[Phase],
+        phases: list[PhaseMixture],
         *,
         seed: int,
         rank: int,
@@ -145,6 +138,14 @@ class BatchLoader:
             ids.append(masked)
             labels.append(label)
         batch.input_ids, batch.labels = torch.cat(ids), torch.cat(labels)
+
+    def close(self) -> None:
+        """Stop reading ahead and close the store's open shards (drawing again restarts both): a run
+        that ends leaves no thread and no descriptor behind, however long its process lives on."""
+        self.sampler.close()
+        close_store = getattr(self.sampler.store, "close", None)
+        if close_store is not None:
+            close_store()
 
     def take_language_tokens(self) -> dict[str, int]:
         """Tokens this rank trained on per language since the last call (summed over ranks: the batch's)."""
