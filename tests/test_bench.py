@@ -93,6 +93,7 @@ def test_scale_bench_smoke_measures_every_sweep(tmp_path):
         assert len(result[sweep]) == 2 and all(row["draws_per_s"] > 0 for row in result[sweep])
     rows = [*result["documents"], *result["cells"], *result["shards"], result["layout"]]
     assert all(row["open_fds"] <= 2 * 64 + 16 and row["open_shards"] <= 64 for row in rows)
+    assert all(row["data_maps"] == 0 for row in rows)  # positional reads: no shard is memory-mapped
     assert result["shards"][-1]["shard_opens"] > 64  # more shards than the cache: reopened as needed
     assert result["layout"]["cells"] > 1800  # the released languages, by source
     assert [row["phase"] for row in result["sampler_vs_plan"]] == ["pretrain", "mid", "decay"]

@@ -415,7 +415,7 @@ def test_every_task_has_a_versioned_protocol_and_overrides_are_checked():
     assert xnli["protocol"] == "zero-shot" and xnli.part("train").configs == ("en",)
     assert "zero-shot" in xnli.file.read_text() and "mmbert.md" in xnli.file.read_text()
     assert len(load_settings("xnli", overrides=["protocol=translate-train-all"]).part("train").configs) == 15
-    with pytest.raises(SettingsError, match="unknown key.*lrr"):
+    with pytest.raises(SettingsError, match="unknown key 'lrr' \\(did you mean 'lr'\\?"):
         load_settings("cola", overrides=["lrr=1e-5"])
     with pytest.raises(SettingsError, match="protocol 'bogus'"):
         load_settings("xnli", overrides=["protocol=bogus"])

@@ -73,9 +73,9 @@ def test_hub_repository_shards_and_label_names(export, tmp_path, capsys):  # noq
 
 def test_ner_tags_as_names_equal_tags_as_ids(export):  # noqa: F811
     from mmbert.benchmark.kinds import TokenClassification
-    from mmbert.tokenizer import load_with_layout
+    from mmbert.tokenizer import load_tokenizer
 
-    tok = load_with_layout(export)
+    tok = load_tokenizer(export, adapt=True)
     ner = TokenClassification(load_settings("wikiann"))
     words, ids = ["Eleanor", "Roosevelt", "spoke", "in", "Paris"], [1, 2, 0, 0, 5]
     names = [ner.names[i] for i in ids]
@@ -105,9 +105,9 @@ def test_a_question_too_long_for_the_windows_is_named(export):  # noqa: F811
     """tokenizers panics (not an Exception: the CLI died with a Rust backtrace) when the question leaves
     no more than doc_stride tokens of context; the longest question that fits still encodes."""
     from mmbert.benchmark.kinds import QuestionAnswering
-    from mmbert.tokenizer import load_with_layout
+    from mmbert.tokenizer import load_tokenizer
 
-    tok = load_with_layout(export)
+    tok = load_tokenizer(export, adapt=True)
     qa = QuestionAnswering(load_settings("squad", overrides=["max_length=40", "doc_stride=12"]))
     room = 40 - tok.num_special_tokens_to_add(pair=True) - 12
     row = _squad_rows(1, 0)[0]
@@ -141,7 +141,7 @@ def test_mlqa_scores_with_mlqa_normalization_xquad_with_xtremes_languages(export
         metrics.normalize_answer("x", "th")
 
     from mmbert.benchmark.kinds import QuestionAnswering
-    from mmbert.tokenizer import load_with_layout
+    from mmbert.tokenizer import load_tokenizer
     from tests.test_benchmark import _Oracle
 
     mlqa = load_settings("mlqa")
@@ -151,7 +151,7 @@ def test_mlqa_scores_with_mlqa_normalization_xquad_with_xtremes_languages(export
     assert "xquad.ro" not in load_settings("xquad").part("eval").configs
     assert len(load_settings("xquad").part("eval").configs) == 11 and mlqa.version == 2  # changed: bumped
     # Through the kind: a prediction of "北京大学" for gold "北京" scores 2/3 under mlqa.zh.zh.
-    tok = load_with_layout(export)
+    tok = load_tokenizer(export, adapt=True)
     qa = QuestionAnswering(load_settings("mlqa", overrides=["max_length=64", "doc_stride=16"]))
     context = "他在北京大学工作。"
     row = {

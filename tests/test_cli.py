@@ -88,6 +88,11 @@ def fx(tmp_path_factory, train_inputs) -> dict[str, Path]:
     }.items():
         (root / name).write_text(text)
         paths[name.replace(".", "_")] = root / name
+    (root / "utf16.jsonl").write_bytes('{"text": "hi", "lang": "eng_Latn"}\n'.encode("utf-16"))  # with BOM
+    (root / "surrogate.jsonl").write_text('{"text": "half a pair \\ud800 <mask>", "lang": "eng_Latn"}\n')
+    recipe_text = recipe.read_text()
+    (root / "dupkey.yaml").write_text(recipe_text + "seed: 5\n")
+    paths.update({n.replace(".", "_"): root / n for n in ("utf16.jsonl", "surrogate.jsonl", "dupkey.yaml")})
     (root / "foreign").mkdir()
     (root / "emptydir").mkdir()
     (root / "dangling").symlink_to(root / "gone")
@@ -126,6 +131,18 @@ def _mismatched_models(root: Path, model: Path) -> dict[str, Path]:
         make_tokenizer(out[name], udhr_texts(), size)
     from safetensors.torch import load_file, save_file
 
+    out["cutconfig"] = root / "cutconfig"  # a tokenizer_config.json cut short by a copy
+    shutil.copytree(model, out["cutconfig"])
+    text = (model / "tokenizer_config.json").read_text()
+    (out["cutconfig"] / "tokenizer_config.json").write_text(text[: len(text) // 2])
+    out["noshard"] = root / "noshard"  # a sharded export whose index names a shard that is not there
+    out["noshard"].mkdir()
+    for file in model.glob("*.json"):
+        shutil.copy(file, out["noshard"])
+    shutil.copy(model / "model.safetensors", out["noshard"] / "model-00001-of-00002.safetensors")
+    keys = load_file(model / "model.safetensors")
+    shards = {k: f"model-0000{1 + i % 2}-of-00002.safetensors" for i, k in enumerate(keys)}
+    (out["noshard"] / "model.safetensors.index.json").write_text(json.dumps({"weight_map": shards}))
     out["nanmodel"] = root / "nanmodel"
     shutil.copytree(model, out["nanmodel"])
     weights = load_file(out["nanmodel"] / "model.safetensors")
@@ -138,7 +155,7 @@ def _mismatched_models(root: Path, model: Path) -> dict[str, Path]:
 BAD_INPUTS = [
     ("tokenizer info /no/such/dir", "no such tokenizer directory"),
     ("tokenizer info {plain_txt}", "a tokenizer is a directory"),
-    ("tokenizer info {badtok}", "cannot load tokenizer"),
+    ("tokenizer info {badtok}", "badtok/tokenizer.json: not valid JSON"),
     ("tokenizer train --out {root}/t1 --input /no/such.jsonl --lang eng_Latn", "does not exist"),
     ("tokenizer train --out {root}/t2 --input {empty_jsonl} --lang eng_Latn", "empty file"),
     ("tokenizer train --out {root}/t3 --input {bad_jsonl} --lang eng_Latn", "bad.jsonl:1: broken JSON line"),
@@ -193,7 +210,7 @@ BAD_INPUTS = [
     ("convert {plain_txt} --out {root}", "would overwrite the input"),
     ("tokenizer adapt /no/such --out {root}/a1", "no such tokenizer directory"),
     ("tokenizer adapt {tok} --out {model}", "did not write"),
-    ("evaluate /no/such", "not a model directory"),
+    ("evaluate /no/such", "/no/such: no such model directory"),
     ("evaluate {model} --languages zzz", "languages not in the data: zzz"),
     ("evaluate {model} --max-length 1", "max_length must be >= 2"),
     ("fill-mask {model} no-mask-here", "has no <mask> token"),
@@ -250,6 +267,33 @@ BAD_INPUTS = [
     ("tokenizer adapt {tok} --out {root}/a3 --model-max-length -5", "--model-max-length must be >= 2"),
     ("tokenizer info {tok} --model-max-length 0", "--model-max-length must be >= 2"),
     ("tokenizer info {emptydir}", "emptydir: an empty directory (a tokenizer has tokenizer.json"),
+    # i23r: other encodings, lone surrogates, repeated and misspelt recipe keys
+    (
+        "prepare --source {utf16_jsonl} --tokenizer {tok} --out {root}/d9 --lang eng_Latn",
+        "utf16.jsonl:1: UTF-16 text, not UTF-8: save the file as UTF-8",
+    ),
+    ("finetune --model {model} --train {utf16_jsonl} --out {root}/f9", "utf16.jsonl:1: UTF-16 text"),
+    ("fill-mask {model} --file {surrogate_jsonl}", "surrogate.jsonl:1: lone surrogate in a string"),
+    ("embed {model} --input {surrogate_jsonl} --out {root}/e4.npy", "surrogate.jsonl:1: lone surrogate"),
+    (
+        "prepare --source {surrogate_jsonl} --tokenizer {tok} --out {root}/d10 --lang eng_Latn",
+        "surrogate.jsonl:1: lone surrogate",
+    ),
+    ("plan {dupkey_yaml}", "invalid YAML: duplicate key 'seed' (first given on line 2)"),
+    ("plan {recipe} train.lrr=1", "train.lrr: unknown key (did you mean 'lr'?"),
+    ("train {recipe} --dry-run model.hiden_size=8", "(did you mean 'hidden_size'?"),
+    # i23r: a directory where a file goes and the other way round, named as such (before the work)
+    ("embed {model} --input {emptydir} --out {root}/e5.npy", "emptydir: a directory, not a file"),
+    ("evaluate {model}/config.json", "config.json: a file, not a model directory"),
+    ("demo --recipe {emptydir} --out {root}/demo2", "emptydir: a directory, not a recipe file"),
+    ("evaluate {model} --languages eng_Latn --out {plain_txt}", "is a file; a directory goes there"),
+    ("evaluate {model} --languages eng_Latn --out {dangling}", "is a symbolic link to"),
+    ("embed {model} --input {in_txt} --out {root}/e7.npy --text-field body", "applies to .jsonl input"),
+    ("merge --method ema --models {model} --out {root}/m7", "exactly one of decay (--decay) or half_life"),
+    # i23r: damaged model folders: the file is named
+    ("fill-mask {cutconfig} a-<mask>", "cutconfig/tokenizer_config.json: not valid JSON"),
+    ("merge --method linear --models {model} {noshard} --out {root}/m6", "names 1 shard(s) of 2 that are"),
+    ("embed {noshard} --input {good_jsonl} --out {root}/e6.npy", "model-00002-of-00002.safetensors"),
     # issue 23: labels never silently wrong
     (
         "finetune --model {model} --train {comma_csv} --out {root}/f4",
@@ -296,6 +340,25 @@ def test_a_read_only_out_fails_before_the_work(fx, capsys, monkeypatch, argv):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].endswith(f"{readonly} is not writable (read-only): choose another --out")
     assert not any("training" in line or "step" in line for line in err[:-1])  # nothing ran first
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        "merge --method linear --models {model} --out . --overwrite",
+        "tokenizer adapt {tok} --out .. --overwrite",
+        "finetune --model {model} --train {good_jsonl} --out . --overwrite",
+    ],
+)
+def test_an_out_that_holds_the_working_directory_is_refused_before_the_work(fx, capsys, monkeypatch, argv):
+    """Replacing `.` fails only after the work (EBUSY); it is refused first, --overwrite or not."""
+    here = fx["root"] / "cwd" / "sub"
+    here.mkdir(parents=True, exist_ok=True)
+    monkeypatch.chdir(here)
+    assert cli.main([part.format(**fx) for part in argv.split()]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "is the current directory" in err[-1] or "holding the current one" in err[-1], err[-1]
+    assert here.is_dir() and not any("merged" in line or "step" in line for line in err[:-1])
 
 
 @pytest.mark.parametrize(
@@ -367,6 +430,8 @@ def test_a_cuda_device_on_a_host_without_one_is_one_line(fx, capsys, monkeypatch
         ("plan {recipe} --top -1", "argument --top: must be >= 0"),
         ("fill-mask {model} a-<mask> --batch-tokens 0", "argument --batch-tokens: must be >= 1"),
         ("evaluate {model} --batch-tokens x", "argument --batch-tokens: not an integer: 'x'"),
+        # bytes that are not UTF-8 in argv arrive as lone surrogates, which a tokenizer cannot take
+        ("fill-mask {model} \udcff<mask>", "argument texts: not UTF-8 text: '\\udcff<mask>'"),
     ],
 )
 def test_a_number_out_of_range_fails_at_parse_naming_the_option(fx, capsys, argv, message):

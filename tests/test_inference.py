@@ -196,7 +196,7 @@ def test_fill_mask_cli_json(ours, tmp_path, capsys):
     assert len(results) == 2
     assert all(len(preds) == 2 for r in results for preds in r["predictions"])
     assert cli.main(["fill-mask", str(tmp_path / "missing"), "a <mask>"]) == 2
-    assert "no config.json" in capsys.readouterr().err
+    assert "missing: no such model directory" in capsys.readouterr().err
 
 
 def test_texts_beyond_the_model_positions_are_cut_with_a_warning(ours, tmp_path, caplog):

@@ -153,7 +153,7 @@ def test_ema_against_hand_computation():
         (lambda m: merge_ties(m[0], [], density=0.5), "at least one model"),
         (lambda m: merge_linear(m, weights=[1.0, -1.0, 1.0]), ">= 0"),
         (lambda m: merge_ema(m, decay=1.0), r"decay must be in \[0, 1\)"),
-        (lambda m: merge_ema(m), "exactly one of decay or half_life"),
+        (lambda m: merge_ema(m), "exactly one of decay \\(--decay\\) or half_life"),
     ],
 )
 def test_bad_arguments_are_named(call, message):

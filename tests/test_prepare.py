@@ -593,3 +593,23 @@ def test_an_mds_index_is_parsed_once_per_process(tmp_path, tokdir):
     result = prepare(open_source(f"mds:{tmp_path / 'mds'}"), tokdir, tmp_path / "data", progress=False)
     assert result.units_total == 20 and result.docs == 40
     assert _parsed_index.cache_info().misses == 1
+
+
+def test_parts_started_at_once_with_different_tokenizers_cannot_be_joined(tmp_path, tokdir, monkeypatch):
+    """Parts started together on several machines each find no `_source.json` to check against (and the
+    last one to write it wins): a part cut with another tokenizer is caught by its units' records at
+    `--join`, not joined into a dataset mixing two tokenizers' ids."""
+    root = write_corpus(tmp_path / "corpus", files_per_lang=2, docs_per_file=5)
+    other = make_tokenizer(
+        tmp_path / "other", [t for lang in WORDS for t in make_texts(lang, 50, seed=8)], 280
+    )
+    data = tmp_path / "data"
+    prepare(LocalFilesSource(root), other, data, name="web", progress=False, part=(1, 2))
+    with monkeypatch.context() as m:  # part 0 checked before part 1 wrote anything
+        m.setattr(prep, "_check_source", lambda *args: None)
+        prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False, part=(0, 2))
+    with pytest.raises(
+        PrepareError, match=r"web/_units/\S+\.json: this unit was prepared with another tokenizer"
+    ):
+        prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False, join=True)
+    assert not (data / "manifest.json").exists()

@@ -344,3 +344,47 @@ def test_ranks_upgrading_an_old_manifest_together_scan_it_once(prepared, tmp_pat
     assert all(rank.returncode == 0 for rank in ranks), logs
     assert sum("recording each shard's token-id range" in log for log in logs) == 1
     assert "ids" in json.loads((data / "manifest.json").read_text())["sources"]["web"]["fra_Latn"]
+
+
+def test_an_old_manifest_in_a_read_only_directory_is_not_scanned(prepared, tmp_path, monkeypatch, caplog):
+    """A shared read-only dataset prepared before id ranges were recorded: the run goes on without
+    reading every shard (each document is checked as it is read), and the warning says how to record
+    them. A corrupt shard met while recording them is named."""
+    import errno
+    import logging
+    import os
+
+    from mmbert.process import LOCK_FILE
+
+    data, shard = _copy(prepared, tmp_path)
+    manifest = json.loads((data / "manifest.json").read_text())
+    for langs in manifest["sources"].values():
+        for entry in langs.values():
+            del entry["ids"]
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if flags & (os.O_RDWR | os.O_WRONLY | os.O_CREAT):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    store = TokenStore(data, vocab_size=1000)
+    with caplog.at_level(logging.WARNING, logger="mmbert.data.shards"):
+        doc = store.doc("web", "deu_Latn", 0)
+    assert doc.size and store.shard_opens == 1  # the document's shard only
+    assert f"{data / LOCK_FILE}: Read-only file system" in caplog.text and "record_id_ranges(" in caplog.text
+    assert "ids" not in json.loads((data / "manifest.json").read_text())["sources"]["web"]["deu_Latn"]
+    with pytest.raises(ShardError, match="outside the model's vocabulary of 5"):  # still checked per document
+        TokenStore(data, vocab_size=5).doc("web", "deu_Latn", 0)
+    monkeypatch.setattr(os, "open", real_open)
+    caplog.clear()
+    with monkeypatch.context() as m, caplog.at_level(logging.WARNING, logger="mmbert.data.shards"):
+        m.setattr(os, "access", lambda path, mode: False)  # a lock file it may write, a directory it may not
+        TokenStore(data, vocab_size=1000).check_vocabulary()
+    assert f"{data}: not writable" in caplog.text
+    np.save(shard, np.load(shard)[:-1])  # corrupt: shorter than its offsets say
+    with pytest.raises(ShardError, match=rf"{shard}: .*tokens but its offsets end"):
+        TokenStore(data, vocab_size=1000).check_vocabulary()
+    assert "ids" not in json.loads((data / "manifest.json").read_text())["sources"]["web"]["deu_Latn"]

@@ -444,3 +444,11 @@ def test_adapt_never_replaces_an_input_or_a_model_unasked_and_writes_whole(
     assert "No space left on device" in capsys.readouterr().err
     assert {f.name: f.read_bytes() for f in model.iterdir()} == before
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_vocabulary_the_text_cannot_fill_is_said(caplog):
+    """`--vocab-size 100000` on a page of text gives a few hundred ids: a warning says so."""
+    with caplog.at_level(logging.WARNING, logger="mmbert.tokenizer_training"):
+        tok = TT.train_tokenizer(["hello world, hello there"] * 5, vocab_size=2000, model="bpe")
+    assert len(tok) < 2000
+    assert f"vocabulary of {len(tok)} ids, not the 2000 asked for" in caplog.text

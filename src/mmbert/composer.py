@@ -261,7 +261,7 @@ def convert_checkpoint(
     """
     out = Path(out)
     # Replacing `out` must not delete an input (`--out` over the checkpoint's or the tokenizer's directory).
-    check_output(out, [path, tokenizer], is_own=lambda _: True, overwrite=overwrite)
+    check_output(out, [path, tokenizer], is_own=lambda _: True, overwrite=overwrite, replaced=True)
     if out.exists() and not overwrite:
         raise CheckpointError(f"{out} already exists; pass --overwrite to replace it")
     ckpt = read_composer_checkpoint(path)

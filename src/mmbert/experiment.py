@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from mmbert.errors import MmbertError
 from mmbert.evaluate import ENGLISH, heldout_languages, recipe_groups
+from mmbert.io import not_found
 from mmbert.recipe import Phase, Recipe
 
 # Languages the demo's plots name, taken first when a group's languages are cut to a few: English and
@@ -35,7 +36,7 @@ def find_recipe(path: Path | None) -> Path:
     """`--recipe`, else `recipes/tiny.yaml` in the working directory or in the source checkout."""
     if path is not None:
         if not path.is_file():
-            raise ExperimentError(f"{path}: no such recipe file")
+            raise ExperimentError(not_found(path, "recipe file"))
         return path.resolve()
     for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
         candidate = base / "recipes" / "tiny.yaml"

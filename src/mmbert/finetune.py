@@ -40,7 +40,7 @@ from mmbert.data.records import BadInputError, iter_csv, iter_jsonl, read_json
 from mmbert.errors import MmbertError
 from mmbert.hf import check_loaded_tokenizer
 from mmbert.inference import resolve_device
-from mmbert.io import atomic_dir, check_output
+from mmbert.io import atomic_dir, check_output, not_found
 from mmbert.model import MmBertForSequenceClassification
 from mmbert.tokenizer import load_tokenizer, write_tokenizer_files
 
@@ -377,7 +377,7 @@ def resolve_model(name: str) -> str:
     if Path(name).is_dir():
         return name
     if Path(name).is_absolute() or name.startswith(".") or Path(name).exists():
-        raise DataError(f"--model {name}: no such model directory")
+        raise DataError(f"--model {not_found(name, 'model directory')}")
     try:
         return snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
     except Exception as e:  # noqa: BLE001 - offline, unknown repo, gated repo, ...
@@ -616,7 +616,13 @@ def load_splits(options: FinetuneOptions) -> tuple[list[Example], list[Example],
 def finetune(options: FinetuneOptions) -> FinetuneResult:
     """Fine-tune `options.model` on `options.train` (module docstring) and save the best checkpoint."""
     inputs = (options.model, options.tokenizer, options.train, options.dev, options.test)
-    check_output(options.out, inputs, is_own=lambda d: (d / SUMMARY).is_file(), overwrite=options.overwrite)
+    check_output(
+        options.out,
+        inputs,
+        is_own=lambda d: (d / SUMMARY).is_file(),
+        overwrite=options.overwrite,
+        replaced=True,
+    )
     random.seed(options.seed)
     torch.manual_seed(options.seed)
     device = resolve_device(options.device)

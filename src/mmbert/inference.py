@@ -42,7 +42,7 @@ from mmbert.data.packing import PackedBatch
 from mmbert.data.records import BadInputError, iter_jsonl, iter_lines
 from mmbert.errors import MmbertError
 from mmbert.hf import check_loaded_tokenizer
-from mmbert.io import atomic_open, check_output
+from mmbert.io import atomic_open, check_output, not_found
 from mmbert.model import MmBertForMaskedLM, MmBertModel, pool_packed
 from mmbert.tokenizer import load_tokenizer
 
@@ -80,6 +80,8 @@ def load(model_dir: str | Path, device: str | torch.device | None = None) -> tup
     to mmBERT's layout in memory (`mmbert.tokenizer.load_tokenizer(adapt=True)`).
     """
     path = Path(model_dir)
+    if not path.is_dir():
+        raise FileNotFoundError(not_found(path, "model directory"))
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
     device = resolve_device(device)
@@ -405,9 +407,11 @@ def read_texts(path: str | Path, text_field: str = "text") -> list[str]:
     """Texts from `.txt` (one per line; an empty line is an error) or `.jsonl` (a `text_field` per object)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+        raise FileNotFoundError(not_found(path, "file"))
     if path.suffix not in (".txt", ".jsonl"):
         raise ValueError(f"{path}: expected a .txt (one text per line) or .jsonl file")
+    if path.suffix == ".txt" and text_field != "text":  # accepted and ignored would mislead
+        raise ValueError(f"{path}: a text field ({text_field!r}) applies to .jsonl input, not .txt")
     texts = []
     if path.suffix == ".jsonl":
         for lineno, record in iter_jsonl(path):

@@ -349,6 +349,17 @@ class OutputRefusedError(MmbertError, FileExistsError):
     """An output that would overwrite one of the command's inputs, or a directory it did not write."""
 
 
+def not_found(path: str | Path, want: str) -> str:
+    """Why `path` is not the `want` ("recipe file", "model directory") a command reads, naming what
+    is there instead: "no such file" for a directory sends a user looking in the wrong place."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        return f"{path}: a symbolic link to {os.readlink(path)}, which does not exist"
+    if not path.exists():
+        return f"{path}: no such {want}"
+    return f"{path}: a {'directory' if path.is_dir() else 'file'}, not a {want}"
+
+
 def check_output(
     out: str | Path,
     inputs: Iterable[str | Path | None],
@@ -357,13 +368,16 @@ def check_output(
     overwrite: bool | None,
     option: str = "--out",
     file: bool = False,
+    replaced: bool = False,
 ) -> None:
     """The one check of every command's output (a directory; with `file`, a file), before any work.
 
     Always refused, `--overwrite` or not: an output that is one of the command's `inputs` or holds
     one (replacing it would delete the input), symbolic links followed on both sides; a dangling
     symbolic link (nothing could be written through it); a place that cannot be written (read-only);
-    a file where a directory goes, or the other way round. Refused unless `overwrite`: a non-empty directory that `is_own` does not recognise as this
+    a file where a directory goes, or the other way round; with `replaced` (the command replaces the
+    directory whole, `atomic_dir`), one that is or holds the current directory (`--out .`: renaming
+    onto it fails, after the work). Refused unless `overwrite`: a non-empty directory that `is_own` does not recognise as this
     command's earlier output. `overwrite` is the command's `--overwrite`; None: the command has no
     such option. An input that is not an existing path (a Hub name) is ignored.
     """
@@ -384,6 +398,11 @@ def check_output(
                 f"{option} {out} would overwrite the input {item}{how}: choose another {option} "
                 "(--overwrite never replaces an input)"
             )
+    cwd = Path.cwd().resolve()
+    if replaced and (target == cwd or target in cwd.parents):
+        # Replacing it would pull the working directory away (after the work: EBUSY on `.`).
+        how = "the current directory" if target == cwd else "a directory holding the current one"
+        raise OutputRefusedError(f"{option} {out} is {how}: choose another {option}")
     if target.exists() and target.is_dir() == file:
         wanted, found = ("file", "directory") if file else ("directory", "file")
         raise OutputRefusedError(

@@ -473,7 +473,7 @@ def ema_weights(n: int, decay: float | None = None, half_life: float | None = No
     0.5 ** (1 / half_life)). beta = 0 puts all weight on the newest checkpoint.
     """
     if (decay is None) == (half_life is None):
-        raise MergeError("ema needs exactly one of decay or half_life")
+        raise MergeError("ema needs exactly one of decay (--decay) or half_life (--half-life)")
     if n < 1:
         raise MergeError("ema needs at least one checkpoint")
     if half_life is not None:
@@ -675,7 +675,7 @@ def merge_dirs(
         method, len(model_dirs), base_dir is not None, weights, density, decay, half_life, chunk_elements
     )
     out = Path(out)
-    check_output(out, [base_dir, *model_dirs], is_own=_is_merge_output, overwrite=overwrite)
+    check_output(out, [base_dir, *model_dirs], is_own=_is_merge_output, overwrite=overwrite, replaced=True)
     if out.exists() and not overwrite:
         raise MergeError(f"{out} already exists; pass --overwrite to replace it")
     if base_dir is not None:

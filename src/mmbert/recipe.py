@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -55,6 +56,7 @@ from typing import Any
 import yaml
 
 from mmbert.config import MmBertConfig
+from mmbert.data.records import BadInputError, load_yaml, read_text
 from mmbert.errors import MmbertError
 from mmbert.io import atomic_write_text
 
@@ -132,7 +134,7 @@ class ModelSpec:
         for key, value in self.overrides.items():
             if key not in fields:
                 raise RecipeError(
-                    f"model.{key}", f"not a model config field (known: {', '.join(sorted(fields))})"
+                    f"model.{key}", "not a model config field" + known_keys(key, sorted(fields))
                 )
             values[key] = _coerce(value, hints[key], f"model.{key}")
         try:
@@ -623,6 +625,14 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     raise TypeError(f"unsupported recipe field type {tp!r} at {path}")
 
 
+def known_keys(key: str, known: list[str]) -> str:
+    """The tail of an unknown-key error: the closest known key first (a typo is the usual cause),
+    then all of them."""
+    close = difflib.get_close_matches(key, known, n=1)
+    guess = f"did you mean {close[0]!r}? " if close else ""
+    return f" ({guess}known: {', '.join(known)})"
+
+
 def _build(cls: type, data: Any, path: str) -> Any:
     if cls is ModelSpec:
         try:
@@ -635,7 +645,9 @@ def _build(cls: type, data: Any, path: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in data if k not in fields]
     if unknown:
-        raise RecipeError(_join(path, str(unknown[0])), f"unknown key (known: {', '.join(fields)})")
+        raise RecipeError(
+            _join(path, str(unknown[0])), "unknown key" + known_keys(str(unknown[0]), list(fields))
+        )
     kwargs = {}
     for name, f in fields.items():
         if name in data:
@@ -693,11 +705,13 @@ def load_recipe(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
     """Load a YAML recipe, apply `dotted.key=value` overrides in order, and validate it."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)  # UTF-8 (a byte-order mark dropped); another encoding is named
     except OSError as err:
         raise RecipeError("", f"cannot read recipe: {err.strerror}", str(path)) from None
+    except BadInputError as err:
+        raise RecipeError("", f"cannot read recipe: {err.reason}: {err.detail}", str(path)) from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)

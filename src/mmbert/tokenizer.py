@@ -148,6 +148,19 @@ def special_token_mismatches(tok: PreTrainedTokenizerBase) -> list[str]:
     return problems
 
 
+def _broken_json_file(directory: Path) -> str | None:
+    """The first of a tokenizer directory's JSON files that is not JSON (cut short by a copy, edited
+    by hand), as an error naming it; transformers' own message names neither the file nor the folder."""
+    for name in TOKENIZER_FILES:
+        file = directory / name
+        if name.endswith(".json") and file.is_file():
+            try:
+                json.loads(file.read_text(encoding="utf-8"))
+            except (ValueError, OSError) as e:  # UnicodeDecodeError and JSONDecodeError included
+                return f"{file}: not valid JSON ({e}): the tokenizer files are damaged"
+    return None
+
+
 def _load_as_shipped(path_or_name: str | Path) -> PreTrainedTokenizerBase:
     """A tokenizer directory or a locally cached Hub name (offline) as transformers loads it; a warning
     for each special id that differs from mmBERT's layout.
@@ -171,8 +184,10 @@ def _load_as_shipped(path_or_name: str | Path) -> PreTrainedTokenizerBase:
         offline = {} if local else {"local_files_only": True}
         tok = AutoTokenizer.from_pretrained(str(path_or_name), **offline)
     except (OSError, ValueError) as e:
+        if local and (broken := _broken_json_file(path)) is not None:
+            raise ValueError(broken) from e
         where = "directory" if local else "name (not a directory, and not in the local Hugging Face cache)"
-        raise ValueError(f"cannot load tokenizer {path_or_name!r} from this {where}: {e}") from e
+        raise ValueError(f"cannot load tokenizer '{path_or_name}' from this {where}: {e}") from e
     for problem in special_token_mismatches(tok):
         logger.warning("tokenizer %s: %s", path_or_name, problem)
     return tok
@@ -474,7 +489,7 @@ def adapt_and_save(
     check_model_max_length(model_max_length)
     files = read_tokenizer_files(source, require_layout=True)
     out = Path(out)
-    check_output(out, [files.directory], is_own=only_tokenizer_files, overwrite=overwrite)
+    check_output(out, [files.directory], is_own=only_tokenizer_files, overwrite=overwrite, replaced=True)
     if not overwrite and (out / TOKENIZER_FILE).exists():
         raise TokenizerLayoutError(f"{out} already holds a tokenizer: --overwrite replaces it")
     changes = layout_changes(files, model_max_length)

@@ -181,7 +181,14 @@ def train_tokenizer(
     t0 = time.perf_counter()
     tok.train_from_iterator(_split_on_rare(sample, alphabet), trainer=trainer, length=len(sample))
     logger.info("trained %s on %d documents in %.1fs", model, len(sample), time.perf_counter() - t0)
-    return _finalize(tok, model)
+    wrapped = _finalize(tok, model)
+    if len(wrapped) < vocab_size:  # the text ran out of merges: said, since the size was asked for
+        logger.warning(
+            "vocabulary of %d ids, not the %d asked for: the text has too few distinct pieces "
+            "(give more text or a smaller --vocab-size)",
+            len(wrapped), vocab_size,
+        )  # fmt: skip
+    return wrapped
 
 
 def _finalize(trained: Tokenizer, model: Model) -> PreTrainedTokenizerFast:
@@ -340,7 +347,7 @@ def train_and_save(
         raise ValueError(f"--tau must be in [0, 1], got {tau}")
     if max_chars is not None and max_chars < 1:
         raise ValueError(f"--max-chars must be >= 1, got {max_chars}")
-    check_output(out, inputs or (), is_own=only_tokenizer_files, overwrite=overwrite)
+    check_output(out, inputs or (), is_own=only_tokenizer_files, overwrite=overwrite, replaced=True)
     if inputs is None:
         texts = bundled_texts("train")
         source = "bundled corpus (UDHR train articles + code)"

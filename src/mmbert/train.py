@@ -433,6 +433,8 @@ class Trainer:
                     dynamic_ncols=True, leave=True)  # fmt: skip
 
     def close(self) -> None:
+        """Close the metrics log, stop the data read-ahead thread and close the data's open shards."""
+        self.loader.close()
         if self.log is not None:
             self.log.close()
             self.log = None

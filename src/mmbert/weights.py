@@ -112,7 +112,14 @@ def read_weight_map(index_path: Path) -> dict[str, Path]:
         weight_map = json.loads(index_path.read_text())["weight_map"]
     except (json.JSONDecodeError, KeyError) as e:
         raise WeightsError(f"{index_path}: not a checkpoint index (need a 'weight_map'): {e}") from e
-    return {k: index_path.parent / v for k, v in weight_map.items()}
+    shards = {k: index_path.parent / v for k, v in weight_map.items()}
+    missing = sorted({path.name for path in shards.values() if not path.is_file()})
+    if missing:  # said here, for every reader (merge streams shards and would fail on one mid-way)
+        total = len(set(shards.values()))
+        raise FileNotFoundError(
+            f"{index_path} names {len(missing)} shard(s) of {total} that are missing: {', '.join(missing)}"
+        )
+    return shards
 
 
 def read_safetensors_header(path: Path) -> tuple[dict[str, Any], int]:

@@ -20,8 +20,9 @@ from typing import Any
 
 import yaml
 
+from mmbert.data.records import load_yaml
 from mmbert.errors import MmbertError
-from mmbert.recipe import RecipeError, apply_override
+from mmbert.recipe import RecipeError, apply_override, known_keys
 
 FAMILY_FILES = ("glue.yaml", "xtreme.yaml", "mteb.yaml")
 # A family runs its tasks one after another, each into OUT/TASK; its average sits beside the paper's.
@@ -124,7 +125,7 @@ def _parse(path_text: str, mtime_ns: int, size: int) -> dict[str, Any]:
     """Parse once per file version (pure-Python YAML is slow, and every task lookup reads all files)."""
     path = Path(path_text)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except OSError as err:
         raise SettingsError(f"{path}: cannot read settings: {err.strerror}") from None
     except yaml.YAMLError as err:
@@ -241,7 +242,7 @@ def _check(s: Settings) -> None:
     v, where = s.values, f"{s.file}: task {s.task}"
     unknown = sorted(set(v) - KEYS)
     if unknown:
-        raise SettingsError(f"{where}: unknown key(s) {unknown}; known: {', '.join(sorted(KEYS))}")
+        raise SettingsError(f"{where}: unknown key {unknown[0]!r}{known_keys(unknown[0], sorted(KEYS))}")
 
     def need(ok: bool, key: str, rule: str) -> None:
         if not ok:

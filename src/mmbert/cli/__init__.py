@@ -30,6 +30,7 @@ from types import ModuleType
 from typing import Any, TextIO, TypeVar
 
 from mmbert import __version__
+from mmbert.data.records import lone_surrogate
 from mmbert.errors import MmbertError
 from mmbert.process import retain_freed_memory
 
@@ -132,6 +133,14 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def text(value: str) -> str:
+    """An argparse type: a text argument (fill-mask's texts). Bytes that are not UTF-8 in argv reach
+    Python as lone surrogates, which no tokenizer can take: refused here, naming the argument."""
+    if lone_surrogate(value) is not None:
+        raise argparse.ArgumentTypeError(f"not UTF-8 text: {ascii(value)} (is the terminal set to UTF-8?)")
+    return value
 
 
 def _device(value: str) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from mmbert.cli import add_shared, call
 from mmbert.data.corpus import HELDOUT_ARTICLES
 from mmbert.evaluate import evaluate_dir, markdown_table, write_result
+from mmbert.io import check_output
 from mmbert.recipe import load_recipe
 
 
@@ -47,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe) if args.recipe is not None else None
     # one argument is a spec ("mmbert-60", "fra,deu"), several are a list of languages
     languages = args.languages[0] if args.languages and len(args.languages) == 1 else args.languages
+    if args.out is not None:
+        # Before the work: a file, a dangling link or a read-only place there. The directory may hold
+        # anything (the model's own folder is a natural place): only eval.json and eval.md are replaced.
+        check_output(args.out, [], is_own=lambda _: True, overwrite=None)
     result = call(evaluate_dir, args, args.model, recipe, languages)
     if args.out is not None:
         paths = write_result(result, args.out)

@@ -14,14 +14,14 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from mmbert.cli import add_shared, call
+from mmbert.cli import add_shared, call, text
 from mmbert.inference import FillMaskResult, fill_mask_dir, read_texts
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = parser
     p.add_argument("model", type=Path, help="HF-format model directory with tokenizer files")
-    p.add_argument("texts", nargs="*", help="texts containing the tokenizer's mask token (<mask>)")
+    p.add_argument("texts", nargs="*", type=text, help="texts containing the tokenizer's mask token (<mask>)")
     p.add_argument("--file", type=Path, help="more texts: .txt (one per line) or .jsonl (a text field)")
     p.add_argument("--top-k", type=int, default=5)
     add_shared(p, "json", "device", "batch_tokens")

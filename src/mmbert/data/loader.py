@@ -158,6 +158,14 @@ class BatchLoader:
             labels.append(label)
         batch.input_ids, batch.labels = torch.cat(ids), torch.cat(labels)
 
+    def close(self) -> None:
+        """Stop reading ahead and close the store's open shards (drawing again restarts both): a run
+        that ends leaves no thread and no descriptor behind, however long its process lives on."""
+        self.sampler.close()
+        close_store = getattr(self.sampler.store, "close", None)
+        if close_store is not None:
+            close_store()
+
     def take_language_tokens(self) -> dict[str, int]:
         """Tokens this rank trained on per language since the last call (summed over ranks: the batch's)."""
         counts, self._language_tokens = dict(self._language_tokens), Counter()

@@ -133,6 +133,9 @@ class _Job:
     eos_id: int | None
     vocab_size: int
     allow_unknown_languages: bool = False
+    # What the unit was cut from and with (the source's fingerprint, the tokenizer's sha256), kept in
+    # its record: parts started at once on several machines can each find no `_source.json` to check.
+    stamp: dict[str, str] = field(default_factory=dict)
 
 
 _tokenizer: Any = None
@@ -358,6 +361,7 @@ def _run_unit(job: _Job) -> dict[str, Any]:
         "shards": writer.finish(),
         "no_tokens": no_tokens,
         "skipped": (report or SkipReport()).to_dict(),
+        **job.stamp,
     }
     _write_json(source_dir / "_units" / f"{uid}.json", record)
     return record
@@ -383,6 +387,18 @@ def _npy_length(path: Path) -> int | None:
         return len(np.load(path, mmap_mode="r"))
     except (OSError, ValueError):  # missing; or "mmap length is greater than file size"
         return None
+
+
+def _check_stamp(record: dict[str, Any], state: dict[str, Any], where: Path) -> None:
+    """A unit record written by a part with another tokenizer or other source data or options is an
+    error naming it: joined, its shards would mix ids of two tokenizers in one dataset."""
+    for key, what in (("tokenizer_sha256", "tokenizer"), ("fingerprint", "source data or options")):
+        if key in record and record[key] != state[key]:
+            raise PrepareError(
+                f"{where}: this unit was prepared with another {what} ({key} {record[key][:16]}, this run's "
+                f"{state[key][:16]}): every part of a source must use the same; prepare the source again "
+                f"(delete {where.parent.parent}) with one {what}"
+            )
 
 
 def _with_id_ranges(record: dict[str, Any], data: Path, where: Path) -> dict[str, Any]:
@@ -574,6 +590,7 @@ def prepare(
             path = source_dir / "_units" / f"{unit.uid}.json"
             if path.exists():
                 record = _read_json(path)
+                _check_stamp(record, state, path)
                 if _record_complete(record, data, path):
                     records[unit.uid] = _with_id_ranges(record, data, path)
         todo = [u for u in mine if u.uid not in records]
@@ -583,9 +600,10 @@ def prepare(
         if resumed:
             logger.info("%s: %d of %d units already prepared, %d to go", name, resumed, len(mine), len(todo))
         special = identity["special_ids"]
+        stamp = {key: state[key] for key in ("fingerprint", "tokenizer_sha256")}
         jobs = [
             _Job(source, name, u, str(source_dir), shard_tokens, skip_bad, special["bos"], special["eos"],
-                 identity["vocab_size"], allow_unknown_languages)
+                 identity["vocab_size"], allow_unknown_languages, stamp=stamp)
             for u in todo
         ]  # fmt: skip
         known = [u.docs for u in todo]

@@ -14,13 +14,17 @@ read at all ends the iteration after its error.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
+
+import yaml
 
 from mmbert.errors import MmbertError
 
@@ -47,6 +51,50 @@ def raise_error(err: BadInputError) -> None:
 
 
 BOM = "\ufeff"  # a UTF-8 byte-order mark, which Excel and Notepad put at the start of a file
+# Byte-order marks of the encodings Windows editors offer as "Unicode": such a file is not UTF-8 as a
+# whole, which its first byte already shows (UTF-32's marks first: UTF-16 LE's is a prefix of one).
+_OTHER_BOMS = {
+    codecs.BOM_UTF32_LE: "UTF-32",
+    codecs.BOM_UTF32_BE: "UTF-32",
+    codecs.BOM_UTF16_LE: "UTF-16",
+    codecs.BOM_UTF16_BE: "UTF-16",
+}
+
+
+def _not_utf8(path: Path, start: bytes, line: int, detail: str) -> BadInputError:
+    """The error for bytes that are not UTF-8; a file starting with a UTF-16/32 byte-order mark is
+    named as such, since "invalid UTF-8 at column 1" does not tell a user what to do."""
+    for mark, name in _OTHER_BOMS.items():
+        if line == 1 and start.startswith(mark):
+            return BadInputError(f"{name} text, not UTF-8", str(path), 1, "save the file as UTF-8")
+    return BadInputError("invalid UTF-8", str(path), line, f"{detail} (save the file as UTF-8)")
+
+
+# A JSON escape of half a UTF-16 surrogate pair (`\ud800`): json accepts one alone, and the string it
+# gives cannot be encoded, so a tokenizer fails on it far from the file.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def lone_surrogate(value: Any) -> str | None:
+    """The first string in `value` (a string, or JSON data) holding a lone surrogate, else None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value
+        return None
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return next((bad for item in items if (bad := lone_surrogate(item)) is not None), None)
+
+
+def _surrogate_error(text: str, value: Any, path: Path, line: int | None) -> BadInputError | None:
+    if "\\u" not in text or not _SURROGATE_ESCAPE.search(text):  # the cheap test first
+        return None
+    bad = lone_surrogate(value)
+    if bad is None:  # escapes of whole pairs (an emoji), which json joins into one character
+        return None
+    detail = f"{bad[:60]!r}: a \\uD800-\\uDFFF escape must be half of a pair; this one is not a character"
+    return BadInputError("lone surrogate in a string", str(path), line, detail)
 
 
 def read_text(path: Path) -> str:
@@ -56,17 +104,20 @@ def read_text(path: Path) -> str:
         return data.decode("utf-8").removeprefix(BOM)
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise BadInputError("invalid UTF-8", str(path), line, f"byte offset {e.start}") from None
+        raise _not_utf8(path, data[:4], line, f"byte offset {e.start}") from None
 
 
 def _decoded(f: IO[bytes], path: Path, on_error: OnError) -> Iterator[tuple[int, str]]:
     """(line number, text) of each line of a binary file, without a byte-order mark; a line that is
-    not UTF-8 goes to `on_error`."""
+    not UTF-8 goes to `on_error` (a UTF-16/32 file ends the iteration: no line of it is UTF-8)."""
     for lineno, raw in enumerate(f, start=1):
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            on_error(BadInputError("invalid UTF-8", str(path), lineno, f"column {e.start + 1}"))
+            err = _not_utf8(path, raw, lineno, f"column {e.start + 1}")
+            on_error(err)
+            if err.reason.endswith("not UTF-8"):
+                return
             continue
         yield lineno, line.removeprefix(BOM) if lineno == 1 else line
 
@@ -114,6 +165,9 @@ def iter_jsonl(
                 except json.JSONDecodeError as e:
                     on_error(BadInputError("broken JSON line", str(path), lineno, e.msg))
                     continue
+                if err := _surrogate_error(line, value, path, lineno):
+                    on_error(err)
+                    continue
                 yield lineno, value
     except (OSError, EOFError) as e:  # a truncated or corrupt .gz
         on_error(BadInputError("unreadable file", str(path), None, str(e)))
@@ -123,11 +177,41 @@ def read_json(path: Path, *, unique_keys: bool = False) -> Any:
     """The value of a whole JSON file (`unique_keys`: as in `iter_jsonl`)."""
     text = read_text(path)
     try:
-        return json.loads(text, object_pairs_hook=_unique_keys if unique_keys else None)
+        value = json.loads(text, object_pairs_hook=_unique_keys if unique_keys else None)
     except _DuplicateKey as e:
         raise BadInputError("duplicate key", str(path), None, str(e)) from None
     except json.JSONDecodeError as e:
         raise BadInputError("invalid JSON", str(path), e.lineno, e.msg) from None
+    if err := _surrogate_error(text, value, path, None):
+        raise err
+    return value
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping key given twice (PyYAML keeps the last one without a
+    word, so a recipe's second `seed:` or a phase's second `tokens:` would win silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                continue  # an unhashable key: the safe loader's own error says so
+            if key in first:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first given on line {first[key]})",
+                    key_node.start_mark,
+                )
+            first[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """The data of a YAML document (a recipe, a settings file), safe types only, each key given once.
+    A `yaml.YAMLError` (its `problem_mark` holds the line) is the caller's to name with its file."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
 def iter_csv(path: Path, delimiter: str = ",") -> Iterator[tuple[int, dict[str, Any]]]:

@@ -26,7 +26,7 @@ given the model's `vocab_size` checks every shard against it at its first read, 
 (no shard read) (an id the model has no embedding for never reaches it: a `ShardError` naming the shard). A
 manifest written before the ranges were recorded is upgraded once (`record_id_ranges`: one pass over
 its shards under the data directory's lock, written atomically); the ranks that wait for the lock
-find it done. Each document read is still checked against `vocab_size` (it costs no I/O), in case a
+find it done (a directory that cannot be written, a shared read-only dataset, is not scanned). Each document read is still checked against `vocab_size` (it costs no I/O), in case a
 shard was changed after `prepare`.
 """
 
@@ -39,6 +39,7 @@ import logging
 import os
 import resource
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -241,27 +242,24 @@ def record_id_ranges(root: str | os.PathLike) -> dict[str, Any]:
 
     One pass over every shard, once: under the data directory's lock (the one `prepare` holds), so that
     ranks starting together scan it once between them, and written atomically. A directory this
-    process cannot write is checked in memory only (every run checks it again).
+    process cannot lock (read-only: a shared dataset) is not scanned: a pass over every shard by every
+    rank of every run is what recording the ranges avoids. The manifest comes back without ranges, and
+    each document's ids are checked as it is read (`TokenStore.doc`), which costs no I/O.
     """
     root = Path(root)
     try:
-        fd: int | None = os.open(
-            root / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666
-        )
+        fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
     except OSError as e:
-        logger.warning(
-            "%s: cannot lock it (%s): checking its shards without recording them", root, e.strerror
-        )
-        fd = None
+        return _not_recorded(root, f"{root / LOCK_FILE}: {e.strerror}")
+    if not os.access(root, os.W_OK):  # a lock file anyone may write, in a directory this process may not
+        os.close(fd)
+        return _not_recorded(root, f"{root}: not writable")
     try:
-        if fd is not None:
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                logger.info(
-                    "%s: waiting for its lock (another rank recording the id ranges, or a prepare)", root
-                )
-                fcntl.lockf(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            logger.info("%s: waiting for its lock (another rank recording the id ranges, or a prepare)", root)
+            fcntl.lockf(fd, fcntl.LOCK_EX)
         manifest = _read(root)
         if not _missing_id_ranges(manifest):
             return manifest  # another rank did it while this one waited
@@ -273,15 +271,30 @@ def record_id_ranges(root: str | os.PathLike) -> dict[str, Any]:
                     if rel not in found:
                         found[rel] = shard_id_range(root / rel)
                 entry["ids"] = [found[rel] for rel in entry["shards"]]
-        if fd is not None:
-            try:
-                write_manifest(root, manifest)
-            except OSError as e:
-                logger.warning("%s: cannot record the id ranges (%s): every run checks them again", root, e)
+        try:
+            write_manifest(root, manifest)
+        except OSError as e:
+            logger.warning("%s: cannot record the id ranges (%s): every run checks them again", root, e)
         return manifest
     finally:
-        if fd is not None:
-            os.close(fd)
+        os.close(fd)
+
+
+def _not_recorded(root: Path, reason: str) -> dict[str, Any]:
+    """The manifest as it is, without id ranges, and a warning that says what this costs and what to do."""
+    logger.warning(
+        "%s records no token-id ranges (written before `prepare` recorded them) and cannot be upgraded "
+        "here (%s): each document's ids are checked as it is read instead. To record them once, run with "
+        "write access to it: python -c \"from mmbert.data.shards import record_id_ranges; "
+        "record_id_ranges('%s')\"",
+        root / MANIFEST, reason, root,
+    )  # fmt: skip
+    return _read(root)
+
+
+def _close_all(shards: OrderedDict[str, _Shard]) -> None:
+    while shards:
+        shards.popitem()[1].close()
 
 
 def _read(root: Path) -> dict[str, Any]:
@@ -329,6 +342,8 @@ class TokenStore:
         # Each shard's checked layout (4 integers, ~150 bytes with its key): a reopen reads no header.
         self._layouts: dict[str, tuple[int, int, int, int]] = {}
         self.shard_opens = 0
+        # Descriptors are plain integers: a store dropped without `close()` closes them when collected.
+        weakref.finalize(self, _close_all, self._open)
 
     def check_vocabulary(self) -> None:
         """Every shard's recorded largest id is below the store's `vocab_size` (the manifest alone: no
@@ -339,10 +354,10 @@ class TokenStore:
         vocab_size = self.vocab_size
         assert vocab_size is not None
         if _missing_id_ranges(self.manifest):
-            self.manifest = record_id_ranges(self.root)
+            self.manifest = record_id_ranges(self.root)  # without them when it cannot record them
         for langs in self.manifest["sources"].values():
             for entry in langs.values():
-                for rel, (_, top) in zip(entry["shards"], entry["ids"], strict=True):
+                for rel, (_, top) in zip(entry["shards"], entry.get("ids", ()), strict=False):
                     if top >= vocab_size:
                         raise _vocabulary_error(self.root / rel, top, vocab_size, self.root / MANIFEST)
         self._vocabulary_checked = True
