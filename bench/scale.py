@@ -274,7 +274,9 @@ def sweep(
     return rows
 
 
-def loader_reads(data: Path, ranks: int, rows: int, warmup: int, steps: int, seq_len: int = 1024) -> dict[str, Any]:
+def loader_reads(
+    data: Path, ranks: int, rows: int, warmup: int, steps: int, seq_len: int = 1024
+) -> dict[str, Any]:
     """Bytes read per rank per step by the training loader: `ranks` ranks simulated in this process
     (`BatchLoader`s of rank r of `ranks`, each over a store of its own, no read-ahead so that the count
     is exact), global batches of `rows` rows of `seq_len`; measured over `steps` steps after `warmup`
@@ -284,7 +286,9 @@ def loader_reads(data: Path, ranks: int, rows: int, warmup: int, steps: int, seq
     from mmbert.recipe import Phase, SourceSpec
 
     stores = [open_data([data], vocab_size=VOCAB) for _ in range(ranks)]
-    weights = {s: sum(stores[0].num_tokens(s, lang) for lang in stores[0].languages(s)) for s in stores[0].sources()}
+    weights = {
+        s: sum(stores[0].num_tokens(s, lang) for lang in stores[0].languages(s)) for s in stores[0].sources()
+    }
     phase = Phase("sim", tokens=10**12, tau=0.7, seq_len=seq_len,
                   sources=[SourceSpec(s, weight=w) for s, w in weights.items() if w > 0])  # fmt: skip
     loaders = [BatchLoader(store, [phase], seed=0, rank=r, world_size=ranks, vocab_size=VOCAB,
@@ -511,7 +515,9 @@ def main() -> None:
         layout = mmbert_layout(args.layout_shards, 100, -1000)
         (row,) = sweep(tmp, "layout", [args.layout_shards], lambda _: layout, args.draws, keep=True)
         result["layout"] = row
-        reads = loader_reads(tmp / f"layout-{args.layout_shards}", args.ranks, args.rows, args.warmup, args.steps)
+        reads = loader_reads(
+            tmp / f"layout-{args.layout_shards}", args.ranks, args.rows, args.warmup, args.steps
+        )
         result["loader_reads"] = reads
         print(
             f"   loader {reads['ranks']} ranks, {reads['rows_per_step']} rows of {reads['seq_len']} a step: "

@@ -81,11 +81,17 @@ def _same(a: list[tuple], b: list[tuple]) -> bool:
 def test_each_rank_gets_what_packing_every_row_gives_across_phases_epochs_and_a_resume(world_size) -> None:
     store = _store()
     for rank in range(world_size):
-        lazy, eager = _loader(BatchLoader, store, rank, world_size), _loader(PackEveryRow, store, rank, world_size)
+        lazy, eager = (
+            _loader(BatchLoader, store, rank, world_size),
+            _loader(PackEveryRow, store, rank, world_size),
+        )
         for index in range(len(SEQ_LENS)):
             if index == 4:  # resume both from the lazy loader's state, into fresh loaders
                 state = lazy.state_dict()
-                lazy, eager = _loader(BatchLoader, store, rank, world_size), _loader(PackEveryRow, store, rank, world_size)
+                lazy, eager = (
+                    _loader(BatchLoader, store, rank, world_size),
+                    _loader(PackEveryRow, store, rank, world_size),
+                )
                 lazy.load_state_dict(state)
                 eager.load_state_dict(state)
             assert _same(_step(lazy, index), _step(eager, index)), (rank, index)
