@@ -183,7 +183,8 @@ def _counts(data: str) -> tuple[int, int]:
 def measure(data: str, draws: int, world_size: int = 64) -> dict[str, Any]:
     """One rank: open the data, build the sampler over every cell, draw (run in a fresh process)."""
     started = time.perf_counter()
-    from mmbert.data.sampler import DataSampler, Mixture, SourceMixture, store_counts, temperature_probs
+    from mmbert.data.mixture import Mixture, SourceMixture, temperature_probs
+    from mmbert.data.sampler import DataSampler, store_counts
     from mmbert.data.shards import open_data
 
     imports = time.perf_counter() - started
@@ -361,7 +362,8 @@ class _Counts:
 
 def sampler_vs_plan(draws: int) -> list[dict[str, Any]]:
     """Each phase of recipes/mmbert-base.yaml on the released counts: realized vs planned language shares."""
-    from mmbert.data.sampler import DataSampler, recipe_mixtures, store_counts
+    from mmbert.data.mixture import recipe_mixtures
+    from mmbert.data.sampler import DataSampler, store_counts
     from mmbert.plan import plan_recipe, released_data_counts
     from mmbert.recipe import load_recipe
 

@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             # Trained on part of the corpus (preamble and articles 1-3 of every declaration): the model
             # and vocabulary size, not the sample, set the tokenizer's speed.
-            texts = bundled_texts("train", articles=(0, 1, 2, 3), code_chars=100_000)
-            tok = train_tokenizer(texts, args.vocab_size, args.model)
+            sample = bundled_texts("train", articles=(0, 1, 2, 3), code_chars=100_000)
+            tok = train_tokenizer(sample, args.vocab_size, args.model)
             trained = {"model": args.model, "vocab_size": args.vocab_size, "seconds": time.perf_counter() - t}
             tokdir = save_tokenizer(tok, work / "tok")
         files = read_tokenizer_files(tokdir, require_layout=True)

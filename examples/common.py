@@ -16,7 +16,7 @@ import argparse
 import json
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -164,20 +164,34 @@ def load_split_rows(dataset: str, columns: Sequence[str], seed: int = 0, dev_fra
     return train.select_columns(keep), dev.select_columns(keep)
 
 
-def pair_datasets(args: argparse.Namespace, columns: Sequence[str] = ("anchor", "positive", "negative")):
-    """Train/dev datasets of `columns` from `--dataset` or the bundled UDHR pairs."""
+def split_datasets(
+    args: argparse.Namespace,
+    columns: Sequence[str],
+    udhr_rows: Callable[[Sequence[Declaration], str], list[dict[str, Any]]],
+):
+    """Train/dev datasets: `columns` of `--dataset`, else `udhr_rows(declarations, split)` of the bundled
+    UDHR in `--langs` (the training articles, then the held-out ones)."""
     import datasets
 
     if args.dataset:
         return load_split_rows(args.dataset, columns, seed=args.seed)
     decls = udhr_declarations(args.langs.split(","))
-    train = udhr_pairs(decls, "train", seed=args.seed)
-    dev = udhr_pairs(decls, "heldout", seed=args.seed, pivot_only=True)
-    to_ds = datasets.Dataset.from_list
-    return (
-        to_ds([{c: r[c] for c in columns} for r in train]),
-        to_ds([{c: r[c] for c in columns} for r in dev]),
-    )
+    return tuple(datasets.Dataset.from_list(udhr_rows(decls, split)) for split in ("train", "heldout"))
+
+
+def udhr_pair_rows(args: argparse.Namespace, columns: Sequence[str] | None = None):
+    """`udhr_pairs` as `split_datasets` takes them: every held-out query an English pivot; `columns` only."""
+
+    def rows(decls: Sequence[Declaration], split: str) -> list[dict[str, Any]]:
+        pairs = udhr_pairs(decls, split, seed=args.seed, pivot_only=split == "heldout")
+        return pairs if columns is None else [{c: r[c] for c in columns} for r in pairs]
+
+    return rows
+
+
+def pair_datasets(args: argparse.Namespace, columns: Sequence[str] = ("anchor", "positive", "negative")):
+    """Train/dev datasets of `columns` from `--dataset` or the bundled UDHR pairs."""
+    return split_datasets(args, columns, udhr_pair_rows(args, columns))
 
 
 def retrieval_data(
@@ -215,6 +229,30 @@ def write_metrics(out: str | Path, metrics: dict[str, Any]) -> Path:
     path = Path(out) / "metrics.json"
     atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def train_and_save(
+    trainer: Any, model: Any, evaluator: Any, out: str | Path, reload: Callable[[str], Any], **extra: Any
+) -> tuple[dict[str, float], dict[str, float], Path]:
+    """Score `model` with `evaluator`, train it with `trainer`, score it again, save it to OUT/final,
+    load that back with its own library (`reload`), and write OUT/metrics.json (the logged losses,
+    both scores and `extra`); returns the two scores and the saved directory."""
+    before = evaluator(model)
+    trainer.train()
+    after = evaluator(model)
+    final = Path(out) / "final"
+    model.save(str(final))
+    reload(str(final))  # the saved model reloads with its library
+    write_metrics(
+        out, {**extra, "losses": logged_losses(trainer), "eval_before": before, "eval_after": after}
+    )
+    return before, after, final
+
+
+def summary(name: str, key: str, before: dict[str, float], after: dict[str, float], final: Path) -> str:
+    """The example's last line: its dev metric `key` before and after training, and where it saved."""
+    nan = float("nan")
+    return f"{name}: {key} {before.get(key, nan):.3f} -> {after.get(key, nan):.3f}; saved {final}"
 
 
 def setup(args: argparse.Namespace) -> None:

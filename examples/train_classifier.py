@@ -21,11 +21,10 @@ from pathlib import Path
 
 from common import (
     base_parser,
-    load_split_rows,
     logged_losses,
     setup,
+    split_datasets,
     trainer_arguments,
-    udhr_declarations,
     udhr_language_id,
     write_metrics,
 )
@@ -124,15 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", choices=["transformers", "mmbert"], default="transformers")
     args = p.parse_args(argv)
     setup(args)
-    import datasets
     from transformers import AutoModelForSequenceClassification
 
-    if args.dataset:
-        train, dev = load_split_rows(args.dataset, ("text", "label"), seed=args.seed)
-    else:
-        decls = udhr_declarations(args.langs.split(","))
-        train = datasets.Dataset.from_list(udhr_language_id(decls, "train"))
-        dev = datasets.Dataset.from_list(udhr_language_id(decls, "heldout"))
+    train, dev = split_datasets(args, ("text", "label"), udhr_language_id)
     labels = sorted({str(x) for x in train["label"]})
     unseen = sorted({str(x) for x in dev["label"]} - set(labels))
     if unseen:

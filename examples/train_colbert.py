@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from pathlib import Path
 
-from common import base_parser, logged_losses, pair_datasets, setup, trainer_arguments, write_metrics
+from common import base_parser, pair_datasets, setup, summary, train_and_save, trainer_arguments
 
 
 def train_pylate(args, train, dev):
@@ -42,7 +41,6 @@ def train_pylate(args, train, dev):
         name="dev",
         batch_size=args.batch_size,
     )
-    before = evaluator(model)
     trainer = SentenceTransformerTrainer(
         model=model,
         args=SentenceTransformerTrainingArguments(**trainer_arguments(args)),
@@ -51,12 +49,11 @@ def train_pylate(args, train, dev):
         evaluator=evaluator,
         data_collator=utils.ColBERTCollator(model.tokenize),
     )
-    trainer.train()
-    after = evaluator(model)
-    final = Path(args.out) / "final"
-    model.save(str(final))
-    models.ColBERT(model_name_or_path=str(final))  # the saved model reloads with its library
-    return trainer, evaluator, before, after, final
+
+    def reload(path: str):
+        return models.ColBERT(model_name_or_path=path)
+
+    return evaluator, *train_and_save(trainer, model, evaluator, args.out, reload, backend="pylate")
 
 
 def train_st(args, train, dev):
@@ -94,7 +91,6 @@ def train_st(args, train, dev):
         name="dev",
         batch_size=args.batch_size,
     )
-    before = evaluator(model)
     trainer = MultiVectorEncoderTrainer(
         model=model,
         args=MultiVectorEncoderTrainingArguments(
@@ -104,12 +100,7 @@ def train_st(args, train, dev):
         loss=MultiVectorMultipleNegativesRankingLoss(model),
         evaluator=evaluator,
     )
-    trainer.train()
-    after = evaluator(model)
-    final = Path(args.out) / "final"
-    model.save(str(final))
-    MultiVectorEncoder(str(final))  # the saved model reloads with its library
-    return trainer, evaluator, before, after, final
+    return evaluator, *train_and_save(trainer, model, evaluator, args.out, MultiVectorEncoder, backend="st")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,13 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         backend = "pylate" if importlib.util.find_spec("pylate") else "st"
     train, dev = pair_datasets(args)
     run = train_pylate if backend == "pylate" else train_st
-    trainer, evaluator, before, after, final = run(args, train, dev)
-    write_metrics(
-        args.out,
-        {"backend": backend, "losses": logged_losses(trainer), "eval_before": before, "eval_after": after},
-    )
-    key = evaluator.primary_metric
-    print(f"colbert ({backend}): {key} {before[key]:.3f} -> {after[key]:.3f}; saved {final}")
+    evaluator, before, after, final = run(args, train, dev)
+    print(summary(f"colbert ({backend})", evaluator.primary_metric, before, after, final))
     return 0
 
 

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 from common import (
     base_parser,
-    logged_losses,
     pair_datasets,
     retrieval_data,
     setup,
+    summary,
+    train_and_save,
     trainer_arguments,
-    write_metrics,
 )
 
 log = logging.getLogger("train_dense")
@@ -74,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         loss = losses.MultipleNegativesRankingLoss(model)
     evaluator = build_evaluator(dev, args.batch_size)
-    before = evaluator(model)
     training_args = SentenceTransformerTrainingArguments(
         # Duplicate texts in one batch would be false negatives for the in-batch loss.
         **trainer_arguments(args, batch_sampler=BatchSamplers.NO_DUPLICATES),
@@ -82,16 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     trainer = SentenceTransformerTrainer(
         model=model, args=training_args, train_dataset=train, eval_dataset=dev, loss=loss, evaluator=evaluator
     )
-    trainer.train()
-    after = evaluator(model)
-    final = Path(args.out) / "final"
-    model.save(str(final))
-    SentenceTransformer(str(final))  # the saved model reloads with its library
-    write_metrics(args.out, {"losses": logged_losses(trainer), "eval_before": before, "eval_after": after})
-    key = evaluator.primary_metric or "dev_cosine_accuracy"
-    print(
-        f"dense: {key} {before.get(key, float('nan')):.3f} -> {after.get(key, float('nan')):.3f}; saved {final}"
-    )
+    trained = train_and_save(trainer, model, evaluator, args.out, SentenceTransformer)
+    print(summary("dense", evaluator.primary_metric or "dev_cosine_accuracy", *trained))
     return 0
 
 

@@ -20,13 +20,12 @@ from pathlib import Path
 
 from common import (
     base_parser,
-    load_split_rows,
-    logged_losses,
     setup,
+    split_datasets,
+    summary,
+    train_and_save,
     trainer_arguments,
-    udhr_declarations,
-    udhr_pairs,
-    write_metrics,
+    udhr_pair_rows,
 )
 
 
@@ -97,18 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-negatives", type=int, default=3, help="mined negatives per query")
     args = p.parse_args(argv)
     setup(args)
-    import datasets
     import torch
     from sentence_transformers import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
-    if args.dataset:
-        train, dev = load_split_rows(args.dataset, ("anchor", "positive"), seed=args.seed)
-    else:
-        decls = udhr_declarations(args.langs.split(","))
-        train = datasets.Dataset.from_list(udhr_pairs(decls, "train", seed=args.seed))
-        dev = datasets.Dataset.from_list(udhr_pairs(decls, "heldout", seed=args.seed, pivot_only=True))
+    train, dev = split_datasets(args, ("anchor", "positive"), udhr_pair_rows(args))
     miner = mining_model(args.miner or args.model, args.max_seq_length)
     train = mine(train, miner, args.num_negatives, args.batch_size)
     del miner
@@ -116,7 +109,6 @@ def main(argv: list[str] | None = None) -> int:
     model = CrossEncoder(args.model, num_labels=1, max_length=args.max_seq_length)
     loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(args.num_negatives)))
     evaluator = CrossEncoderRerankingEvaluator(reranking_samples(dev), name="dev", batch_size=args.batch_size)
-    before = evaluator(model)
     trainer = CrossEncoderTrainer(
         model=model,
         args=CrossEncoderTrainingArguments(**trainer_arguments(args)),
@@ -124,14 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         loss=loss,
         evaluator=evaluator,
     )
-    trainer.train()
-    after = evaluator(model)
-    final = Path(args.out) / "final"
-    model.save(str(final))
-    CrossEncoder(str(final))  # the saved model reloads with its library
-    write_metrics(args.out, {"losses": logged_losses(trainer), "eval_before": before, "eval_after": after})
-    key = evaluator.primary_metric
-    print(f"reranker: {key} {before[key]:.3f} -> {after[key]:.3f}; saved {final}")
+    print(
+        summary(
+            "reranker",
+            evaluator.primary_metric,
+            *train_and_save(trainer, model, evaluator, args.out, CrossEncoder),
+        )
+    )
     return 0
 
 

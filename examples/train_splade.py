@@ -12,16 +12,15 @@ sparse triplet accuracy and cross-lingual retrieval on the held-out UDHR article
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from common import (
     base_parser,
-    logged_losses,
     pair_datasets,
     retrieval_data,
     setup,
+    summary,
+    train_and_save,
     trainer_arguments,
-    write_metrics,
 )
 
 
@@ -76,21 +75,19 @@ def main(argv: list[str] | None = None) -> int:
         document_regularizer_weight=args.doc_reg,
     )
     evaluator = build_evaluator(dev, args.batch_size)
-    before = evaluator(model)
     training_args = SparseEncoderTrainingArguments(
         **trainer_arguments(args, batch_sampler=BatchSamplers.NO_DUPLICATES)
     )
     trainer = SparseEncoderTrainer(
         model=model, args=training_args, train_dataset=train, eval_dataset=dev, loss=loss, evaluator=evaluator
     )
-    trainer.train()
-    after = evaluator(model)
-    final = Path(args.out) / "final"
-    model.save(str(final))
-    SparseEncoder(str(final))  # the saved model reloads with its library
-    write_metrics(args.out, {"losses": logged_losses(trainer), "eval_before": before, "eval_after": after})
-    key = evaluator.primary_metric
-    print(f"splade: {key} {before[key]:.3f} -> {after[key]:.3f}; saved {final}")
+    print(
+        summary(
+            "splade",
+            evaluator.primary_metric,
+            *train_and_save(trainer, model, evaluator, args.out, SparseEncoder),
+        )
+    )
     return 0
 
 

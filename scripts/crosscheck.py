@@ -17,7 +17,7 @@ the two sides disagree. The first run of a check downloads its packages (minutes
 - mds: mosaicml-streaming's `MDSWriter` writes shards (uint16/uint32/int64 token columns, fixed and
   dynamic dtype, raw and zstd, two datasets under one merged index) that `mmbert.data.sources.MdsSource`
   reads; and streaming's `StreamingDataset` reads the shards that the tests' writer
-  (`tests/conftest.py:write_mds`) makes. mosaicml-streaming needs torchvision, whose wheel for torch 2.13
+  (`tests/helpers/mds.py:write_mds`) makes. mosaicml-streaming needs torchvision, whose wheel for torch 2.13
   does not import here, so the environment gets a stand-in with the two names streaming imports.
 - pylate: the environment the README's "PyLate" section describes (its install lines, plus pytest);
   there the tests that need PyLate run (`tests/test_interop.py::test_pylate_colbert`: ColBERT
@@ -308,7 +308,7 @@ _OUR_WRITE = r"""
 import json, sys
 from pathlib import Path
 import numpy as np
-from tests.conftest import write_mds
+from tests.helpers.mds import write_mds
 
 root = Path(sys.argv[1])
 rng = np.random.default_rng(1)

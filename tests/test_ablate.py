@@ -25,7 +25,6 @@ from mmbert.stats import seed_interval
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-VERDICTS = {"paper's direction", "against the paper", "a better", "b better", "not resolved"}
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +49,16 @@ def test_quick_ablation_trains_every_arm_and_seed_and_states_every_claim(quick_a
     claims = {c["id"]: c for c in results["claims"]}
     assert set(claims) == {"a", "b1", "b2", "b3", "b4", "c1", "c2", "c3", "d1", "d2", "d3", "d4"}
     for c in claims.values():
-        for m in c["metrics"].values():
-            assert m["verdict"] in VERDICTS
-            assert len(m["difference"]["values"]) == seeds
-            low, high = m["difference"]["ci"]
-            assert low <= m["difference"]["mean"] <= high
+        claim = Claim(**{k: c[k] for k in ("id", "section", "statement", "a", "b", "group", "direction")})
+        for metric, m in c["metrics"].items():
+            # the paired difference is a - b seed by seed, its interval the t interval of those values
+            a, b, difference = m["a"]["values"], m["b"]["values"], m["difference"]
+            assert len(difference["values"]) == seeds
+            assert difference["values"] == pytest.approx([x - y for x, y in zip(a, b, strict=True)])
+            stats = seed_interval(difference["values"])
+            assert difference["ci"] == pytest.approx([stats.interval.low, stats.interval.high])
+            # the verdict is the rule applied to the recorded intervals
+            assert m["verdict"] == verdict(claim, metric, stats, difference["bootstrap_ci"])
     # the decay experiment covers the paper's two example languages
     exp = results["decay_experiment"]
     assert {"fao_Latn", "tir_Ethi"} <= set(exp["per_language"])
@@ -103,9 +107,17 @@ def test_rerun_skips_the_work_and_other_settings_are_refused(quick_ablation, cap
     before = json.loads(Layout(quick_ablation).results.read_text())
     capsys.readouterr()
     argv = ["ablate", "--out", str(quick_ablation), "--quick", "--recipe", str(RECIPE), "--no-progress"]
+    layout = Layout(quick_ablation)
+    work = sorted(layout.out.glob("runs/*/seed-*/eval/*.json")) + sorted(
+        layout.out.glob("runs/*/seed-*/metrics.jsonl")
+    )
+    stamps = {path: path.stat().st_mtime_ns for path in work}
     assert cli.main(argv) == 0
     assert "seed 0: done in" not in capsys.readouterr().err  # nothing trained or evaluated again
-    after = json.loads(Layout(quick_ablation).results.read_text())
+    assert (
+        work and {path: path.stat().st_mtime_ns for path in work} == stamps
+    )  # no evaluation or run rewritten
+    after = json.loads(layout.results.read_text())
     assert after["claims"] == before["claims"]
     assert cli.main([*argv, "--seeds", "4"]) == 2
     assert "started with other settings (seeds" in capsys.readouterr().err

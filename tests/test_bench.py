@@ -11,15 +11,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_gpu_bench_smoke_runs_every_section_on_cpu(tmp_path):
-    out = tmp_path / "gpu.json"
+def _smoke(tmp_path: Path, bench: str, timeout: int) -> tuple[dict, str]:
+    """Run `bench/<bench> --smoke` in a process of its own: its JSON output, and what it printed."""
+    out = tmp_path / f"{Path(bench).stem}.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--smoke", "--out", str(out)],
-        env=env, capture_output=True, text=True, timeout=600,
+        [sys.executable, str(ROOT / "bench" / bench), "--smoke", "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+    return json.loads(out.read_text()), proc.stdout
+
+
+def test_gpu_bench_smoke_runs_every_section_on_cpu(tmp_path):
+    result, printed = _smoke(tmp_path, "gpu.py", timeout=600)
     assert result["errors"] == [] and result["skipped"] == []
     sections = {row["section"] for row in result["rows"]}
     assert sections == {"parity", "train", "inference", "memory", "ddp"}
@@ -32,7 +37,7 @@ def test_gpu_bench_smoke_runs_every_section_on_cpu(tmp_path):
         if r["section"] == "parity" and "pass_" in r
     }
     assert {("sdpa", 4, "backward"), ("sdpa", None, "forward"), ("flex", 4, "forward")} <= parity
-    assert "ours / transformers padded" in proc.stdout and "DDP step" in proc.stdout
+    assert "ours / transformers padded" in printed and "DDP step" in printed
 
 
 def test_gpu_bench_writes_its_table_row_by_row_and_skips_past_the_deadline(tmp_path):
@@ -81,14 +86,7 @@ def test_inference_profile_splits_a_forward_into_its_groups(tmp_path):
 def test_scale_bench_smoke_measures_every_sweep(tmp_path):
     """bench/scale.py at tiny sizes: every sweep, the mmBERT-like layout, the plan check and the
     extrapolation are measured and written; open shards stay bounded by the store's cache."""
-    out = tmp_path / "scale.json"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "scale.py"), "--smoke", "--out", str(out)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result, printed = _smoke(tmp_path, "scale.py", timeout=300)
     for sweep in ("documents", "cells", "shards"):
         assert len(result[sweep]) == 2 and all(row["draws_per_s"] > 0 for row in result[sweep])
     rows = [*result["documents"], *result["cells"], *result["shards"], result["layout"]]
@@ -104,4 +102,4 @@ def test_scale_bench_smoke_measures_every_sweep(tmp_path):
     assert reads["ranks"] == 8 and len(reads["bytes_read_per_rank_per_step"]) == 8
     assert 1 < reads["read_over_own"] < 2
     assert max(reads["bytes_read_per_rank_per_step"]) < reads["global_token_bytes_per_step"] / 4
-    assert "real run" in proc.stdout
+    assert "real run" in printed

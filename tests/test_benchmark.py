@@ -19,7 +19,7 @@ import torch
 from mmbert import cli
 from mmbert.benchmark import metrics
 from mmbert.benchmark.settings import SettingsError, load_settings, task_names
-from tests.conftest import make_tiny_export, udhr_texts
+from tests.helpers.exports import make_tiny_export, udhr_texts
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
 

@@ -26,7 +26,9 @@ from mmbert.model import MmBertForMaskedLM
 from mmbert.recipe import load_recipe
 from mmbert.run_inputs import InputsChangedError
 from mmbert.run_layout import RunLayout
-from tests.conftest import TINY, fake_documents, make_tokenizer, read_metrics
+from tests.helpers.model import TINY
+from tests.helpers.tokenizer import make_tokenizer
+from tests.helpers.training import fake_documents, read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

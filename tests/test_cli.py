@@ -4,17 +4,23 @@ module outside `mmbert/cli/` parses arguments."""
 
 from __future__ import annotations
 
+import argparse
 import ast
+import importlib
+import inspect
 import json
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
 from mmbert import cli
 from mmbert.recipe import load_recipe
-from tests.conftest import make_tiny_export, make_tokenizer, udhr_texts
+from tests.helpers.exports import make_tiny_export, udhr_texts
+from tests.helpers.tokenizer import make_tokenizer
 
 PACKAGE = Path(cli.__file__).resolve().parents[1]  # src/mmbert
 
@@ -22,7 +28,7 @@ PACKAGE = Path(cli.__file__).resolve().parents[1]  # src/mmbert
 def test_help_lists_every_command(capsys):
     assert cli.main(["--help"]) == 0
     usage = capsys.readouterr().out
-    for name, (_, help_) in cli.COMMANDS.items():
+    for name, help_ in cli.COMMANDS.items():
         assert re.search(rf"^  {re.escape(name)} +{re.escape(help_)}$", usage, re.MULTILINE), name
 
 
@@ -63,6 +69,93 @@ def test_no_argument_parsing_outside_the_command_layer():
             if any(m == "argparse" or m.startswith("argparse.") for m in modules):
                 offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     assert offenders == []
+
+
+# ---------------------------------------------------------------------------------------------- options
+def _parsers(parser: argparse.ArgumentParser):
+    """A command's parser and its sub-commands' (`tokenizer train|info|adapt`)."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _parsers(sub)
+
+
+@pytest.mark.parametrize("name", list(cli.COMMANDS))
+def test_every_option_reaches_a_library_parameter_or_is_the_commands_own(name):
+    module = importlib.import_module(cli.command_module(name))
+    for parser in _parsers(cli.build_parser(name, module)):
+        record = cli.declared(parser)
+        for action in parser._actions:
+            dest = action.dest
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)) or dest == "debug":
+                continue
+            if dest in record.own:
+                continue
+            assert dest in record.routes, f"mmbert {name}: {action.option_strings or dest} is undeclared"
+            target = record.routes[dest]
+            assert dest in inspect.signature(target).parameters, (name, dest, target)
+
+
+def test_a_parameter_renamed_in_the_library_fails_when_the_parser_is_built(monkeypatch):
+    import mmbert.cli.fill_mask as command
+    from mmbert.inference import DEFAULT_BATCH_TOKENS
+
+    def renamed(model_dir, texts, k=5, device=None, batch_tokens=DEFAULT_BATCH_TOKENS):  # `top_k` renamed
+        raise AssertionError("never called")
+
+    monkeypatch.setattr(command, "fill_mask_dir", renamed)
+    with pytest.raises(TypeError, match="has no parameter 'top_k'"):
+        cli.build_parser("fill-mask", command)
+
+
+def test_options_take_type_default_and_choices_from_the_signature():
+    def library(
+        path: Path,
+        n: int = 3,
+        ratio: float | None = None,
+        kind: Literal["a", "b"] = "a",
+        ids: Sequence[int] | None = None,
+        fast: bool = False,
+        progress: bool = True,
+    ) -> None:
+        """A library function with one parameter of each kind."""
+
+    parser = argparse.ArgumentParser()
+    options = cli.Options(parser, library)
+    for name in ("path", "n", "ratio", "kind", "ids", "fast", "progress"):
+        options.add(name)
+    with pytest.raises(SystemExit):
+        parser.parse_args([])  # --path has no default: required
+    args = parser.parse_args(["--path", "x", "--n", "4", "--ids", "1", "2", "--fast", "--no-progress"])
+    assert (args.path, args.n, args.ratio, args.kind, args.ids) == (Path("x"), 4, None, "a", [1, 2])
+    assert args.fast is True and args.progress is False
+    assert parser.parse_args(["--path", "x"]).n == 3  # the library's default, stated once
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--path", "x", "--kind", "c"])
+
+
+def test_call_refuses_an_option_that_reaches_no_parameter():
+    def library(a: int = 0) -> int:
+        return a
+
+    parser = argparse.ArgumentParser()
+    cli.Options(parser, library).add("a")
+    assert cli.call(library, parser.parse_args(["--a", "2"])) == 2
+    parser.add_argument(
+        "--b", type=int, default=1
+    )  # declared neither for a library call nor as the command's own
+    with pytest.raises(TypeError, match="option 'b' reaches no parameter"):
+        cli.call(library, parser.parse_args(["--a", "2"]))
+
+
+def test_device_is_one_option_with_one_meaning():
+    """`--device` is declared once (`SHARED_OPTIONS`) and every command that takes it validates it alike."""
+    for name in ("train", "evaluate", "fill-mask", "embed", "finetune"):
+        module = importlib.import_module(cli.command_module(name))
+        parser = cli.build_parser(name, module)
+        (action,) = [a for a in parser._actions if a.dest == "device"]
+        assert action.type is cli.SHARED_OPTIONS["device"][1]["type"], name
 
 
 # ---------------------------------------------------------------------------------------------- sweep

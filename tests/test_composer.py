@@ -24,15 +24,10 @@ from mmbert.composer import (
     read_composer_checkpoint,
 )
 from mmbert.weights import SkippedObject, load_pickled, read_safetensors_header
-from tests.conftest import (
-    ComposerTimestamp,
-    RunsCode,
-    composer_names,
-    hf_model,
-    ragged_batch,
-    real_logits,
-    write_composer_checkpoint,
-)
+from tests.helpers.composer import ComposerTimestamp, RunsCode, composer_names, write_composer_checkpoint
+from tests.helpers.exports import hf_model, real_logits
+from tests.helpers.files import dir_with
+from tests.helpers.model import ragged_batch
 
 
 def test_load_pickled_rebuilds_data_and_never_runs_code(tmp_path):
@@ -51,7 +46,7 @@ def test_load_pickled_rebuilds_data_and_never_runs_code(tmp_path):
         torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
         loaded, skipped = load_pickled(path)
         assert not marker.exists()
-        assert sorted(set(skipped)) == ["io.open", "tests.conftest.ComposerTimestamp"]
+        assert sorted(set(skipped)) == ["io.open", "tests.helpers.composer.ComposerTimestamp"]
         assert isinstance(loaded["unknown"], SkippedObject) and isinstance(loaded["evil"][0], SkippedObject)
         assert torch.equal(loaded["t"], obj["t"]) and loaded["t"].dtype == torch.bfloat16
         np.testing.assert_array_equal(loaded["np"], obj["np"])
@@ -76,7 +71,7 @@ def test_convert_composer_checkpoint_gives_transformers_logits(tmp_path, caplog,
     assert not marker.exists()
     warned = " ".join(r.getMessage() for r in caplog.records)
     assert (
-        "tests.conftest.ComposerTimestamp x1" in warned
+        "tests.helpers.composer.ComposerTimestamp x1" in warned
         and "io.open x1" in warned
         and "never executed" in warned
     )
@@ -249,12 +244,8 @@ def test_not_a_modernbert_checkpoint(tmp_path, capsys):
 
 def test_convert_never_replaces_an_input_and_writes_its_output_whole(tmp_path, capsys, monkeypatch):
     _, path, _ = _checkpoint(tmp_path)
-    tok = tmp_path / "tok"
-    tok.mkdir()
-    (tok / "tokenizer.json").write_text("mine")
-    foreign = tmp_path / "home"
-    foreign.mkdir()
-    (foreign / "notes.txt").write_text("mine")
+    tok = dir_with(tmp_path / "tok", "tokenizer.json", "mine")
+    foreign = dir_with(tmp_path / "home", "notes.txt", "mine")
     for out, message in [
         (tmp_path, f"--out {tmp_path} would overwrite the input {path}"),
         (tok, f"--out {tok} would overwrite the input {tok}"),

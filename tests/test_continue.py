@@ -20,14 +20,9 @@ from transformers import pipeline
 from mmbert import MmBertConfig, MmBertForMaskedLM, cli
 from mmbert.composer import convert_checkpoint
 from mmbert.tokenizer import layout_changes, read_tokenizer_files
-from tests.conftest import (
-    FAKE_LANGUAGES,
-    fake_documents,
-    make_gemma_like_tokenizer,
-    read_metrics,
-    write_composer_checkpoint,
-    write_recipe,
-)
+from tests.helpers.composer import write_composer_checkpoint
+from tests.helpers.tokenizer import make_gemma_like_tokenizer
+from tests.helpers.training import FAKE_LANGUAGES, fake_documents, read_metrics, write_recipe
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 ADDED = "ddd_Grek"  # the language the decay adds: not in the "released" data

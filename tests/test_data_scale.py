@@ -25,7 +25,7 @@ from mmbert import distributed, train
 from mmbert.data.manifest import language_entries, read_manifest, write_manifest
 from mmbert.data.shards import DEFAULT_OPEN_SHARDS, TokenStore
 from mmbert.recipe import load_recipe
-from tests.conftest import read_metrics
+from tests.helpers.training import read_metrics
 
 LOW_FILES = 256
 ENV = {

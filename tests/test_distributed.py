@@ -32,7 +32,9 @@ from mmbert.cli import main as cli_main
 from mmbert.model import MmBertForMaskedLM
 from mmbert.process import directory_lock
 from mmbert.recipe import load_recipe
-from tests.conftest import TINY, child_pids, read_metrics, running
+from tests.helpers.model import TINY
+from tests.helpers.processes import child_pids, running
+from tests.helpers.training import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = ["phases.0.tokens=384", "phases.0.warmup_tokens=64", "phases.1.tokens=256", "phases.2.tokens=128"]

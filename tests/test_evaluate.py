@@ -25,7 +25,7 @@ from mmbert.evaluate import (
 )
 from mmbert.inference import load
 from mmbert.recipe import Recipe
-from tests.conftest import resave_with_transformers, save_tiny
+from tests.helpers.exports import resave_with_transformers, save_tiny
 
 LANGS = ["eng_Latn", "deu_Latn", "fra_Latn", "fao_Latn", "tir_Ethi"]
 

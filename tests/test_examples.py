@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mmbert.data.corpus import HELDOUT_ARTICLES
-from tests.conftest import make_tiny_export
+from tests.helpers.exports import make_tiny_export
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 pytestmark = pytest.mark.filterwarnings(

@@ -12,7 +12,8 @@ import torch
 
 from mmbert import cli, finetune
 from mmbert.data.corpus import HELDOUT_ARTICLES, load_udhr
-from tests.conftest import TINY_LANGS, make_tiny_export
+from tests.helpers.exports import TINY_LANGS, make_tiny_export
+from tests.helpers.files import dir_with
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,11 @@ def _write_jsonl(path, rows):
 
 
 FAST = ["--batch-size", "8", "--max-length", "32", "--no-progress", "--lr", "2e-3", "--warmup-ratio", "0"]
+
+
+def _finetune(model, train, out) -> list[str]:
+    """`mmbert finetune` on `model` and `train` into `out`, at the tests' small settings."""
+    return ["finetune", "--model", str(model), "--train", str(train), "--out", str(out), *FAST]
 
 
 def test_language_id_learns_and_reloads_in_transformers(export, tmp_path, capsys):
@@ -237,14 +243,9 @@ def test_dataset_directory_gives_train_and_validation_splits(tmp_path):
 def test_out_never_replaces_the_model_or_a_foreign_directory(export, tmp_path, capsys):
     train = _write_csv(tmp_path / "train.csv", _paragraphs("train", 4))
     before = {p.name: p.read_bytes() for p in export.iterdir()}
-    foreign = tmp_path / "mine"
-    foreign.mkdir()
-    (foreign / "notes.txt").write_text("x")
+    foreign = dir_with(tmp_path / "mine", "notes.txt", "x")
     for out in (export, foreign):
-        assert (
-            cli.main(["finetune", "--model", str(export), "--train", str(train), "--out", str(out), *FAST])
-            == 2
-        )
+        assert cli.main(_finetune(export, train, out)) == 2
         err = capsys.readouterr().err
         assert "--out" in err and "--overwrite" in err and err.count("\n") == 1
     assert {p.name: p.read_bytes() for p in export.iterdir()} == before
@@ -255,35 +256,14 @@ def test_out_never_replaces_the_model_or_a_foreign_directory(export, tmp_path, c
         ("1", "--max-length"),
         ("2", "--dev-fraction"),
     ):
-        argv = [
-            "finetune",
-            "--model",
-            str(export),
-            "--train",
-            str(train),
-            "--out",
-            str(tmp_path / "o"),
-            *FAST,
-        ]
-        assert cli.main([*argv, option, value]) == 2
+        assert cli.main([*_finetune(export, train, tmp_path / "o"), option, value]) == 2
         assert f"{option} must be" in capsys.readouterr().err
 
 
 def test_output_appears_whole_or_not_at_all(export, tmp_path, monkeypatch):
     train = _write_csv(tmp_path / "train.csv", _paragraphs("train", 4))
     out = tmp_path / "out"
-    argv = [
-        "finetune",
-        "--model",
-        str(export),
-        "--train",
-        str(train),
-        "--out",
-        str(out),
-        *FAST,
-        "--max-steps",
-        "1",
-    ]
+    argv = [*_finetune(export, train, out), "--max-steps", "1"]
     assert cli.main(argv) == 0
     first = (out / "model.safetensors").read_bytes()
 

@@ -18,7 +18,9 @@ from transformers import (
 
 from mmbert import MmBertConfig, MmBertForMaskedLM, MmBertForSequenceClassification, MmBertModel
 from mmbert.hf import convert_state_dict, read_weights
-from tests.conftest import TINY, composer_names, hf_model, ragged_batch, real_logits
+from tests.helpers.composer import composer_names
+from tests.helpers.exports import hf_model, real_logits
+from tests.helpers.model import TINY, ragged_batch
 
 HF_KW = TINY.to_hf_dict()
 

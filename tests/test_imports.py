@@ -1,5 +1,6 @@
-"""The package's layering as imports: the model (and its Hugging Face file format) imports nothing of
-data, tokenizers or training, checked in a fresh interpreter so that no other test's imports hide one."""
+"""The package's layering as imports, each checked in a fresh interpreter so that no other test's
+imports hide one: the model (and its Hugging Face file format) imports nothing of data, tokenizers or
+training; the data layer imports nothing of the recipe or training."""
 
 from __future__ import annotations
 
@@ -37,3 +38,10 @@ def test_the_model_imports_no_data_reader_nor_tokenizer():
     assert ours - MODEL_CLOSURE == set(), "the model now imports these: keep them out, or widen MODEL_CLOSURE"
     assert "mmbert.model" in ours and "mmbert.hf" in ours  # the check ran on the package under test
     assert [m for m in NOT_IMPORTED if m in modules] == []
+
+
+def test_the_data_layer_imports_no_recipe():
+    """The data layer owns the mixture's schema (`mmbert.data.mixture`): the recipe imports it, not back."""
+    modules = _imported_after("import mmbert.data.loader, mmbert.data.prepare")
+    assert "mmbert.data.loader" in modules
+    assert [m for m in modules if m in ("mmbert.recipe", "mmbert.schedule", "mmbert.train")] == []

@@ -20,7 +20,7 @@ from mmbert.inference import (
     token_text,
 )
 from mmbert.model import mean_pool
-from tests.conftest import resave_with_transformers, save_tiny
+from tests.helpers.exports import resave_with_transformers, save_tiny
 
 TEXTS = [
     d.article(n).text

@@ -12,7 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import TINY, make_tiny_export, udhr_texts
+from tests.helpers.exports import make_tiny_export, udhr_texts
+from tests.helpers.model import TINY
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
 

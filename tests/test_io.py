@@ -21,7 +21,10 @@ from mmbert.model import MmBertForMaskedLM
 from mmbert.process import LOCK_FILE, DirectoryInUseError, directory_lock
 from mmbert.tokenizer import load_tokenizer, save_tokenizer
 from mmbert.tokenizer_training import train_tokenizer
-from tests.conftest import TINY, running, udhr_texts
+from tests.helpers.exports import udhr_texts
+from tests.helpers.files import dir_with
+from tests.helpers.model import TINY
+from tests.helpers.processes import running
 
 
 def _mode(path: Path) -> int:
@@ -140,12 +143,8 @@ def test_paths_read_from_files_stay_inside_their_root(tmp_path):
 
 
 def test_an_output_never_replaces_an_input_or_a_foreign_directory(tmp_path):
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text("{}")
-    own = tmp_path / "own"
-    own.mkdir()
-    (own / "mine.json").write_text("{}")
+    model = dir_with(tmp_path / "model", "config.json", "{}")
+    own = dir_with(tmp_path / "own", "mine.json", "{}")
     (tmp_path / "link").symlink_to(model)
 
     def is_own(d: Path) -> bool:

@@ -1,29 +1,124 @@
-"""The batch loader reads only its own rows: the same micro-batches and state as packing every row,
-for any number of ranks, across a phase change, an epoch wrap and a resume; a quarter of the reads at 4 ranks."""
+"""BatchLoader (`mmbert.data.loader`): a saved stream continues identically across a phase change, and
+the phases are resolved against the data when the loader is built; a rank reads only its own rows' documents
+and gets exactly what packing (and reading) every row gives."""
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
 import torch
 
 from mmbert.data.loader import BatchLoader
-from mmbert.recipe import Phase, _build
-from tests.conftest import FakeStore
+from mmbert.recipe import Recipe, RecipeError
+from tests.helpers.data import FakeStore
 
-VOCAB = 1000
-SEQ_LENS = (32, 32, 32, 64, 64, 64)  # the phase (and the row length) changes after three steps
-STEP_TOKENS = 24 * 32  # 24 rows, then 12: uneven slices for 3 ranks as well as 4 under the second
-MASK_RATE = 0.3
+STORE = FakeStore(
+    {
+        ("web", "fra_Latn"): [20] * 40,
+        ("web", "deu_Latn"): [30] * 40,
+        ("web", "swh_Latn"): [25] * 40,
+    }
+)
+# Two phases: the second adds a language, doubles the context and masks less.
+PHASES = [
+    {
+        "name": "first",
+        "tokens": 10_000,
+        "languages": ["fra_Latn", "deu_Latn"],
+        "seq_len": 32,
+        "mask_rate": 0.3,
+    },
+    {"name": "second", "tokens": 10_000, "languages": "all", "seq_len": 64, "mask_rate": 0.15},
+]
+STEP_TOKENS = 256
 
 
-def _phase(name: str, languages) -> Phase:
-    base = {"name": name, "tokens": 10_000, "languages": languages, "tau": 0.5,
+def _loader(phases: list[dict] = PHASES, first_phase: int = 0) -> BatchLoader:
+    recipe = Recipe.from_dict({"phases": phases})
+    return BatchLoader(
+        STORE,
+        recipe.phases,
+        seed=3,
+        rank=0,
+        world_size=1,
+        vocab_size=64,
+        micro_batch_tokens=128,
+        first_phase=first_phase,
+    )
+
+
+def _steps(loader: BatchLoader, phase: int, steps: int) -> list[tuple]:
+    """`steps` optimizer steps of `phase`: every micro-batch's ids, labels, boundaries and languages."""
+    loader.set_phase(phase, report=False)
+    spec = PHASES[phase]
+    out = []
+    for _ in range(steps):
+        for batch in loader.next_step(STEP_TOKENS, spec["seq_len"], spec["mask_rate"]):
+            out.append(
+                (
+                    batch.input_ids.tolist(),
+                    batch.labels.tolist(),
+                    batch.cu_seqlens.tolist(),
+                    sorted(batch.tokens_per_language),
+                )
+            )
+    return out
+
+
+def test_a_state_saved_before_a_phase_change_continues_the_same_stream_after_it():
+    reference = _loader()
+    _steps(reference, 0, 3)
+    state = copy.deepcopy(reference.state_dict())
+    expected = _steps(reference, 0, 1) + _steps(reference, 1, 4)
+    assert any("swh_Latn" in langs for *_, langs in expected)  # the second phase's mixture is drawn
+
+    resumed = _loader()
+    resumed.load_state_dict(state)
+    assert _steps(resumed, 0, 1) + _steps(resumed, 1, 4) == expected
+
+
+def test_a_state_saved_after_a_phase_change_continues_in_the_new_phase():
+    reference = _loader()
+    _steps(reference, 0, 2)
+    _steps(reference, 1, 2)
+    state = copy.deepcopy(reference.state_dict())
+    expected = _steps(reference, 1, 3)
+
+    resumed = _loader()  # a fresh run process: its loader starts at the first phase
+    resumed.set_phase(1, report=False)
+    resumed.load_state_dict(state)
+    assert _steps(resumed, 1, 3) == expected
+
+
+def test_phases_are_resolved_when_the_loader_is_built_except_those_before_the_first():
+    unmatched = [{**PHASES[0], "languages": ["tir_Ethi"]}, PHASES[1]]
+    with pytest.raises(RecipeError, match="tir_Ethi"):
+        _loader(unmatched)
+    later = _loader(unmatched, first_phase=1)  # `--from-phase`: the skipped phase is never resolved
+    assert _steps(later, 1, 1)
+    with pytest.raises(ValueError, match="before the first phase"):
+        later.set_phase(0)
+
+
+# ---------------------------------------------------------------------------------------------- ranks
+# A rank reads only its own rows: the same micro-batches and state as packing every row, for any number
+# of ranks, across a phase change, an epoch wrap and a resume; about a quarter of the reads at 4 ranks.
+RANK_VOCAB = 1000
+RANK_SEQ_LENS = (32, 32, 32, 64, 64, 64)  # the phase (and the row length) changes after three steps
+RANK_STEP_TOKENS = 24 * 32  # 24 rows, then 12: uneven slices for 3 ranks as well as 4 under the second
+RANK_MASK_RATE = 0.3
+
+
+def _rank_phase(name: str, languages) -> dict:
+    return {"name": name, "tokens": 10_000, "languages": languages, "tau": 0.5,
             "sources": [{"name": "web", "share": 0.7}, {"name": "code", "share": 0.3}]}  # fmt: skip
-    return _build(Phase, base, "")
 
 
-PHASES = [_phase("first", ["fra_Latn", "code"]), _phase("second", "all")]
+RANK_PHASES = Recipe.from_dict(
+    {"phases": [_rank_phase("first", ["fra_Latn", "code"]), _rank_phase("second", "all")]}
+).phases
 
 
 class CountingStore(FakeStore):
@@ -44,7 +139,7 @@ class CountingStore(FakeStore):
         return super().doc_length(source, lang, i)
 
 
-def _store() -> CountingStore:
+def _counting_store() -> CountingStore:
     """Documents of 1 to 150 tokens (some span several 32-token rows); small cells, so epochs wrap."""
     rng = np.random.default_rng(0)
     sizes = {("web", "fra_Latn"): 12, ("web", "deu_Latn"): 10, ("code", "code"): 8}
@@ -59,14 +154,14 @@ class PackEveryRow(BatchLoader):
             self._pack(rows, seq_len)
 
 
-def _loader(cls, store, rank: int, world_size: int) -> BatchLoader:
-    return cls(store, PHASES, seed=3, rank=rank, world_size=world_size, vocab_size=VOCAB,
+def _rank_loader(cls, store, rank: int, world_size: int) -> BatchLoader:
+    return cls(store, RANK_PHASES, seed=3, rank=rank, world_size=world_size, vocab_size=RANK_VOCAB,
                micro_batch_tokens=128, read_ahead=8)  # fmt: skip
 
 
-def _step(loader: BatchLoader, index: int) -> list[tuple]:
+def _rank_step(loader: BatchLoader, index: int) -> list[tuple]:
     loader.set_phase(0 if index < 3 else 1, report=False)
-    micro = loader.next_step(STEP_TOKENS, SEQ_LENS[index], MASK_RATE)
+    micro = loader.next_rank_step(RANK_STEP_TOKENS, RANK_SEQ_LENS[index], RANK_MASK_RATE)
     return [(b.input_ids, b.labels, b.cu_seqlens, b.segment_languages, b.num_rows) for b in micro]
 
 
@@ -79,48 +174,48 @@ def _same(a: list[tuple], b: list[tuple]) -> bool:
 
 @pytest.mark.parametrize("world_size", [1, 2, 3, 4])
 def test_each_rank_gets_what_packing_every_row_gives_across_phases_epochs_and_a_resume(world_size) -> None:
-    store = _store()
+    store = _counting_store()
     for rank in range(world_size):
         lazy, eager = (
-            _loader(BatchLoader, store, rank, world_size),
-            _loader(PackEveryRow, store, rank, world_size),
+            _rank_loader(BatchLoader, store, rank, world_size),
+            _rank_loader(PackEveryRow, store, rank, world_size),
         )
-        for index in range(len(SEQ_LENS)):
+        for index in range(len(RANK_SEQ_LENS)):
             if index == 4:  # resume both from the lazy loader's state, into fresh loaders
                 state = lazy.state_dict()
                 lazy, eager = (
-                    _loader(BatchLoader, store, rank, world_size),
-                    _loader(PackEveryRow, store, rank, world_size),
+                    _rank_loader(BatchLoader, store, rank, world_size),
+                    _rank_loader(PackEveryRow, store, rank, world_size),
                 )
                 lazy.load_state_dict(state)
                 eager.load_state_dict(state)
-            assert _same(_step(lazy, index), _step(eager, index)), (rank, index)
+            assert _same(_rank_step(lazy, index), _rank_step(eager, index)), (rank, index)
             assert lazy.state_dict() == eager.state_dict()
         assert max(lazy.sampler.epochs().values()) > 1  # the small cells wrapped
 
 
 def test_ranks_together_train_the_one_rank_rows() -> None:
-    store = _store()
-    one = _loader(BatchLoader, store, 0, 1)
-    four = [_loader(BatchLoader, store, r, 4) for r in range(4)]
-    for index in range(len(SEQ_LENS)):
-        whole = torch.cat([m[0] for m in _step(one, index)])
-        assert torch.equal(whole, torch.cat([m[0] for loader in four for m in _step(loader, index)]))
+    store = _counting_store()
+    one = _rank_loader(BatchLoader, store, 0, 1)
+    four = [_rank_loader(BatchLoader, store, r, 4) for r in range(4)]
+    for index in range(len(RANK_SEQ_LENS)):
+        whole = torch.cat([m[0] for m in _rank_step(one, index)])
+        assert torch.equal(whole, torch.cat([m[0] for loader in four for m in _rank_step(loader, index)]))
 
 
 def test_a_rank_of_four_reads_a_quarter_of_the_tokens() -> None:
     """Tokens read per rank: its rows' tokens plus at most the two documents straddling its slice's
     ends; the others' documents cost a length each."""
-    longest = max(max(lengths) for lengths in _store().cells.values())
+    longest = max(max(lengths) for lengths in _counting_store().cells.values())
     for rank in range(4):
-        store = _store()
-        loader = _loader(BatchLoader, store, rank, 4)
-        eager_store = _store()
-        eager = _loader(PackEveryRow, eager_store, rank, 4)
+        store = _counting_store()
+        loader = _rank_loader(BatchLoader, store, rank, 4)
+        eager_store = _counting_store()
+        eager = _rank_loader(PackEveryRow, eager_store, rank, 4)
         for index in range(3):  # 24 rows of 32 a step, 6 per rank
             before = store.tokens_read
-            _step(loader, index)
-            _step(eager, index)
+            _rank_step(loader, index)
+            _rank_step(eager, index)
             own = 6 * 32
             assert store.tokens_read - before <= own + 2 * longest
         drawn = sum(loader.sampler.realized_docs.values())

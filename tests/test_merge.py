@@ -25,7 +25,9 @@ from mmbert.merge import (
     merge_ties,
 )
 from mmbert.weights import SafetensorsWriter, TensorInfo
-from tests.conftest import TINY, make_tiny_export, write_composer_checkpoint
+from tests.helpers.composer import write_composer_checkpoint
+from tests.helpers.exports import make_tiny_export
+from tests.helpers.model import TINY
 
 # ----------------------------------------------------------------------------------------------
 # Arithmetic on hand-written tensors.

@@ -11,7 +11,7 @@ from mmbert.attention import VarlenBatch, flex_block_mask, get_backend, referenc
 from mmbert.model import compiles
 from mmbert.optim import build_optimizer
 from mmbert.recipe import TrainSpec
-from tests.conftest import ragged_batch
+from tests.helpers.model import ragged_batch
 
 
 @pytest.mark.parametrize(

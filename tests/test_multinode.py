@@ -26,7 +26,8 @@ import pytest
 
 from mmbert import checkpoint as ckpt
 from mmbert.cli import main as cli_main
-from tests.conftest import child_pids, read_metrics, running
+from tests.helpers.processes import child_pids, running
+from tests.helpers.training import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = ["phases.0.tokens=768", "phases.0.warmup_tokens=64", "phases.1.tokens=512", "phases.2.tokens=256",

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from mmbert import cli
+from mmbert.data.mixture import phase_mixture
 from mmbert.data.packing import Packer
-from mmbert.data.sampler import DataSampler, phase_mixture, store_counts
+from mmbert.data.sampler import DataSampler, store_counts
 from mmbert.plan import format_plan, plan_recipe, released_data_counts
 from mmbert.recipe import Recipe, load_recipe
-from tests.conftest import FakeStore
+from tests.helpers.data import FakeStore
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 

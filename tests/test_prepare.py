@@ -23,16 +23,11 @@ from mmbert.data.shards import ShardError, TokenStore
 from mmbert.data.sources import BadInputError, LocalFilesSource, open_source
 from mmbert.io import OutputRefusedError, UnsafePathError
 from mmbert.tokenizer import read_tokenizer_files
-from tests.conftest import (
-    WORDS,
-    child_pids,
-    expected_docs,
-    make_texts,
-    make_tokenizer,
-    running,
-    write_corpus,
-    write_mds,
-)
+from tests.helpers.corpora import WORDS, expected_docs, make_texts, write_corpus
+from tests.helpers.files import dir_with
+from tests.helpers.mds import write_mds
+from tests.helpers.processes import child_pids, running
+from tests.helpers.tokenizer import make_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -121,12 +116,17 @@ def test_bad_input_stops_then_resume_finishes(tmp_path, tokdir):
     assert manifest["source_info"]["web"]["skipped"]["counts"] == {"broken JSON line": 1}
 
 
+def _prepare_command(root: Path, tokdir: Path, data: Path, workers: int) -> list[str]:
+    """`mmbert prepare` of the corpus at `root` into `data`, as a process of its own (to be killed)."""
+    return [sys.executable, "-m", "mmbert.cli", "prepare", "--source", str(root), "--tokenizer", str(tokdir),
+            "--out", str(data), "--name", "web", "--workers", str(workers), "--no-progress"]  # fmt: skip
+
+
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, tokdir):
     """Kill a prepare process mid-run: what is on disk is whole, and a rerun finishes the rest."""
     root = write_corpus(tmp_path / "corpus", files_per_lang=12, docs_per_file=400)
     data = tmp_path / "data"
-    cmd = [sys.executable, "-m", "mmbert.cli", "prepare", "--source", str(root), "--tokenizer", str(tokdir),
-           "--out", str(data), "--name", "web", "--workers", "1", "--no-progress"]  # fmt: skip
+    cmd = _prepare_command(root, tokdir, data, workers=1)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     units = data / "web" / "_units"
@@ -204,15 +204,21 @@ def test_changed_source_or_tokenizer_needs_overwrite(tmp_path, tokdir):
     assert not (data / "web").exists()
 
 
-def test_prepare_repairs_a_manifest_and_a_shard_cut_short(tmp_path, tokdir):
-    """What the errors promise: `--overwrite` rebuilds a manifest without its tokenizer entry, and a
-    rerun prepares again the unit of a shard cut short."""
-    root = write_corpus(tmp_path / "corpus", files_per_lang=1, docs_per_file=5)
+def _prepared_without_its_tokenizer(tmp_path: Path, tokdir: Path, docs_per_file: int) -> tuple[Path, Path]:
+    """A small corpus prepared into DATA whose manifest then lost its `tokenizer` entry: (corpus, DATA)."""
+    root = write_corpus(tmp_path / "corpus", files_per_lang=1, docs_per_file=docs_per_file)
     data = tmp_path / "data"
     prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False)
     manifest = json.loads((data / "manifest.json").read_text())
     del manifest["tokenizer"]
     (data / "manifest.json").write_text(json.dumps(manifest))
+    return root, data
+
+
+def test_prepare_repairs_a_manifest_and_a_shard_cut_short(tmp_path, tokdir):
+    """What the errors promise: `--overwrite` rebuilds a manifest without its tokenizer entry, and a
+    rerun prepares again the unit of a shard cut short."""
+    root, data = _prepared_without_its_tokenizer(tmp_path, tokdir, docs_per_file=5)
     with pytest.raises(ManifestError, match="no 'tokenizer' entry.*--overwrite"):
         prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False)
     repaired = prepare(LocalFilesSource(root), tokdir, data, name="web", overwrite=True, progress=False)
@@ -343,9 +349,7 @@ def test_paths_from_the_manifest_or_a_unit_record_never_leave_data(tmp_path, tok
     root = write_corpus(tmp_path / "corpus", files_per_lang=1, docs_per_file=3)
     data = tmp_path / "data"
     prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False)
-    victim = tmp_path / "victim"
-    victim.mkdir()
-    (victim / "keep.txt").write_text("mine")
+    victim = dir_with(tmp_path / "victim", "keep.txt", "mine")
     good = (data / "manifest.json").read_text()
     other = make_tokenizer(tmp_path / "tok2", make_texts("deu_Latn", 30), vocab_size=280)
     for change, message in [
@@ -376,12 +380,7 @@ def test_paths_from_the_manifest_or_a_unit_record_never_leave_data(tmp_path, tok
 
 
 def test_a_manifest_without_its_tokenizer_is_a_clear_error(tmp_path, tokdir):
-    root = write_corpus(tmp_path / "corpus", files_per_lang=1, docs_per_file=3)
-    data = tmp_path / "data"
-    prepare(LocalFilesSource(root), tokdir, data, name="web", progress=False)
-    manifest = json.loads((data / "manifest.json").read_text())
-    del manifest["tokenizer"]
-    (data / "manifest.json").write_text(json.dumps(manifest))
+    root, data = _prepared_without_its_tokenizer(tmp_path, tokdir, docs_per_file=3)
     for action in (lambda: TokenStore(data), lambda: prepare(LocalFilesSource(root), tokdir, data, name="x")):
         with pytest.raises((ShardError, ManifestError), match="manifest.json: no 'tokenizer' entry"):
             action()
@@ -432,9 +431,7 @@ def test_unknown_language_keys_are_refused_with_the_closest_known_ones(tmp_path,
 
 def test_out_is_not_an_input_nor_a_foreign_directory(tmp_path, tokdir):
     root = write_corpus(tmp_path / "corpus", files_per_lang=1, docs_per_file=3)
-    foreign = tmp_path / "home"
-    foreign.mkdir()
-    (foreign / "notes.txt").write_text("mine")
+    foreign = dir_with(tmp_path / "home", "notes.txt", "mine")
     for out in (root, tokdir, foreign):
         with pytest.raises(OutputRefusedError):
             prepare(LocalFilesSource(root), tokdir, out, name="web", progress=False)
@@ -447,8 +444,7 @@ def test_out_is_not_an_input_nor_a_foreign_directory(tmp_path, tokdir):
 def test_workers_die_with_a_killed_prepare_and_the_rerun_finishes(tmp_path, tokdir, sig):
     root = write_corpus(tmp_path / "corpus", files_per_lang=6, docs_per_file=1000)
     data = tmp_path / "data"
-    cmd = [sys.executable, "-m", "mmbert.cli", "prepare", "--source", str(root), "--tokenizer", str(tokdir),
-           "--out", str(data), "--name", "web", "--workers", "2", "--no-progress"]  # fmt: skip
+    cmd = _prepare_command(root, tokdir, data, workers=2)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     workers: list[int] = []

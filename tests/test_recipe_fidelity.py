@@ -96,7 +96,7 @@ def test_a_run_takes_the_schedules_batches_and_the_output_dropout(train_inputs, 
     """The trainer runs what the schedule says: per-phase batches, ModernBERT's equal-steps warmup
     (64, 128, 192 tokens before the full 256), and the model gets the recipe's output dropout."""
     from mmbert import distributed, train
-    from tests.conftest import read_metrics
+    from tests.helpers.training import read_metrics
 
     overrides = [
         "train.batch_tokens=256", "train.batch_warmup_mode=equal_steps",

@@ -1,4 +1,5 @@
-"""Two-axis sampler: target shares, errors naming phase/source, statistics, determinism, ranks, state."""
+"""The sampler: realized shares against the mixture's targets, epochs, ranks, determinism, state (the
+mixture itself: `tests/test_mixture.py`)."""
 
 from __future__ import annotations
 
@@ -7,102 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from mmbert.data.sampler import DataSampler, phase_mixture, temperature_probs
+from mmbert.data.mixture import phase_mixture, temperature_probs
+from mmbert.data.sampler import DataSampler
 from mmbert.languages import released_counts
-from mmbert.recipe import Phase, RecipeError
-from tests.conftest import FakeStore
+from tests.helpers.data import WEB_AND_CODE, FakeStore, make_phase
 
-
-def phase(**kw) -> Phase:
-    base = {"name": "p", "tokens": 1000, "languages": "all", "tau": 0.5, "sources": []}
-    base.update(kw)
-    from mmbert.recipe import _build
-
-    return _build(Phase, base, "")
-
-
-STORE = FakeStore(
-    {
-        ("web", "fra_Latn"): [20] * 400,  # 8000 tokens
-        ("web", "deu_Latn"): [20] * 100,  # 2000
-        ("web", "fao_Latn"): [20] * 20,  # 400
-        ("web", "eng_Latn"): [20] * 50,  # 1000
-        ("code", "code"): [30] * 100,
-    }
-)
-
-
-def test_temperature_rule_multipliers_and_fixed_shares() -> None:
-    p = temperature_probs({"a": 100, "b": 10_000}, 0.5)
-    assert p["a"] == pytest.approx(10 / 110) and p["b"] == pytest.approx(100 / 110)
-    p = temperature_probs({"a": 100, "b": 10_000}, 0.5, multipliers={"a": 100})
-    assert p["a"] == pytest.approx(0.5)
-    p = temperature_probs({"a": 100, "b": 10_000, "c": 1}, 0.0, fixed_shares={"c": 0.4})
-    assert p == pytest.approx({"a": 0.3, "b": 0.3, "c": 0.4})
-    with pytest.raises(ValueError):
-        temperature_probs({"a": 1}, 0.5, fixed_shares={"a": 0.5})
-
-
-def test_phase_mixture_two_axes() -> None:
-    ph = phase(
-        sources=[
-            {"name": "web", "share": 0.8, "multipliers": {"eng": 4.0}},
-            {"name": "code", "share": 0.2, "languages": ["code"]},
-        ],
-        languages=["fra_Latn", "deu_Latn", "eng_Latn"],
-    )
-    mix = phase_mixture(ph, STORE.counts(), 0)
-    web = mix.sources[0]
-    assert web.languages == ["deu_Latn", "eng_Latn", "fra_Latn"]  # fao not in the phase
-    w = {"deu_Latn": 2000**0.5, "eng_Latn": 4000**0.5, "fra_Latn": 8000**0.5}
-    assert web.probs == pytest.approx([w[k] / sum(w.values()) for k in web.languages])
-    shares = mix.token_shares()
-    assert shares[("code", "code")] == pytest.approx(0.2) and sum(shares.values()) == pytest.approx(1)
-    assert mix.language_shares()["eng_Latn"] == pytest.approx(0.8 * w["eng_Latn"] / sum(w.values()))
-
-
-@pytest.mark.parametrize(
-    "kw, key, words",
-    [
-        (
-            {"sources": [{"name": "books", "share": 1.0}]},
-            "phases[2].sources[0].name",
-            ["'books'", "not in the data"],
-        ),
-        (
-            {
-                "languages": ["fra_Latn"],
-                "sources": [{"name": "web", "weight": 1}, {"name": "code", "weight": 1}],
-            },
-            "phases[2].sources[1]",
-            ["phase 'p'", "source 'code'", "no data"],
-        ),
-        (
-            {"languages": "mmbert-60", "sources": [{"name": "web", "weight": 1, "languages": ["xho"]}]},
-            "phases[2].sources[0].languages",
-            ["xho"],
-        ),
-        ({"languages": ["tir"]}, "phases[2].languages", ["tir"]),
-        (
-            {"sources": [{"name": "web", "share": 1.0, "multipliers": {"kor": 2}}]},
-            "phases[2].sources[0].multipliers.kor",
-            ["matches none"],
-        ),
-        ({"sources": []}, "phases[2].sources", ["list them"]),
-    ],
-)
-def test_errors_name_phase_and_source(kw: dict, key: str, words: list[str]) -> None:
-    with pytest.raises(RecipeError) as info:
-        phase_mixture(phase(**kw), STORE.counts(), 2)
-    assert info.value.key == key
-    for w in words:
-        assert w in str(info.value)
-
-
-def test_language_set_matching_nothing() -> None:
-    store = FakeStore({("web", "tir_Ethi"): [5] * 3})
-    with pytest.raises(RecipeError, match="matches none"):
-        phase_mixture(phase(languages="mmbert-60"), store.counts(), 0)
+STORE = FakeStore(WEB_AND_CODE)
 
 
 def within(count: int, n: int, p: float, k: float = 5.0) -> bool:
@@ -110,7 +21,7 @@ def within(count: int, n: int, p: float, k: float = 5.0) -> bool:
 
 
 def test_realized_proportions_match_targets() -> None:
-    ph = phase(sources=[{"name": "web", "share": 0.7}, {"name": "code", "share": 0.3}], tau=0.3)
+    ph = make_phase(sources=[{"name": "web", "share": 0.7}, {"name": "code", "share": 0.3}], tau=0.3)
     mix = phase_mixture(ph, STORE.counts(), 0)
     sampler = DataSampler(STORE, mix, seed=1)
     n = 20_000
@@ -130,7 +41,7 @@ def test_realized_proportions_match_targets() -> None:
 
 def test_epochs_are_permutations_and_ranks_are_disjoint() -> None:
     store = FakeStore({("web", "fra_Latn"): [3] * 30})
-    mix = phase_mixture(phase(), store.counts(), 0)
+    mix = phase_mixture(make_phase(), store.counts(), 0)
     world = 3
     per_rank = [DataSampler(store, mix, seed=7, rank=r, world_size=world) for r in range(world)]
     draws = [[s.next_document() for _ in range(20)] for s in per_rank]  # 2 epochs in all
@@ -149,7 +60,7 @@ def test_epochs_are_permutations_and_ranks_are_disjoint() -> None:
 
 def test_state_round_trip_continues_the_identical_stream() -> None:
     mix = phase_mixture(
-        phase(sources=[{"name": "web", "weight": 2}, {"name": "code", "weight": 1}]), STORE.counts(), 0
+        make_phase(sources=[{"name": "web", "weight": 2}, {"name": "code", "weight": 1}]), STORE.counts(), 0
     )
     a = DataSampler(STORE, mix, seed=3, rank=1, world_size=2)
     for _ in range(777):
@@ -169,8 +80,8 @@ def test_state_round_trip_continues_the_identical_stream() -> None:
 def test_positions_persist_across_phase_change() -> None:
     counts = STORE.counts()
     web = [{"name": "web", "share": 1.0}]
-    first = phase_mixture(phase(languages=["fra_Latn"], sources=web), counts, 0)
-    second = phase_mixture(phase(name="q", languages=["fra_Latn", "deu_Latn"], sources=web), counts, 1)
+    first = phase_mixture(make_phase(languages=["fra_Latn"], sources=web), counts, 0)
+    second = phase_mixture(make_phase(name="q", languages=["fra_Latn", "deu_Latn"], sources=web), counts, 1)
     s = DataSampler(STORE, first, seed=0)
     seen = [s.next_document().index for _ in range(200)]
     s.set_phase(second)
@@ -202,7 +113,7 @@ def test_released_counts_tau_from_pretraining_shares() -> None:
     r = np.corrcoef(x, y)[0, 1]
     assert r > 0.97 and abs(slope - 1) < 0.1, (slope, r)
     # The sampler reproduces those targets: draw from a store whose documents are equal in length.
-    mix = phase_mixture(phase(tau=0.5), {"fw2": {f"{k}_Latn": int(n) for k, n in available.items()}}, 1)
+    mix = phase_mixture(make_phase(tau=0.5), {"fw2": {f"{k}_Latn": int(n) for k, n in available.items()}}, 1)
     for lang, share in mix.language_shares().items():
         assert share == pytest.approx(predicted[lang.split("_")[0]], rel=1e-6)
     # The sampler draws those targets (equal-length documents: document shares are token shares).
@@ -217,7 +128,7 @@ def test_released_counts_tau_from_pretraining_shares() -> None:
 
 
 def test_resume_into_the_same_phase_keeps_realized_counts() -> None:
-    mix = phase_mixture(phase(sources=[{"name": "web", "share": 1.0}]), STORE.counts(), 0)
+    mix = phase_mixture(make_phase(sources=[{"name": "web", "share": 1.0}]), STORE.counts(), 0)
     a = DataSampler(STORE, mix, seed=2)
     for _ in range(50):
         a.next_document()
@@ -261,7 +172,7 @@ def test_cell_of_tens_of_millions_of_documents_in_bounded_memory_and_time() -> N
             return 8
 
     store = Metadata({("web", "eng_Latn"): [], ("web", "fra_Latn"): []})
-    mix = phase_mixture(phase(sources=[{"name": "web", "share": 1.0}]), store.counts(), 0)
+    mix = phase_mixture(make_phase(sources=[{"name": "web", "share": 1.0}]), store.counts(), 0)
     tracemalloc.start()
     start = time.perf_counter()
     a = DataSampler(store, mix, seed=5, rank=3, world_size=64)
@@ -285,9 +196,9 @@ def test_read_ahead_gives_the_same_stream_and_state() -> None:
     resumes; a document whose length fails to read raises in the draw that needs it."""
     counts = STORE.counts()
     web = [{"name": "web", "share": 0.6}, {"name": "code", "share": 0.4}]
-    first = phase_mixture(phase(sources=web), counts, 0)
+    first = phase_mixture(make_phase(sources=web), counts, 0)
     second = phase_mixture(
-        phase(name="q", languages=["fra_Latn"], sources=[{"name": "web", "share": 1.0}]), counts, 1
+        make_phase(name="q", languages=["fra_Latn"], sources=[{"name": "web", "share": 1.0}]), counts, 1
     )
 
     def run(sampler, n):

@@ -11,7 +11,8 @@ import pytest
 from mmbert.data.prepare import prepare
 from mmbert.data.shards import ShardError, TokenStore, UnionStore, open_data
 from mmbert.data.sources import LocalFilesSource
-from tests.conftest import WORDS, expected_docs, make_texts, make_tokenizer, write_corpus
+from tests.helpers.corpora import WORDS, expected_docs, make_texts, write_corpus
+from tests.helpers.tokenizer import make_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,9 @@ from mmbert.data.sources import (
     normalize_lang,
     open_source,
 )
-from tests.conftest import make_texts, make_tokenizer, write_mds
+from tests.helpers.corpora import make_texts
+from tests.helpers.mds import write_mds
+from tests.helpers.tokenizer import make_tokenizer
 
 # --------------------------------------------------------------------------------------------------
 # Helpers

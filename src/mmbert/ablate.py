@@ -38,7 +38,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -63,6 +63,7 @@ from mmbert.experiment import (
     ExperimentError,
     ExperimentLayout,
     ExperimentSettings,
+    Under,
     eval_languages,
     find_recipe,
     phase_summary,
@@ -149,10 +150,19 @@ class Settings(ExperimentSettings):
                     "--quick and --scale cannot be combined: --quick is a fixed smoke-test size"
                 )
             return cls(
-                recipe=path, seeds=seeds, scale=0.005, quick=True, model_preset="tiny",
-                batch_tokens=1024, lr=2e-3, tokenizer_vocab=1000, tokenizer_max_chars=400_000,
-                eval_max_length=48, eval_per_group=3, n_boot=100,
-            )  # fmt: skip
+                recipe=path,
+                seeds=seeds,
+                scale=0.005,
+                quick=True,
+                model_preset="tiny",
+                batch_tokens=1024,
+                lr=2e-3,
+                tokenizer_vocab=1000,
+                tokenizer_max_chars=400_000,
+                eval_max_length=48,
+                eval_per_group=3,
+                n_boot=100,
+            )
         return cls(recipe=path, seeds=seeds, scale=cls.scale if scale is None else scale)
 
     def __post_init__(self) -> None:
@@ -166,15 +176,9 @@ class Settings(ExperimentSettings):
 class Layout(ExperimentLayout):
     """Where an ablation directory keeps what."""
 
-    STATE_FILE: ClassVar[str] = STATE_FILE
-
-    @property
-    def results(self) -> Path:
-        return self.out / "results.json"
-
-    @property
-    def report(self) -> Path:
-        return self.out / "ablations.md"
+    state = Under(STATE_FILE)
+    results = Under("results.json")
+    report = Under("ablations.md")
 
     def run_dir(self, arm: str, seed: int) -> Path:
         return self.out / "runs" / arm / f"seed-{seed}"
@@ -343,8 +347,11 @@ def run_ablation(
                 eval_set = build_eval_set(tok, langs, settings.eval_max_length)
             groups, order = recipe_groups(base, eval_set.languages)
             result = evaluate_model(model, tok, eval_set, groups, order, n_boot=settings.n_boot)
-            write_result({"model": str(path), "arm": arm, "seed": seed, "name": name, **result},
-                         target.parent, target.stem)  # fmt: skip
+            write_result(
+                {"model": str(path), "arm": arm, "seed": seed, "name": name, **result},
+                target.parent,
+                target.stem,
+            )
         seconds = time.perf_counter() - start
         key = f"{arm}/seed-{seed}"
         state["seconds"][key] = state["seconds"].get(key, 0.0) + seconds  # over every call that worked on it
@@ -576,10 +583,14 @@ def decay_languages(ev: Evaluations, decay_group: str) -> dict[str, Any]:
             entry[metric] = _retention_block(
                 {m: point[m][:, j] for m in models}, {m: boot[m][:, :, j] for m in models}, metric
             )
-        group_point = {m: np.array([float(ev.scores(f"{PAPER}/{m}", s, "phase")[decay_group][metric])
-                                    for s in ev.seeds]) for m in models}  # fmt: skip
-        group_boot = {m: np.stack([ev.scores(f"{PAPER}/{m}", s, "phase", True)[decay_group][metric]
-                                   for s in ev.seeds]) for m in models}  # fmt: skip
+        group_point = {
+            m: np.array([float(ev.scores(f"{PAPER}/{m}", s, "phase")[decay_group][metric]) for s in ev.seeds])
+            for m in models
+        }
+        group_boot = {
+            m: np.stack([ev.scores(f"{PAPER}/{m}", s, "phase", True)[decay_group][metric] for s in ev.seeds])
+            for m in models
+        }
         out["group"][metric] = _retention_block(group_point, group_boot, metric)
     return out
 
@@ -619,8 +630,10 @@ def _retention_block(point: Mapping[str, np.ndarray], boot: Mapping[str, np.ndar
             kept = np.mean(point[m] - point["decay-cont"]) / gain.mean if gain.mean else float("nan")
             samples = np.mean(boot[m] - boot["decay-cont"], axis=0) / gain_boot
         ci = percentile_interval(samples, float(kept))
-        per_seed = [float(x) if np.isfinite(x) else None
-                    for x in (point[m] - point["decay-cont"]) / np.where(gain_seeds == 0, np.nan, gain_seeds)]  # fmt: skip
+        per_seed = [
+            float(x) if np.isfinite(x) else None
+            for x in (point[m] - point["decay-cont"]) / np.where(gain_seeds == 0, np.nan, gain_seeds)
+        ]
         block["retention"][m] = {
             "mean": float(kept) if np.isfinite(kept) else None,
             "bootstrap_ci": [ci.low, ci.high],
@@ -650,8 +663,9 @@ def analyze(layout: Layout, recipe: Recipe, settings: Settings, arms: Sequence[s
     claims = claims_for(recipe)
     decay = recipe.phases[-1].name
     groups_of = {"phase": [*ev.phase_order, "all"], "resource": [*RESOURCE_GROUPS, "all"]}
-    models = [m for m in dict.fromkeys([*(f"{PAPER}/{m}" for m in ("pre-decay", *(f"decay-{v}" for v in VARIANTS),
-              *MERGES, "best-single")), *(a for a in arms if a != PAPER)]) if ev.has(m)]  # fmt: skip
+    paper_models = ("pre-decay", *(f"decay-{v}" for v in VARIANTS), *MERGES, "best-single")
+    candidates = [f"{PAPER}/{m}" for m in paper_models] + [a for a in arms if a != PAPER]
+    models = [m for m in dict.fromkeys(candidates) if ev.has(m)]
     table = {
         m: {
             grouping: {

@@ -96,8 +96,13 @@ def claim_sentence(claim: Mapping[str, Any], settings: Mapping[str, Any]) -> lis
 
 
 def claims_table(claims: Sequence[Mapping[str, Any]]) -> list[str]:
-    marks = {"paper's direction": "✓ paper", "against the paper": "✗ against", "a better": "first better",
-             "b better": "second better", "not resolved": "–"}  # fmt: skip
+    marks = {
+        "paper's direction": "✓ paper",
+        "against the paper": "✗ against",
+        "a better": "first better",
+        "b better": "second better",
+        "not resolved": "–",
+    }
     lines = [
         "| claim | comparison | group | MLM loss Δ | MLM accuracy Δ | retrieval Δ |",
         "|---|---|---|---:|---:|---:|",
@@ -240,11 +245,17 @@ def plot_claims(claims: Sequence[Mapping[str, Any]], path: Path) -> Path:
         ax.axvline(0, color="k", lw=0.8)
         ax.set_title(f"{METRIC_NAMES[metric]}: {'−Δ (loss)' if sign < 0 else 'Δ, pp'}", fontsize=9)
         ax.grid(alpha=0.3, axis="x")
-    axes[0].set_yticks(range(len(measured)), [f"{c['id']}: {c['a']} vs {c['b']} ({c['group']})" for c in measured],
-                       fontsize=8)  # fmt: skip
+    axes[0].set_yticks(
+        range(len(measured)),
+        [f"{c['id']}: {c['a']} vs {c['b']} ({c['group']})" for c in measured],
+        fontsize=8,
+    )
     axes[0].invert_yaxis()
-    fig.suptitle("Claims: right of 0 = the first model better. Thick: 95% t interval over seeds; thin: "
-                 "bootstrap over documents; ticks: seeds. Green: both exclude 0", fontsize=9)  # fmt: skip
+    fig.suptitle(
+        "Claims: right of 0 = the first model better. Thick: 95% t interval over seeds; thin: "
+        "bootstrap over documents; ticks: seeds. Green: both exclude 0",
+        fontsize=9,
+    )
     return save_figure(fig, path)
 
 
@@ -280,14 +291,26 @@ def plot_groups(models: Mapping[str, Any], path: Path, title: str) -> Path:
                         ms=2,
                         alpha=0.5,
                     )
-                ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", ms=4, capsize=2, color=PALETTE[i % len(PALETTE)],
-                            label=name if row == 0 and col == 0 else None)  # fmt: skip
+                ax.errorbar(
+                    xs,
+                    ys,
+                    yerr=[lo, hi],
+                    fmt="o",
+                    ms=4,
+                    capsize=2,
+                    color=PALETTE[i % len(PALETTE)],
+                    label=name if row == 0 and col == 0 else None,
+                )
             ax.set_xticks(range(len(groups)), groups, fontsize=8)
             ax.set_ylabel(f"{METRIC_NAMES[metric]}{'' if metric == 'mlm_loss' else ', %'}")
             ax.grid(alpha=0.3, axis="y")
     fig.legend(loc="upper center", ncol=min(len(names), 6), fontsize=8)
-    fig.suptitle(f"{title} per language group (top: phase that introduced the language; bottom: thirds by "
-                 "training text). Mean over seeds, 95% t interval, dots = seeds", fontsize=9, y=0.93)  # fmt: skip
+    fig.suptitle(
+        f"{title} per language group (top: phase that introduced the language; bottom: thirds by "
+        "training text). Mean over seeds, 95% t interval, dots = seeds",
+        fontsize=9,
+        y=0.93,
+    )
     return save_figure(fig, path)
 
 
@@ -307,10 +330,17 @@ def plot_decay(exp: Mapping[str, Any], path: Path) -> Path:
             scale = 1 if metric == "mlm_loss" else 100
             diffs = [block[metric]["vs_cont"][m] for m in models]
             means = [scale * d["mean"] for d in diffs]
-            err = [[scale * (d["mean"] - d["ci"][0]) if d["ci"][0] is not None else 0 for d in diffs],
-                   [scale * (d["ci"][1] - d["mean"]) if d["ci"][1] is not None else 0 for d in diffs]]  # fmt: skip
-            ax.bar(range(len(models)), means, yerr=err, capsize=3,
-                   color=[PALETTE[i % len(PALETTE)] for i in range(len(models))])  # fmt: skip
+            err = [
+                [scale * (d["mean"] - d["ci"][0]) if d["ci"][0] is not None else 0 for d in diffs],
+                [scale * (d["ci"][1] - d["mean"]) if d["ci"][1] is not None else 0 for d in diffs],
+            ]
+            ax.bar(
+                range(len(models)),
+                means,
+                yerr=err,
+                capsize=3,
+                color=[PALETTE[i % len(PALETTE)] for i in range(len(models))],
+            )
             for i, d in enumerate(diffs):
                 ax.plot([i] * len(d["values"]), [scale * v for v in d["values"]], ".", color="k", ms=4)
             ax.axhline(0, color="k", lw=0.8)
@@ -320,8 +350,11 @@ def plot_decay(exp: Mapping[str, Any], path: Path) -> Path:
             ax.grid(alpha=0.3, axis="y")
             if row == 0:
                 ax.set_title(title, fontsize=9)
-    fig.suptitle("Languages first seen in the decay (the paper's Figure 2 in miniature): each model against "
-                 "decay-cont, which never saw them. Mean over seeds, 95% t interval, dots = seeds", fontsize=9)  # fmt: skip
+    fig.suptitle(
+        "Languages first seen in the decay (the paper's Figure 2 in miniature): each model against "
+        "decay-cont, which never saw them. Mean over seeds, 95% t interval, dots = seeds",
+        fontsize=9,
+    )
     return save_figure(fig, path)
 
 
@@ -439,8 +472,12 @@ def render(a: Mapping[str, Any], plots: Mapping[str, Path]) -> str:
     L += decay_tables(a["decay_experiment"], s)
     if "decay_experiment" in plots:
         L += [f"![decay experiment]({plots['decay_experiment'].as_posix()})", ""]
-    L += ["## Every model by language group", "",
-          "Mean over seeds [95% t interval across seeds]; the bootstrap intervals are in `results.json`.", ""]  # fmt: skip
+    L += [
+        "## Every model by language group",
+        "",
+        "Mean over seeds [95% t interval across seeds]; the bootstrap intervals are in `results.json`.",
+        "",
+    ]
     for grouping, title in (
         ("phase", "by the phase that introduced the language"),
         ("resource", "by thirds of training text"),

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
-from mmbert.experiment import ExperimentLayout
+from mmbert.experiment import ExperimentLayout, Under
 from mmbert.recipe import Recipe
 from mmbert.run_layout import RunLayout
 
@@ -44,39 +43,14 @@ FILL_MASK_ARTICLE = 5
 class Layout(ExperimentLayout):
     """The paths of a demo directory `out` (its state, recipe, tokenizer, data and plots: `ExperimentLayout`)."""
 
-    STATE_FILE: ClassVar[str] = STATE_FILE
-
-    @property
-    def run(self) -> Path:
-        return self.out / "run"
-
-    @property
-    def merged(self) -> Path:
-        return self.out / "merged"
-
-    @property
-    def model(self) -> Path:
-        return self.out / "model"
-
-    @property
-    def eval_dir(self) -> Path:
-        return self.out / "eval"
-
-    @property
-    def plots(self) -> Path:
-        return self.out / "plots"
-
-    @property
-    def fill_mask(self) -> Path:
-        return self.out / "fill_mask.json"
-
-    @property
-    def metrics(self) -> Path:
-        return self.out / "metrics.json"
-
-    @property
-    def report(self) -> Path:
-        return self.out / "report.md"
+    state = Under(STATE_FILE)
+    run = Under("run")  # training; the decay variants in run/variants/
+    merged = Under("merged")  # the TIES merge
+    model = Under("model")  # its export, loaded on its own
+    eval_dir = Under("eval")  # one evaluation per model (`eval_result`)
+    fill_mask = Under("fill_mask.json")
+    metrics = Under("metrics.json")
+    report = Under("report.md")
 
     def pre_decay_export(self, recipe: Recipe) -> Path:
         """The export at the end of the phase before the decay (the variants' common start)."""

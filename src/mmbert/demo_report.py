@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from mmbert.data.sampler import phase_mixture, store_counts
+from mmbert.data.mixture import phase_mixture
+from mmbert.data.sampler import store_counts
 from mmbert.data.shards import TokenStore
 from mmbert.demo_layout import FILL_MASK_ARTICLE, QUICK_SCALE, Layout
 from mmbert.evaluate import recipe_groups, variant_languages
@@ -55,9 +56,14 @@ def _boundaries(ax: Any, bounds: Sequence[tuple[str, int]], top: bool = True) ->
             ax.axvline(start, color="0.5", ls="--", lw=0.8)
         if top:
             ax.annotate(
-                name, (start, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
-                textcoords="offset points", fontsize=8, color="0.3",
-            )  # fmt: skip
+                name,
+                (start, 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(3, -12),
+                textcoords="offset points",
+                fontsize=8,
+                color="0.3",
+            )
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -126,8 +132,13 @@ def plot_sampling(
     for i, (name, dist) in enumerate(shares.items()):
         values = sorted(dist.values(), reverse=True)
         eng = sum(v for k, v in dist.items() if k.startswith("eng"))
-        ax.plot(np.arange(1, len(values) + 1), values, color=PALETTE[i % len(PALETTE)], lw=1.8,
-                label=f"{name}: {len(values)} languages, English {eng:.0%}")  # fmt: skip
+        ax.plot(
+            np.arange(1, len(values) + 1),
+            values,
+            color=PALETTE[i % len(PALETTE)],
+            lw=1.8,
+            label=f"{name}: {len(values)} languages, English {eng:.0%}",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("language rank")
@@ -138,8 +149,13 @@ def plot_sampling(
     langs = [h for h in highlight if any(h in d for d in shares.values())]
     width = 0.8 / max(len(shares), 1)
     for i, (name, dist) in enumerate(shares.items()):
-        bx.bar(np.arange(len(langs)) + i * width, [100 * dist.get(k, 0.0) for k in langs], width,
-               color=PALETTE[i % len(PALETTE)], label=name)  # fmt: skip
+        bx.bar(
+            np.arange(len(langs)) + i * width,
+            [100 * dist.get(k, 0.0) for k in langs],
+            width,
+            color=PALETTE[i % len(PALETTE)],
+            label=name,
+        )
     bx.set_xticks(np.arange(len(langs)) + 0.4 - width / 2, langs, rotation=30, fontsize=8)
     bx.set_yscale("symlog", linthresh=0.1)
     bx.set_ylabel("share of tokens, % (symlog)")
@@ -202,8 +218,13 @@ def plot_models_by_group(evals: Mapping[str, Mapping[str, Any]], groups: Sequenc
     ):
         for i, (name, result) in enumerate(evals.items()):
             vals = [result["groups"].get(g, {}).get(key) for g in groups]
-            ax.bar(np.arange(len(groups)) + i * width, [100 * v if v is not None else 0 for v in vals], width,
-                   color=PALETTE[i % len(PALETTE)], label=name)  # fmt: skip
+            ax.bar(
+                np.arange(len(groups)) + i * width,
+                [100 * v if v is not None else 0 for v in vals],
+                width,
+                color=PALETTE[i % len(PALETTE)],
+                label=name,
+            )
         ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, groups, fontsize=8)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, axis="y")
@@ -425,7 +446,7 @@ def write_demo_report(layout: Layout, recipe: Recipe, state: Mapping[str, Any]) 
         "sampling": {
             name: {"languages": len(d), "top": dict(sorted(d.items(), key=lambda kv: -kv[1])[:10])}
             for name, d in shares.items()
-        },  # fmt: skip
+        },
         "evaluation": {
             name: {"model": r["model"], "groups": r["groups"], "settings": r["settings"]}
             for name, r in evals.items()
@@ -470,10 +491,17 @@ def render_report(
         "|---|---:|---|---:|---:|---:|---:|",
     ]
     for p in metrics["recipe"]["phases"]:
-        L.append(f"| {p['name']} | {p['tokens']:,} | {p['languages']} | {p['tau']} | {p['mask_rate']} | "
-                 f"{p['seq_len']} | {p['rope_theta']:g} |")  # fmt: skip
-    L += ["", "Decay variants (each from the end-of-" + recipe.phases[-2].name + " checkpoint): "
-          + "; ".join(f"`{v}`: {langs}" for v, langs in metrics["recipe"]["variants"].items()) + ".", ""]  # fmt: skip
+        L.append(
+            f"| {p['name']} | {p['tokens']:,} | {p['languages']} | {p['tau']} | {p['mask_rate']} | "
+            f"{p['seq_len']} | {p['rope_theta']:g} |"
+        )
+    L += [
+        "",
+        f"Decay variants (each from the end-of-{recipe.phases[-2].name} checkpoint): "
+        + "; ".join(f"`{v}`: {langs}" for v, langs in metrics["recipe"]["variants"].items())
+        + ".",
+        "",
+    ]
     L += ["## Training", "", "![loss](plots/loss.png)", "", "![schedules](plots/schedule.png)", ""]
     L += [
         "| run | phase | steps | tokens at end | loss (last 5 steps) | tokens/s |",
@@ -484,24 +512,44 @@ def render_report(
             loss = "-" if t["final_loss"] is None else f"{t['final_loss']:.3f}"
             rate = "-" if t["tokens_per_s"] is None else f"{t['tokens_per_s']:,.0f}"
             L.append(f"| {run} | {ph} | {t['steps']} | {t['end_tokens']:,} | {loss} | {rate} |")
-    L += ["", "The loss is over the masked tokens only and the mask rate changes at each phase boundary "
-          "(and the language mix with it), so losses of different phases are not directly comparable.", ""]  # fmt: skip
+    L += [
+        "",
+        "The loss is over the masked tokens only and the mask rate changes at each phase boundary "
+        "(and the language mix with it), so losses of different phases are not directly comparable.",
+        "",
+    ]
     L += ["## Language sampling", "", "![sampling](plots/sampling.png)", ""]
     for name, d in metrics["sampling"].items():
         top = ", ".join(f"{k} {v:.1%}" for k, v in list(d["top"].items())[:5])
         L.append(f"- {name}: {d['languages']} languages; largest shares {top}")
-    L += ["", "## Evaluation", "",
-          f"Held-out UDHR articles {es['heldout_articles']} (never trained on) of {es['declarations']} declarations, "
-          f"each text cut to {es['max_length']} tokens; languages grouped by the recipe phase that introduced them. "
-          f"MLM accuracy at a fixed 15% masking (seed 0, {es['masked_tokens']:,} masked tokens); retrieval = "
-          "accuracy@1 of aligned held-out paragraphs to and from English (mean of both directions). In brackets: "
-          "the 95% interval of a bootstrap over the held-out documents (resampled within each language); one "
-          "training seed, so the variation between training runs is not in it (`mmbert ablate` measures that).",
-          "", "MLM accuracy, %:", "", models_table(evals, order, "mlm_accuracy"), "",
-          "MLM loss:", "", models_table(evals, order, "mlm_loss"), "",
-          "Retrieval accuracy@1, %:", "", models_table(evals, order, "retrieval"), "",
-          "![models by group](plots/models_by_group.png)", "",
-          "![accuracy by language](plots/accuracy_by_language.png)", ""]  # fmt: skip
+    L += [
+        "",
+        "## Evaluation",
+        "",
+        f"Held-out UDHR articles {es['heldout_articles']} (never trained on) of {es['declarations']} declarations, "
+        f"each text cut to {es['max_length']} tokens; languages grouped by the recipe phase that introduced them. "
+        f"MLM accuracy at a fixed 15% masking (seed 0, {es['masked_tokens']:,} masked tokens); retrieval = "
+        "accuracy@1 of aligned held-out paragraphs to and from English (mean of both directions). In brackets: "
+        "the 95% interval of a bootstrap over the held-out documents (resampled within each language); one "
+        "training seed, so the variation between training runs is not in it (`mmbert ablate` measures that).",
+        "",
+        "MLM accuracy, %:",
+        "",
+        models_table(evals, order, "mlm_accuracy"),
+        "",
+        "MLM loss:",
+        "",
+        models_table(evals, order, "mlm_loss"),
+        "",
+        "Retrieval accuracy@1, %:",
+        "",
+        models_table(evals, order, "retrieval"),
+        "",
+        "![models by group](plots/models_by_group.png)",
+        "",
+        "![accuracy by language](plots/accuracy_by_language.png)",
+        "",
+    ]
     chance = exp.get("retrieval_chance")
     L += [
         "## The decay-phase experiment",
@@ -522,11 +570,16 @@ def render_report(
     if "decay_experiment" in metrics["plots"]:
         L += ["![decay experiment](plots/decay_experiment.png)", ""]
     if metrics["fill_mask"]:
-        L += ["## Fill-mask with the final model", "",
-              f"First sentence of held-out article {article}: one whole word masked, all of its tokens (of the "
-              "words of 4+ letters, the one with the fewest tokens, then the longest); the top 5 fillings from a "
-              "beam over its tokens, left to right, each with the product of its tokens' probabilities:", "",
-              "| language | masked text | answer (tokens) | rank | top 5 |", "|---|---|---|---:|---|"]  # fmt: skip
+        L += [
+            "## Fill-mask with the final model",
+            "",
+            f"First sentence of held-out article {article}: one whole word masked, all of its tokens (of the "
+            "words of 4+ letters, the one with the fewest tokens, then the longest); the top 5 fillings from a "
+            "beam over its tokens, left to right, each with the product of its tokens' probabilities:",
+            "",
+            "| language | masked text | answer (tokens) | rank | top 5 |",
+            "|---|---|---|---:|---|",
+        ]
         for ex in metrics["fill_mask"]:
             preds = ", ".join(f"`{p['token']}` {p['score']:.2g}" for p in ex["predictions"])
             text = ex["text"].replace("|", "\\|")
@@ -535,10 +588,13 @@ def render_report(
             )
         L.append("")
     merge = metrics.get("merge") or {}
-    L += ["## Files", "",
-          f"- `{layout.model}`: the final model (TIES merge{', density ' + str(merge['density']) if merge.get('density') else ''}"
-          " of the decay variants), HF format with its tokenizer",
-          f"- `{layout.run}`: the training run (`metrics.jsonl`, checkpoints, per-phase exports; variants in `variants/`)",
-          f"- `{layout.eval_dir}`: one JSON + Markdown evaluation per model; `metrics.json`: everything in this report",
-          ""]  # fmt: skip
+    L += [
+        "## Files",
+        "",
+        f"- `{layout.model}`: the final model (TIES merge{', density ' + str(merge['density']) if merge.get('density') else ''}"
+        " of the decay variants), HF format with its tokenizer",
+        f"- `{layout.run}`: the training run (`metrics.jsonl`, checkpoints, per-phase exports; variants in `variants/`)",
+        f"- `{layout.eval_dir}`: one JSON + Markdown evaluation per model; `metrics.json`: everything in this report",
+        "",
+    ]
     return "\n".join(L)

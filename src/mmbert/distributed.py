@@ -77,17 +77,24 @@ def _env_int(name: str, default: int) -> int:
 def init_distributed(device: str | None = None, timeout_s: float = 1800.0) -> DistEnv:
     """Join the process group described by torchrun's environment (a no-op for one process).
 
-    `device`: "cpu", "cuda" or None (CUDA when available). Each rank uses `cuda:LOCAL_RANK`.
+    `device` means what it means to every command: "cpu", "cuda", "cuda:N" or None (CUDA when
+    available). Under torchrun each rank uses `cuda:LOCAL_RANK`, so a device number is refused there;
+    one process uses the device named (`cuda`: `cuda:0`).
     """
     world_size = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
     use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
     if use_cuda and not torch.cuda.is_available():
-        raise MmbertError("--device cuda was asked for, but torch sees no CUDA device")
+        raise MmbertError(f"--device {device or 'cuda'} was asked for, but torch sees no CUDA device")
+    index = torch.device(device).index if device is not None and use_cuda else None
+    if index is not None and world_size > 1:
+        raise MmbertError(
+            f"--device {device}: under torchrun each rank uses cuda:LOCAL_RANK; give --device cuda"
+        )
     if use_cuda:
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
+        dev = torch.device("cuda", local_rank if index is None else index)
+        torch.cuda.set_device(dev)
     else:
         dev = torch.device("cpu")
     if world_size > 1 and "TORCHELASTIC_RUN_ID" in os.environ:

@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from mmbert.data.corpus import HELDOUT_ARTICLES, Declaration, load_udhr
 from mmbert.data.masking import mask_tokens, never_masked
+from mmbert.data.mixture import trained_languages
 from mmbert.data.packing import PackedBatch
 from mmbert.inference import DEFAULT_BATCH_TOKENS, embed_ids, fit_length, length_batches, load, tokenize
 from mmbert.io import atomic_write_text
@@ -67,35 +68,23 @@ NOT_IN_MMBERT = "not in mmBERT"
 
 
 # ---------------------------------------------------------------------------------------------- groups
-def _resolve(spec: str | list[str], available: list[str]) -> set[str]:
-    """The available keys a language spec selects; items the corpus does not have are ignored."""
-    items = spec.split(",") if isinstance(spec, str) else spec
-    out: set[str] = set()
-    for item in items:
-        try:
-            out.update(resolve_languages(item.strip(), available))
-        except ValueError:
-            continue  # e.g. `code`, or a language the bundled corpus lacks
-    return out
+def _languages_of(phases: Iterable[Any], available: list[str]) -> set[str]:
+    """The languages of `available` that any of `phases` trains on (`mmbert.data.mixture.trained_languages`)."""
+    return set().union(*(trained_languages(phase, available) for phase in phases))
 
 
 def recipe_groups(recipe: Any, langs: Iterable[str]) -> tuple[dict[str, str], list[str]]:
     """language -> name of the recipe phase that introduced it (else `unseen`), and the group order.
 
-    A phase's languages are its own plus its sources'; the last phase counts every decay variant, so a
+    A phase's languages are those its sources train on, as training resolves them
+    (`mmbert.data.mixture.trained_languages`); the last phase counts every decay variant, so a
     language that only the all-language variant adds is introduced by that phase.
     """
     available = sorted(langs)
     groups: dict[str, str] = {}
     order = []
     for phase in recipe.phases:
-        versions = [phase] + [phase.with_variant(v) for v in phase.variants]
-        seen: set[str] = set()
-        for version in versions:
-            seen |= _resolve(version.languages, available)
-            for source in version.sources:
-                if source.languages is not None:
-                    seen |= _resolve(source.languages, available)
+        seen = _languages_of([phase] + [phase.with_variant(v) for v in phase.variants], available)
         new = [lang for lang in available if lang in seen and lang not in groups]
         for lang in new:
             groups[lang] = phase.name
@@ -118,16 +107,9 @@ def released_groups(langs: Iterable[str]) -> tuple[dict[str, str], list[str]]:
 def variant_languages(recipe: Any, langs: Iterable[str]) -> dict[str, set[str]]:
     """Decay variant name -> the languages its run trains on (all phases: shared ones + its decay)."""
     available = sorted(langs)
-    out = {}
-    for name in recipe.variant_names():
-        seen: set[str] = set()
-        for phase in recipe.phases_for_variant(name):
-            seen |= _resolve(phase.languages, available)
-            for source in phase.sources:
-                if source.languages is not None:
-                    seen |= _resolve(source.languages, available)
-        out[name] = seen
-    return out
+    return {
+        name: _languages_of(recipe.phases_for_variant(name), available) for name in recipe.variant_names()
+    }
 
 
 # ---------------------------------------------------------------------------------------------- eval set

@@ -108,33 +108,27 @@ def _scaled_budgets(recipe: Recipe, scale: float) -> list[str]:
     return out
 
 
+class Under:
+    """A path under a layout's `out` directory, declared by name (`tokenizer = Under("tokenizer")`)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, layout: Any, owner: type | None = None) -> Any:
+        return self if layout is None else layout.out / self.name
+
+
 @dataclasses.dataclass(frozen=True)
 class ExperimentLayout:
-    """The paths every experiment directory `out` has; a command's layout adds its own."""
-
-    STATE_FILE: ClassVar[str]  # the settings and what is finished, named after the command
+    """The paths every experiment directory `out` has; a command's layout adds its own, and its `state`
+    (the settings and what is finished, named after the command)."""
 
     out: Path
-
-    @property
-    def state(self) -> Path:
-        return self.out / self.STATE_FILE
-
-    @property
-    def recipe(self) -> Path:
-        return self.out / "recipe.yaml"
-
-    @property
-    def tokenizer(self) -> Path:
-        return self.out / "tokenizer"
-
-    @property
-    def data(self) -> Path:
-        return self.out / "data"
-
-    @property
-    def plots(self) -> Path:
-        return self.out / "plots"
+    state: ClassVar[Under]
+    recipe = Under("recipe.yaml")  # the recipe as trained (scaled, pointed at the tokenizer and data)
+    tokenizer = Under("tokenizer")
+    data = Under("data")  # prepared shards of the bundled corpus
+    plots = Under("plots")
 
 
 def read_state(layout: ExperimentLayout, settings: ExperimentSettings, **fresh: Any) -> dict[str, Any]:

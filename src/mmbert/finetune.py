@@ -42,6 +42,7 @@ from mmbert.hf import check_loaded_tokenizer
 from mmbert.inference import resolve_device
 from mmbert.io import atomic_dir, check_output, not_found
 from mmbert.model import MmBertForSequenceClassification
+from mmbert.optim import parameter_groups
 from mmbert.tokenizer import load_tokenizer, write_tokenizer_files
 
 logger = logging.getLogger(__name__)
@@ -358,9 +359,8 @@ def evaluate(model, data: Encoded, task: str, batch_size: int, device: torch.dev
 
 # ---------------------------------------------------------------------------------------------- training
 def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    # No weight decay on norms and biases (1-D parameters), as in pre-training.
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    # No weight decay on norms and biases: pre-training's rule (`mmbert.optim.parameter_groups`).
+    decay, no_decay = parameter_groups(model)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
 
@@ -503,29 +503,30 @@ def fit(
 class FinetuneOptions:
     """What `finetune` trains on and how (the `mmbert finetune` options, one field each)."""
 
-    model: str  # HF-format directory (an export) or a Hub name such as jhu-clsp/mmBERT-small
-    train: str  # a .csv/.tsv/.jsonl/.json file, a dataset directory or an HF dataset name (NAME[:SPLIT])
-    out: str  # output directory: HF model + tokenizer + finetune.json
-    tokenizer: str | None = None  # default: the model's
-    dev: str | None = None  # default: the dataset's validation/dev/test split, else dev_fraction of train
-    test: str | None = None  # evaluated with the best checkpoint
-    text_column: str = "text"
-    text_pair_column: str | None = None
-    label_column: str = "label"
-    task: str = "auto"  # one of TASKS
-    metric: str | None = None  # early stopping; default accuracy (classification) or pearson (regression)
-    epochs: float = 3.0
-    max_steps: int | None = None  # overrides epochs
-    batch_size: int = 16
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
+    # Each field's comment is also its option's help (`mmbert finetune --help`).
+    model: str  # HF-format mmBERT: a directory (an export) or a Hub name (jhu-clsp/mmBERT-small)
+    train: str  # training data: .csv/.tsv/.jsonl/.json, a dataset directory or HF name (NAME[:SPLIT])
+    out: str  # output directory (HF model + tokenizer + finetune.json)
+    tokenizer: str | None = None  # tokenizer directory (default: the model's)
+    dev: str | None = None  # dev data as train (default: its validation/dev/test split, else dev_fraction)
+    test: str | None = None  # optional test data, evaluated with the best checkpoint
+    text_column: str = "text"  # the column holding the text
+    text_pair_column: str | None = None  # second text of a pair (e.g. text_pair)
+    label_column: str = "label"  # the column holding the label
+    task: str = "auto"  # one of TASKS: auto decides from the labels
+    metric: str | None = None  # early-stopping metric (default: accuracy, or pearson for regression)
+    epochs: float = 3.0  # passes over the training data
+    max_steps: int | None = None  # stop after this many steps (overrides epochs)
+    batch_size: int = 16  # examples per step
+    lr: float = 5e-5  # peak learning rate
+    weight_decay: float = 0.01  # AdamW weight decay (not on norms and biases)
+    warmup_ratio: float = 0.1  # fraction of the steps warming the learning rate up
     max_length: int = 512  # tokens per example (longer is truncated)
-    eval_every: int | None = None  # steps; default once per epoch
-    patience: int = 3  # evaluations without improvement before stopping
-    dev_fraction: float = 0.1
-    classifier_pooling: str | None = None  # mean or cls: overrides the model's
-    seed: int = 0
+    eval_every: int | None = None  # evaluate every N steps (default: each epoch)
+    patience: int = 3  # stop after N evaluations without improvement
+    dev_fraction: float = 0.1  # the part of train held out as dev when there is no dev split
+    classifier_pooling: str | None = None  # mean or cls: overrides the model's classifier_pooling
+    seed: int = 0  # seed of the head's initialization and the data order
     device: str | None = None  # default: cuda when available
     progress: bool = True
     overwrite: bool = False  # replace `out` even when it is an input or a directory finetune did not write

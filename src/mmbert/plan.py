@@ -38,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from mmbert.data.sampler import Counts, Mixture, recipe_mixtures, store_counts
+from mmbert.data.mixture import Counts, Mixture, recipe_mixtures
+from mmbert.data.sampler import store_counts
 from mmbert.data.shards import TokenStore
 from mmbert.languages import LANGUAGE_SETS, counts_code, released_counts, resolve_languages
 from mmbert.recipe import Phase, Recipe, RecipeError, load_recipe

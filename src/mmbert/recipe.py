@@ -56,8 +56,9 @@ from typing import Any
 import yaml
 
 from mmbert.config import MmBertConfig
+from mmbert.data.mixture import SourceSpec
 from mmbert.data.records import BadInputError, load_yaml, read_text
-from mmbert.errors import MmbertError
+from mmbert.errors import RecipeError
 from mmbert.io import atomic_write_text
 
 OPTIMIZERS = ("stable_adamw", "adamw")
@@ -72,27 +73,6 @@ _VARIANT_FORBIDDEN = ("name", "variants")
 _SUFFIXES = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
 # Phase and variant names name directories and files of a run (`export/<phase>`, `variants/<name>`).
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class RecipeError(MmbertError, ValueError):
-    """A recipe problem; `key` is the dotted/indexed path of the offending key (may be empty)."""
-
-    def __init__(self, key: str, message: str, file: str | None = None) -> None:
-        self.key = key
-        self.message = message
-        self.file = file
-        where = ": ".join(p for p in (file, key) if p)
-        super().__init__(f"{where}: {message}" if where else message)
-
-    def under(self, prefix: str) -> RecipeError:
-        """The same error, with `prefix` (e.g. `phases[1]`) in front of its key."""
-        if not prefix:
-            return self
-        key = f"{prefix}.{self.key}" if self.key and not self.key.startswith("[") else prefix + self.key
-        return RecipeError(key, self.message, self.file)
-
-    def in_file(self, file: str) -> RecipeError:
-        return RecipeError(self.key, self.message, file)
 
 
 def _check(cond: bool, key: str, message: str) -> None:
@@ -203,46 +183,6 @@ class TrainSpec:
 
 
 @dataclass
-class SourceSpec:
-    """One data source of a phase: its part of the phase's tokens and, if multilingual, its language rule.
-
-    `share` is a fraction of the phase's tokens (the shares of a phase must sum to one); `weight` is a
-    relative amount (normalized over the phase's sources). `languages` and `tau` default to the phase's.
-    Within the source, `p(lang) ∝ (n_tokens(lang) * multipliers.get(lang, 1)) ** tau`, except for the
-    languages in `fixed_shares`, which get exactly that fraction of the source's tokens. Multiplier and
-    fixed-share keys are language keys (`eng_Latn`) or ISO 639-3 codes (`eng`).
-    """
-
-    name: str
-    share: float | None = None
-    weight: float | None = None
-    languages: str | list[str] | None = None
-    tau: float | None = None
-    multipliers: dict[str, float] = field(default_factory=dict)
-    fixed_shares: dict[str, float] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        _check(bool(self.name), "name", "must be a non-empty source name")
-        _check(
-            (self.share is None) != (self.weight is None), "share", "give exactly one of `share` and `weight`"
-        )
-        if self.share is not None:
-            _check(0 < self.share <= 1, "share", f"must be in (0, 1], got {self.share}")
-        if self.weight is not None:
-            _check(self.weight > 0, "weight", f"must be > 0, got {self.weight}")
-        if self.tau is not None:
-            _check(0 <= self.tau <= 1, "tau", f"must be in [0, 1], got {self.tau}")
-        if isinstance(self.languages, list):
-            _check(len(self.languages) > 0, "languages", "must not be an empty list")
-        for lang, mult in self.multipliers.items():
-            _check(mult > 0 and math.isfinite(mult), f"multipliers.{lang}", f"must be > 0, got {mult}")
-        for lang, share in self.fixed_shares.items():
-            _check(0 < share <= 1, f"fixed_shares.{lang}", f"must be in (0, 1], got {share}")
-        total = sum(self.fixed_shares.values())
-        _check(total <= 1 + 1e-9, "fixed_shares", f"sum to {total:.6g} > 1")
-
-
-@dataclass
 class Phase:
     """One training phase: its token budget, languages, masking, context, RoPE and LR-schedule part.
 
@@ -337,18 +277,6 @@ class Phase:
                 f"shares sum to {total:.6g}, not 1 ({', '.join(f'{s.name}={s.share}' for s in self.sources)});"
                 " use `weight` for relative amounts",
             )
-
-    def source_shares(self) -> dict[str, float]:
-        """Each source's fraction of the phase's tokens (weights normalized)."""
-        amounts = {s.name: (s.share if s.share is not None else s.weight) for s in self.sources}
-        total = sum(amounts.values())  # type: ignore[arg-type]
-        return {k: v / total for k, v in amounts.items()}  # type: ignore[operator]
-
-    def source_tau(self, source: SourceSpec) -> float:
-        return self.tau if source.tau is None else source.tau
-
-    def source_languages(self, source: SourceSpec) -> str | list[str]:
-        return self.languages if source.languages is None else source.languages
 
     def with_variant(self, variant: str) -> Phase:
         """This phase with decay variant `variant`'s keys applied (and no variant table)."""

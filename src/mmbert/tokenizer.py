@@ -456,8 +456,9 @@ def load_tokenizer(path_or_name: str | Path, *, adapt: bool = False) -> PreTrain
         return _load_as_shipped(path_or_name)
     logger.info(
         "%s: adapted to mmBERT's layout in memory (%s); `mmbert tokenizer adapt` writes it",
-        path_or_name, "; ".join(map(str, changes)),
-    )  # fmt: skip
+        path_or_name,
+        "; ".join(map(str, changes)),
+    )
     return adapt_tokenizer(files, files.config.get("model_max_length") or MODEL_MAX_LENGTH)
 
 
@@ -570,8 +571,10 @@ def summarize_tokenizer(
     if files is not None:  # the tokens the files give each role (transformers may not name them all)
         special = {role: (files.role_token(role), i) for role, i in files.special_ids().items()}
     else:
-        special = {role: (getattr(tok, f"{role}_token", None), getattr(tok, f"{role}_token_id", None))
-                   for role in SPECIAL_IDS}  # fmt: skip
+        special = {
+            role: (getattr(tok, f"{role}_token", None), getattr(tok, f"{role}_token_id", None))
+            for role in SPECIAL_IDS
+        }
     return TokenizerSummary(
         name=str(path_or_name),
         class_name=type(tok).__name__,

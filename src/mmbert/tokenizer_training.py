@@ -355,8 +355,15 @@ def train_and_save(
         texts = read_text_files(inputs, text_field, lang_field, lang)
         source = f"{len(inputs)} file(s)"
     n_chars = sum(len(t) for ts in texts.values() for t in ts)
-    logger.info("training %s tokenizer, vocab %d, tau %s, on %s: %d languages, %s characters",
-                model, vocab_size, tau, source, len(texts), f"{n_chars:,}")  # fmt: skip
+    logger.info(
+        "training %s tokenizer, vocab %d, tau %s, on %s: %d languages, %s characters",
+        model,
+        vocab_size,
+        tau,
+        source,
+        len(texts),
+        f"{n_chars:,}",
+    )
     t0 = time.perf_counter()
     tok = train_tokenizer(
         texts, vocab_size, model=model, tau=tau, seed=seed, max_chars=max_chars, show_progress=progress

@@ -20,7 +20,7 @@ from mmbert.benchmark.data import BenchmarkDataError, DataSource, Part, load_spl
 from mmbert.benchmark.settings import Settings, SettingsError
 from mmbert.config import MmBertConfig
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 LOCAL_TASK = "LocalSTS"
 
@@ -124,7 +124,7 @@ def run_mteb(model_dir: str, settings: Settings, source: DataSource, device: tor
     groups = {}
     for task_result in results.task_results:
         groups[task_result.task_name] = {"main_score": float(task_result.get_score())}
-        log.info(
+        logger.info(
             "mteb %s: main score %.4f", task_result.task_name, groups[task_result.task_name]["main_score"]
         )
     score = sum(g["main_score"] for g in groups.values()) / len(groups)

@@ -39,7 +39,7 @@ from mmbert.stats import seed_interval
 from mmbert.tokenizer import load_tokenizer
 from mmbert.weights import find_weights
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 RESULT = "result.json"
 REPORT = "report.md"
@@ -50,12 +50,13 @@ SUMMARY = "summary.json"  # a family run's (glue, xtreme): every task's score an
 class BenchmarkOptions:
     """What `mmbert benchmark` runs (one field per command-line option)."""
 
-    task: str
+    # Each field's comment is also its option's help (`mmbert benchmark --help`).
+    task: str  # the task (e.g. cola, xnli, tydiqa, wikiann, mteb) or a family (glue, xtreme)
     model: str  # an HF-format model directory or a Hub name
-    data: str | None = None  # a local folder / file, or hf:NAME; default: the settings' dataset names
-    out: str | None = None  # default: benchmarks/TASK
-    settings: str | None = None  # a settings file; default: the built-in one that defines TASK
-    overrides: tuple[str, ...] = ()  # key=value on the resolved settings
+    data: str | None = None  # a folder (CONFIG/SPLIT.jsonl|...), a file or hf:NAME (default: the settings')
+    out: str | None = None  # directory for result.json and report.md (default: benchmarks/TASK)
+    settings: str | None = None  # a settings file (default: the built-in one that defines TASK)
+    overrides: tuple[str, ...] = ()  # key=value changes to the task's resolved settings
     device: str | None = None
     progress: bool = True
     overwrite: bool = False
@@ -159,7 +160,7 @@ def run_family(options: BenchmarkOptions) -> FamilyResult:
         data = options.data
         if data and not data.startswith("hf:") and (Path(data) / task).is_dir():
             data = str(Path(data) / task)
-        log.info("%s: %s", family, task)
+        logger.info("%s: %s", family, task)
         results.append(
             run_benchmark(replace(options, task=task, data=data, out=str(out / task), overwrite=True))
         )
@@ -298,7 +299,7 @@ def _finetune_runs(
             )
             scores = kind.evaluate(model, evals, device)
             task_score = sum(g[metric] for g in scores["groups"].values()) / len(scores["groups"])
-            log.info("%s lr %g seed %d: %s %.4f", settings.task, lr, seed, metric, task_score)
+            logger.info("%s lr %g seed %d: %s %.4f", settings.task, lr, seed, metric, task_score)
             kept = next(h for h in fitted.history if h["step"] == fitted.best_step)  # the model scored
             runs.append({"lr": float(lr), "seed": seed, "score": task_score, "dev_score": kept[metric],
                          "eval": scores, "steps": fitted.steps, "best_step": fitted.best_step,

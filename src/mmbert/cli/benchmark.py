@@ -14,31 +14,16 @@ import argparse
 
 from mmbert.benchmark import FAMILIES, BenchmarkOptions, run_benchmark, run_family
 from mmbert.benchmark.report import score_text
-from mmbert.cli import add_shared, call
+from mmbert.cli import Options, call
 
 INTERMIXED = True  # TASK key=value --model M key=value keeps every override
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    p = parser
-    p.add_argument(
-        "task", help="the task (e.g. cola, xnli, tydiqa, wikiann, mteb) or a family (glue, xtreme)"
+    # Every field of BenchmarkOptions, its comment as the help.
+    Options(parser, BenchmarkOptions).add_all(
+        task={"positional": True}, overrides={"positional": True, "nargs": "*"}
     )
-    p.add_argument("overrides", nargs="*", default=[], help="key=value changes to the task's settings")
-    p.add_argument("--model", required=True, help="HF-format model directory or Hub name")
-    p.add_argument(
-        "--data",
-        default=None,
-        help="a local folder (CONFIG/SPLIT.jsonl|json|parquet|csv) or file, or hf:NAME "
-        "(default: the settings' dataset names through `datasets`)",
-    )
-    p.add_argument(
-        "--out",
-        default=None,
-        help="output directory for result.json and report.md (default: benchmarks/TASK)",
-    )
-    p.add_argument("--settings", default=None, help="a settings file (default: the built-in one for TASK)")
-    add_shared(p, "device", "progress", "overwrite")
 
 
 def run(args: argparse.Namespace) -> int:

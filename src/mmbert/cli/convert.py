@@ -11,11 +11,10 @@ checkpoint); `--tokenizer` writes that tokenizer beside the weights with mmBERT'
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import yaml
 
-from mmbert.cli import add_shared, call
+from mmbert.cli import Options, call
 from mmbert.composer import convert_checkpoint
 from mmbert.config import PRESETS
 
@@ -23,12 +22,23 @@ INTERMIXED = True  # config overrides may come before and after the options
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", type=Path, help="a Composer .pt checkpoint (or a plain state dict)")
-    p.add_argument("overrides", nargs="*", help="model config overrides, key=value (global_rope_theta=10000)")
-    p.add_argument("--out", required=True, type=Path, help="HF-format directory to write")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="default: the preset whose shapes match")
-    p.add_argument("--tokenizer", help="tokenizer to write beside the weights (e.g. Gemma 2's), adapted")
-    add_shared(p, "overwrite")
+    o = Options(p, convert_checkpoint)
+    o.add(
+        "path",
+        positional=True,
+        metavar="checkpoint",
+        help="a Composer .pt checkpoint (or a plain state dict)",
+    )
+    o.add(
+        "overrides",
+        positional=True,
+        nargs="*",
+        help="model config overrides, key=value (global_rope_theta=10000)",
+    )
+    o.add("out", help="HF-format directory to write")
+    o.add("preset", choices=sorted(PRESETS), help="default: the preset whose shapes match")
+    o.add("tokenizer", help="tokenizer to write beside the weights (e.g. Gemma 2's), adapted")
+    o.shared("overwrite")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         if not sep or not key:
             raise ValueError(f"override {item!r}: expected key=value (a model config field)")
         overrides[key.strip()] = yaml.safe_load(value)
-    report = call(convert_checkpoint, args, args.checkpoint, args.out, overrides=overrides)
+    report = call(convert_checkpoint, args, overrides=overrides)
     c = report.config
     print(
         f"wrote {report.out}: {report.parameters / 1e6:.1f}M parameters ({str(report.dtype).removeprefix('torch.')}), "

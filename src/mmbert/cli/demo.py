@@ -9,41 +9,26 @@ same command continues where it stopped.
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
-from mmbert.cli import positive_float
+from mmbert.cli.experiment import experiment_options, run_experiment
 from mmbert.demo import Settings, run_demo
 
 INTERRUPTED = "finished steps are kept: rerun the same command to continue"
+QUICK = "smoke-test size: the tiny model, 3%% of the tokens, fewer languages evaluated"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    p = parser
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="demo directory (rerun to continue)")
-    p.add_argument("--recipe", type=Path, help="default: recipes/tiny.yaml")
-    p.add_argument(
-        "--scale", type=positive_float, help="multiply every token budget of the recipe (default 1)"
-    )
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke-test size: the tiny model, 3%% of the tokens, fewer languages evaluated",
-    )
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="tokenizer processes")
-    p.add_argument(
+    runner = experiment_options(parser, run_demo, Settings.create, "runs/demo", "default 1", QUICK)
+    runner.add(
+        "log_every_steps",
         "--log-every",
-        dest="log_every_steps",
-        type=int,
-        default=0,
-        help="a training step line every N steps (default 0: none; the bars show progress, "
+        help="a training step line every N steps (0: none; the bars show progress, "
         "every step is in metrics.jsonl and TensorBoard)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = Settings.create(args.recipe, scale=args.scale, quick=args.quick)
-    result = run_demo(args.out, settings, args.workers, args.log_every_steps)
+    result = run_experiment(run_demo, Settings.create, args)
     print(
         f"done: {result.report} ({result.seconds / 60:.1f} min of steps in all); the model is in {result.model}"
     )

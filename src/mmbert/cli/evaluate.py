@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from mmbert.cli import add_shared, call
+from mmbert.cli import Options, add_shared, call, own_option
 from mmbert.data.corpus import HELDOUT_ARTICLES
 from mmbert.evaluate import evaluate_dir, markdown_table, write_result
 from mmbert.io import check_output
@@ -21,27 +21,23 @@ from mmbert.recipe import load_recipe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    p = parser
-    p.add_argument("model", type=Path, help="HF-format model directory with tokenizer files")
-    p.add_argument(
-        "--recipe", type=Path, help="group languages by the phase of this recipe that introduced them"
+    o = Options(parser, evaluate_dir)
+    o.add(
+        "model_dir", positional=True, metavar="model", help="HF-format model directory with tokenizer files"
     )
-    p.add_argument(
-        "--languages",
+    o.add("recipe", type=Path, help="group languages by the phase of this recipe that introduced them")
+    o.add(
+        "languages",
         nargs="+",
         help="languages to evaluate: keys, ISO 639-3 codes or a set (mmbert-60); default: all bundled",
     )
-    p.add_argument("--out", type=Path, help="write DIR/eval.json and DIR/eval.md")
-    add_shared(p, "json", "progress")
-    p.add_argument("--max-length", type=int, default=512, help="tokens per article/paragraph")
-    p.add_argument("--seed", type=int, default=0, help="masking seed")
-    p.add_argument(
-        "--articles",
-        nargs="+",
-        type=int,
-        help=f"a subset of the held-out articles {sorted(HELDOUT_ARTICLES)}",
-    )
-    add_shared(p, "device", "batch_tokens")
+    own_option(parser, "--out", type=Path, help="write DIR/eval.json and DIR/eval.md")
+    add_shared(parser, "json")
+    o.shared("progress")
+    o.add("max_length", help="tokens per article/paragraph")
+    o.add("seed", help="masking seed")
+    o.add("articles", help=f"a subset of the held-out articles {sorted(HELDOUT_ARTICLES)}")
+    o.shared("device", "batch_tokens")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,13 +48,13 @@ def run(args: argparse.Namespace) -> int:
         # Before the work: a file, a dangling link or a read-only place there. The directory may hold
         # anything (the model's own folder is a natural place): only eval.json and eval.md are replaced.
         check_output(args.out, [], is_own=lambda _: True, overwrite=None)
-    result = call(evaluate_dir, args, args.model, recipe, languages)
+    result = call(evaluate_dir, args, recipe=recipe, languages=languages)
     if args.out is not None:
         paths = write_result(result, args.out)
         print(f"wrote {paths[0]} and {paths[1]}", file=sys.stderr)
     if args.json:
         print(json.dumps(result, indent=1, ensure_ascii=False))
     else:
-        print(markdown_table(result, f"{args.model} ({result['grouping']})"))
+        print(markdown_table(result, f"{args.model_dir} ({result['grouping']})"))
     print(f"{result['seconds']:.1f}s", file=sys.stderr)
     return 0

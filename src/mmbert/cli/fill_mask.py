@@ -14,24 +14,29 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from mmbert.cli import add_shared, call, text
+from mmbert.cli import Options, add_shared, call, own_option, text
 from mmbert.inference import FillMaskResult, fill_mask_dir, read_texts
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    p = parser
-    p.add_argument("model", type=Path, help="HF-format model directory with tokenizer files")
-    p.add_argument("texts", nargs="*", type=text, help="texts containing the tokenizer's mask token (<mask>)")
-    p.add_argument("--file", type=Path, help="more texts: .txt (one per line) or .jsonl (a text field)")
-    p.add_argument("--top-k", type=int, default=5)
-    add_shared(p, "json", "device", "batch_tokens")
+    o = Options(parser, fill_mask_dir)
+    o.add(
+        "model_dir", positional=True, metavar="model", help="HF-format model directory with tokenizer files"
+    )
+    own_option(
+        parser, "texts", nargs="*", type=text, help="texts containing the tokenizer's mask token (<mask>)"
+    )
+    own_option(parser, "--file", type=Path, help="more texts: .txt (one per line) or .jsonl (a text field)")
+    o.add("top_k", help="predictions per <mask>")
+    add_shared(parser, "json")
+    o.shared("device", "batch_tokens")
 
 
 def run(args: argparse.Namespace) -> int:
     texts = list(args.texts) + (read_texts(args.file) if args.file else [])
     if not texts:
         raise ValueError("give texts on the command line or with --file")
-    results = call(fill_mask_dir, args, args.model, texts)
+    results = call(fill_mask_dir, args, texts=texts)
     if args.json:
         print(json.dumps([asdict(r) for r in results], ensure_ascii=False, indent=1))
     else:

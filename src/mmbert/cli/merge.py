@@ -10,32 +10,22 @@ from __future__ import annotations
 import argparse
 import json
 
-from mmbert.cli import add_shared, call
+from mmbert.cli import Options, call
 from mmbert.merge import METHODS, merge_dirs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    p = parser
-    p.add_argument("--method", choices=METHODS, required=True)
-    p.add_argument("--base", help="base model (ties only): task vectors are taken against it")
-    p.add_argument(
-        "--models", nargs="+", required=True, metavar="DIR|PT", help="models to merge (ema: oldest first)"
-    )
-    p.add_argument(
-        "--weights", nargs="+", type=float, metavar="W", help="one weight per model (default: equal)"
-    )
-    p.add_argument(
-        "--density", type=float, help="ties: fraction of each task vector kept, in (0, 1] (default 1)"
-    )
-    ema = p.add_mutually_exclusive_group()
-    ema.add_argument(
-        "--decay", type=float, help="ema: beta in [0, 1); weight of a checkpoint t steps old is beta^t"
-    )
-    ema.add_argument(
-        "--half-life", type=float, help="ema: half-life in checkpoints (beta = 0.5 ** (1 / half_life))"
-    )
-    p.add_argument("--out", required=True, help="output directory (written atomically)")
-    add_shared(p, "overwrite")
+    o = Options(parser, merge_dirs)
+    o.add("method", choices=METHODS)
+    o.add("base", default=None, help="base model (ties only): task vectors are taken against it")
+    o.add("models", metavar="DIR|PT", help="models to merge (ema: oldest first)")
+    o.add("weights", metavar="W", help="one weight per model (default: equal)")
+    o.add("density", help="ties: fraction of each task vector kept, in (0, 1] (default 1)")
+    ema = parser.add_mutually_exclusive_group()
+    o.add("decay", group=ema, help="ema: beta in [0, 1); weight of a checkpoint t steps old is beta^t")
+    o.add("half_life", group=ema, help="ema: half-life in checkpoints (beta = 0.5 ** (1 / half_life))")
+    o.add("out", help="output directory (written atomically)")
+    o.shared("overwrite")
 
 
 def run(args: argparse.Namespace) -> int:

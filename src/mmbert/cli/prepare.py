@@ -10,64 +10,63 @@ from __future__ import annotations
 import argparse
 import os
 
-from mmbert.cli import add_shared, call
-from mmbert.data.prepare import DEFAULT_SHARD_TOKENS, PrepareError, PrepareResult, prepare
+from mmbert.cli import Options, call
+from mmbert.data.prepare import PrepareError, PrepareResult, prepare
 from mmbert.data.sources import BadInputError, open_source
 
 INTERRUPTED = "finished units are kept: rerun the same command to resume"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    p = parser
-    p.add_argument(
-        "--source", required=True, help="bundled[:heldout|:code], a PATH of files, hf:NAME or mds:PATH"
+    src = Options(parser, open_source)
+    o = Options(parser, prepare)
+    src.add(
+        "spec",
+        "--source",
+        metavar="SOURCE",
+        help="bundled[:heldout|:code], a PATH of files, hf:NAME or mds:PATH",
     )
-    p.add_argument("--name", help="the source's name in the manifest (default: from the source)")
-    p.add_argument(
-        "--tokenizer", required=True, help="tokenizer directory (with tokenizer.json) or cached HF name"
+    o.add("name", help="the source's name in the manifest (default: from the source)")
+    o.add("tokenizer", help="tokenizer directory (with tokenizer.json) or cached HF name")
+    o.add("out", help="prepared data directory (DATA)")
+    src.shared(
+        "text_field", "lang_field", "lang", lang_field={"help": "field holding the language; default: path"}
     )
-    p.add_argument("--out", required=True, help="prepared data directory (DATA)")
-    add_shared(
-        p,
-        "text_field",
-        "lang_field",
-        "lang",
-        lang_field={"help": "field holding the language; default: path"},
+    src.add("id_field", help="field holding a document id (optional in the data)")
+    src.add("hf_split", help="Hugging Face dataset split")
+    src.add("hf_config", help="Hugging Face dataset configuration name")
+    src.add("streaming", help="stream the Hugging Face dataset")
+    src.add(
+        "mds_column", help="MDS column of token ids (ndarray) or text (str); default: input_ids, else text"
     )
-    p.add_argument("--id-field", default="id", help="field holding a document id (optional in the data)")
-    p.add_argument("--hf-split", default="train", help="Hugging Face dataset split")
-    p.add_argument("--hf-config", help="Hugging Face dataset configuration name")
-    p.add_argument("--streaming", action="store_true", help="stream the Hugging Face dataset")
-    p.add_argument(
-        "--mds-column", help="MDS column of token ids (ndarray) or text (str); default: input_ids, else text"
-    )
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="tokenizer processes")
-    p.add_argument("--skip-bad", action="store_true", help="skip (and count) bad records instead of stopping")
-    p.add_argument(
-        "--allow-unknown-languages",
-        action="store_true",
+    # On the command line every core tokenizes unless told otherwise (the library takes one).
+    o.add("workers", default=os.cpu_count() or 1, help="tokenizer processes (default: every core)")
+    o.add("skip_bad", help="skip (and count) bad records instead of stopping")
+    o.add(
+        "allow_unknown_languages",
         help="accept language keys outside the bundled and released lists (e.g. a language mmBERT never saw)",
     )
-    p.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS, help="tokens per shard file")
-    machines = p.add_mutually_exclusive_group()
-    machines.add_argument(
-        "--part",
+    o.add("shard_tokens", help="tokens per shard file")
+    machines = parser.add_mutually_exclusive_group()
+    o.add(
+        "part",
+        group=machines,
         type=_part,
         metavar="I/N",
         help="tokenize only part I of N (0 <= I < N: units I, I+N, ...) and write no manifest; "
         "N machines run one part each into one shared --out, then one --join",
     )
-    machines.add_argument(
-        "--join",
-        action="store_true",
+    o.add(
+        "join",
+        group=machines,
         help="write the manifest once every --part is done (tokenizes nothing; an error lists the parts left)",
     )
-    add_shared(p, "overwrite", "progress", overwrite={"help": "prepare the source again from scratch"})
+    o.shared("overwrite", "progress", overwrite={"help": "prepare the source again from scratch"})
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        result = call(prepare, args, call(open_source, args, args.source))
+        result = call(prepare, args, call(open_source, args))
     except BadInputError as err:
         # The options that get past a bad record belong to the command, not to the data's message.
         raise PrepareError(f"{err} (--skip-bad skips bad records; a rerun resumes)") from err

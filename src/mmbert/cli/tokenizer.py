@@ -11,10 +11,9 @@ differ from mmBERT's layout; `mmbert tokenizer adapt SRC --out DIR` writes it wi
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from mmbert.cli import add_shared, call
-from mmbert.tokenizer import MODEL_MAX_LENGTH, adapt_and_save, summarize_tokenizer
+from mmbert.cli import Options, call
+from mmbert.tokenizer import adapt_and_save, summarize_tokenizer
 from mmbert.tokenizer_training import TrainingReport, train_and_save
 
 BUNDLED = "bundled"
@@ -23,35 +22,38 @@ BUNDLED = "bundled"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     tr = sub.add_parser("train", help="train a multilingual Unigram/BPE tokenizer with mmBERT's special ids")
-    tr.add_argument("--out", required=True, type=Path, help="directory to write (AutoTokenizer loads it)")
-    tr.add_argument("--vocab-size", type=int, default=32_000)
-    tr.add_argument("--model", choices=["unigram", "bpe"], default="bpe", help="bpe (as Gemma 2) or unigram")
-    tr.add_argument("--tau", type=float, default=0.3, help="language sampling exponent: p ∝ chars ** tau")
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--max-chars", type=int, default=None, help="cap on the sampled training characters")
-    tr.add_argument(
+    o = Options(tr, train_and_save)
+    o.add("out", help="directory to write (AutoTokenizer loads it)")
+    o.add("vocab_size", help="ids in all: 5 special, 256 bytes, the learned pieces")
+    o.add("model", help="bpe (as Gemma 2) or unigram")
+    o.add("tau", help="language sampling exponent: p ∝ chars ** tau")
+    o.add("seed", help="the sampling seed")
+    o.add("max_chars", help="cap on the sampled training characters")
+    o.add(
+        "inputs",
         "--input",
-        nargs="+",
+        metavar="PATH",
         default=[BUNDLED],
         help="'bundled' (default), or files/directories of .jsonl[.gz], .parquet, .txt (one document each)",
     )
-    add_shared(tr, "text_field", "lang_field", "lang")
-    tr.add_argument("--quiet", dest="progress", action="store_false", help="no progress bars")
-    add_shared(
-        tr, "overwrite", overwrite={"help": "replace the tokenizer files of a directory that holds more"}
-    )
+    o.shared("text_field", "lang_field", "lang")
+    o.add("progress", "--quiet", default=True, help="no progress bars")
+    o.shared("overwrite", overwrite={"help": "replace the tokenizer files of a directory that holds more"})
     info = sub.add_parser("info", help="show a tokenizer's size, special ids and layout")
-    info.add_argument("tokenizer", help="tokenizer directory or locally cached Hub name")
-    adapt = sub.add_parser("adapt", help="write a tokenizer (e.g. Gemma 2's as shipped) with mmBERT's layout")
-    adapt.add_argument("source", help="tokenizer directory or locally cached Hub name")
-    adapt.add_argument(
-        "--out", required=True, type=Path, help="directory to write (a model's files there stay)"
+    o = Options(info, summarize_tokenizer)
+    o.add(
+        "path_or_name",
+        positional=True,
+        metavar="tokenizer",
+        help="tokenizer directory or locally cached Hub name",
     )
-    for sub_parser in (info, adapt):
-        sub_parser.add_argument(
-            "--model-max-length", type=int, default=MODEL_MAX_LENGTH, help="the model's context length"
-        )
-    add_shared(adapt, "overwrite", overwrite={"help": "replace a tokenizer already in --out (or the source)"})
+    o.add("model_max_length", help="the model's context length")
+    adapt = sub.add_parser("adapt", help="write a tokenizer (e.g. Gemma 2's as shipped) with mmBERT's layout")
+    o = Options(adapt, adapt_and_save)
+    o.add("source", positional=True, help="tokenizer directory or locally cached Hub name")
+    o.add("out", help="directory to write (a model's files there stay)")
+    o.add("model_max_length", help="the model's context length")
+    o.shared("overwrite", overwrite={"help": "replace a tokenizer already in --out (or the source)"})
     for sub_parser in (tr, info, adapt):
         # `--debug` after the sub-command too; SUPPRESS keeps the value given before it.
         sub_parser.add_argument(
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    report = call(train_and_save, args, args.out, None if args.input == [BUNDLED] else args.input)
+    report = call(train_and_save, args, inputs=None if args.inputs == [BUNDLED] else args.inputs)
     print("\n".join(_report_lines(report)))
     return 1 if report.unknown_tokens or report.roundtrip_failures else 0
 
@@ -86,7 +88,7 @@ def _report_lines(report: TrainingReport) -> list[str]:
 
 
 def _info(args: argparse.Namespace) -> int:
-    s = call(summarize_tokenizer, args, args.tokenizer)
+    s = call(summarize_tokenizer, args)
     print(f"{s.name}: {s.class_name}, {s.size} tokens, model_max_length {s.model_max_length}")
     for name, (token, id_) in s.special.items():
         print(f"  {name:<5} {token!r:<10} id {id_}")
@@ -104,7 +106,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _adapt(args: argparse.Namespace) -> int:
-    report = call(adapt_and_save, args, args.source, args.out)
+    report = call(adapt_and_save, args)
     same = report.fingerprint == report.source_fingerprint
     ids = "the same token ids" if same else f"other token ids than the source's {report.source_fingerprint}"
     print(f"wrote {report.out}: fingerprint {report.fingerprint} ({ids})")

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from mmbert import distributed as dist
-from mmbert.cli import add_shared, call
+from mmbert.cli import Options, call, own_option
 from mmbert.data.sampler import store_counts
 from mmbert.data.shards import open_data
 from mmbert.plan import format_plan, plan_recipe
@@ -32,54 +32,41 @@ INTERRUPTED = "the last complete checkpoint is kept: rerun the same command to r
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("recipe", type=Path, help="recipe YAML file")
-    p.add_argument("overrides", nargs="*", help="dotted.key=value recipe overrides (phases.0.tokens=1M)")
-    p.add_argument("--out", type=Path, help="run directory (rerun the same command to resume)")
-    p.add_argument("--variant", help="run only this decay variant (in OUT/variants/NAME)")
-    p.add_argument(
-        "--init-from",
-        type=Path,
-        help="start from this HF model + tokenizer directory, or a training .pt checkpoint",
+    own_option(p, "recipe", type=Path, help="recipe YAML file")
+    own_option(p, "overrides", nargs="*", help="dotted.key=value recipe overrides (phases.0.tokens=1M)")
+    launch = Options(p, run_recipe)
+    launch.add("out", default=None, help="run directory (rerun the same command to resume)")
+    launch.add("variant", help="run only this decay variant (in OUT/variants/NAME)")
+    launch.add(
+        "init_from", help="start from this HF model + tokenizer directory, or a training .pt checkpoint"
     )
-    p.add_argument(
-        "--from-phase", help="start at this phase of the recipe (needs --init-from); skip the earlier"
-    )
-    p.add_argument("--dry-run", action="store_true", help="print the resolved recipe and the plan, then exit")
-    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    p.add_argument("--strategy", choices=dist.STRATEGIES, default="ddp", help="under torchrun")
-    p.add_argument(
-        "--micro-batch-tokens",
-        type=int,
-        default=TrainOptions.micro_batch_tokens,
-        help="max tokens per forward/backward (gradient accumulation above it)",
-    )
-    p.add_argument(
-        "--max-nonfinite-steps",
-        type=int,
-        default=TrainOptions.max_nonfinite_steps,
-        help="stop after more consecutive non-finite losses than this",
-    )
-    p.add_argument("--peak-flops", type=float, help="device peak FLOP/s for the MFU estimate")
-    p.add_argument("--gradient-checkpointing", action="store_true", help="recompute layers in backward")
-    p.add_argument(
-        "--async-checkpoint",
-        action="store_true",
+    launch.add("from_phase", help="start at this phase of the recipe (needs --init-from); skip the earlier")
+    own_option(p, "--dry-run", action="store_true", help="print the resolved recipe and the plan, then exit")
+    machine = Options(p, dist.init_distributed)
+    machine.shared("device")
+    train = Options(p, TrainOptions)
+    train.add("strategy", choices=dist.STRATEGIES, help="under torchrun")
+    train.add("micro_batch_tokens", help="max tokens per forward/backward (gradient accumulation above it)")
+    train.add("max_nonfinite_steps", help="stop after more consecutive non-finite losses than this")
+    train.add("peak_flops", help="device peak FLOP/s for the MFU estimate")
+    train.add("gradient_checkpointing", help="recompute layers in backward")
+    train.add(
+        "async_checkpoint",
         help="write checkpoints in the background (a second copy of each rank's state while it is written)",
     )
-    p.add_argument(
+    machine.add(
+        "timeout_s",
         "--timeout",
-        type=float,
-        default=1800.0,
+        metavar="SECONDS",
         help="under torchrun: seconds a rank waits in a collective for a peer before it gives up",
     )
-    add_shared(p, "progress")
-    p.add_argument(
+    train.shared("progress")
+    train.add(
+        "log_every_steps",
         "--log-every",
-        dest="log_every_steps",
-        type=int,
         help="a step line every N steps (default: the recipe's train.log_every_steps; 0: none)",
     )
-    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", help="no TensorBoard events")
+    train.add("tensorboard", help="no TensorBoard events")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.out is None:
         raise RecipeError("--out", "a run directory is required (rerun the same command to resume)")
-    env = dist.init_distributed(args.device, timeout_s=args.timeout)
+    env = call(dist.init_distributed, args)
     try:
         runs = call(run_recipe, args, recipe, args.out, env, call(TrainOptions, args))
     except RuntimeError as err:

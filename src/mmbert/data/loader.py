@@ -42,16 +42,9 @@ from typing import Any
 import torch
 
 from mmbert.data.masking import mask_tokens
+from mmbert.data.mixture import Mixture, PhaseMixture, recipe_mixtures
 from mmbert.data.packing import PackedBatch, Packer
-from mmbert.data.sampler import (
-    DEFAULT_READ_AHEAD,
-    DataSampler,
-    DocumentStore,
-    Mixture,
-    recipe_mixtures,
-    store_counts,
-)
-from mmbert.recipe import Phase
+from mmbert.data.sampler import DEFAULT_READ_AHEAD, DataSampler, DocumentStore, store_counts
 from mmbert.seeds import derive_seed
 
 
@@ -71,7 +64,7 @@ class BatchLoader:
     def __init__(
         self,
         store: DocumentStore,
-        phases: list[Phase],
+        phases: list[PhaseMixture],
         *,
         seed: int,
         rank: int,

@@ -1,13 +1,7 @@
 """The two-axis data sampler: a source by its share of the phase, then a language inside it by `n ** tau`.
 
-mmBERT's mixture has two axes. Sources (FineWeb2, DCLM, StarCoder, ...) get fixed shares of a phase's
-tokens; inside a multilingual source, a language's share is
-
-    p(lang | source) ∝ (n_tokens(source, lang) * multiplier(lang)) ** tau
-
-over the phase's languages, except languages with a fixed share, which get exactly that fraction and
-leave the rest to the temperature rule. `phase_mixture` turns a recipe phase plus the available token
-counts into these target *token* shares (it is also what `mmbert plan` prints).
+`mmbert.data.mixture.phase_mixture` turns a phase's mixture and the available token counts into
+target token shares per (source, language); `store_counts` gives those counts of prepared data.
 
 `DataSampler` then draws documents. Targets are shares of tokens, so a (source, language) cell is
 drawn with probability ∝ share / mean document length, which makes its expected share of drawn tokens
@@ -28,19 +22,17 @@ restart a language's data.
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import threading
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
+from mmbert.data.mixture import Mixture
 from mmbert.data.permutation import IndexPermutation, mix_key
-from mmbert.languages import counts_code, iso3, resolve_languages
-from mmbert.recipe import Phase, RecipeError, SourceSpec
 from mmbert.seeds import stable_hash
 
 logger = logging.getLogger(__name__)
@@ -48,8 +40,6 @@ logger = logging.getLogger(__name__)
 # Document lengths read ahead of the step: every rank draws the global batch's documents (~74 per rank
 # per step at mmBERT's scale, so ~4.7k at 64 ranks), 16 bytes of offsets each.
 DEFAULT_READ_AHEAD = 1024
-
-Counts = Mapping[str, Mapping[str, float]]  # source -> language key -> tokens (may be estimates)
 
 
 class DocumentStore(Protocol):
@@ -61,167 +51,6 @@ class DocumentStore(Protocol):
     def num_docs(self, source: str, lang: str) -> int: ...
     def doc(self, source: str, lang: str, i: int) -> np.ndarray: ...
     def doc_length(self, source: str, lang: str, i: int) -> int: ...
-
-
-@dataclass
-class SourceMixture:
-    """One source of a resolved phase: its share of the phase and its languages' shares inside it."""
-
-    name: str
-    share: float
-    tau: float
-    languages: list[str]
-    probs: list[float]  # share of this source's tokens per language, sums to 1
-    available: list[float]  # tokens of data per language (what n ** tau used)
-
-
-@dataclass
-class Mixture:
-    """A phase's resolved target: token shares per (source, language)."""
-
-    phase_name: str
-    sources: list[SourceMixture]
-
-    def token_shares(self) -> dict[tuple[str, str], float]:
-        return {
-            (s.name, lang): s.share * p
-            for s in self.sources
-            for lang, p in zip(s.languages, s.probs, strict=True)
-        }
-
-    def language_shares(self) -> dict[str, float]:
-        """Share of the phase's tokens per language, summed over sources."""
-        out: dict[str, float] = {}
-        for (_, lang), p in self.token_shares().items():
-            out[lang] = out.get(lang, 0.0) + p
-        return out
-
-    def source_shares(self) -> dict[str, float]:
-        return {s.name: s.share for s in self.sources}
-
-    @property
-    def languages(self) -> list[str]:
-        return sorted({lang for s in self.sources for lang in s.languages})
-
-
-def _matches(rule_key: str, lang: str) -> bool:
-    """A multiplier/fixed-share key names a language by its key (`eng_Latn`) or ISO 639-3 code (`eng`)."""
-    return rule_key == lang or rule_key in (iso3(lang), counts_code(lang))
-
-
-def temperature_probs(
-    available: Mapping[str, float],
-    tau: float,
-    multipliers: Mapping[str, float] | None = None,
-    fixed_shares: Mapping[str, float] | None = None,
-) -> dict[str, float]:
-    """`p(lang) ∝ (n * multiplier) ** tau`, with fixed-share languages pinned (keys already matched)."""
-    multipliers = multipliers or {}
-    fixed = {k: v for k, v in (fixed_shares or {}).items() if k in available}
-    free = [k for k in available if k not in fixed]
-    left = 1.0 - sum(fixed.values())
-    if free and left <= 1e-12:
-        raise ValueError(
-            f"fixed shares sum to {1 - left:.6g} and leave nothing for {len(free)} other languages"
-        )
-    if not free and abs(left) > 1e-6:
-        raise ValueError(f"fixed shares cover every language but sum to {1 - left:.6g}, not 1")
-    # In log space: n ** tau spans many orders of magnitude across 1833 languages.
-    logs = np.array([tau * math.log(available[k] * multipliers.get(k, 1.0)) for k in free])
-    weights = np.exp(logs - logs.max()) if free else np.array([])
-    probs = dict(fixed)
-    for k, w in zip(free, weights / weights.sum() if free else [], strict=True):
-        probs[k] = float(w) * left
-    return {k: probs[k] for k in available}
-
-
-def _expand_rule(rule: Mapping[str, float], langs: list[str], key: str) -> dict[str, float]:
-    """Map rule keys (language keys or ISO codes) onto the source's language keys."""
-    out: dict[str, float] = {}
-    for rule_key, value in rule.items():
-        hits = [lang for lang in langs if _matches(rule_key, lang)]
-        if not hits:
-            raise RecipeError(f"{key}.{rule_key}", "matches none of the source's languages in this phase")
-        if len(hits) > 1 and key.endswith("fixed_shares"):
-            # A fixed share for an ISO code with several keys (scripts) is split evenly among them.
-            value = value / len(hits)
-        for lang in hits:
-            out[lang] = value
-    return out
-
-
-def phase_mixture(phase: Phase, counts: Counts, index: int | None = None) -> Mixture:
-    """Resolve `phase`'s sources and language rules against the available token `counts`.
-
-    Errors (RecipeError, key `phases[i].sources[j]...`) name the phase and the source: a source absent
-    from the data, a source with no data for its languages, a language set that matches nothing.
-    """
-    prefix = f"phases[{index}]" if index is not None else f"phase {phase.name!r}"
-    all_langs = sorted({lang for per in counts.values() for lang, n in per.items() if n > 0})
-    try:
-        phase_langs = resolve_languages(phase.languages, all_langs)
-    except ValueError as err:
-        raise RecipeError(f"{prefix}.languages", f"phase {phase.name!r}: {err}") from None
-    if not phase_langs:
-        raise RecipeError(
-            f"{prefix}.languages",
-            f"phase {phase.name!r}: {phase.languages!r} matches none of the data's languages",
-        )
-    specs = phase.sources
-    if not specs:
-        if len(counts) != 1:
-            raise RecipeError(
-                f"{prefix}.sources",
-                f"phase {phase.name!r}: the data has sources {', '.join(sorted(counts))}; list them with shares",
-            )
-        specs = [SourceSpec(name=next(iter(counts)), share=1.0)]
-    shares = phase.source_shares() if phase.sources else {specs[0].name: 1.0}
-    out = []
-    for j, spec in enumerate(specs):
-        key = f"{prefix}.sources[{j}]"
-        who = f"phase {phase.name!r}, source {spec.name!r}"
-        if spec.name not in counts:
-            raise RecipeError(f"{key}.name", f"{who}: not in the data (sources: {', '.join(sorted(counts))})")
-        present = sorted(lang for lang, n in counts[spec.name].items() if n > 0)
-        lang_key = f"{key}.languages" if spec.languages is not None else key
-        if spec.languages is None:
-            # The phase's languages (already resolved against all the data), where this source has data.
-            langs = [lang for lang in phase_langs if lang in set(present)]
-        else:
-            try:
-                langs = resolve_languages(spec.languages, present)
-            except ValueError as err:
-                raise RecipeError(lang_key, f"{who}: {err}") from None
-        if not langs:
-            shown = ", ".join(present[:10]) + (", ..." if len(present) > 10 else "")
-            raise RecipeError(
-                lang_key,
-                f"{who}: no data for languages {phase.source_languages(spec)!r} (the source has: {shown})",
-            )
-        multipliers = _expand_rule(spec.multipliers, langs, f"{key}.multipliers")
-        fixed = _expand_rule(spec.fixed_shares, langs, f"{key}.fixed_shares")
-        available = {lang: counts[spec.name][lang] for lang in langs}
-        tau = phase.source_tau(spec)
-        try:
-            probs = temperature_probs(available, tau, multipliers, fixed)
-        except ValueError as err:
-            raise RecipeError(f"{key}.fixed_shares", f"{who}: {err}") from None
-        out.append(
-            SourceMixture(
-                spec.name,
-                shares[spec.name],
-                tau,
-                langs,
-                [probs[k] for k in langs],
-                [available[k] for k in langs],
-            )
-        )
-    return Mixture(phase.name, out)
-
-
-def recipe_mixtures(phases: list[Phase], counts: Counts) -> list[Mixture]:
-    """Every phase's mixture: validates a whole run's data needs before it starts."""
-    return [phase_mixture(phase, counts, i) for i, phase in enumerate(phases)]
 
 
 def store_counts(store: DocumentStore) -> dict[str, dict[str, int]]:

@@ -1,0 +1,1 @@
+"""Builders the tests share, one module per area (fixtures stay in `tests/conftest.py`)."""
