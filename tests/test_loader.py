@@ -161,7 +161,7 @@ def _rank_loader(cls, store, rank: int, world_size: int) -> BatchLoader:
 
 def _rank_step(loader: BatchLoader, index: int) -> list[tuple]:
     loader.set_phase(0 if index < 3 else 1, report=False)
-    micro = loader.next_rank_step(RANK_STEP_TOKENS, RANK_SEQ_LENS[index], RANK_MASK_RATE)
+    micro = loader.next_step(RANK_STEP_TOKENS, RANK_SEQ_LENS[index], RANK_MASK_RATE)
     return [(b.input_ids, b.labels, b.cu_seqlens, b.segment_languages, b.num_rows) for b in micro]
 
 
