@@ -14,6 +14,7 @@ first node of a Slurm job); the node killed is the other one.
 
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import socket
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
+from torch.distributed import TCPStore
 
 from mmbert import checkpoint as ckpt
 from mmbert.cli import main as cli_main
@@ -70,7 +72,16 @@ def _two_agents(
 ) -> list[subprocess.Popen]:
     port = _free_port()
     first = _agent(recipe, out, logs / "node0", nnodes, port, restarts)
-    time.sleep(1.0)  # the first agent hosts the rendezvous store
+    # The first agent hosts the rendezvous store (the agent that binds the endpoint does): start the
+    # second once it listens, so that the node killed below is never the host.
+    deadline = time.monotonic() + 120
+    while True:
+        assert first.poll() is None and time.monotonic() < deadline, f"no rendezvous store\n{_logs(logs)}"
+        try:  # a store client, as the agents are (a bare socket disturbs the store)
+            TCPStore("127.0.0.1", port, is_master=False, timeout=datetime.timedelta(seconds=1))
+            break
+        except (RuntimeError, OSError):
+            time.sleep(0.05)
     return [first, _agent(recipe, out, logs / "node1", nnodes, port, restarts)]
 
 
