@@ -5,7 +5,7 @@ by 64 ranks. This writes synthetic prepared data directly in `mmbert prepare`'s 
 a manifest through `mmbert.data.manifest`), with tiny token arrays where only the metadata matters,
 and measures one rank (rank 0 of 64) in a fresh process under `ulimit -n 1024`: the store opened with
 the vocabulary check, the sampler over every cell (without the read-ahead, whose thread would share the
-machine's cores with the draws being timed; its queue is at most 256 documents), then `--draws`
+machine's cores with the draws being timed; its queue is at most 1024 document lengths), then `--draws`
 documents drawn. Per run:
 
 - start-up: from opening the data directory to the first document (the manifest read, the vocabulary
@@ -19,7 +19,10 @@ Sweeps (one quantity grows, the rest stay small): documents in one cell (its sha
 sparse files of zeros: empty documents, which cost the store the same two positional reads as any),
 cells (one shard each) and shards (in 100 cells). Then a layout like mmBERT's (the released
 per-language counts as proportions: FineWeb2's languages, the English and code sources, a filtered
-FineWeb2 for 20 languages; shards per cell in proportion to its tokens), and the extrapolation to the
+FineWeb2 for 20 languages; shards per cell in proportion to its tokens), over which the training
+loader also runs `--ranks` ranks in one process (rank r of 8: each packs the global batch of `--rows`
+rows of 1024 from the documents' lengths and reads only its own rows' documents) to count the bytes
+each rank reads per step against its rows' tokens, and the extrapolation to the
 real run from the sweeps' slopes. Last, the sampler against the plan: with the released counts as the
 data (`mmbert.plan.released_data_counts`, what `mmbert plan --released-counts` plans with, as token
 counts), each phase of recipes/mmbert-base.yaml simulated for --plan-draws documents; the realized
@@ -249,7 +252,10 @@ def run_rank(data: Path, draws: int, nofile: int = NOFILE) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def sweep(tmp: Path, name: str, sizes: list[int], layout, draws: int) -> list[dict[str, Any]]:
+def sweep(
+    tmp: Path, name: str, sizes: list[int], layout, draws: int, keep: bool = False
+) -> list[dict[str, Any]]:
+    """One rank measured over data of each size (`keep`: the data stays, in `tmp / f"{name}-{size}"`)."""
     rows = []
     for size in sizes:
         data = tmp / f"{name}-{size}"
@@ -264,8 +270,53 @@ def sweep(tmp: Path, name: str, sizes: list[int], layout, draws: int) -> list[di
             f"{row['bytes_read_per_draw']:.0f} B read / {row['token_bytes_per_draw']:.0f} B of tokens per draw",
             flush=True,
         )
-        _remove(data)
+        if not keep:
+            _remove(data)
     return rows
+
+
+def loader_reads(
+    data: Path, ranks: int, rows: int, warmup: int, steps: int, seq_len: int = 1024
+) -> dict[str, Any]:
+    """Bytes read per rank per step by the training loader: `ranks` ranks simulated in this process
+    (`BatchLoader`s of rank r of `ranks`, each over a store of its own, no read-ahead so that the count
+    is exact), global batches of `rows` rows of `seq_len`; measured over `steps` steps after `warmup`
+    (a store's first open of a shard reads its headers, once per run)."""
+    from mmbert.data.loader import BatchLoader
+    from mmbert.data.shards import open_data
+    from mmbert.recipe import Phase, SourceSpec
+
+    stores = [open_data([data], vocab_size=VOCAB) for _ in range(ranks)]
+    weights = {
+        s: sum(stores[0].num_tokens(s, lang) for lang in stores[0].languages(s)) for s in stores[0].sources()
+    }
+    phase = Phase("sim", tokens=10**12, tau=0.7, seq_len=seq_len,
+                  sources=[SourceSpec(s, weight=w) for s, w in weights.items() if w > 0])  # fmt: skip
+    loaders = [BatchLoader(store, [phase], seed=0, rank=r, world_size=ranks, vocab_size=VOCAB,
+                           micro_batch_tokens=8 * seq_len, read_ahead=0) for r, store in enumerate(stores)]  # fmt: skip
+    per_rank = []
+    for loader, store in zip(loaders, stores, strict=True):
+        for _ in range(warmup):
+            loader.next_step(rows * seq_len, seq_len, 0.3)
+        before = store.bytes_read
+        for _ in range(steps):
+            loader.next_step(rows * seq_len, seq_len, 0.3)
+        per_rank.append((store.bytes_read - before) / steps)
+        store.close()
+    documents = sum(loaders[0].sampler.realized_docs.values()) / (warmup + steps)
+    own = 4 * rows * seq_len / ranks  # uint32 ids (the packer's <bos>/<eos> included: a slight over-count)
+    return {
+        "ranks": ranks,
+        "rows_per_step": rows,
+        "seq_len": seq_len,
+        "warmup_steps": warmup,
+        "steps": steps,
+        "documents_per_step": documents,
+        "bytes_read_per_rank_per_step": per_rank,
+        "own_token_bytes_per_rank_per_step": own,
+        "global_token_bytes_per_step": 4 * rows * seq_len,
+        "read_over_own": max(per_rank) / own,
+    }
 
 
 def _remove(path: Path) -> None:
@@ -304,6 +355,9 @@ class _Counts:
 
     def doc(self, source: str, lang: str, i: int) -> np.ndarray:
         return self._docs[(source, lang)]
+
+    def doc_length(self, source: str, lang: str, i: int) -> int:
+        return self.cells[(source, lang)][1]
 
 
 def sampler_vs_plan(draws: int) -> list[dict[str, Any]]:
@@ -429,6 +483,10 @@ def main() -> None:
     parser.add_argument(
         "--limit-check", type=int, default=0, help="also read this many shards under ulimit -n 1024"
     )
+    parser.add_argument("--ranks", type=int, default=8, help="ranks simulated for the loader's reads")
+    parser.add_argument("--rows", type=int, default=512, help="rows of 1024 in the loader's global batch")
+    parser.add_argument("--warmup", type=int, default=20, help="loader steps before its reads are counted")
+    parser.add_argument("--steps", type=int, default=10, help="loader steps whose reads are counted")
     parser.add_argument(
         "--tmp", default=None, help="where the synthetic data is written (default: a temp dir)"
     )
@@ -436,6 +494,7 @@ def main() -> None:
     if args.smoke:
         doc_sizes, cell_sizes, shard_sizes = [10**3, 10**5], [10, 40], [100, 400]
         args.draws, args.plan_draws, args.layout_shards = 500, 2000, 300
+        args.rows, args.warmup, args.steps = 64, 2, 2
     else:
         doc_sizes = [10**5, 10**6, 10**7, 10**8, 10**9]
         cell_sizes = [10, 100, 1000, 5000]
@@ -456,8 +515,20 @@ def main() -> None:
                                  lambda n: [("web", f"l{i:03d}_Latn", n // 100, 100, 8) for i in range(100)], args.draws)  # fmt: skip
         # Documents of ~1,000 tokens (FineWeb2's order of size), their tokens sparse: real reads, no disk.
         layout = mmbert_layout(args.layout_shards, 100, -1000)
-        (row,) = sweep(tmp, "layout", [args.layout_shards], lambda _: layout, args.draws)
+        (row,) = sweep(tmp, "layout", [args.layout_shards], lambda _: layout, args.draws, keep=True)
         result["layout"] = row
+        reads = loader_reads(
+            tmp / f"layout-{args.layout_shards}", args.ranks, args.rows, args.warmup, args.steps
+        )
+        result["loader_reads"] = reads
+        print(
+            f"   loader {reads['ranks']} ranks, {reads['rows_per_step']} rows of {reads['seq_len']} a step: "
+            f"bytes read per rank per step {min(reads['bytes_read_per_rank_per_step']):,.0f} to "
+            f"{max(reads['bytes_read_per_rank_per_step']):,.0f}, its rows' tokens {reads['own_token_bytes_per_rank_per_step']:,.0f} B "
+            f"(at most {reads['read_over_own']:.2f}x; the global batch: {reads['global_token_bytes_per_step']:,} B)",
+            flush=True,
+        )  # fmt: skip
+        _remove(tmp / f"layout-{args.layout_shards}")
         if args.limit_check:
             (result["limit_check"],) = sweep(tmp, "shards", [args.limit_check],
                                              lambda n: [("web", f"l{i:03d}_Latn", n // 100, 10, 8) for i in range(100)], args.draws)  # fmt: skip
@@ -466,6 +537,7 @@ def main() -> None:
         result["documents"], result["cells"], result["shards"], result["layout"]
     )
     ext = result["extrapolation"]
+    ext["targets"]["loader_bytes_read_per_rank_step_within_2x"] = result["loader_reads"]["read_over_own"] <= 2
     print(
         f"real run (~{REAL['cells']:,} cells, ~{REAL['shards']:,} shards, {REAL['documents']:.1e} documents), per rank: "
         f"data memory {ext['data_rss_mb']['predicted']:.0f} MB, start-up {ext['startup_s']['predicted']:.2f} s, "

@@ -97,4 +97,9 @@ def test_scale_bench_smoke_measures_every_sweep(tmp_path):
     assert [row["phase"] for row in result["sampler_vs_plan"]] == ["pretrain", "mid", "decay"]
     # Each draw opens its shard (headers, first and last offsets) and reads its offsets and tokens.
     assert 1 < result["extrapolation"]["bytes_read_per_token_byte"]["measured"] < 2
+    # The loader's ranks read their own rows' tokens (plus lengths and straddling pieces), not the batch's.
+    reads = result["loader_reads"]
+    assert reads["ranks"] == 8 and len(reads["bytes_read_per_rank_per_step"]) == 8
+    assert 1 < reads["read_over_own"] < 2
+    assert max(reads["bytes_read_per_rank_per_step"]) < reads["global_token_bytes_per_step"] / 4
     assert "real run" in printed

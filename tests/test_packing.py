@@ -17,6 +17,10 @@ class Doc:
     lang: str
     tokens: np.ndarray
 
+    @property
+    def length(self) -> int:
+        return int(self.tokens.size)
+
 
 def docs(n: int, seed: int = 0, max_len: int = 300):
     rng = np.random.default_rng(seed)

@@ -168,6 +168,9 @@ def test_cell_of_tens_of_millions_of_documents_in_bounded_memory_and_time() -> N
         def doc(self, source, lang, i):
             return np.full(8, i % 1000, dtype=np.uint32)
 
+        def doc_length(self, source, lang, i):
+            return 8
+
     store = Metadata({("web", "eng_Latn"): [], ("web", "fra_Latn"): []})
     mix = phase_mixture(make_phase(sources=[{"name": "web", "share": 1.0}]), store.counts(), 0)
     tracemalloc.start()
@@ -190,7 +193,7 @@ def test_cell_of_tens_of_millions_of_documents_in_bounded_memory_and_time() -> N
 
 def test_read_ahead_gives_the_same_stream_and_state() -> None:
     """Reading ahead in a thread changes nothing the sampler returns or saves, across phase changes and
-    resumes; a document that fails to read raises in the draw that needs it."""
+    resumes; a document whose length fails to read raises in the draw that needs it."""
     counts = STORE.counts()
     web = [{"name": "web", "share": 0.6}, {"name": "code", "share": 0.4}]
     first = phase_mixture(make_phase(sources=web), counts, 0)
@@ -214,10 +217,10 @@ def test_read_ahead_gives_the_same_stream_and_state() -> None:
     ahead.close(), resumed.close()
 
     class Failing(FakeStore):
-        def doc(self, source, lang, i):
+        def doc_length(self, source, lang, i):
             if i == 7:
                 raise OSError(f"{source}/{lang}: document {i} unreadable")
-            return super().doc(source, lang, i)
+            return super().doc_length(source, lang, i)
 
     failing = DataSampler(Failing(STORE.cells), first, seed=4, read_ahead=16)
     reference = DataSampler(STORE, first, seed=4)

@@ -46,5 +46,8 @@ class FakeStore:
     def doc(self, source: str, lang: str, i: int) -> np.ndarray:
         return np.full(self.cells[(source, lang)][i], i, dtype=np.uint32)
 
+    def doc_length(self, source: str, lang: str, i: int) -> int:
+        return self.cells[(source, lang)][i]
+
     def counts(self) -> dict[str, dict[str, int]]:
         return {s: {lang: self.num_tokens(s, lang) for lang in self.languages(s)} for s in self.sources()}

@@ -9,8 +9,18 @@ run's seed and the row's number in the run, so a row is masked the same way whic
 The documents of every step, their packing and their masks are therefore the same on 1, 2 or 8 ranks,
 and so is the state: a checkpoint written by w ranks continues the identical stream on any w'.
 
-Cost: every rank packs the whole global batch and keeps its slice (packing is a copy of token ids from
-memory-mapped shards, small beside a step of the model); only the kept rows are masked and trained on.
+Reads: a rank reads the tokens of its own rows only. Every rank draws all the step's documents, but a
+drawn document is lazy (`SampledDocument`: its length from its two offsets, 16 bytes; its tokens read
+on first use), and the packer lays rows out from lengths alone: the rows before and after this rank's
+slice are passed over (`Packer.skip`: the same documents drawn, the same carry and statistics after,
+nothing read), and only the documents with a piece in this rank's rows are read, whole (a document
+straddling into the slice from another rank's row included). So bytes read per rank per step are the
+rank's own tokens, plus the straddling documents' other pieces, plus 16 bytes per document of the
+global batch (at 64 ranks and documents of ~1,000 tokens, ~1 KiB per ~4 KiB document of its own). The
+sampler's read-ahead thread reads the lengths ahead (for w ranks, w times as many small reads as
+documents trained on, so these are the reads worth taking out of the step); the tokens of the rank's
+own documents are read in the step, when its micro-batches are built. A checkpoint reads the one
+document carried over the step's end if no built row needed it (the packer's state holds its tokens).
 
 A phase change swaps only the sampler's mixture: positions in every (source, language) cell carry on,
 so a later phase does not restart a language's data, and the packer's carried document remainder is
@@ -20,9 +30,8 @@ started from a later phase, `mmbert train --from-phase`) are never drawn from an
 
 Stateful: `state_dict()` holds the sampler's and the packer's states and the number of global rows
 drawn; it is the same on every rank, and `load_state_dict` on a fresh loader (any rank, any world
-size) continues the identical stream (nothing is re-read or re-drawn). The sampler reads up to
-`read_ahead` documents ahead in a background thread (0: none), which changes neither the stream nor the
-state.
+size) continues the identical stream (nothing is re-read or re-drawn). The read-ahead (`read_ahead`
+lengths, 0: none) changes neither the stream nor the state.
 """
 
 from __future__ import annotations
@@ -125,9 +134,12 @@ class BatchLoader:
         return batch
 
     def _skip(self, rows: int, seq_len: int) -> None:
-        """Pack `rows` global rows that other ranks train on (the stream must pass through them)."""
+        """Pass over `rows` global rows that other ranks train on: the stream goes through their
+        documents, which are laid out from their lengths and never read."""
         if rows > 0:
-            self._pack(rows, seq_len)
+            skipped = self.packer.skip(iter(self.sampler), rows, seq_len)
+            assert skipped == rows  # the sampler never runs out: another epoch
+            self.rows_drawn += rows
 
     def _mask(self, batch: PackedBatch, first_row: int, rate: float) -> None:
         """Mask each row with the generator of its global row number (rows are `seq_len` apart)."""

@@ -90,11 +90,20 @@ class PackedBatch:
 
 
 class PackableDocument(Protocol):
-    """What the packer reads from a document (the sampler's `SampledDocument` has these)."""
+    """What the packer reads from a document (the sampler's `SampledDocument` has these).
+
+    `length` is known without reading the document; `tokens` is read only when a piece of the document
+    lands in a batch that is built (`next_batch`), never for rows passed over (`skip`).
+    """
 
     source: str
     lang: str
-    tokens: np.ndarray
+
+    @property
+    def length(self) -> int: ...
+
+    @property
+    def tokens(self) -> np.ndarray: ...
 
 
 @dataclass
@@ -116,10 +125,43 @@ class PackStats:
 
 @dataclass
 class _Carry:
+    """The document being packed: its wrapped form `<bos> tokens <eos>` (`size` tokens), of which
+    `[start:]` is still to place. The wrapped tokens are built on the first piece that needs them."""
+
     source: str
     lang: str
-    tokens: np.ndarray  # the rest of the wrapped document (ends with <eos>)
+    doc: PackableDocument | None  # where the tokens come from (None: `wrapped` given, a restored carry)
+    size: int
+    start: int = 0
     split: bool = False  # already cut once (so it is counted once in `split_documents`)
+    wrapped: np.ndarray | None = field(default=None, repr=False)
+
+    def piece(self, start: int, stop: int, bos_id: int, eos_id: int) -> np.ndarray:
+        """Tokens `[start:stop]` of the wrapped document (reads the document the first time)."""
+        if self.wrapped is None:
+            assert self.doc is not None
+            tokens = np.asarray(self.doc.tokens, dtype=np.int64)
+            if tokens.size + 2 != self.size:
+                raise ValueError(
+                    f"{self.source}/{self.lang}: a document of {self.size - 2} tokens read as {tokens.size}"
+                )
+            wrapped = np.empty(self.size, dtype=np.int64)
+            wrapped[0], wrapped[1:-1], wrapped[-1] = bos_id, tokens, eos_id
+            self.wrapped = wrapped
+        return self.wrapped[start:stop]
+
+
+@dataclass
+class _Piece:
+    """A run of one document's wrapped tokens placed in a row."""
+
+    carry: _Carry
+    start: int
+    stop: int
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
 
 
 @dataclass
@@ -131,29 +173,18 @@ class Packer:
     stats: PackStats = field(default_factory=PackStats)
     _carry: _Carry | None = field(default=None, init=False, repr=False)
 
-    def _wrap(self, doc: PackableDocument) -> _Carry:
-        tokens = np.asarray(doc.tokens, dtype=np.int64)
-        wrapped = np.empty(tokens.size + 2, dtype=np.int64)
-        wrapped[0], wrapped[1:-1], wrapped[-1] = self.bos_id, tokens, self.eos_id
+    def _start(self, doc: PackableDocument) -> _Carry:
         self.stats.documents += 1
-        return _Carry(doc.source, doc.lang, wrapped)
+        return _Carry(doc.source, doc.lang, doc, int(doc.length) + 2)
 
-    def next_batch(
+    def _layout(
         self, documents: Iterator[PackableDocument], num_rows: int, seq_len: int
-    ) -> PackedBatch | None:
-        """The next `num_rows` rows of `seq_len` tokens, drawing documents from `documents` as needed.
-
-        The batch holds N == num_rows * seq_len tokens unless `documents` ran out (then the last row
-        is short); None if it ran out before the first token. Its per-language and per-source counts
-        are real tokens, bos/eos included.
-        """
+    ) -> tuple[list[_Piece], int]:
+        """Place the next `num_rows` rows of `seq_len` from the documents' lengths alone (nothing read):
+        the pieces in order and the rows filled. Advances the carry and the statistics."""
         if num_rows < 1 or seq_len < 1:
             raise ValueError(f"num_rows and seq_len must be >= 1, got {num_rows}, {seq_len}")
-        pieces: list[np.ndarray] = []
-        lengths: list[int] = []
-        langs: list[str] = []
-        per_lang: dict[str, int] = {}
-        per_source: dict[str, int] = {}
+        pieces: list[_Piece] = []
         exhausted = False
         rows = 0
         while rows < num_rows and not exhausted:
@@ -164,40 +195,61 @@ class Packer:
                     if doc is None:
                         exhausted = True
                         break
-                    self._carry = self._wrap(doc)
+                    self._carry = self._start(doc)
                 carry = self._carry
-                piece = carry.tokens[:space]
-                pieces.append(piece)
-                lengths.append(piece.size)
-                langs.append(carry.lang)
-                per_lang[carry.lang] = per_lang.get(carry.lang, 0) + piece.size
-                per_source[carry.source] = per_source.get(carry.source, 0) + piece.size
-                space -= piece.size
-                if piece.size < carry.tokens.size:
+                take = min(space, carry.size - carry.start)
+                pieces.append(_Piece(carry, carry.start, carry.start + take))
+                space -= take
+                carry.start += take
+                if carry.start < carry.size:
                     # The row is full and the document is not: carry the rest to the next row.
                     if not carry.split:
                         self.stats.split_documents += 1
-                    carry.tokens, carry.split = carry.tokens[piece.size :], True
+                    carry.split = True
                 else:
                     self._carry = None
             if space < seq_len:
                 rows += 1
                 self.stats.rows += 1
                 self.stats.capacity += seq_len
-        if not lengths:
+        self.stats.tokens += sum(p.size for p in pieces)
+        self.stats.pieces += len(pieces)
+        return pieces, rows
+
+    def skip(self, documents: Iterator[PackableDocument], num_rows: int, seq_len: int) -> int:
+        """Pass over the next `num_rows` rows exactly as `next_batch` would pack them (same documents
+        drawn, same carry and statistics after), reading no document: only their lengths. Returns
+        the rows passed (fewer when `documents` ran out)."""
+        return self._layout(documents, num_rows, seq_len)[1]
+
+    def next_batch(
+        self, documents: Iterator[PackableDocument], num_rows: int, seq_len: int
+    ) -> PackedBatch | None:
+        """The next `num_rows` rows of `seq_len` tokens, drawing documents from `documents` as needed.
+
+        The batch holds N == num_rows * seq_len tokens unless `documents` ran out (then the last row
+        is short); None if it ran out before the first token. Its per-language and per-source counts
+        are real tokens, bos/eos included.
+        """
+        pieces, rows = self._layout(documents, num_rows, seq_len)
+        if not pieces:
             return None
-        n = int(sum(lengths))
-        self.stats.tokens += n
-        self.stats.pieces += len(lengths)
+        per_lang: dict[str, int] = {}
+        per_source: dict[str, int] = {}
+        for p in pieces:
+            per_lang[p.carry.lang] = per_lang.get(p.carry.lang, 0) + p.size
+            per_source[p.carry.source] = per_source.get(p.carry.source, 0) + p.size
+        lengths = [p.size for p in pieces]
         cu = np.zeros(len(lengths) + 1, dtype=np.int32)
         np.cumsum(lengths, out=cu[1:])
+        ids = [p.carry.piece(p.start, p.stop, self.bos_id, self.eos_id) for p in pieces]
         return PackedBatch(
-            input_ids=torch.from_numpy(np.concatenate(pieces)),  # (N,)
+            input_ids=torch.from_numpy(np.concatenate(ids)),  # (N,)
             cu_seqlens=torch.from_numpy(cu),  # (S+1,)
             max_seqlen=int(max(lengths)),
             num_rows=rows,
             seq_len=seq_len,
-            segment_languages=langs,
+            segment_languages=[p.carry.lang for p in pieces],
             tokens_per_language=per_lang,
             tokens_per_source=per_source,
         )
@@ -215,9 +267,10 @@ class Packer:
 
     def state_dict(self) -> dict[str, Any]:
         carry = None
-        if self._carry is not None:
+        if self._carry is not None:  # its tokens are read here if no built batch needed them
             c = self._carry
-            carry = {"source": c.source, "lang": c.lang, "tokens": c.tokens.tolist(), "split": c.split}
+            rest = c.piece(c.start, c.size, self.bos_id, self.eos_id)
+            carry = {"source": c.source, "lang": c.lang, "tokens": rest.tolist(), "split": c.split}
         return {"carry": carry, "stats": dict(self.stats.__dict__)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -225,5 +278,7 @@ class Packer:
         self._carry = None
         if carry is not None:
             tokens = np.asarray(carry["tokens"], dtype=np.int64)
-            self._carry = _Carry(carry["source"], carry["lang"], tokens, bool(carry["split"]))
+            self._carry = _Carry(
+                carry["source"], carry["lang"], None, tokens.size, split=bool(carry["split"]), wrapped=tokens
+            )
         self.stats = PackStats(**state["stats"])

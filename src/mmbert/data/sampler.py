@@ -26,7 +26,7 @@ import queue
 import threading
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -37,8 +37,9 @@ from mmbert.seeds import stable_hash
 
 logger = logging.getLogger(__name__)
 
-# Documents read ahead of the step: a rank draws ~74 per step at mmBERT's scale, a few KiB each.
-DEFAULT_READ_AHEAD = 256
+# Document lengths read ahead of the step: every rank draws the global batch's documents (~74 per rank
+# per step at mmBERT's scale, so ~4.7k at 64 ranks), 16 bytes of offsets each.
+DEFAULT_READ_AHEAD = 1024
 
 
 class DocumentStore(Protocol):
@@ -49,6 +50,7 @@ class DocumentStore(Protocol):
     def num_tokens(self, source: str, lang: str) -> int: ...
     def num_docs(self, source: str, lang: str) -> int: ...
     def doc(self, source: str, lang: str, i: int) -> np.ndarray: ...
+    def doc_length(self, source: str, lang: str, i: int) -> int: ...
 
 
 def store_counts(store: DocumentStore) -> dict[str, dict[str, int]]:
@@ -58,13 +60,25 @@ def store_counts(store: DocumentStore) -> dict[str, dict[str, int]]:
 
 @dataclass
 class SampledDocument:
-    """A drawn document: its cell, its index in the cell, which epoch over the cell, and its tokens."""
+    """A drawn document: its cell, its index in the cell, which epoch over the cell, and its length.
+
+    Its `tokens` are read from the store when first asked for, so a reader that only needs the
+    length (the packer passing over another rank's rows) reads 16 bytes of offsets, not the document.
+    """
 
     source: str
     lang: str
     index: int
     epoch: int
-    tokens: np.ndarray
+    length: int
+    store: DocumentStore = field(repr=False, compare=False)
+    _tokens: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def tokens(self) -> np.ndarray:
+        if self._tokens is None:
+            self._tokens = self.store.doc(self.source, self.lang, self.index)
+        return self._tokens
 
 
 @dataclass(frozen=True)
@@ -103,8 +117,10 @@ class _Plan:
 class DataSampler:
     """Draws documents for one rank from a phase's mixture; iterate it or call `next_document()`.
 
-    `read_ahead` > 0 reads up to that many of the next documents in a background thread (`ReadAhead`),
-    so a step rarely waits on storage; the stream, and the state, are the same with it or without it.
+    A draw reads the document's length only (its offsets); its tokens are read when first used
+    (`SampledDocument.tokens`). `read_ahead` > 0 reads the lengths of up to that many of the next
+    documents in a background thread (`ReadAhead`), so drawing rarely waits on storage; the stream,
+    and the state, are the same with it or without it.
     """
 
     def __init__(
@@ -189,16 +205,16 @@ class DataSampler:
 
     def next_document(self) -> SampledDocument:
         cell, n, index, epoch = self._plan.draw(self._rng, self._drawn)
-        tokens = self._ahead.take(cell, n) if self._ahead is not None else None
-        if tokens is None:
-            tokens = self.store.doc(cell.source, cell.lang, index)
+        length = self._ahead.take(cell, n) if self._ahead is not None else None
+        if length is None:
+            length = self.store.doc_length(cell.source, cell.lang, index)
             if self.read_ahead:  # (re)start reading ahead from the state after this draw
                 self._stop_read_ahead()
                 self._ahead = ReadAhead(self.store, self._plan, self._rng, self._drawn, self.read_ahead)
         key = (cell.source, cell.lang)
         self.realized_docs[key] += 1
-        self.realized_tokens[key] += int(tokens.size) + 2
-        return SampledDocument(cell.source, cell.lang, index, epoch, tokens)
+        self.realized_tokens[key] += length + 2
+        return SampledDocument(cell.source, cell.lang, index, epoch, length, self.store)
 
     def _stop_read_ahead(self) -> None:
         if self._ahead is not None:
@@ -281,11 +297,12 @@ class DataSampler:
 
 
 class ReadAhead:
-    """Reads the documents a sampler will draw next, up to `depth` of them, in a background thread.
+    """Reads the lengths of the documents a sampler will draw next, up to `depth` of them, in a
+    background thread (the tokens are read by whoever uses them: a rank reads only its own rows').
 
     The thread draws from a copy of the sampler's state (its generator and positions), with the same
     `_Plan`, so it reads exactly the documents the sampler will ask for, in order. The sampler still
-    makes every draw itself and only takes the tokens from here: its state is always the position of
+    makes every draw itself and only takes the lengths from here: its state is always the position of
     the documents it returned (what a checkpoint saves), never that of those read ahead. A read that
     fails in the thread ends the thread; the sampler then reads that document itself, where its error
     is raised in the step that needs it.
@@ -313,18 +330,18 @@ class ReadAhead:
         # The thread holds no reference to the sampler: dropping the sampler stops it.
         weakref.finalize(self, self._stop.set)
 
-    def take(self, cell: _Cell, n: int) -> np.ndarray | None:
-        """The tokens of `cell`'s n-th draw when they are the next read ahead, else None (read it yourself)."""
+    def take(self, cell: _Cell, n: int) -> int | None:
+        """The length of `cell`'s n-th draw when it is the next read ahead, else None (read it yourself)."""
         while True:
             try:
-                key, m, tokens = self._queue.get(timeout=0.05)
+                key, m, length = self._queue.get(timeout=0.05)
                 break
             except queue.Empty:
                 if not self._thread.is_alive():
                     return None
         if (key, m) != ((cell.source, cell.lang), n):  # cannot happen with one plan; never trust it blindly
             return None
-        return tokens
+        return length
 
     def stop(self) -> None:
         self._stop.set()
@@ -339,11 +356,11 @@ def _read_ahead(
     out: queue.Queue,
     stop: threading.Event,
 ) -> None:
-    """The read-ahead thread: draw as the sampler will, read, queue; until stopped or a read fails."""
+    """The read-ahead thread: draw as the sampler will, read the length, queue; until stopped or a read fails."""
     while not stop.is_set():
         cell, n, index, _ = plan.draw(rng, drawn)
         try:
-            item = ((cell.source, cell.lang), n, store.doc(cell.source, cell.lang, index))
+            item = ((cell.source, cell.lang), n, store.doc_length(cell.source, cell.lang, index))
         except Exception:  # the sampler reads this document again and raises there
             return
         while not stop.is_set():
