@@ -67,10 +67,10 @@ CPU = torch.device("cpu")
 
 
 class Doc:
-    """What the packer reads: a source, a language and the token ids (no special tokens)."""
+    """What the packer reads: a source, a language, the length and the token ids (no special tokens)."""
 
     def __init__(self, tokens: np.ndarray) -> None:
-        self.source, self.lang, self.tokens = "bench", "und", tokens
+        self.source, self.lang, self.tokens, self.length = "bench", "und", tokens, len(tokens)
 
 
 def make_documents(n_tokens: int, vocab: int, seq_len: int, seed: int = 0) -> list[np.ndarray]:

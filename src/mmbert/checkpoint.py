@@ -46,7 +46,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 
 from mmbert import distributed as dist
 from mmbert.errors import MmbertError
-from mmbert.io import atomic_write_text, disk_full_error, fsync_dir, remove_stale_temps
+from mmbert.io import atomic_write_text, disk_full_error, fsync_dir, interrupts_deferred, remove_stale_temps
 from mmbert.run_layout import CHECKPOINT_RE, RunLayout
 
 logger = logging.getLogger(__name__)
@@ -175,9 +175,10 @@ class CheckpointWriter:
                 written = dcp.async_save(tensors, checkpoint_id=tmp, process_group=self._group, no_dist=alone)
                 self._pending = (written, tmp, final, shared)
                 return final
-            dcp.save(tensors, checkpoint_id=tmp, no_dist=alone)
-            dist.barrier()  # every rank's part is on disk
-            self._publish(tmp, final, shared)
+            with interrupts_deferred():  # a Ctrl-C lands after the checkpoint, not inside DCP's writer
+                dcp.save(tensors, checkpoint_id=tmp, no_dist=alone)
+                dist.barrier()  # every rank's part is on disk
+                self._publish(tmp, final, shared)
         except BaseException as err:
             self._fail(err, tmp)
         dist.barrier()
@@ -231,6 +232,8 @@ class CheckpointWriter:
             shutil.rmtree(tmp, ignore_errors=True)
         if full is not None:
             raise full from err
+        if isinstance(cause, KeyboardInterrupt):  # DCP wraps a Ctrl-C like any failure: it stays a Ctrl-C
+            raise KeyboardInterrupt from err
         if cause is not err:
             raise CheckpointError(f"{tmp}: writing the checkpoint failed on rank {rank}: {cause}") from err
         raise err
