@@ -5,6 +5,7 @@ and gets exactly what packing (and reading) every row gives."""
 from __future__ import annotations
 
 import copy
+import threading
 
 import numpy as np
 import pytest
@@ -154,9 +155,9 @@ class PackEveryRow(BatchLoader):
             self._pack(rows, seq_len)
 
 
-def _rank_loader(cls, store, rank: int, world_size: int) -> BatchLoader:
+def _rank_loader(cls, store, rank: int, world_size: int, **options) -> BatchLoader:
     return cls(store, RANK_PHASES, seed=3, rank=rank, world_size=world_size, vocab_size=RANK_VOCAB,
-               micro_batch_tokens=128, read_ahead=8)  # fmt: skip
+               micro_batch_tokens=128, read_ahead=8, **options)  # fmt: skip
 
 
 def _rank_step(loader: BatchLoader, index: int) -> list[tuple]:
@@ -223,3 +224,75 @@ def test_a_rank_of_four_reads_a_quarter_of_the_tokens() -> None:
         assert drawn <= store.lengths_read <= drawn + 9
         assert eager_store.tokens_read >= 3 * 24 * 32 - 2 * drawn  # bos/eos are not read
         assert store.tokens_read < eager_store.tokens_read / 4 + 3 * 2 * longest
+
+
+# ------------------------------------------------------------------------------------------- prefetch
+# The next step built in a background thread: the same micro-batches and states as building it in the
+# step, across a phase change, a save and restore with a step pending, and arguments that then differ.
+def _settings(index: int) -> tuple[int, int, float]:
+    return RANK_STEP_TOKENS, RANK_SEQ_LENS[index], RANK_MASK_RATE
+
+
+def _prefetched_run(store, rank: int, world_size: int, save_at: int) -> tuple[list, list, dict]:
+    """The steps of `RANK_SEQ_LENS` with the next step prefetched within a phase (as the trainer
+    does), restored into a fresh loader after step `save_at` from a state taken with a step pending;
+    steps 1 and 3 (a phase change) are prefetched with other arguments first. Micro-batches, states
+    and language counts."""
+    loader = _rank_loader(BatchLoader, store, rank, world_size)
+    steps, states, languages = [], [], {}
+    for index in range(len(RANK_SEQ_LENS)):
+        steps.append(_rank_step(loader, index))
+        for lang, n in loader.take_language_tokens().items():
+            languages[lang] = languages.get(lang, 0) + n
+        if index == 0:  # other arguments than the next step's: undone, the step built in place
+            loader.prefetch(RANK_STEP_TOKENS // 2, 32, RANK_MASK_RATE)
+        elif index == 2:  # pending at a phase change: `set_phase` undoes it
+            loader.prefetch(*_settings(index))
+        elif index + 1 < len(RANK_SEQ_LENS) and RANK_SEQ_LENS[index + 1] == RANK_SEQ_LENS[index]:
+            loader.prefetch(*_settings(index + 1))
+        states.append(copy.deepcopy(loader.state_dict()))
+        assert loader.take_language_tokens() == {}  # a prefetched step is not counted
+        if index == save_at:
+            assert loader._pending is not None
+            loader._pending.wait()
+            assert loader.rows_drawn > states[-1]["rows_drawn"]  # the next step is built, not saved
+            resumed = _rank_loader(BatchLoader, store, rank, world_size)
+            resumed.set_phase(0 if index < 3 else 1, report=False)  # as the trainer resumes
+            resumed.load_state_dict(states[-1])
+            loader.close()
+            assert loader.state_dict() == states[-1]  # closing undid the prefetch
+            loader = resumed
+    loader.close()
+    return steps, states, languages
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_a_prefetched_step_is_the_step_built_in_place_across_phases_a_resume_and_other_arguments(world_size):
+    store = _counting_store()
+    for rank in range(world_size):
+        plain = _rank_loader(BatchLoader, store, rank, world_size, prefetch=False)
+        steps, states, languages = [], [], {}
+        for index in range(len(RANK_SEQ_LENS)):
+            steps.append(_rank_step(plain, index))
+            plain.prefetch(*_settings(min(index + 1, len(RANK_SEQ_LENS) - 1)))  # switched off: nothing
+            states.append(plain.state_dict())
+            for lang, n in plain.take_language_tokens().items():
+                languages[lang] = languages.get(lang, 0) + n
+        got_steps, got_states, got_languages = _prefetched_run(store, rank, world_size, save_at=4)
+        assert all(_same(a, b) for a, b in zip(steps, got_steps, strict=True)), rank
+        assert got_states == states
+        assert got_languages == languages
+        assert any(len(s) for s in steps)  # each rank has rows to compare
+
+
+def test_a_prefetch_runs_in_one_thread_that_is_gone_after_close():
+    def threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "mmbert-batch-prefetch"]
+
+    loader = _rank_loader(BatchLoader, _counting_store(), 0, 1)
+    _rank_step(loader, 0)
+    loader.prefetch(*_settings(1))
+    assert len(threads()) <= 1
+    loader.close()
+    assert threads() == []
+    assert loader._pending is None

@@ -290,6 +290,9 @@ class Trainer:
             device=self.device,
         )
         n_masked, n_tokens = (int(x) for x in dist.all_reduce_sum(counts).tolist())
+        if self.tokens + n_tokens < self.schedule.phase_end(at.phase_index):  # not at a phase's end
+            after = self.schedule.at(self.tokens + n_tokens)  # the next step's documents read meanwhile
+            self.loader.prefetch(after.step_tokens, after.seq_len, after.mask_rate)
         lr = self.schedule.lr(self.tokens + n_tokens, at.phase_index)  # at the end of this batch
         set_schedule(self.optimizer, lr, at.weight_decay, at.phase.lr)
 

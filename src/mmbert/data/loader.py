@@ -19,7 +19,9 @@ rank's own tokens, plus the straddling documents' other pieces, plus 16 bytes pe
 global batch (at 64 ranks and documents of ~1,000 tokens, ~1 KiB per ~4 KiB document of its own). The
 sampler's read-ahead thread reads the lengths ahead (for w ranks, w times as many small reads as
 documents trained on, so these are the reads worth taking out of the step); the tokens of the rank's
-own documents are read in the step, when its micro-batches are built. A checkpoint reads the one
+own documents are read one step ahead: `prefetch(...)` builds the next step's micro-batches in one
+background thread while this step trains, and `next_step` with the same arguments returns them
+(other arguments: the prefetch is undone and the step built in place, the same batches either way). A checkpoint reads the one
 document carried over the step's end if no built row needed it (the packer's state holds its tokens).
 
 A phase change swaps only the sampler's mixture: positions in every (source, language) cell carry on,
@@ -31,12 +33,18 @@ started from a later phase, `mmbert train --from-phase`) are never drawn from an
 Stateful: `state_dict()` holds the sampler's and the packer's states and the number of global rows
 drawn; it is the same on every rank, and `load_state_dict` on a fresh loader (any rank, any world
 size) continues the identical stream (nothing is re-read or re-drawn). The read-ahead (`read_ahead`
-lengths, 0: none) changes neither the stream nor the state.
+lengths, 0: none) changes neither the stream nor the state, and neither does the step prefetch: while a
+step is prefetched, `state_dict()` is the snapshot taken before it (the position after the steps
+returned), and a phase change, `load_state_dict` or `close` first waits for it and undoes it.
 """
 
 from __future__ import annotations
 
+import copy
+import threading
 from collections import Counter
+from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -58,6 +66,20 @@ def rank_rows(rows: int, rank: int, world_size: int) -> range:
     return range(rank * rows // world_size, (rank + 1) * rows // world_size)
 
 
+@dataclass
+class _Prefetch:
+    """A step being built in the background: its arguments, the state before it, its result."""
+
+    args: tuple[int, int, float]
+    snapshot: dict[str, Any]
+    thread: threading.Thread
+    result: Future
+
+    def wait(self) -> list[PackedBatch]:
+        self.thread.join()
+        return self.result.result()
+
+
 class BatchLoader:
     """Masked, packed micro-batches of one rank's slice of the global stream drawn from a data store."""
 
@@ -73,6 +95,7 @@ class BatchLoader:
         micro_batch_tokens: int,
         first_phase: int = 0,
         read_ahead: int = DEFAULT_READ_AHEAD,
+        prefetch: bool = True,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
@@ -87,6 +110,8 @@ class BatchLoader:
         self.micro_batch_tokens = micro_batch_tokens
         self.rows_drawn = 0  # global rows packed so far in the run (numbers the rows' masks)
         self._language_tokens: Counter = Counter()
+        self.prefetch_enabled = prefetch  # False: `prefetch` does nothing, every step is built in place
+        self._pending: _Prefetch | None = None
 
     def set_phase(self, index: int, report: bool = True) -> None:
         """Switch to phase `index`'s mixture; `report` logs the realized shares of the phase that ends."""
@@ -94,6 +119,7 @@ class BatchLoader:
         if mixture is None:
             raise ValueError(f"phase {index} comes before the first phase this loader draws from")
         if self.sampler.mixture is not mixture:
+            self._discard()  # a step prefetched in the old phase is drawn again in the new one
             if report:
                 self.sampler.log_realized()
                 self.packer.log_efficiency()
@@ -112,7 +138,59 @@ class BatchLoader:
     def next_step(self, step_tokens: int, seq_len: int, mask_rate: float) -> list[PackedBatch]:
         """This rank's slice of the next global batch of `step_tokens` tokens, as masked micro-batches
         (at most `micro_batches(...)`; none when the batch has fewer rows than there are ranks and this
-        rank's slice is empty)."""
+        rank's slice is empty). The step prefetched with the same arguments, if any."""
+        args = (step_tokens, seq_len, mask_rate)
+        pending, self._pending = self._pending, None
+        if pending is not None and pending.args == args:
+            try:
+                micro = pending.wait()
+            except BaseException:
+                self._restore(pending.snapshot)
+                raise
+        else:
+            if pending is not None:
+                self._undo(pending)
+            micro = self._build(*args)
+        for batch in micro:  # counted when trained on, not when prefetched
+            self._language_tokens.update(batch.tokens_per_language)
+        return micro
+
+    def prefetch(self, step_tokens: int, seq_len: int, mask_rate: float) -> None:
+        """Start building the step `next_step(step_tokens, seq_len, mask_rate)` will return, in one
+        background thread (its documents' tokens are read there); the state is snapshot first."""
+        if not self.prefetch_enabled:
+            return
+        self._discard()
+        args = (step_tokens, seq_len, mask_rate)
+        snapshot = copy.deepcopy(self.state_dict())
+        result: Future = Future()
+
+        def build() -> None:
+            try:
+                result.set_result(self._build(*args))
+            except BaseException as error:  # raised again by `next_step`
+                result.set_exception(error)
+
+        thread = threading.Thread(target=build, name="mmbert-batch-prefetch", daemon=True)
+        self._pending = _Prefetch(args, snapshot, thread, result)
+        thread.start()
+
+    def _discard(self) -> None:
+        """Undo a pending prefetch (the stream returns to where the steps returned left it)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._undo(pending)
+
+    def _undo(self, pending: _Prefetch) -> None:
+        pending.thread.join()
+        self._restore(pending.snapshot)
+
+    def _restore(self, snapshot: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(snapshot["sampler"])
+        self.packer.load_state_dict(snapshot["packer"])
+        self.rows_drawn = int(snapshot["rows_drawn"])
+
+    def _build(self, step_tokens: int, seq_len: int, mask_rate: float) -> list[PackedBatch]:
         rows = global_rows(step_tokens, seq_len)
         mine = rank_rows(rows, self.rank, self.world_size)
         self._skip(mine.start, seq_len)
@@ -122,7 +200,6 @@ class BatchLoader:
             take = min(rows_per_micro, mine.stop - first)
             batch = self._pack(take, seq_len)
             self._mask(batch, self.rows_drawn - take, mask_rate)
-            self._language_tokens.update(batch.tokens_per_language)
             micro.append(batch)
         self._skip(rows - mine.stop, seq_len)
         return micro
@@ -154,6 +231,7 @@ class BatchLoader:
     def close(self) -> None:
         """Stop reading ahead and close the store's open shards (drawing again restarts both): a run
         that ends leaves no thread and no descriptor behind, however long its process lives on."""
+        self._discard()
         self.sampler.close()
         close_store = getattr(self.sampler.store, "close", None)
         if close_store is not None:
@@ -165,6 +243,9 @@ class BatchLoader:
         return counts
 
     def state_dict(self) -> dict[str, Any]:
+        """The stream's position after the steps returned (a prefetched step not counted)."""
+        if self._pending is not None:
+            return copy.deepcopy(self._pending.snapshot)
         return {
             "sampler": self.sampler.state_dict(),
             "packer": self.packer.state_dict(),
@@ -173,6 +254,9 @@ class BatchLoader:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue the stream saved by `state_dict`, then return to the current phase's mixture."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.thread.join()  # its state is replaced below
         phase_name = state["sampler"]["phase_name"]
         saved = next((m for m in self.mixtures if m is not None and m.phase_name == phase_name), None)
         if saved is None:
