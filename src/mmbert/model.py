@@ -411,17 +411,25 @@ class MmBertForMaskedLM(MmBertPreTrainedModel):
         return MaskedLMOutput(None, logits)
 
 
-class MmBertForSequenceClassification(MmBertPreTrainedModel):
-    hf_architecture = "ModernBertForSequenceClassification"
+class _ClassifierModel(MmBertPreTrainedModel):
+    """The encoder, the prediction head, dropout and a linear `classifier` of `outputs`: the parameters of
+    every transformers ModernBERT head but the MLM one (sequence, token, multiple choice, QA)."""
 
-    def __init__(self, config: MmBertConfig):
+    def __init__(self, config: MmBertConfig, outputs: int):
         super().__init__()
         self.config = config
         self.model = MmBertModel(config)
         self.head = MmBertPredictionHead(config)
         self.drop = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = nn.Linear(config.hidden_size, outputs)
         self.init_weights()
+
+
+class MmBertForSequenceClassification(_ClassifierModel):
+    hf_architecture = "ModernBertForSequenceClassification"
+
+    def __init__(self, config: MmBertConfig):
+        super().__init__(config, config.num_labels)
 
     def forward(
         self,
@@ -441,7 +449,7 @@ class MmBertForSequenceClassification(MmBertPreTrainedModel):
         return SequenceClassifierOutput(loss, logits, pooled)
 
 
-class MmBertForMultipleChoice(MmBertPreTrainedModel):
+class MmBertForMultipleChoice(_ClassifierModel):
     """One score per (context, choice) sequence, a softmax over each example's choices.
 
     transformers' `ModernBertForMultipleChoice` (same parameters: `model`, `head`, `drop`, `classifier` with one
@@ -452,13 +460,7 @@ class MmBertForMultipleChoice(MmBertPreTrainedModel):
     hf_architecture = "ModernBertForMultipleChoice"
 
     def __init__(self, config: MmBertConfig):
-        super().__init__()
-        self.config = config
-        self.model = MmBertModel(config)
-        self.head = MmBertPredictionHead(config)
-        self.drop = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(config.hidden_size, 1)
-        self.init_weights()
+        super().__init__(config, 1)
 
     def forward(
         self,
@@ -487,7 +489,7 @@ class MmBertForMultipleChoice(MmBertPreTrainedModel):
         return SequenceClassifierOutput(loss, logits, pooled)
 
 
-class MmBertForTokenClassification(MmBertPreTrainedModel):
+class MmBertForTokenClassification(_ClassifierModel):
     """A label per token (NER, POS); transformers' `ModernBertForTokenClassification` parameters.
 
     `labels` has the shape of `input_ids` (IGNORE_INDEX where no label: continuation pieces, specials).
@@ -496,13 +498,7 @@ class MmBertForTokenClassification(MmBertPreTrainedModel):
     hf_architecture = "ModernBertForTokenClassification"
 
     def __init__(self, config: MmBertConfig):
-        super().__init__()
-        self.config = config
-        self.model = MmBertModel(config)
-        self.head = MmBertPredictionHead(config)
-        self.drop = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.init_weights()
+        super().__init__(config, config.num_labels)
 
     def forward(
         self,
@@ -523,7 +519,7 @@ class MmBertForTokenClassification(MmBertPreTrainedModel):
         return TokenClassifierOutput(loss, logits)
 
 
-class MmBertForQuestionAnswering(MmBertPreTrainedModel):
+class MmBertForQuestionAnswering(_ClassifierModel):
     """Extractive QA: start and end logits per token; transformers' `ModernBertForQuestionAnswering`
     parameters (`classifier` has two outputs, `num_labels` = 2).
 
@@ -534,15 +530,9 @@ class MmBertForQuestionAnswering(MmBertPreTrainedModel):
     hf_architecture = "ModernBertForQuestionAnswering"
 
     def __init__(self, config: MmBertConfig):
-        super().__init__()
         if config.num_labels != 2:
             raise ValueError(f"question answering needs num_labels 2 (start, end), got {config.num_labels}")
-        self.config = config
-        self.model = MmBertModel(config)
-        self.head = MmBertPredictionHead(config)
-        self.drop = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(config.hidden_size, 2)
-        self.init_weights()
+        super().__init__(config, 2)
 
     def forward(
         self,
